@@ -1,0 +1,10 @@
+//! chatd: a low-footprint chat daemon on readiness-based I/O.
+//!
+//! The crate is laid out the way a message travels: `protocol` turns bytes into frames,
+//! `session` is a connection's I/O-free state machine, `reactor` owns the sockets and the mio
+//! event loop, `sequencer` gives each message its place in its room, and `room` holds the
+//! in-memory ring every reactor fans out from. `auth` and `datadir` keep what lives on disk.
+
+pub mod protocol;
+#[doc(hidden)]
+pub mod fuzzing;
