@@ -1,1 +1,357 @@
-//! Fuzz bodies (filled in by the fuzz work).
+//! Fuzz bodies for the codec, kept in the library so that `cargo test` runs them too.
+//!
+//! Each body drives a [`Deframer`] exactly as a reactor does — append what a read returned,
+//! drain every whole frame, stop at the first error — and asserts the codec's promises rather
+//! than only "no panic": a frame never claims more bytes than were buffered, the deframer never
+//! waits for more than one frame's worth, every refusal is decided from the header alone, every
+//! parsed frame re-encodes to the very bytes it came from, and how the input was split into
+//! reads changes nothing. The targets under `fuzz/fuzz_targets/` are one-liners that call in
+//! here. A panic in this module means the codec broke a promise; it must never panic for any
+//! other reason.
+
+use crate::protocol::codec::{FrameError, RawFrame, parse_client, parse_server};
+use crate::protocol::{
+    DEFAULT_MAX_FRAME, Decoded, Deframer, ErrorCode, HEADER_LEN, encode_client, encode_server,
+};
+
+/// A limit small enough that short fuzz inputs also reach the TOO_LARGE path.
+const SMALL_MAX_FRAME: u32 = 64;
+
+/// At most this many input bytes after the first describe read sizes.
+const MAX_READ_SIZES: u8 = 8;
+
+/// One direction of the protocol: the deframer that reads it and how its frames round-trip.
+struct Direction {
+    deframer: fn(u32) -> Deframer,
+    reencode: fn(&RawFrame<'_>) -> Result<Vec<u8>, FrameError>,
+}
+
+const TO_SERVER: Direction = Direction {
+    deframer: Deframer::for_server,
+    reencode: client_again,
+};
+const TO_CLIENT: Direction = Direction {
+    deframer: Deframer::for_client,
+    reencode: server_again,
+};
+
+fn client_again(raw: &RawFrame<'_>) -> Result<Vec<u8>, FrameError> {
+    let mut out = Vec::with_capacity(raw.wire_len);
+    encode_client(&parse_client(raw)?, &mut out);
+    Ok(out)
+}
+
+fn server_again(raw: &RawFrame<'_>) -> Result<Vec<u8>, FrameError> {
+    let mut out = Vec::with_capacity(raw.wire_len);
+    encode_server(&parse_server(raw)?, &mut out);
+    Ok(out)
+}
+
+/// Decodes `data` as the bytes a server reads from a client.
+///
+/// The first byte's low three bits say how many of the next bytes are read sizes (`byte + 1`,
+/// used in turn, cycling); none means one byte per read. The rest is the stream, decoded with
+/// `max_frame` 65536 and 64, each fed whole and in those reads.
+///
+/// # Panics
+/// When the codec breaks one of the promises listed in the module documentation.
+pub fn decode_stream(data: &[u8]) {
+    check(&TO_SERVER, data);
+}
+
+/// Decodes `data` as the bytes a client reads from a server; otherwise as [`decode_stream`].
+///
+/// # Panics
+/// When the codec breaks one of the promises listed in the module documentation.
+pub fn decode_client_stream(data: &[u8]) {
+    check(&TO_CLIENT, data);
+}
+
+/// What feeding a stream produced: the wire bytes of each frame, in order, and the first error.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Outcome {
+    frames: Vec<Vec<u8>>,
+    error: Option<FrameError>,
+    consumed: usize,
+}
+
+fn check(dir: &Direction, data: &[u8]) {
+    let (sizes, stream) = read_plan(data);
+    let large = check_limit(dir, DEFAULT_MAX_FRAME, stream, &sizes);
+    let small = check_limit(dir, SMALL_MAX_FRAME, stream, &sizes);
+    // A smaller limit can only cut the same frames short, and only by refusing one as too large.
+    let n = small.frames.len();
+    assert_eq!(
+        large.frames.get(..n),
+        Some(&small.frames[..]),
+        "small limit changed frames"
+    );
+    if n < large.frames.len() || small.error != large.error {
+        assert_eq!(small.error.map(|e| e.code), Some(ErrorCode::TooLarge));
+    }
+}
+
+/// Splits the input into read sizes and the stream they cut up.
+fn read_plan(data: &[u8]) -> (Vec<usize>, &[u8]) {
+    let Some((&control, rest)) = data.split_first() else {
+        return (vec![1], data);
+    };
+    let count = usize::from(control % MAX_READ_SIZES).min(rest.len());
+    let (sizes, stream) = rest.split_at(count);
+    let mut sizes: Vec<usize> = sizes.iter().map(|&b| usize::from(b) + 1).collect();
+    if sizes.is_empty() {
+        sizes.push(1);
+    }
+    (sizes, stream)
+}
+
+/// Feeds `stream` whole and in `sizes` reads to one deframer and checks both agree.
+fn check_limit(dir: &Direction, max_frame: u32, stream: &[u8], sizes: &[usize]) -> Outcome {
+    let deframer = (dir.deframer)(max_frame);
+    let whole = feed(dir, deframer, stream, &[stream.len().max(1)]);
+    let in_reads = feed(dir, deframer, stream, sizes);
+    assert_eq!(
+        whole, in_reads,
+        "splitting the stream into reads changed the outcome"
+    );
+    whole
+}
+
+/// Feeds `stream` as reads of `sizes` (cycled) the way a reactor does and stops at the first
+/// error.
+fn feed(dir: &Direction, deframer: Deframer, stream: &[u8], sizes: &[usize]) -> Outcome {
+    let mut out = Outcome::default();
+    let mut buf = Vec::new();
+    let mut rest = stream;
+    for size in sizes.iter().cycle() {
+        if rest.is_empty() || out.error.is_some() {
+            break;
+        }
+        let (read, tail) = rest.split_at((*size).min(rest.len()));
+        rest = tail;
+        buf.extend_from_slice(read);
+        let drained = drain(dir, deframer, &buf, &mut out);
+        buf.drain(..drained);
+    }
+    assert!(out.consumed <= stream.len(), "consumed more than the input");
+    assert_eq!(
+        out.frames.concat(),
+        stream.get(..out.consumed).unwrap_or_default()
+    );
+    out
+}
+
+/// Takes every whole frame off the front of `buf`; returns how many bytes they occupied.
+fn drain(dir: &Direction, deframer: Deframer, buf: &[u8], out: &mut Outcome) -> usize {
+    let mut at = 0;
+    loop {
+        let pending = buf.get(at..).expect("frames stay inside the buffer");
+        match deframer.next(pending) {
+            Ok(Decoded::NeedMore) => {
+                // Waiting is only for the rest of one frame no longer than max_frame.
+                assert!(pending.len() < HEADER_LEN + deframer.max_frame() as usize);
+                return at;
+            }
+            Ok(Decoded::Frame(raw)) => {
+                check_raw(deframer, &raw, pending);
+                match (dir.reencode)(&raw) {
+                    Ok(again) => {
+                        assert_eq!(again, pending[..raw.wire_len], "re-encoding changed bytes");
+                        out.frames.push(again);
+                        out.consumed += raw.wire_len;
+                        at += raw.wire_len;
+                    }
+                    Err(e) => {
+                        // The deframer already refused unknown kinds; only bodies remain.
+                        assert_eq!(e.code, ErrorCode::Malformed, "{e:?}");
+                        out.error = Some(e);
+                        return at;
+                    }
+                }
+            }
+            Err(e) => {
+                // Refused from the header: 4 bytes for the length, a fifth for the kind.
+                let seen = match e.code {
+                    ErrorCode::UnknownKind => HEADER_LEN + 1,
+                    _ => HEADER_LEN,
+                };
+                let header = pending
+                    .get(..seen)
+                    .expect("refused before the header was in");
+                assert_eq!(deframer.next(header), Err(e), "needed more than the header");
+                out.error = Some(e);
+                return at;
+            }
+        }
+    }
+}
+
+/// A frame the deframer found in `pending` describes exactly bytes that are there.
+fn check_raw(deframer: Deframer, raw: &RawFrame<'_>, pending: &[u8]) {
+    assert!(
+        raw.wire_len <= pending.len(),
+        "frame longer than the buffer"
+    );
+    assert!(raw.wire_len > HEADER_LEN, "frame without a kind");
+    assert!(
+        raw.wire_len - HEADER_LEN <= deframer.max_frame() as usize,
+        "frame over max_frame"
+    );
+    let header = pending.first_chunk::<HEADER_LEN>().expect("header present");
+    assert_eq!(
+        u32::from_be_bytes(*header) as usize,
+        raw.wire_len - HEADER_LEN
+    );
+    assert_eq!(pending.get(HEADER_LEN), Some(&raw.kind));
+    assert_eq!(pending.get(HEADER_LEN + 1..raw.wire_len), Some(raw.body));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{ClientFrame, ServerFrame};
+
+    /// HELLO, JOIN, SEND, PING, BYE as a client pipelines them.
+    fn client_stream() -> Vec<u8> {
+        let mut wire = Vec::new();
+        for frame in [
+            ClientFrame::Hello {
+                version: 1,
+                user: "alice",
+                token: "secret",
+            },
+            ClientFrame::Join {
+                room: "#general",
+                after: 0,
+                limit: u32::MAX,
+            },
+            ClientFrame::Send {
+                room: "#general",
+                id: 1,
+                text: "héllo",
+            },
+            ClientFrame::Ping { nonce: 7 },
+            ClientFrame::Bye,
+        ] {
+            encode_client(&frame, &mut wire);
+        }
+        wire
+    }
+
+    /// WELCOME, JOINED, MSG, ACK, ERROR as a server answers them.
+    fn server_stream() -> Vec<u8> {
+        let mut wire = Vec::new();
+        for frame in [
+            ServerFrame::Welcome {
+                version: 1,
+                epoch: 9,
+                session: 3,
+                max_frame: DEFAULT_MAX_FRAME,
+                idle_timeout_ms: 30_000,
+                server: "chatd",
+            },
+            ServerFrame::Joined {
+                room: "#general",
+                first: 0,
+                head: 0,
+            },
+            ServerFrame::Msg {
+                room: "#general",
+                seq: 1,
+                ts_ms: 2,
+                user: "alice",
+                text: "héllo",
+            },
+            ServerFrame::Ack { id: 1, seq: 1 },
+            ServerFrame::Error {
+                code: 8,
+                reference: 1,
+                message: "not joined",
+            },
+        ] {
+            encode_server(&frame, &mut wire);
+        }
+        wire
+    }
+
+    /// Read plans: one byte per read, reads of 2 and 5, one read of up to 256.
+    const PLANS: [&[u8]; 3] = [&[0x00], &[0x02, 1, 4], &[0x01, 0xff]];
+
+    fn with_plan(plan: &[u8], stream: &[u8]) -> Vec<u8> {
+        [plan, stream].concat()
+    }
+
+    #[test]
+    fn valid_streams_decode_whole_and_in_reads() {
+        for plan in PLANS {
+            decode_stream(&with_plan(plan, &client_stream()));
+            decode_client_stream(&with_plan(plan, &server_stream()));
+        }
+        let outcome = feed(&TO_SERVER, Deframer::for_server(64), &client_stream(), &[3]);
+        assert_eq!((outcome.frames.len(), outcome.error), (5, None));
+        let outcome = feed(&TO_CLIENT, Deframer::for_client(64), &server_stream(), &[3]);
+        assert_eq!(outcome.frames.len(), 5);
+    }
+
+    #[test]
+    fn truncated_streams_keep_the_whole_frames() {
+        let client = client_stream();
+        let server = server_stream();
+        for cut in 0..client.len() {
+            decode_stream(&with_plan(&[0x02, 0, 6], &client[..cut]));
+        }
+        for cut in 0..server.len() {
+            decode_client_stream(&with_plan(&[0x02, 0, 6], &server[..cut]));
+        }
+        // HELLO is 21 bytes: 22 bytes hold it and one byte of JOIN, which waits.
+        let outcome = feed(&TO_SERVER, Deframer::for_server(64), &client[..22], &[1]);
+        assert_eq!(
+            (outcome.frames.len(), outcome.consumed, outcome.error),
+            (1, 21, None)
+        );
+    }
+
+    #[test]
+    fn seed_corpora_pass() {
+        let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+        let targets = [
+            ("decode_server", decode_stream as fn(&[u8])),
+            ("decode_client", decode_client_stream),
+        ];
+        for (target, body) in targets {
+            let dir = std::fs::read_dir(seeds.join(target)).expect("seed directory");
+            let mut count = 0;
+            for entry in dir {
+                body(&std::fs::read(entry.expect("seed entry").path()).expect("seed file"));
+                count += 1;
+            }
+            assert!(count >= 4, "{target} has only {count} seeds");
+        }
+    }
+
+    #[test]
+    fn garbage_stops_at_the_first_error() {
+        let cases: [(&[u8], ErrorCode); 5] = [
+            (&[0, 0, 0, 0], ErrorCode::Malformed),
+            (&[0, 0, 0, 0x41], ErrorCode::TooLarge),
+            (&[0, 0, 0, 1, 0x81], ErrorCode::UnknownKind),
+            (&[0, 0, 0, 2, 0x06, 0], ErrorCode::Malformed),
+            (
+                &[0, 0, 0, 1, 0x06, 0xff, 0xff, 0xff, 0xff],
+                ErrorCode::TooLarge,
+            ),
+        ];
+        for (stream, code) in cases {
+            let outcome = feed(&TO_SERVER, Deframer::for_server(64), stream, &[1]);
+            assert_eq!(outcome.error.map(|e| e.code), Some(code), "{stream:02x?}");
+            for plan in PLANS {
+                decode_stream(&with_plan(plan, stream));
+                decode_client_stream(&with_plan(plan, stream));
+            }
+        }
+        for junk in [&[][..], &[0xff; 40], b"GET / HTTP/1.1\r\n\r\n"] {
+            decode_stream(junk);
+            decode_client_stream(junk);
+        }
+    }
+}

@@ -5,6 +5,17 @@
 //! event loop, `sequencer` gives each message its place in its room, and `room` holds the
 //! in-memory ring every reactor fans out from. `auth` and `datadir` keep what lives on disk.
 
-pub mod protocol;
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod datadir;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod mailbox;
+pub mod protocol;
+pub mod reactor;
+pub mod room;
+pub mod sequencer;
+pub mod server;
+pub mod session;

@@ -1,1 +1,134 @@
-fn main() {}
+//! The `chatd` binary: parses the command line, then serves or manages users.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use chatd::auth;
+use chatd::cli::{self, Command};
+use chatd::config::Config;
+use chatd::datadir::DataDir;
+use chatd::server::Server;
+use nix::sys::signal::{SigSet, Signal};
+
+fn main() -> ExitCode {
+    let env = env_logger::Env::default().default_filter_or("info");
+    env_logger::Builder::from_env(env)
+        .format_target(false)
+        .init();
+    let command = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(c) => c,
+        Err(message) => {
+            eprintln!("chatd: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match command {
+        Command::Help(text) => {
+            print!("{text}");
+            Ok(())
+        }
+        Command::Version => {
+            println!("chatd {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Serve(config) => serve(&config),
+        Command::UserAdd { data_dir, name } => DataDir::open(&data_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|d| auth::add_user(&d.users_path(), &name).map_err(|e| e.to_string()))
+            .map(|token| {
+                println!("added user '{name}'. Its token (shown only this once):");
+                println!("{token}");
+            }),
+        Command::UserRemove { data_dir, name } => DataDir::open(&data_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|d| auth::remove_user(&d.users_path(), &name).map_err(|e| e.to_string()))
+            .map(|()| println!("removed user '{name}'")),
+        Command::UserList { data_dir } => DataDir::open(&data_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|d| auth::list_users(&d.users_path()).map_err(|e| e.to_string()))
+            .map(|names| names.iter().for_each(|n| println!("{n}"))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("chatd: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: &Config) -> Result<(), String> {
+    // Block the stop signals in every thread (threads inherit the mask) and take them
+    // synchronously on one thread of our own: no async-signal-safety puzzles anywhere.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals
+        .thread_block()
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+    raise_open_file_limit(config);
+
+    let server = Server::start(config).map_err(|e| e.to_string())?;
+    for addr in server.local_addrs() {
+        log::info!("listening on {addr}");
+        // Scripts and tests read the bound address (port 0 resolved) from stdout.
+        println!("listening on {addr}");
+    }
+    let _ = std::io::stdout().flush();
+    log::info!(
+        "chatd {} serving with {} reactors, data in {}",
+        env!("CARGO_PKG_VERSION"),
+        config.reactor_count(),
+        config.data_dir.display()
+    );
+
+    let stop = server.stop_handle();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut stopping = false;
+            loop {
+                match signals.wait() {
+                    Ok(sig) if stopping => {
+                        log::warn!("{sig} again: stopping now");
+                        std::process::exit(1);
+                    }
+                    Ok(sig) => {
+                        log::info!("{sig}: shutting down gracefully");
+                        stopping = true;
+                        stop.stop();
+                    }
+                    Err(e) => log::error!("waiting for signals: {e}"),
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+
+    server.wait().map_err(|e| e.to_string())?;
+    log::info!("stopped");
+    Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one: every connection is a descriptor, and
+/// the usual soft default (1024) is far below what the connection limit allows.
+fn raise_open_file_limit(config: &Config) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    // A few descriptors for listeners, the poll instances and the log.
+    let reserve = 64 + 4 * config.reactor_count() as u64;
+    let wanted = config.limits.max_connections as u64 + reserve;
+    if wanted > limit {
+        log::warn!(
+            "--max-connections {} needs about {wanted} open files but the limit is {limit}; \
+             connections past it will fail to be accepted",
+            config.limits.max_connections
+        );
+    }
+}

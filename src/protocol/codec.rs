@@ -17,7 +17,10 @@ pub struct FrameError {
 
 impl FrameError {
     fn malformed(reason: &'static str) -> FrameError {
-        FrameError { code: ErrorCode::Malformed, reason }
+        FrameError {
+            code: ErrorCode::Malformed,
+            reason,
+        }
     }
 }
 
@@ -47,12 +50,18 @@ pub struct Deframer {
 impl Deframer {
     /// A deframer for what a server receives: client kinds only.
     pub fn for_server(max_frame: u32) -> Deframer {
-        Deframer { max_frame, known_kind: kind::is_client }
+        Deframer {
+            max_frame,
+            known_kind: kind::is_client,
+        }
     }
 
     /// A deframer for what a client receives: server kinds only.
     pub fn for_client(max_frame: u32) -> Deframer {
-        Deframer { max_frame, known_kind: kind::is_server }
+        Deframer {
+            max_frame,
+            known_kind: kind::is_server,
+        }
     }
 
     pub fn max_frame(&self) -> u32 {
@@ -83,12 +92,19 @@ impl Deframer {
             return Ok(Decoded::NeedMore);
         };
         if !(self.known_kind)(kind_byte) {
-            return Err(FrameError { code: ErrorCode::UnknownKind, reason: "unknown frame kind" });
+            return Err(FrameError {
+                code: ErrorCode::UnknownKind,
+                reason: "unknown frame kind",
+            });
         }
         // length <= max_frame <= u32::MAX, and usize is at least 32 bits on every target we build.
         let wire_len = HEADER_LEN + length as usize;
         match buf.get(HEADER_LEN + 1..wire_len) {
-            Some(body) => Ok(Decoded::Frame(RawFrame { kind: kind_byte, body, wire_len })),
+            Some(body) => Ok(Decoded::Frame(RawFrame {
+                kind: kind_byte,
+                body,
+                wire_len,
+            })),
             None => Ok(Decoded::NeedMore),
         }
     }
@@ -113,8 +129,10 @@ impl<'a> Reader<'a> {
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], FrameError> {
-        let (head, tail) =
-            self.rest.split_first_chunk::<N>().ok_or(FrameError::malformed("body too short"))?;
+        let (head, tail) = self
+            .rest
+            .split_first_chunk::<N>()
+            .ok_or(FrameError::malformed("body too short"))?;
         self.rest = tail;
         Ok(*head)
     }
@@ -138,7 +156,9 @@ impl<'a> Reader<'a> {
     /// A `str` field: u16 length, then that many bytes of UTF-8.
     pub fn str(&mut self) -> Result<&'a str, FrameError> {
         let len = usize::from(self.u16()?);
-        let bytes = self.take(len).ok_or(FrameError::malformed("string runs past the body"))?;
+        let bytes = self
+            .take(len)
+            .ok_or(FrameError::malformed("string runs past the body"))?;
         std::str::from_utf8(bytes).map_err(|_| FrameError::malformed("string is not UTF-8"))
     }
 
@@ -153,7 +173,9 @@ impl<'a> Reader<'a> {
         if self.rest.is_empty() {
             Ok(())
         } else {
-            Err(FrameError::malformed("bytes left over after the last field"))
+            Err(FrameError::malformed(
+                "bytes left over after the last field",
+            ))
         }
     }
 }
@@ -163,13 +185,30 @@ impl<'a> Reader<'a> {
 pub fn parse_client<'a>(raw: &RawFrame<'a>) -> Result<ClientFrame<'a>, FrameError> {
     let mut r = Reader::new(raw.body);
     let frame = match raw.kind {
-        kind::HELLO => ClientFrame::Hello { version: r.u8()?, user: r.str()?, token: r.str()? },
-        kind::JOIN => ClientFrame::Join { room: r.str()?, after: r.u64()?, limit: r.u32()? },
+        kind::HELLO => ClientFrame::Hello {
+            version: r.u8()?,
+            user: r.str()?,
+            token: r.str()?,
+        },
+        kind::JOIN => ClientFrame::Join {
+            room: r.str()?,
+            after: r.u64()?,
+            limit: r.u32()?,
+        },
         kind::LEAVE => ClientFrame::Leave { room: r.str()? },
-        kind::SEND => ClientFrame::Send { room: r.str()?, id: r.u64()?, text: r.text()? },
+        kind::SEND => ClientFrame::Send {
+            room: r.str()?,
+            id: r.u64()?,
+            text: r.text()?,
+        },
         kind::PING => ClientFrame::Ping { nonce: r.u64()? },
         kind::BYE => ClientFrame::Bye,
-        _ => return Err(FrameError { code: ErrorCode::UnknownKind, reason: "not a client kind" }),
+        _ => {
+            return Err(FrameError {
+                code: ErrorCode::UnknownKind,
+                reason: "not a client kind",
+            });
+        }
     };
     r.finish()?;
     Ok(frame)
@@ -187,7 +226,11 @@ pub fn parse_server<'a>(raw: &RawFrame<'a>) -> Result<ServerFrame<'a>, FrameErro
             idle_timeout_ms: r.u32()?,
             server: r.str()?,
         },
-        kind::JOINED => ServerFrame::Joined { room: r.str()?, first: r.u64()?, head: r.u64()? },
+        kind::JOINED => ServerFrame::Joined {
+            room: r.str()?,
+            first: r.u64()?,
+            head: r.u64()?,
+        },
         kind::LEFT => ServerFrame::Left { room: r.str()? },
         kind::MSG => ServerFrame::Msg {
             room: r.str()?,
@@ -196,10 +239,22 @@ pub fn parse_server<'a>(raw: &RawFrame<'a>) -> Result<ServerFrame<'a>, FrameErro
             user: r.str()?,
             text: r.text()?,
         },
-        kind::ACK => ServerFrame::Ack { id: r.u64()?, seq: r.u64()? },
+        kind::ACK => ServerFrame::Ack {
+            id: r.u64()?,
+            seq: r.u64()?,
+        },
         kind::PONG => ServerFrame::Pong { nonce: r.u64()? },
-        kind::ERROR => ServerFrame::Error { code: r.u16()?, reference: r.u64()?, message: r.str()? },
-        _ => return Err(FrameError { code: ErrorCode::UnknownKind, reason: "not a server kind" }),
+        kind::ERROR => ServerFrame::Error {
+            code: r.u16()?,
+            reference: r.u64()?,
+            message: r.str()?,
+        },
+        _ => {
+            return Err(FrameError {
+                code: ErrorCode::UnknownKind,
+                reason: "not a server kind",
+            });
+        }
     };
     r.finish()?;
     Ok(frame)
@@ -276,7 +331,11 @@ pub fn clamp_str(s: &str, max: usize) -> &str {
 pub fn encode_client(frame: &ClientFrame<'_>, out: &mut Vec<u8>) {
     let mut w = FrameWriter::begin(out, frame.kind());
     match *frame {
-        ClientFrame::Hello { version, user, token } => w.u8(version).str(user).str(token),
+        ClientFrame::Hello {
+            version,
+            user,
+            token,
+        } => w.u8(version).str(user).str(token),
         ClientFrame::Join { room, after, limit } => w.str(room).u64(after).u32(limit),
         ClientFrame::Leave { room } => w.str(room),
         ClientFrame::Send { room, id, text } => w.str(room).u64(id).text(text),
@@ -290,7 +349,14 @@ pub fn encode_client(frame: &ClientFrame<'_>, out: &mut Vec<u8>) {
 pub fn encode_server(frame: &ServerFrame<'_>, out: &mut Vec<u8>) {
     let mut w = FrameWriter::begin(out, frame.kind());
     match *frame {
-        ServerFrame::Welcome { version, epoch, session, max_frame, idle_timeout_ms, server } => w
+        ServerFrame::Welcome {
+            version,
+            epoch,
+            session,
+            max_frame,
+            idle_timeout_ms,
+            server,
+        } => w
             .u8(version)
             .u64(epoch)
             .u64(session)
@@ -299,12 +365,20 @@ pub fn encode_server(frame: &ServerFrame<'_>, out: &mut Vec<u8>) {
             .str(server),
         ServerFrame::Joined { room, first, head } => w.str(room).u64(first).u64(head),
         ServerFrame::Left { room } => w.str(room),
-        ServerFrame::Msg { room, seq, ts_ms, user, text } => {
-            w.str(room).u64(seq).u64(ts_ms).str(user).text(text)
-        }
+        ServerFrame::Msg {
+            room,
+            seq,
+            ts_ms,
+            user,
+            text,
+        } => w.str(room).u64(seq).u64(ts_ms).str(user).text(text),
         ServerFrame::Ack { id, seq } => w.u64(id).u64(seq),
         ServerFrame::Pong { nonce } => w.u64(nonce),
-        ServerFrame::Error { code, reference, message } => w.u16(code).u64(reference).str(message),
+        ServerFrame::Error {
+            code,
+            reference,
+            message,
+        } => w.u16(code).u64(reference).str(message),
     }
     .finish();
 }

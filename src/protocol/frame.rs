@@ -36,11 +36,27 @@ pub mod kind {
 /// A frame sent by a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientFrame<'a> {
-    Hello { version: u8, user: &'a str, token: &'a str },
-    Join { room: &'a str, after: u64, limit: u32 },
-    Leave { room: &'a str },
-    Send { room: &'a str, id: u64, text: &'a str },
-    Ping { nonce: u64 },
+    Hello {
+        version: u8,
+        user: &'a str,
+        token: &'a str,
+    },
+    Join {
+        room: &'a str,
+        after: u64,
+        limit: u32,
+    },
+    Leave {
+        room: &'a str,
+    },
+    Send {
+        room: &'a str,
+        id: u64,
+        text: &'a str,
+    },
+    Ping {
+        nonce: u64,
+    },
     Bye,
 }
 
@@ -55,12 +71,33 @@ pub enum ServerFrame<'a> {
         idle_timeout_ms: u32,
         server: &'a str,
     },
-    Joined { room: &'a str, first: u64, head: u64 },
-    Left { room: &'a str },
-    Msg { room: &'a str, seq: u64, ts_ms: u64, user: &'a str, text: &'a str },
-    Ack { id: u64, seq: u64 },
-    Pong { nonce: u64 },
-    Error { code: u16, reference: u64, message: &'a str },
+    Joined {
+        room: &'a str,
+        first: u64,
+        head: u64,
+    },
+    Left {
+        room: &'a str,
+    },
+    Msg {
+        room: &'a str,
+        seq: u64,
+        ts_ms: u64,
+        user: &'a str,
+        text: &'a str,
+    },
+    Ack {
+        id: u64,
+        seq: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
+    Error {
+        code: u16,
+        reference: u64,
+        message: &'a str,
+    },
 }
 
 impl ClientFrame<'_> {

@@ -8,7 +8,9 @@ pub const MAX_ROOM: usize = 64;
 /// A user is 1–32 bytes of `[A-Za-z0-9._-]`.
 pub fn is_valid_user(name: &str) -> bool {
     (1..=MAX_USER).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// A room is 1–64 bytes of `[A-Za-z0-9._#-]`.

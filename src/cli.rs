@@ -1,0 +1,323 @@
+//! The `chatd` command line: parsing and help. Parsing is kept apart from running so that
+//! every flag can be tested without starting anything.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lexopt::{Arg, Parser, ValueExt};
+
+use crate::config::{Config, DEFAULT_DATA_DIR, DEFAULT_LISTEN, Limits};
+
+pub const USAGE: &str = "\
+chatd - a small chat server
+
+USAGE:
+    chatd serve [OPTIONS]            run the server
+    chatd user add NAME [--data-dir DIR]
+                                     create a user; prints its new token as the last line
+    chatd user remove NAME [--data-dir DIR]
+    chatd user list [--data-dir DIR]
+    chatd --help | --version
+
+Users added or removed take effect in a running server at once. Run `chatd serve --help`
+for the server's options and limits. Logging: RUST_LOG=debug|info|warn (default info).
+";
+
+/// `chatd serve --help`, built from the defaults so that it can never disagree with them.
+pub fn serve_help() -> String {
+    let d = Limits::default();
+    format!(
+        "\
+chatd serve - run the server
+
+USAGE:
+    chatd serve [OPTIONS]
+
+OPTIONS:
+    --listen ADDR                  address to listen on; repeat for more; IPv4 or [IPv6]:port
+                                   (default {DEFAULT_LISTEN}; port 0 picks a free port)
+    --data-dir DIR                 where users and the epoch live; created on first run
+                                   (default ./{DEFAULT_DATA_DIR})
+    --threads N                    reactor threads (default: one per core)
+
+LIMITS (a client that hits one gets the ERROR named):
+    --max-frame BYTES              longest frame either way (default {max_frame}) [TOO_LARGE]
+    --max-connections N            connections at once, in all (default {max_conn}) [TOO_MANY]
+    --max-connections-per-ip N     connections at once from one address (default {per_ip}) [TOO_MANY]
+    --max-rooms-per-connection N   rooms one connection may join (default {rooms_conn}) [TOO_MANY]
+    --max-rooms N                  rooms the server will create (default {rooms}) [TOO_MANY]
+    --send-rate N                  SENDs per second per connection, 0 = unlimited (default {rate}) [RATE_LIMITED]
+    --send-burst N                 SENDs allowed in a burst above the rate (default {burst})
+    --handshake-timeout DUR        time to send HELLO after connecting (default {hs}) [TIMEOUT]
+    --idle-timeout DUR             time without a frame before closing (default {idle}) [TIMEOUT]
+    --write-stall-timeout DUR      time a client may read nothing we owe it (default {stall}) [SLOW_CONSUMER]
+    --shutdown-timeout DUR         time a graceful stop may take (default {stop})
+    --ring-messages N              messages of history kept in memory per room (default {ring_n})
+    --ring-bytes BYTES             bytes of history kept in memory per room (default {ring_b})
+
+DUR is a number with a unit: 500ms, 5s, 2m (a bare number means seconds).
+SIGINT or SIGTERM stops the server gracefully: clients get the ACKs they are owed, then
+SHUTTING_DOWN. A second signal stops it at once.
+",
+        max_frame = d.max_frame,
+        max_conn = d.max_connections,
+        per_ip = d.max_connections_per_ip,
+        rooms_conn = d.max_rooms_per_connection,
+        rooms = d.max_rooms,
+        rate = d.send_rate,
+        burst = d.send_burst,
+        hs = show(d.handshake_timeout),
+        idle = show(d.idle_timeout),
+        stall = show(d.write_stall_timeout),
+        stop = show(d.shutdown_timeout),
+        ring_n = d.ring.messages,
+        ring_b = d.ring.bytes,
+    )
+}
+
+fn show(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Serve(Config),
+    UserAdd { data_dir: PathBuf, name: String },
+    UserRemove { data_dir: PathBuf, name: String },
+    UserList { data_dir: PathBuf },
+    Help(String),
+    Version,
+}
+
+/// Parses the arguments after the program name.
+///
+/// # Errors
+/// A message for the user: what was wrong and where to look.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
+    let mut p = Parser::from_iter(std::iter::once(OsString::from("chatd")).chain(args));
+    match p.next().map_err(err)? {
+        None => Ok(Command::Help(USAGE.to_string())),
+        Some(Arg::Short('h') | Arg::Long("help")) => Ok(Command::Help(USAGE.to_string())),
+        Some(Arg::Short('V') | Arg::Long("version")) => Ok(Command::Version),
+        Some(Arg::Value(v)) => match v.string().map_err(err)?.as_str() {
+            "serve" => parse_serve(&mut p),
+            "user" => parse_user(&mut p),
+            other => Err(format!("unknown command '{other}'\n\n{USAGE}")),
+        },
+        Some(other) => Err(format!("{}\n\n{USAGE}", other.unexpected())),
+    }
+}
+
+fn err(e: lexopt::Error) -> String {
+    e.to_string()
+}
+
+fn parse_serve(p: &mut Parser) -> Result<Command, String> {
+    let mut c = Config::default();
+    let l = &mut c.limits;
+    while let Some(arg) = p.next().map_err(err)? {
+        match arg {
+            Arg::Short('h') | Arg::Long("help") => return Ok(Command::Help(serve_help())),
+            Arg::Long("listen") => c.listen.push(addr(p)?),
+            Arg::Long("data-dir") => c.data_dir = p.value().map_err(err)?.into(),
+            Arg::Long("threads") => c.threads = number(p, "--threads", 1, 1024)?,
+            Arg::Long("max-frame") => l.max_frame = number(p, "--max-frame", 256, 16 << 20)?,
+            Arg::Long("max-connections") => {
+                l.max_connections = number(p, "--max-connections", 1, 1 << 24)?;
+            }
+            Arg::Long("max-connections-per-ip") => {
+                l.max_connections_per_ip = number(p, "--max-connections-per-ip", 1, 1 << 24)?;
+            }
+            Arg::Long("max-rooms-per-connection") => {
+                l.max_rooms_per_connection = number(p, "--max-rooms-per-connection", 1, 1 << 16)?;
+            }
+            Arg::Long("max-rooms") => l.max_rooms = number(p, "--max-rooms", 1, 1 << 24)?,
+            Arg::Long("send-rate") => l.send_rate = number(p, "--send-rate", 0, 1 << 24)?,
+            Arg::Long("send-burst") => l.send_burst = number(p, "--send-burst", 1, 1 << 24)?,
+            Arg::Long("handshake-timeout") => {
+                l.handshake_timeout = duration(p, "--handshake-timeout")?
+            }
+            Arg::Long("idle-timeout") => l.idle_timeout = duration(p, "--idle-timeout")?,
+            Arg::Long("write-stall-timeout") => {
+                l.write_stall_timeout = duration(p, "--write-stall-timeout")?;
+            }
+            Arg::Long("shutdown-timeout") => {
+                l.shutdown_timeout = duration(p, "--shutdown-timeout")?
+            }
+            Arg::Long("ring-messages") => {
+                l.ring.messages = number(p, "--ring-messages", 1, 1 << 24)?
+            }
+            Arg::Long("ring-bytes") => l.ring.bytes = number(p, "--ring-bytes", 1, 1 << 40)?,
+            other => {
+                return Err(format!(
+                    "{}\n(see `chatd serve --help`)",
+                    other.unexpected()
+                ));
+            }
+        }
+    }
+    Ok(Command::Serve(c))
+}
+
+fn parse_user(p: &mut Parser) -> Result<Command, String> {
+    let mut data_dir = PathBuf::from(DEFAULT_DATA_DIR);
+    let mut words: Vec<String> = Vec::new();
+    while let Some(arg) = p.next().map_err(err)? {
+        match arg {
+            Arg::Short('h') | Arg::Long("help") => return Ok(Command::Help(USAGE.to_string())),
+            Arg::Long("data-dir") => data_dir = p.value().map_err(err)?.into(),
+            Arg::Value(v) => words.push(v.string().map_err(err)?),
+            other => return Err(format!("{}\n\n{USAGE}", other.unexpected())),
+        }
+    }
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["add", name] => Ok(Command::UserAdd {
+            data_dir,
+            name: (*name).to_string(),
+        }),
+        ["remove", name] => Ok(Command::UserRemove {
+            data_dir,
+            name: (*name).to_string(),
+        }),
+        ["list"] => Ok(Command::UserList { data_dir }),
+        _ => Err(format!(
+            "expected `user add NAME`, `user remove NAME` or `user list`\n\n{USAGE}"
+        )),
+    }
+}
+
+fn addr(p: &mut Parser) -> Result<SocketAddr, String> {
+    let v = p.value().map_err(err)?.string().map_err(err)?;
+    v.parse()
+        .map_err(|_| format!("--listen: '{v}' is not an address like 127.0.0.1:7667 or [::1]:7667"))
+}
+
+fn number<T>(p: &mut Parser, flag: &str, min: T, max: T) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let v = p.value().map_err(err)?.string().map_err(err)?;
+    match v.parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(format!("{flag}: '{v}' is not a number from {min} to {max}")),
+    }
+}
+
+fn duration(p: &mut Parser, flag: &str) -> Result<Duration, String> {
+    let v = p.value().map_err(err)?.string().map_err(err)?;
+    parse_duration(&v)
+        .ok_or_else(|| format!("{flag}: '{v}' is not a duration like 500ms, 5s or 2m"))
+}
+
+/// `500ms`, `5s`, `2m`, or a bare number of seconds. Zero is refused: a deadline of nothing
+/// would close every connection at once.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits.parse().ok()?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        _ => return None,
+    };
+    (!d.is_zero() && d <= Duration::from_secs(365 * 24 * 3600)).then_some(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Command, String> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn serve_defaults_match_the_config_defaults() {
+        assert_eq!(run(&["serve"]), Ok(Command::Serve(Config::default())));
+    }
+
+    #[test]
+    fn serve_flags_set_limits() {
+        let Ok(Command::Serve(c)) = run(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--listen",
+            "[::1]:0",
+            "--threads",
+            "3",
+            "--send-rate",
+            "0",
+            "--idle-timeout",
+            "250ms",
+            "--max-frame",
+            "1024",
+        ]) else {
+            panic!("flags should parse");
+        };
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.threads, 3);
+        assert_eq!(c.limits.send_rate, 0);
+        assert_eq!(c.limits.idle_timeout, Duration::from_millis(250));
+        assert_eq!(c.limits.max_frame, 1024);
+    }
+
+    #[test]
+    fn bad_values_say_which_flag() {
+        let e = run(&["serve", "--threads", "many"]).expect_err("not a number");
+        assert!(e.contains("--threads"), "{e}");
+        let e = run(&["serve", "--idle-timeout", "0"]).expect_err("zero");
+        assert!(e.contains("--idle-timeout"), "{e}");
+        let e = run(&["serve", "--bogus"]).expect_err("unknown flag");
+        assert!(e.contains("--bogus"), "{e}");
+        let e = run(&["serve", "--max-frame", "10"]).expect_err("too small for WELCOME");
+        assert!(e.contains("256"), "{e}");
+    }
+
+    #[test]
+    fn user_commands() {
+        assert_eq!(
+            run(&["user", "add", "alice", "--data-dir", "d"]),
+            Ok(Command::UserAdd {
+                data_dir: "d".into(),
+                name: "alice".into()
+            })
+        );
+        assert!(matches!(
+            run(&["user", "list"]),
+            Ok(Command::UserList { .. })
+        ));
+        assert!(run(&["user", "add"]).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("5h"), None);
+        assert_eq!(parse_duration("ms"), None);
+        assert_eq!(parse_duration("0s"), None);
+    }
+
+    #[test]
+    fn help_lists_every_limit_flag() {
+        let help = serve_help();
+        for flag in [
+            "--max-frame",
+            "--max-connections-per-ip",
+            "--send-rate",
+            "--write-stall-timeout",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from help");
+        }
+    }
+}

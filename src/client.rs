@@ -1,0 +1,197 @@
+//! A small blocking client: one socket, the codec, owned frames out. The `chat` command line
+//! client, the integration tests and the examples in the docs all talk to the daemon through
+//! it. It is deliberately simple (no reactor); a client has one connection.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::protocol::codec::{FrameError, parse_server};
+use crate::protocol::{ClientFrame, Decoded, Deframer, ServerFrame, encode_client};
+
+/// The largest frame a client accepts before it knows the server's `max_frame`: the largest
+/// any chatd can be configured to send.
+pub const CLIENT_MAX_FRAME: u32 = 16 << 20;
+
+/// A frame from the server, owning its strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Welcome {
+        version: u8,
+        epoch: u64,
+        session: u64,
+        max_frame: u32,
+        idle_timeout_ms: u32,
+        server: String,
+    },
+    Joined {
+        room: String,
+        first: u64,
+        head: u64,
+    },
+    Left {
+        room: String,
+    },
+    Msg {
+        room: String,
+        seq: u64,
+        ts_ms: u64,
+        user: String,
+        text: String,
+    },
+    Ack {
+        id: u64,
+        seq: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
+    Error {
+        code: u16,
+        reference: u64,
+        message: String,
+    },
+}
+
+impl From<ServerFrame<'_>> for Reply {
+    fn from(f: ServerFrame<'_>) -> Reply {
+        match f {
+            ServerFrame::Welcome {
+                version,
+                epoch,
+                session,
+                max_frame,
+                idle_timeout_ms,
+                server,
+            } => Reply::Welcome {
+                version,
+                epoch,
+                session,
+                max_frame,
+                idle_timeout_ms,
+                server: server.into(),
+            },
+            ServerFrame::Joined { room, first, head } => Reply::Joined {
+                room: room.into(),
+                first,
+                head,
+            },
+            ServerFrame::Left { room } => Reply::Left { room: room.into() },
+            ServerFrame::Msg {
+                room,
+                seq,
+                ts_ms,
+                user,
+                text,
+            } => Reply::Msg {
+                room: room.into(),
+                seq,
+                ts_ms,
+                user: user.into(),
+                text: text.into(),
+            },
+            ServerFrame::Ack { id, seq } => Reply::Ack { id, seq },
+            ServerFrame::Pong { nonce } => Reply::Pong { nonce },
+            ServerFrame::Error {
+                code,
+                reference,
+                message,
+            } => Reply::Error {
+                code,
+                reference,
+                message: message.into(),
+            },
+        }
+    }
+}
+
+pub struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    deframer: Deframer,
+}
+
+impl Client {
+    /// Connects to the first address of `addr` that answers.
+    ///
+    /// # Errors
+    /// No address answered.
+    pub fn connect(addr: impl ToSocketAddrs) -> io::Result<Client> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        Ok(Client::from_stream(stream))
+    }
+
+    pub fn from_stream(stream: TcpStream) -> Client {
+        Client {
+            stream,
+            buf: Vec::new(),
+            deframer: Deframer::for_client(CLIENT_MAX_FRAME),
+        }
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.peer_addr()
+    }
+
+    /// The socket, for tests that need to misbehave on it.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// How long `recv` waits before failing with `WouldBlock`/`TimedOut`; `None` waits forever.
+    pub fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.stream.set_read_timeout(timeout)
+    }
+
+    pub fn send(&mut self, frame: &ClientFrame<'_>) -> io::Result<()> {
+        let mut bytes = Vec::new();
+        encode_client(frame, &mut bytes);
+        self.stream.write_all(&bytes)
+    }
+
+    /// Writes bytes as they are: for pipelining several frames in one write, or for tests.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// The next frame, or `None` once the server closed the connection.
+    ///
+    /// # Errors
+    /// The socket failed or timed out, or the server sent something that is not a frame.
+    pub fn recv(&mut self) -> io::Result<Option<Reply>> {
+        loop {
+            match self.deframer.next(&self.buf).map_err(invalid)? {
+                Decoded::Frame(raw) => {
+                    let reply = Reply::from(parse_server(&raw).map_err(invalid)?);
+                    let used = raw.wire_len;
+                    self.buf.drain(..used);
+                    return Ok(Some(reply));
+                }
+                Decoded::NeedMore => {}
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) if self.buf.is_empty() => return Ok(None),
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed mid-frame",
+                    ));
+                }
+                Ok(n) => self
+                    .buf
+                    .extend_from_slice(chunk.get(..n).unwrap_or_default()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn invalid(e: FrameError) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{}: {}", e.code, e.reason),
+    )
+}

@@ -1,0 +1,90 @@
+//! What the sequencer hands back to a reactor: ACKs for the SENDs it stored, and the rooms
+//! that advanced. One mailbox per reactor, drained by that reactor when its `Waker` fires.
+//!
+//! The sequencer wakes a reactor only when its mailbox goes from empty to non-empty: a wake
+//! already pending will find everything pushed after it.
+
+use std::sync::{Mutex, PoisonError};
+
+use mio::Waker;
+
+use crate::protocol::ErrorCode;
+use crate::room::RoomId;
+
+/// Names one connection of one reactor across its lifetime: a slab key is reused after a
+/// close, the serial never is, so an ACK for a closed connection is never misdelivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnRef {
+    pub key: usize,
+    pub serial: u64,
+}
+
+/// The outcome of one SEND.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub conn: ConnRef,
+    pub id: u64,
+    /// The seq the message was stored as, or why it was not stored.
+    pub result: Result<u64, ErrorCode>,
+}
+
+/// What a reactor finds when it empties its mailbox.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    pub stored: Vec<Stored>,
+    pub advanced: Vec<RoomId>,
+}
+
+impl Delivery {
+    fn is_empty(&self) -> bool {
+        self.stored.is_empty() && self.advanced.is_empty()
+    }
+}
+
+#[derive(Debug)]
+pub struct Mailbox {
+    pending: Mutex<Delivery>,
+    waker: Waker,
+}
+
+impl Mailbox {
+    pub fn new(waker: Waker) -> Mailbox {
+        Mailbox {
+            pending: Mutex::new(Delivery::default()),
+            waker,
+        }
+    }
+
+    /// Adds to the mailbox and wakes its reactor if the mailbox was empty.
+    pub fn post(&self, stored: &[Stored], advanced: &[RoomId]) {
+        if stored.is_empty() && advanced.is_empty() {
+            return;
+        }
+        let was_empty = {
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            let was_empty = pending.is_empty();
+            pending.stored.extend_from_slice(stored);
+            pending.advanced.extend_from_slice(advanced);
+            was_empty
+        };
+        if was_empty {
+            self.wake();
+        }
+    }
+
+    /// Wakes the reactor without posting anything (shutdown uses this).
+    pub fn wake(&self) {
+        if let Err(e) = self.waker.wake() {
+            log::error!("cannot wake a reactor: {e}");
+        }
+    }
+
+    /// Takes everything posted so far, leaving `into`'s old contents cleared and its
+    /// allocations swapped in, so that steady traffic allocates nothing here.
+    pub fn take(&self, into: &mut Delivery) {
+        into.stored.clear();
+        into.advanced.clear();
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::swap(&mut *pending, into);
+    }
+}

@@ -1,0 +1,91 @@
+//! The reactor's side of [`Env`]: what a session may ask of the server while the reactor is
+//! servicing it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::time::Instant;
+
+use crate::config::Limits;
+use crate::mailbox::ConnRef;
+use crate::protocol::ErrorCode;
+use crate::room::{Room, RoomId};
+use crate::sequencer::Submit;
+use crate::server::Shared;
+use crate::session::Env;
+
+pub struct ConnEnv<'a> {
+    pub shared: &'a Shared,
+    pub reactor: usize,
+    pub conn: ConnRef,
+    /// This reactor's members of each room, for fanout.
+    pub members: &'a mut HashMap<RoomId, Vec<usize>>,
+    pub sequencer: &'a Sender<Submit>,
+    pub now: Instant,
+}
+
+impl Env for ConnEnv<'_> {
+    fn now(&self) -> Instant {
+        self.now
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.shared.limits
+    }
+
+    fn epoch(&self) -> u64 {
+        self.shared.epoch
+    }
+
+    fn session_id(&mut self) -> u64 {
+        self.shared.next_session_id()
+    }
+
+    fn authenticate(&self, user: &str, token: &str) -> bool {
+        self.shared.users.verify(user, token)
+    }
+
+    fn open_room(&mut self, name: &str) -> Result<Arc<Room>, ErrorCode> {
+        self.shared.rooms.open(name)
+    }
+
+    fn joined(&mut self, room: &Arc<Room>) {
+        room.add_member(self.reactor);
+        self.members.entry(room.id).or_default().push(self.conn.key);
+    }
+
+    fn left(&mut self, room: &Arc<Room>) {
+        forget_member(self.members, room, self.reactor, self.conn.key);
+    }
+
+    fn submit(&mut self, room: &Arc<Room>, frame: Arc<[u8]>, id: u64) -> Result<(), ErrorCode> {
+        let submit = Submit {
+            room: Arc::clone(room),
+            frame,
+            reactor: self.reactor,
+            conn: self.conn,
+            id,
+        };
+        // The sequencer outlives every reactor; a failed send means it died, and the message
+        // is not stored.
+        self.sequencer.send(submit).map_err(|_| ErrorCode::Storage)
+    }
+}
+
+/// Removes connection `key` from `room`'s members on this reactor.
+pub fn forget_member(
+    members: &mut HashMap<RoomId, Vec<usize>>,
+    room: &Room,
+    reactor: usize,
+    key: usize,
+) {
+    room.remove_member(reactor);
+    if let Some(keys) = members.get_mut(&room.id) {
+        if let Some(i) = keys.iter().position(|&k| k == key) {
+            keys.swap_remove(i);
+        }
+        if keys.is_empty() {
+            members.remove(&room.id);
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! The reactor: one thread, one mio `Poll`, its own listeners and a slab of connections.
+//!
+//! Each turn it waits for readiness, accepts, empties its mailbox (ACKs and rooms that
+//! advanced), runs the timers, then services every connection that has something to do:
+//! read what the session will take, write what it owes. Budgets bound every loop so that no
+//! connection, however busy, holds the others up. Only the reactor registers, deregisters and
+//! closes sockets; sessions just say what they want.
+//!
+//! A reactor must never block (on disk, on a lock held for long, on another thread) and must
+//! never panic: a dead reactor is a bug that takes its connections with it.
+
+pub mod conn;
+mod env;
+pub mod listener;
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::net::{IpAddr, TcpListener as StdListener};
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::mailbox::{ConnRef, Delivery};
+use crate::protocol::{ErrorCode, ServerFrame, encode_server};
+use crate::sequencer::Submit;
+use crate::server::Shared;
+use crate::session::{Session, Tick};
+use conn::{Conn, Serviced, interrupted, would_block};
+use env::{ConnEnv, forget_member};
+
+/// The waker's token: the sequencer (or shutdown) has something for us.
+pub const WAKER: Token = Token(0);
+/// Listener tokens are `LISTENER_BASE + index`.
+const LISTENER_BASE: usize = 1;
+/// Connection tokens are `CONN_BASE + slab key`; below it, the reserved tokens.
+const CONN_BASE: usize = 1024;
+
+/// Connections accepted per turn: a connect flood must not starve established clients.
+const ACCEPTS_PER_TURN: usize = 256;
+
+/// Events taken per poll.
+const EVENTS_CAPACITY: usize = 1024;
+
+/// Bytes read per `read` call, into the reactor's one scratch buffer: sessions parse straight
+/// from it, so an idle connection owns no read buffer at all.
+const SCRATCH_LEN: usize = 64 * 1024;
+
+pub struct Reactor {
+    id: usize,
+    poll: Poll,
+    listeners: Vec<TcpListener>,
+    conns: Slab<Conn>,
+    shared: Arc<Shared>,
+    sequencer: Sender<Submit>,
+    /// This reactor's members of each room.
+    members: HashMap<crate::room::RoomId, Vec<usize>>,
+    /// Connections to service this turn.
+    ready: Vec<usize>,
+    /// A listener may still hold connections we did not accept.
+    accept_pending: bool,
+    next_serial: u64,
+    /// Set once shutdown begins: the time by which every connection is gone.
+    stopping: Option<Instant>,
+    tick: Duration,
+}
+
+impl Reactor {
+    /// A reactor over `poll` (whose waker the sequencer already holds) and its listeners.
+    ///
+    /// # Errors
+    /// Registering a listener failed.
+    pub fn new(
+        id: usize,
+        poll: Poll,
+        listeners: Vec<StdListener>,
+        shared: Arc<Shared>,
+        sequencer: Sender<Submit>,
+    ) -> io::Result<Reactor> {
+        let mut registered = Vec::with_capacity(listeners.len());
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let mut listener = TcpListener::from_std(listener);
+            poll.registry().register(
+                &mut listener,
+                Token(LISTENER_BASE + i),
+                Interest::READABLE,
+            )?;
+            registered.push(listener);
+        }
+        let tick = tick_interval(&shared.limits);
+        Ok(Reactor {
+            id,
+            poll,
+            listeners: registered,
+            conns: Slab::new(),
+            shared,
+            sequencer,
+            members: HashMap::new(),
+            ready: Vec::new(),
+            accept_pending: true,
+            next_serial: 0,
+            stopping: None,
+            tick,
+        })
+    }
+
+    /// Runs until shutdown has closed every connection (or its deadline passed).
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        let mut scratch = vec![0u8; SCRATCH_LEN];
+        let mut delivery = Delivery::default();
+        let mut next_tick = Instant::now() + self.tick;
+        loop {
+            let busy = !self.ready.is_empty() || self.accept_pending;
+            let timeout = if busy {
+                Duration::ZERO
+            } else {
+                next_tick.saturating_duration_since(Instant::now())
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if interrupted(&e) {
+                    continue;
+                }
+                log::error!("reactor {}: poll failed, stopping: {e}", self.id);
+                break;
+            }
+            let now = Instant::now();
+            let mut woken = false;
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => woken = true,
+                    Token(t) if t < CONN_BASE => self.accept_pending = true,
+                    Token(t) => {
+                        let key = t - CONN_BASE;
+                        // An event for a connection closed earlier this turn is normal: skip it.
+                        let Some(conn) = self.conns.get_mut(key) else {
+                            continue;
+                        };
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            conn.readable = true;
+                        }
+                        if event.is_writable() || event.is_write_closed() {
+                            conn.write_blocked = false;
+                        }
+                        schedule(&mut self.conns, &mut self.ready, key);
+                    }
+                }
+            }
+            if woken {
+                self.take_mail(&mut delivery, now);
+            }
+            if self.stopping.is_none() && self.shared.is_stopping() {
+                self.begin_shutdown(now);
+            }
+            if self.accept_pending {
+                self.accept(now);
+            }
+            if now >= next_tick {
+                self.on_tick(now);
+                next_tick = now + self.tick;
+            }
+            self.service_ready(&mut scratch, now);
+            if let Some(deadline) = self.stopping {
+                if self.conns.is_empty() || now >= deadline {
+                    break;
+                }
+            }
+        }
+        let left = self.conns.len();
+        if left > 0 {
+            log::warn!(
+                "reactor {}: cutting {left} connections at the shutdown deadline",
+                self.id
+            );
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close(key, "shutdown");
+        }
+    }
+
+    fn accept(&mut self, now: Instant) {
+        self.accept_pending = false;
+        let mut budget = ACCEPTS_PER_TURN;
+        for i in 0..self.listeners.len() {
+            loop {
+                if budget == 0 {
+                    self.accept_pending = true;
+                    return;
+                }
+                let Some(listener) = self.listeners.get(i) else {
+                    break;
+                };
+                match listener.accept() {
+                    Ok((stream, peer)) => {
+                        budget -= 1;
+                        self.admit(stream, peer.ip(), now);
+                    }
+                    // This listener is drained.
+                    Err(e) if would_block(&e) => break,
+                    // A signal interrupted accept: try again.
+                    Err(e) if interrupted(&e) => {}
+                    // Out of descriptors or memory: leave the rest queued; the next tick retries.
+                    Err(e) => {
+                        log::warn!("reactor {}: accept failed: {e}", self.id);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, mut stream: TcpStream, peer: IpAddr, now: Instant) {
+        if let Err(why) = self.shared.admit(peer) {
+            log::debug!("refused {peer}: {why}");
+            refuse(&mut stream, why);
+            return;
+        }
+        // Chat frames are small and latency matters more than packet count.
+        if let Err(e) = stream.set_nodelay(true) {
+            log::debug!("TCP_NODELAY on a connection from {peer}: {e}");
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut stream, Token(CONN_BASE + key), Interest::READABLE)
+        {
+            log::warn!("cannot register a connection from {peer}: {e}");
+            self.shared.release(peer);
+            return;
+        }
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let session = Session::new(now, &self.shared.limits);
+        entry.insert(Conn::new(stream, peer, serial, session));
+        log::debug!("reactor {}: open #{serial} from {peer}", self.id);
+        schedule(&mut self.conns, &mut self.ready, key);
+    }
+
+    /// Applies what the sequencer sent: ACKs to their senders, and a wake-up for every local
+    /// member of each room that advanced.
+    fn take_mail(&mut self, delivery: &mut Delivery, now: Instant) {
+        let Some(mailbox) = self.shared.mailboxes.get(self.id) else {
+            return;
+        };
+        mailbox.take(delivery);
+        for stored in &delivery.stored {
+            let ConnRef { key, serial } = stored.conn;
+            // The connection may have closed (and its key been reused) since it sent.
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.serial != serial {
+                continue;
+            }
+            conn.session.on_stored(stored.id, stored.result, now);
+            schedule(&mut self.conns, &mut self.ready, key);
+        }
+        for room in &delivery.advanced {
+            let Some(keys) = self.members.get(room) else {
+                continue;
+            };
+            for &key in keys {
+                // A member waiting for WRITABLE will be served when the socket drains.
+                if self.conns.get(key).is_some_and(|c| !c.write_blocked) {
+                    schedule(&mut self.conns, &mut self.ready, key);
+                }
+            }
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        let mut closing = Vec::new();
+        for (key, conn) in self.conns.iter_mut() {
+            match conn.session.tick(now, &self.shared.limits) {
+                Tick::Idle => {}
+                Tick::Flush => {
+                    if !conn.scheduled {
+                        conn.scheduled = true;
+                        self.ready.push(key);
+                    }
+                }
+                Tick::Close => closing.push(key),
+            }
+        }
+        for key in closing {
+            self.close(key, "deadline");
+        }
+        // Retry accepts that failed for want of descriptors.
+        self.accept_pending = !self.listeners.is_empty();
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        self.stopping = Some(now + self.shared.limits.shutdown_timeout);
+        for mut listener in self.listeners.drain(..) {
+            if let Err(e) = self.poll.registry().deregister(&mut listener) {
+                log::debug!("deregistering a listener: {e}");
+            }
+        }
+        self.accept_pending = false;
+        for (key, conn) in self.conns.iter_mut() {
+            conn.session.shut_down(now);
+            if !conn.scheduled {
+                conn.scheduled = true;
+                self.ready.push(key);
+            }
+        }
+    }
+
+    fn service_ready(&mut self, scratch: &mut [u8], now: Instant) {
+        let ready = std::mem::take(&mut self.ready);
+        for &key in &ready {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            conn.scheduled = false;
+            let mut env = ConnEnv {
+                shared: &self.shared,
+                reactor: self.id,
+                conn: ConnRef {
+                    key,
+                    serial: conn.serial,
+                },
+                members: &mut self.members,
+                sequencer: &self.sequencer,
+                now,
+            };
+            let serviced = conn.service(scratch, &mut env);
+            let interest = conn.interest_change();
+            match serviced {
+                Serviced::Wait => {}
+                Serviced::Again => {
+                    conn.scheduled = true;
+                    self.ready.push(key);
+                }
+                Serviced::Close => {
+                    self.close(key, "closed");
+                    continue;
+                }
+            }
+            if let Some(interest) = interest {
+                let token = Token(CONN_BASE + key);
+                let failed = self.conns.get_mut(key).map(|c| {
+                    self.poll
+                        .registry()
+                        .reregister(&mut c.stream, token, interest)
+                });
+                if let Some(Err(e)) = failed {
+                    log::warn!("re-registering a connection: {e}");
+                    self.close(key, "reregister failed");
+                }
+            }
+        }
+        // Keep the list's allocation for the next turn.
+        if self.ready.is_empty() {
+            self.ready = ready;
+            self.ready.clear();
+        }
+    }
+
+    fn close(&mut self, key: usize, why: &str) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        let mut conn = self.conns.remove(key);
+        if let Err(e) = self.poll.registry().deregister(&mut conn.stream) {
+            log::debug!("deregistering a connection: {e}");
+        }
+        for room in conn.session.rooms() {
+            forget_member(&mut self.members, room, self.id, key);
+        }
+        self.shared.release(conn.peer);
+        log::debug!(
+            "reactor {}: close #{} from {} ({why})",
+            self.id,
+            conn.serial,
+            conn.peer
+        );
+    }
+}
+
+fn schedule(conns: &mut Slab<Conn>, ready: &mut Vec<usize>, key: usize) {
+    if let Some(conn) = conns.get_mut(key) {
+        if !conn.scheduled {
+            conn.scheduled = true;
+            ready.push(key);
+        }
+    }
+}
+
+/// Tells a connection we will not take why, in one best-effort write, before dropping it.
+fn refuse(stream: &mut TcpStream, why: &str) {
+    let mut frame = Vec::new();
+    let error = ServerFrame::Error {
+        code: ErrorCode::TooMany.as_u16(),
+        reference: 0,
+        message: why,
+    };
+    encode_server(&error, &mut frame);
+    // A fresh socket's buffer takes a small frame whole; if not, the client just sees a close.
+    let _ = stream.write(&frame);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
+/// How often the timers run: often enough that a deadline fires within a fraction of its
+/// length, rarely enough that an idle server sleeps.
+fn tick_interval(limits: &crate::config::Limits) -> Duration {
+    let shortest = limits
+        .handshake_timeout
+        .min(limits.idle_timeout)
+        .min(limits.write_stall_timeout)
+        .min(crate::session::CLOSE_GRACE);
+    (shortest / 8).clamp(Duration::from_millis(10), Duration::from_millis(250))
+}

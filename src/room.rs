@@ -1,0 +1,304 @@
+//! Rooms, and the in-memory ring of encoded MSG frames each room keeps.
+//!
+//! A message is encoded once, as the exact MSG frame every member will receive, and kept here
+//! behind an `Arc`. Members do not get copies or queues: each holds a cursor (the next seq it
+//! is owed) and pulls frames from the ring as its socket drains. The ring is the in-memory
+//! window of the room's history; the sequencer is its only writer.
+//!
+//! This module must never block a reactor for long: readers hold the lock only to clone a
+//! bounded number of `Arc`s.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use crate::protocol::ErrorCode;
+
+/// How much history each room keeps in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingLimits {
+    /// At most this many messages per room.
+    pub messages: usize,
+    /// At most this many bytes of encoded frames per room.
+    pub bytes: usize,
+}
+
+/// Seqs `first..=head` of one room, as encoded MSG frames.
+#[derive(Debug, Default)]
+pub struct Ring {
+    frames: VecDeque<Arc<[u8]>>,
+    /// Seq of `frames[0]`; meaningful only when `frames` is non-empty.
+    first: u64,
+    /// Newest seq ever assigned in this room (0 if none), retained or not.
+    head: u64,
+    bytes: usize,
+}
+
+/// The cursor fell behind what the ring retains: the frames it is owed are gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Behind;
+
+impl Ring {
+    /// `(first, head)` as JOINED reports them: `first` is the oldest retained seq (0 if none
+    /// is retained), `head` the newest seq (0 if the room never had a message).
+    pub fn bounds(&self) -> (u64, u64) {
+        if self.frames.is_empty() {
+            (0, self.head)
+        } else {
+            (self.first, self.head)
+        }
+    }
+
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    /// Appends the frame for seq `head + 1` and evicts the oldest frames past the limits.
+    /// Returns the seq assigned.
+    pub fn append(&mut self, frame: Arc<[u8]>, limits: RingLimits) -> u64 {
+        self.head += 1;
+        if self.frames.is_empty() {
+            self.first = self.head;
+        }
+        self.bytes += frame.len();
+        self.frames.push_back(frame);
+        // Always keep the newest frame, however large, so that a live member can be served.
+        while self.frames.len() > 1
+            && (self.frames.len() > limits.messages || self.bytes > limits.bytes)
+        {
+            if let Some(old) = self.frames.pop_front() {
+                self.bytes -= old.len();
+                self.first += 1;
+            }
+        }
+        self.head
+    }
+
+    /// Hands frames with seq `cursor..` to `sink`, at most `max` of them, and returns the
+    /// next cursor.
+    ///
+    /// # Errors
+    /// `Behind` if seq `cursor` was already evicted.
+    pub fn read_from(
+        &self,
+        cursor: u64,
+        max: usize,
+        mut sink: impl FnMut(&Arc<[u8]>),
+    ) -> Result<u64, Behind> {
+        if cursor > self.head {
+            return Ok(cursor);
+        }
+        if self.frames.is_empty() || cursor < self.first {
+            return Err(Behind);
+        }
+        let skip = usize::try_from(cursor - self.first).map_err(|_| Behind)?;
+        let mut next = cursor;
+        for frame in self.frames.iter().skip(skip).take(max) {
+            sink(frame);
+            next += 1;
+        }
+        Ok(next)
+    }
+}
+
+/// Dense id of a room within one server run, for cheap per-reactor indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomId(pub u32);
+
+/// A room: its name, its ring, and how many members each reactor has in it.
+#[derive(Debug)]
+pub struct Room {
+    pub id: RoomId,
+    pub name: Box<str>,
+    ring: RwLock<Ring>,
+    /// Members per reactor, so that the sequencer wakes only reactors with someone to serve.
+    members: Box<[AtomicU32]>,
+}
+
+impl Room {
+    fn new(id: RoomId, name: &str, reactors: usize) -> Room {
+        Room {
+            id,
+            name: name.into(),
+            ring: RwLock::new(Ring::default()),
+            members: (0..reactors).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    /// Runs `f` with the ring read-locked. A poisoned lock is still read: the ring is only
+    /// ever mutated by `Ring::append`, which leaves it consistent at every step.
+    pub fn read<R>(&self, f: impl FnOnce(&Ring) -> R) -> R {
+        f(&self.ring.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Runs `f` with the ring write-locked. Only the sequencer calls this.
+    pub fn write<R>(&self, f: impl FnOnce(&mut Ring) -> R) -> R {
+        f(&mut self.ring.write().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub fn add_member(&self, reactor: usize) {
+        if let Some(count) = self.members.get(reactor) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn remove_member(&self, reactor: usize) {
+        if let Some(count) = self.members.get(reactor) {
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether reactor `reactor` has any member in this room.
+    pub fn has_members_on(&self, reactor: usize) -> bool {
+        self.members
+            .get(reactor)
+            .is_some_and(|c| c.load(Ordering::Relaxed) > 0)
+    }
+}
+
+/// Every room of the server, created on first JOIN.
+#[derive(Debug)]
+pub struct Rooms {
+    by_name: RwLock<HashMap<Box<str>, Arc<Room>>>,
+    max_rooms: usize,
+    reactors: usize,
+    pub ring_limits: RingLimits,
+}
+
+impl Rooms {
+    pub fn new(max_rooms: usize, reactors: usize, ring_limits: RingLimits) -> Rooms {
+        Rooms {
+            by_name: RwLock::new(HashMap::new()),
+            max_rooms,
+            reactors,
+            ring_limits,
+        }
+    }
+
+    /// The room called `name`, created if it does not exist yet.
+    ///
+    /// # Errors
+    /// `TOO_MANY` if creating it would pass the server's room limit.
+    pub fn open(&self, name: &str) -> Result<Arc<Room>, ErrorCode> {
+        if let Some(room) = self
+            .by_name
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+        {
+            return Ok(Arc::clone(room));
+        }
+        let mut map = self.by_name.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(room) = map.get(name) {
+            return Ok(Arc::clone(room));
+        }
+        if map.len() >= self.max_rooms {
+            return Err(ErrorCode::TooMany);
+        }
+        let id = RoomId(u32::try_from(map.len()).map_err(|_| ErrorCode::TooMany)?);
+        let room = Arc::new(Room::new(id, name, self.reactors));
+        map.insert(name.into(), Arc::clone(&room));
+        Ok(room)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: u8, len: usize) -> Arc<[u8]> {
+        vec![n; len].into()
+    }
+
+    const ROOMY: RingLimits = RingLimits {
+        messages: 100,
+        bytes: 1 << 20,
+    };
+
+    #[test]
+    fn seqs_start_at_one_and_increase_by_one() {
+        let mut ring = Ring::default();
+        assert_eq!(ring.bounds(), (0, 0));
+        assert_eq!(ring.append(frame(1, 10), ROOMY), 1);
+        assert_eq!(ring.append(frame(2, 10), ROOMY), 2);
+        assert_eq!(ring.bounds(), (1, 2));
+    }
+
+    #[test]
+    fn eviction_by_count_and_bytes_moves_first() {
+        let mut ring = Ring::default();
+        let limits = RingLimits {
+            messages: 3,
+            bytes: 25,
+        };
+        for n in 1..=5 {
+            ring.append(frame(n, 10), limits);
+        }
+        // 25 bytes hold two 10-byte frames.
+        assert_eq!(ring.bounds(), (4, 5));
+        assert_eq!(ring.read_from(3, 10, |_| {}), Err(Behind));
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_byte_limit_is_still_kept() {
+        let mut ring = Ring::default();
+        ring.append(
+            frame(1, 100),
+            RingLimits {
+                messages: 10,
+                bytes: 10,
+            },
+        );
+        assert_eq!(ring.bounds(), (1, 1));
+    }
+
+    #[test]
+    fn read_from_hands_out_in_seq_order_and_stops_at_max() {
+        let mut ring = Ring::default();
+        for n in 1..=5 {
+            ring.append(frame(n, 1), ROOMY);
+        }
+        let mut seen = Vec::new();
+        let next = ring.read_from(2, 2, |f| seen.extend_from_slice(f));
+        assert_eq!(next, Ok(4));
+        assert_eq!(seen, vec![2, 3]);
+        assert_eq!(
+            ring.read_from(6, 10, |_| panic!("nothing past head")),
+            Ok(6)
+        );
+    }
+
+    #[test]
+    fn head_survives_eviction_of_everything_but_the_newest() {
+        let mut ring = Ring::default();
+        let limits = RingLimits {
+            messages: 1,
+            bytes: 1 << 20,
+        };
+        for n in 1..=4 {
+            ring.append(frame(n, 1), limits);
+        }
+        assert_eq!(ring.bounds(), (4, 4));
+    }
+
+    #[test]
+    fn room_limit_is_enforced_but_existing_rooms_still_open() {
+        let rooms = Rooms::new(2, 1, ROOMY);
+        let a = rooms.open("a").map(|r| r.id);
+        assert_eq!(a, Ok(RoomId(0)));
+        assert!(rooms.open("b").is_ok());
+        assert_eq!(rooms.open("c").map(|r| r.id), Err(ErrorCode::TooMany));
+        assert_eq!(rooms.open("a").map(|r| r.id), a);
+    }
+}

@@ -1,0 +1,211 @@
+//! Starting and stopping a server: the state every thread shares, and the threads themselves.
+//!
+//! `Server::start` opens the data directory, binds every listener (so that a bad address fails
+//! before anything runs), then starts the sequencer and one reactor per core. Stopping is a
+//! flag plus a wake-up to every reactor; each drains its connections and returns, and the
+//! sequencer ends once the last reactor has dropped its sender.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use mio::{Poll, Waker};
+
+use crate::auth::Users;
+use crate::config::{Config, Limits};
+use crate::datadir::DataDir;
+use crate::mailbox::Mailbox;
+use crate::reactor::{self, Reactor};
+use crate::room::Rooms;
+use crate::sequencer;
+
+/// What every reactor and the sequencer share.
+pub struct Shared {
+    pub limits: Limits,
+    pub epoch: u64,
+    pub users: Users,
+    pub rooms: Rooms,
+    pub mailboxes: Arc<[Mailbox]>,
+    sessions: AtomicU64,
+    stopping: AtomicBool,
+    connections: Mutex<Connections>,
+}
+
+#[derive(Default)]
+struct Connections {
+    total: usize,
+    per_ip: HashMap<IpAddr, u32>,
+}
+
+impl Shared {
+    /// Counts a new connection from `ip` in, if the limits allow it.
+    ///
+    /// # Errors
+    /// Why it is refused, in words for the client.
+    pub fn admit(&self, ip: IpAddr) -> Result<(), &'static str> {
+        let mut c = self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if c.total >= self.limits.max_connections {
+            return Err("too many connections");
+        }
+        let from_ip = c.per_ip.entry(ip).or_insert(0);
+        if *from_ip >= self.limits.max_connections_per_ip {
+            return Err("too many connections from your address");
+        }
+        *from_ip += 1;
+        c.total += 1;
+        Ok(())
+    }
+
+    /// Counts a closed connection from `ip` out.
+    pub fn release(&self, ip: IpAddr) {
+        let mut c = self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.per_ip.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.per_ip.remove(&ip);
+            }
+        }
+    }
+
+    pub fn next_session_id(&self) -> u64 {
+        self.sessions.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+}
+
+/// Asks a running server to stop; cheap to clone, usable from a signal thread.
+#[derive(Clone)]
+pub struct StopHandle {
+    shared: Arc<Shared>,
+}
+
+impl StopHandle {
+    pub fn stop(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        for mailbox in self.shared.mailboxes.iter() {
+            mailbox.wake();
+        }
+    }
+}
+
+/// A running server.
+pub struct Server {
+    addrs: Vec<SocketAddr>,
+    shared: Arc<Shared>,
+    reactors: Vec<JoinHandle<()>>,
+    sequencer: JoinHandle<()>,
+}
+
+impl Server {
+    /// Opens the data directory, binds, and starts every thread.
+    ///
+    /// # Errors
+    /// The data directory or users file cannot be opened, or an address cannot be bound.
+    pub fn start(config: &Config) -> io::Result<Server> {
+        let data = DataDir::open(&config.data_dir)?;
+        let users = Users::open(data.users_path())?;
+        let count = config.reactor_count();
+        let mut groups = Vec::new();
+        for addr in config.listen_addrs() {
+            groups.push(reactor::listener::bind_group(addr, count)?);
+        }
+        let addrs = groups
+            .iter()
+            .filter_map(|g| g.first().and_then(|l| l.local_addr().ok()))
+            .collect::<Vec<_>>();
+
+        let mut polls = Vec::with_capacity(count);
+        let mut mailboxes = Vec::with_capacity(count);
+        for _ in 0..count {
+            let poll = Poll::new()?;
+            let waker = Waker::new(poll.registry(), reactor::WAKER)?;
+            mailboxes.push(Mailbox::new(waker));
+            polls.push(poll);
+        }
+        let limits = config.limits.clone();
+        let shared = Arc::new(Shared {
+            rooms: Rooms::new(limits.max_rooms, count, limits.ring),
+            limits,
+            epoch: data.epoch(),
+            users,
+            mailboxes: mailboxes.into(),
+            sessions: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+            connections: Mutex::new(Connections::default()),
+        });
+
+        let (submit, inbox) = mpsc::channel();
+        let mailboxes = Arc::clone(&shared.mailboxes);
+        let ring = shared.limits.ring;
+        let sequencer = std::thread::Builder::new()
+            .name("sequencer".into())
+            .spawn(move || sequencer::run(inbox, mailboxes, ring))?;
+
+        let mut reactors = Vec::with_capacity(count);
+        for (id, poll) in polls.into_iter().enumerate() {
+            let listeners = groups.iter_mut().filter_map(|g| g.pop()).collect();
+            let reactor = Reactor::new(id, poll, listeners, Arc::clone(&shared), submit.clone())?;
+            let handle = std::thread::Builder::new()
+                .name(format!("reactor-{id}"))
+                .spawn(move || reactor.run())?;
+            reactors.push(handle);
+        }
+        Ok(Server {
+            addrs,
+            shared,
+            reactors,
+            sequencer,
+        })
+    }
+
+    /// The addresses actually bound, one per `--listen` (port 0 resolved).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.shared.epoch
+    }
+
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Waits for every thread to finish.
+    ///
+    /// # Errors
+    /// A thread panicked: a bug, reported rather than hidden.
+    pub fn wait(self) -> io::Result<()> {
+        let mut panicked = 0;
+        for handle in self.reactors {
+            if handle.join().is_err() {
+                panicked += 1;
+            }
+        }
+        if self.sequencer.join().is_err() {
+            panicked += 1;
+        }
+        if panicked > 0 {
+            return Err(io::Error::other(format!(
+                "{panicked} server threads panicked"
+            )));
+        }
+        Ok(())
+    }
+}

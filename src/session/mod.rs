@@ -1,0 +1,543 @@
+//! One connection's protocol state machine, free of I/O.
+//!
+//! Bytes come in through [`Session::receive`]; answers go out through the session's
+//! [`Outbox`]; everything the session needs from the rest of the server (authentication,
+//! rooms, the sequencer, the clock) comes through the [`Env`] trait. So tests and the fuzzer
+//! can drive a session without sockets, and the reactor only moves bytes.
+//!
+//! The states: `Handshake` until a good HELLO, `Ready` while chatting, `Draining` after BYE
+//! or at shutdown (read nothing more, wait for the ACKs owed), `Closing` after a fatal error
+//! (flush within a grace period, then the reactor closes). Nothing follows a fatal ERROR.
+
+pub mod outbox;
+pub mod rate;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::Limits;
+use crate::protocol::codec::{FrameError, msg_length, parse_client};
+use crate::protocol::name::{is_valid_room, is_valid_user};
+use crate::protocol::{ClientFrame, Decoded, Deframer, ErrorCode, ServerFrame, VERSION, kind};
+use crate::room::{Behind, Room};
+
+pub use outbox::Outbox;
+use rate::TokenBucket;
+
+/// How long a closing connection may take to flush before it is cut.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// SENDs a connection may have at the sequencer at once before we stop reading from it.
+pub const MAX_IN_FLIGHT: u32 = 256;
+
+/// Bytes of queued control frames past which we stop reading from a client until it reads.
+pub const OUT_HIGH_WATER: usize = 64 * 1024;
+
+/// Room frames the outbox is topped up to; the rest of a backlog stays in the ring.
+pub const FILL_TARGET: usize = outbox::MAX_IOV;
+
+/// The name a server gives itself in WELCOME.
+pub const SERVER_NAME: &str = concat!("chatd/", env!("CARGO_PKG_VERSION"));
+
+/// What a session needs from the server around it.
+pub trait Env {
+    fn now(&self) -> Instant;
+    fn limits(&self) -> &Limits;
+    fn epoch(&self) -> u64;
+    /// A number no other session of this server run has.
+    fn session_id(&mut self) -> u64;
+    fn authenticate(&self, user: &str, token: &str) -> bool;
+    /// The room of that name, created if need be.
+    ///
+    /// # Errors
+    /// `TOO_MANY` if the server holds as many rooms as it may.
+    fn open_room(&mut self, name: &str) -> Result<Arc<Room>, ErrorCode>;
+    /// The session became a member of `room`.
+    fn joined(&mut self, room: &Arc<Room>);
+    /// The session stopped being a member of `room`.
+    fn left(&mut self, room: &Arc<Room>);
+    /// Hands a MSG frame (seq and ts_ms still zero) to the sequencer; the outcome comes back
+    /// through [`Session::on_stored`].
+    ///
+    /// # Errors
+    /// The code to answer the SEND with if it cannot even be submitted.
+    fn submit(&mut self, room: &Arc<Room>, frame: Arc<[u8]>, id: u64) -> Result<(), ErrorCode>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for HELLO until the deadline.
+    Handshake {
+        deadline: Instant,
+    },
+    Ready,
+    /// Reads nothing more; once no ACK is owed, sends `then` (if any) and closes.
+    Draining {
+        then: Option<ErrorCode>,
+        deadline: Instant,
+    },
+    /// Flushes what is queued, then closes; cut at the deadline. After BYE (`finish`), the
+    /// room messages stored before the BYE took effect are still owed and sent first.
+    Closing {
+        deadline: Instant,
+        finish: bool,
+    },
+}
+
+/// A room this session has joined, and the next seq it is owed there.
+#[derive(Debug)]
+struct Membership {
+    room: Arc<Room>,
+    cursor: u64,
+    /// The last seq owed: the head when the session stopped taking frames (or u64::MAX).
+    until: u64,
+}
+
+/// What a timer check asks of the reactor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tick {
+    /// Nothing changed.
+    Idle,
+    /// Something was queued: flush.
+    Flush,
+    /// Close now.
+    Close,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    state: State,
+    user: Box<str>,
+    rooms: Vec<Membership>,
+    /// Where the next fill starts among `rooms`, so that one busy room cannot starve another.
+    next_room: usize,
+    bucket: TokenBucket,
+    in_flight: u32,
+    last_frame: Instant,
+    /// Since when we have had bytes for the client and it has taken none.
+    stalled_since: Option<Instant>,
+    pub out: Outbox,
+}
+
+impl Session {
+    pub fn new(now: Instant, limits: &Limits) -> Session {
+        Session {
+            state: State::Handshake {
+                deadline: now + limits.handshake_timeout,
+            },
+            user: Box::default(),
+            rooms: Vec::new(),
+            next_room: 0,
+            bucket: TokenBucket::new(limits.send_burst, now),
+            in_flight: 0,
+            last_frame: now,
+            stalled_since: None,
+            out: Outbox::default(),
+        }
+    }
+
+    /// Whether the session takes more input now. It does not while closing, after BYE, or
+    /// while the client is not reading what it asked for (backpressure).
+    pub fn wants_input(&self) -> bool {
+        matches!(self.state, State::Handshake { .. } | State::Ready)
+            && self.in_flight < MAX_IN_FLIGHT
+            && self.out.owned_bytes() < OUT_HIGH_WATER
+    }
+
+    /// Whether the session is past its last frame and only flushing.
+    pub fn is_closing(&self) -> bool {
+        matches!(self.state, State::Closing { .. })
+    }
+
+    fn may_fill(&self) -> bool {
+        matches!(
+            self.state,
+            State::Ready | State::Closing { finish: true, .. }
+        )
+    }
+
+    /// Handles every whole frame at the front of `input` while [`wants_input`] holds, and
+    /// returns how many bytes it used. After a fatal error it uses everything: the rest of
+    /// the input will never be read.
+    ///
+    /// [`wants_input`]: Session::wants_input
+    pub fn receive(&mut self, input: &[u8], env: &mut impl Env) -> usize {
+        let deframer = Deframer::for_server(env.limits().max_frame);
+        let mut used = 0;
+        while self.wants_input() {
+            let rest = input.get(used..).unwrap_or_default();
+            match deframer.next(rest) {
+                Ok(Decoded::NeedMore) => break,
+                Ok(Decoded::Frame(raw)) => {
+                    used += raw.wire_len;
+                    let now = env.now();
+                    self.last_frame = now;
+                    if matches!(self.state, State::Handshake { .. }) && raw.kind != kind::HELLO {
+                        self.fatal(ErrorCode::NotAuthenticated, "send HELLO first", now);
+                        break;
+                    }
+                    match parse_client(&raw) {
+                        Ok(frame) => self.handle(frame, env),
+                        Err(FrameError { code, reason }) => self.fatal(code, reason, now),
+                    }
+                }
+                Err(FrameError { code, reason }) => {
+                    self.fatal(code, reason, env.now());
+                    break;
+                }
+            }
+        }
+        if self.is_closing() { input.len() } else { used }
+    }
+
+    fn handle(&mut self, frame: ClientFrame<'_>, env: &mut impl Env) {
+        let now = env.now();
+        match frame {
+            ClientFrame::Hello {
+                version,
+                user,
+                token,
+            } => self.hello(version, user, token, env),
+            ClientFrame::Join { room, after, limit } => self.join(room, after, limit, env),
+            ClientFrame::Leave { room } => self.leave(room, env),
+            ClientFrame::Send { room, id, text } => self.send(room, id, text, env),
+            ClientFrame::Ping { nonce } => self.out.push_frame(&ServerFrame::Pong { nonce }),
+            ClientFrame::Bye => {
+                self.state = State::Draining {
+                    then: None,
+                    deadline: now + CLOSE_GRACE,
+                };
+                self.finish_draining(now);
+            }
+        }
+    }
+
+    fn hello(&mut self, version: u8, user: &str, token: &str, env: &mut impl Env) {
+        let now = env.now();
+        if self.state == State::Ready {
+            return self.fatal(ErrorCode::NotAuthenticated, "already authenticated", now);
+        }
+        if version != VERSION {
+            return self.fatal(
+                ErrorCode::UnsupportedVersion,
+                "this server speaks version 1",
+                now,
+            );
+        }
+        if !is_valid_user(user) || !env.authenticate(user, token) {
+            return self.fatal(ErrorCode::AuthFailed, "unknown user or wrong token", now);
+        }
+        self.user = user.into();
+        self.state = State::Ready;
+        let limits = env.limits();
+        let idle_ms = u32::try_from(limits.idle_timeout.as_millis()).unwrap_or(u32::MAX);
+        let max_frame = limits.max_frame;
+        let welcome = ServerFrame::Welcome {
+            version: VERSION,
+            epoch: env.epoch(),
+            session: env.session_id(),
+            max_frame,
+            idle_timeout_ms: idle_ms,
+            server: SERVER_NAME,
+        };
+        self.out.push_frame(&welcome);
+    }
+
+    fn join(&mut self, name: &str, after: u64, limit: u32, env: &mut impl Env) {
+        if !is_valid_room(name) {
+            return self.error(ErrorCode::Invalid, 0, "invalid room name");
+        }
+        let existing = self.rooms.iter().position(|m| &*m.room.name == name);
+        let room = match existing.and_then(|i| self.rooms.get(i)) {
+            Some(m) => Arc::clone(&m.room),
+            None if self.rooms.len() >= env.limits().max_rooms_per_connection => {
+                return self.error(ErrorCode::TooMany, 0, "too many rooms joined");
+            }
+            None => match env.open_room(name) {
+                Ok(room) => room,
+                Err(code) => return self.error(code, 0, "the server holds too many rooms"),
+            },
+        };
+        let (first, head) = room.read(|ring| ring.bounds());
+        let cursor = replay_start(after, limit, first, head);
+        self.out.push_frame(&ServerFrame::Joined {
+            room: name,
+            first,
+            head,
+        });
+        match existing.and_then(|i| self.rooms.get_mut(i)) {
+            Some(m) => m.cursor = cursor,
+            None => {
+                env.joined(&room);
+                self.rooms.push(Membership {
+                    room,
+                    cursor,
+                    until: u64::MAX,
+                });
+            }
+        }
+    }
+
+    fn leave(&mut self, name: &str, env: &mut impl Env) {
+        if !is_valid_room(name) {
+            return self.error(ErrorCode::Invalid, 0, "invalid room name");
+        }
+        let Some(i) = self.rooms.iter().position(|m| &*m.room.name == name) else {
+            return self.error(ErrorCode::NotJoined, 0, "not a member of that room");
+        };
+        let m = self.rooms.remove(i);
+        env.left(&m.room);
+        self.out.push_frame(&ServerFrame::Left { room: name });
+    }
+
+    fn send(&mut self, name: &str, id: u64, text: &str, env: &mut impl Env) {
+        if !is_valid_room(name) {
+            return self.error(ErrorCode::Invalid, id, "invalid room name");
+        }
+        let Some(m) = self.rooms.iter().find(|m| &*m.room.name == name) else {
+            return self.error(
+                ErrorCode::NotJoined,
+                id,
+                "join the room before sending to it",
+            );
+        };
+        if text.is_empty() {
+            return self.error(ErrorCode::Invalid, id, "empty message");
+        }
+        let limits = env.limits();
+        let length = msg_length(name, &self.user, text);
+        if length > usize::try_from(limits.max_frame).unwrap_or(usize::MAX) {
+            return self.error(ErrorCode::Invalid, id, "message longer than max_frame");
+        }
+        let (rate, burst) = (limits.send_rate, limits.send_burst);
+        if !self.bucket.take(env.now(), rate, burst) {
+            return self.error(ErrorCode::RateLimited, id, "slow down");
+        }
+        let mut frame = Vec::with_capacity(length + crate::protocol::HEADER_LEN);
+        let msg = ServerFrame::Msg {
+            room: name,
+            seq: 0,
+            ts_ms: 0,
+            user: &self.user,
+            text,
+        };
+        crate::protocol::encode_server(&msg, &mut frame);
+        let room = Arc::clone(&m.room);
+        match env.submit(&room, frame.into(), id) {
+            Ok(()) => self.in_flight += 1,
+            Err(code) => self.error(code, id, "the message could not be stored"),
+        }
+    }
+
+    /// The sequencer's answer to a SEND: `Ok(seq)` or the reason it was not stored.
+    pub fn on_stored(&mut self, id: u64, result: Result<u64, ErrorCode>, now: Instant) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if !matches!(self.state, State::Ready | State::Draining { .. }) {
+            return;
+        }
+        match result {
+            Ok(seq) => self.out.push_frame(&ServerFrame::Ack { id, seq }),
+            Err(code) => self.error(code, id, "the message could not be stored"),
+        }
+        self.finish_draining(now);
+    }
+
+    /// The server is stopping: owe nothing more, then say SHUTTING_DOWN and close.
+    pub fn shut_down(&mut self, now: Instant) {
+        if matches!(self.state, State::Handshake { .. } | State::Ready) {
+            let deadline = now + CLOSE_GRACE;
+            self.state = State::Draining {
+                then: Some(ErrorCode::ShuttingDown),
+                deadline,
+            };
+            self.finish_draining(now);
+        }
+    }
+
+    /// The peer sent FIN. It may still read: answer what it sent, as after BYE.
+    pub fn on_eof(&mut self, now: Instant) {
+        match self.state {
+            State::Handshake { .. } => {
+                self.state = State::Closing {
+                    deadline: now + CLOSE_GRACE,
+                    finish: false,
+                };
+            }
+            State::Ready => {
+                self.state = State::Draining {
+                    then: None,
+                    deadline: now + CLOSE_GRACE,
+                };
+                self.finish_draining(now);
+            }
+            State::Draining { .. } | State::Closing { .. } => {}
+        }
+    }
+
+    fn finish_draining(&mut self, now: Instant) {
+        if let State::Draining { then, .. } = self.state {
+            if self.in_flight > 0 {
+                return;
+            }
+            match then {
+                Some(code) => self.fatal(code, "the server is shutting down", now),
+                None => {
+                    for m in &mut self.rooms {
+                        m.until = m.room.read(|ring| ring.head());
+                    }
+                    self.state = State::Closing {
+                        deadline: now + CLOSE_GRACE,
+                        finish: true,
+                    };
+                }
+            }
+        }
+    }
+
+    /// Tops the outbox up with frames the rooms owe this member.
+    pub fn fill(&mut self, now: Instant) {
+        if !self.may_fill() || self.rooms.is_empty() {
+            return;
+        }
+        let mut budget = FILL_TARGET.saturating_sub(self.out.chunk_count());
+        let count = self.rooms.len();
+        let start = self.next_room % count;
+        self.next_room = start + 1;
+        for i in (start..count).chain(0..start) {
+            if budget == 0 {
+                break;
+            }
+            let Some(m) = self.rooms.get_mut(i) else {
+                break;
+            };
+            let out = &mut self.out;
+            let cursor = m.cursor;
+            let owed = m.until.saturating_sub(cursor).saturating_add(1);
+            let take = budget.min(usize::try_from(owed).unwrap_or(usize::MAX));
+            if take == 0 {
+                continue;
+            }
+            match m
+                .room
+                .read(|ring| ring.read_from(cursor, take, |f| out.push_shared(Arc::clone(f))))
+            {
+                Ok(next) => {
+                    budget =
+                        budget.saturating_sub(usize::try_from(next - cursor).unwrap_or(budget));
+                    m.cursor = next;
+                }
+                Err(Behind) => {
+                    self.out.discard_unstarted();
+                    let why = "fell behind the room's retained history";
+                    return self.fatal(ErrorCode::SlowConsumer, why, now);
+                }
+            }
+        }
+    }
+
+    /// Bytes reached the socket: the client is taking them. `blocked` says the socket
+    /// refused the rest.
+    pub fn on_written(&mut self, written: usize, blocked: bool, now: Instant) {
+        if written > 0 || !blocked {
+            self.stalled_since = None;
+        }
+        if blocked && self.stalled_since.is_none() {
+            self.stalled_since = Some(now);
+        }
+    }
+
+    /// Checks the deadlines: handshake, idle, write stall, and the closing grace.
+    pub fn tick(&mut self, now: Instant, limits: &Limits) -> Tick {
+        match self.state {
+            State::Handshake { deadline } if now >= deadline => {
+                self.fatal(ErrorCode::Timeout, "no HELLO in time", now);
+                return Tick::Flush;
+            }
+            State::Ready
+                if now.saturating_duration_since(self.last_frame) >= limits.idle_timeout =>
+            {
+                self.fatal(ErrorCode::Timeout, "idle for too long", now);
+                return Tick::Flush;
+            }
+            State::Draining { deadline, .. } | State::Closing { deadline, .. }
+                if now >= deadline =>
+            {
+                return Tick::Close;
+            }
+            _ => {}
+        }
+        let stalled = self.stalled_since.is_some_and(|since| {
+            now.saturating_duration_since(since) >= limits.write_stall_timeout
+        });
+        if stalled && !self.is_closing() {
+            self.stalled_since = None;
+            self.out.discard_unstarted();
+            self.fatal(
+                ErrorCode::SlowConsumer,
+                "took nothing from its socket for too long",
+                now,
+            );
+            return Tick::Flush;
+        }
+        if self.out.is_empty() {
+            self.out.shrink_if_idle();
+        }
+        Tick::Idle
+    }
+
+    /// Whether the session has said all it will and the reactor may close.
+    pub fn is_done(&self) -> bool {
+        match self.state {
+            State::Closing { finish, .. } => {
+                self.out.is_empty() && (!finish || self.rooms.iter().all(|m| m.cursor > m.until))
+            }
+            _ => false,
+        }
+    }
+
+    /// The rooms this session is a member of, for the reactor to clean up after a close.
+    pub fn rooms(&self) -> impl Iterator<Item = &Arc<Room>> {
+        self.rooms.iter().map(|m| &m.room)
+    }
+
+    /// The authenticated user's name ("" before HELLO).
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// A non-fatal error about one request.
+    fn error(&mut self, code: ErrorCode, reference: u64, message: &str) {
+        self.out.push_frame(&ServerFrame::Error {
+            code: code.as_u16(),
+            reference,
+            message,
+        });
+    }
+
+    /// A fatal error: say why, then nothing more.
+    fn fatal(&mut self, code: ErrorCode, message: &str, now: Instant) {
+        if self.is_closing() {
+            return;
+        }
+        self.error(code, 0, message);
+        self.state = State::Closing {
+            deadline: now + CLOSE_GRACE,
+            finish: false,
+        };
+    }
+}
+
+/// The first seq to send after a JOIN: replay `(max(after, head - limit), head]`, clamped to
+/// what is retained, and an `after` beyond head counts as head so live delivery starts at
+/// head + 1.
+pub fn replay_start(after: u64, limit: u32, first: u64, head: u64) -> u64 {
+    let from = if limit == u32::MAX {
+        after
+    } else {
+        after.max(head.saturating_sub(u64::from(limit)))
+    };
+    (from.min(head) + 1).max(first)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,249 @@
+//! A connection's outgoing bytes: a short queue of frames, written with one `writev`.
+//!
+//! Control frames (WELCOME, ACK, ERROR, ...) are encoded into owned buffers, coalesced when
+//! they follow each other. Room messages are `Arc`s of the ring's own frames: queued by
+//! reference, never copied. The queue holds only a small window of what a member is owed
+//! (the rest stays in the ring behind the member's cursor), so its size never grows with a
+//! backlog.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+use std::sync::Arc;
+
+use crate::protocol::{ServerFrame, encode_server};
+
+/// Most buffers handed to one `writev`: enough to fill a socket buffer with small messages,
+/// few enough to live on the stack.
+pub const MAX_IOV: usize = 64;
+
+#[derive(Debug)]
+enum Chunk {
+    Owned(Vec<u8>),
+    Shared(Arc<[u8]>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(v) => v,
+            Chunk::Shared(a) => a,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Outbox {
+    chunks: VecDeque<Chunk>,
+    /// Bytes of the front chunk already written.
+    front_written: usize,
+    /// Bytes held in owned chunks: what the client's own requests have made us queue.
+    owned_bytes: usize,
+}
+
+impl Outbox {
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Chunks queued, the first possibly partly written.
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Bytes of control frames queued and not yet written; reading from a client pauses while
+    /// this is high, so a client that pipelines requests without reading answers cannot make
+    /// us buffer without bound.
+    pub fn owned_bytes(&self) -> usize {
+        self.owned_bytes
+    }
+
+    /// Queues a control frame, appending to the last owned buffer when there is one.
+    pub fn push_frame(&mut self, frame: &ServerFrame<'_>) {
+        let before = match self.chunks.back_mut() {
+            Some(Chunk::Owned(buf)) => {
+                let before = buf.len();
+                encode_server(frame, buf);
+                buf.len() - before
+            }
+            _ => {
+                let mut buf = Vec::new();
+                encode_server(frame, &mut buf);
+                let len = buf.len();
+                self.chunks.push_back(Chunk::Owned(buf));
+                len
+            }
+        };
+        self.owned_bytes += before;
+    }
+
+    /// Queues a ring frame by reference.
+    pub fn push_shared(&mut self, frame: Arc<[u8]>) {
+        self.chunks.push_back(Chunk::Shared(frame));
+    }
+
+    /// Drops every chunk not yet started. The partly written front chunk stays, so that the
+    /// byte stream remains a sequence of whole frames.
+    pub fn discard_unstarted(&mut self) {
+        let keep = usize::from(self.front_written > 0);
+        while self.chunks.len() > keep {
+            if let Some(Chunk::Owned(buf)) = self.chunks.pop_back() {
+                self.owned_bytes -= buf.len();
+            }
+        }
+    }
+
+    /// Releases the queue's memory if it is empty, so that an idle connection holds none.
+    pub fn shrink_if_idle(&mut self) {
+        if self.chunks.is_empty() && self.chunks.capacity() > 0 {
+            self.chunks = VecDeque::new();
+        }
+    }
+
+    /// Writes as much as one `writev` takes.
+    ///
+    /// # Errors
+    /// Whatever the writer returns, `WouldBlock` included; nothing is consumed then.
+    pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<usize> {
+        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        let mut count = 0;
+        for (slot, chunk) in slices.iter_mut().zip(self.chunks.iter()) {
+            let bytes = chunk.bytes();
+            let bytes = if count == 0 {
+                bytes.get(self.front_written..).unwrap_or_default()
+            } else {
+                bytes
+            };
+            *slot = IoSlice::new(bytes);
+            count += 1;
+        }
+        let written = w.write_vectored(slices.get(..count).unwrap_or_default())?;
+        self.consume(written);
+        Ok(written)
+    }
+
+    fn consume(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.chunks.front() else {
+                return;
+            };
+            let left = front.bytes().len() - self.front_written;
+            if n < left {
+                self.front_written += n;
+                return;
+            }
+            n -= left;
+            self.front_written = 0;
+            if let Some(Chunk::Owned(buf)) = self.chunks.pop_front() {
+                self.owned_bytes -= buf.len();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that takes at most `cap` bytes per call, like a socket with a small buffer.
+    struct Trickle {
+        taken: Vec<u8>,
+        cap: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.cap == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.cap);
+            self.taken
+                .extend_from_slice(buf.get(..n).unwrap_or_default());
+            Ok(n)
+        }
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            if self.cap == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let mut total = 0;
+            for b in bufs {
+                if total == self.cap {
+                    break;
+                }
+                total +=
+                    self.write(b.get(..(self.cap - total).min(b.len())).unwrap_or_default())?;
+            }
+            Ok(total)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn expected(frames: &[ServerFrame<'_>], shared: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for f in frames {
+            encode_server(f, &mut out);
+        }
+        out.extend_from_slice(shared);
+        out
+    }
+
+    #[test]
+    fn partial_writes_keep_frames_whole_and_in_order() {
+        let pong = ServerFrame::Pong { nonce: 7 };
+        let ack = ServerFrame::Ack { id: 1, seq: 2 };
+        let shared: Arc<[u8]> = vec![9u8; 40].into();
+        let mut out = Outbox::default();
+        out.push_frame(&pong);
+        out.push_frame(&ack);
+        out.push_shared(Arc::clone(&shared));
+        assert_eq!(
+            out.chunk_count(),
+            2,
+            "consecutive control frames share one buffer"
+        );
+        let mut sink = Trickle {
+            taken: Vec::new(),
+            cap: 3,
+        };
+        while !out.is_empty() {
+            out.write_to(&mut sink)
+                .expect("trickle never fails with cap > 0");
+        }
+        assert_eq!(sink.taken, expected(&[pong, ack], &shared));
+        assert_eq!(out.owned_bytes(), 0);
+    }
+
+    #[test]
+    fn would_block_consumes_nothing() {
+        let mut out = Outbox::default();
+        out.push_frame(&ServerFrame::Pong { nonce: 1 });
+        let mut sink = Trickle {
+            taken: Vec::new(),
+            cap: 0,
+        };
+        assert!(out.write_to(&mut sink).is_err());
+        assert_eq!(out.owned_bytes(), 13);
+    }
+
+    #[test]
+    fn discard_keeps_the_partly_written_front() {
+        let mut out = Outbox::default();
+        out.push_shared(vec![1u8; 10].into());
+        out.push_frame(&ServerFrame::Pong { nonce: 1 });
+        let mut sink = Trickle {
+            taken: Vec::new(),
+            cap: 4,
+        };
+        out.write_to(&mut sink).expect("writes 4");
+        out.discard_unstarted();
+        assert_eq!(out.chunk_count(), 1);
+        assert_eq!(out.owned_bytes(), 0);
+        let mut sink = Trickle {
+            taken: Vec::new(),
+            cap: 100,
+        };
+        out.write_to(&mut sink).expect("writes the rest");
+        assert_eq!(sink.taken, vec![1u8; 6]);
+    }
+}

@@ -1,0 +1,336 @@
+//! Shared helpers for the integration tests: start a real `chatd` on `127.0.0.1:0` with a
+//! temporary data directory, add users, connect clients, and wait on events (frames, log
+//! lines, process exit) with generous deadlines instead of sleeping.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use chatd::client::{Client, Reply};
+use chatd::protocol::{ClientFrame, ErrorCode};
+
+/// How long any single expected event may take before the test fails. Generous: CI machines
+/// are slow and shared; a passing test never waits this long.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_chatd");
+
+type Log = Arc<(Mutex<Vec<String>>, Condvar)>;
+
+pub struct Daemon {
+    child: Child,
+    pub addr: SocketAddr,
+    pub addrs: Vec<SocketAddr>,
+    pub dir: tempfile::TempDir,
+    log: Log,
+}
+
+impl Daemon {
+    /// Starts `chatd serve` with `extra` flags on a free loopback port and a fresh data dir.
+    #[track_caller]
+    pub fn start(extra: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Daemon::start_in(dir, extra)
+    }
+
+    /// Like `start`, in a data directory the test prepared (users added before start).
+    #[track_caller]
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Daemon {
+        let data = dir.path().join("data");
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--data-dir".into(),
+            data.display().to_string(),
+        ];
+        if !extra.contains(&"--listen") {
+            args.extend(["--listen".into(), "127.0.0.1:0".into()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn chatd");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    if let Ok(addr) = addr.parse::<SocketAddr>() {
+                        let _ = tx.send(addr);
+                    }
+                }
+            }
+        });
+        let log: Log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let (lines, cv) = &*sink;
+                lines.lock().expect("log lock").push(line);
+                cv.notify_all();
+            }
+        });
+        let listens = args.iter().filter(|a| *a == "--listen").count();
+        let mut addrs = Vec::new();
+        for _ in 0..listens {
+            match rx.recv_timeout(PATIENCE) {
+                Ok(addr) => addrs.push(addr),
+                Err(_) => {
+                    let _ = child.kill();
+                    let lines = log.0.lock().expect("log lock").join("\n");
+                    panic!("chatd did not report its address; stderr:\n{lines}");
+                }
+            }
+        }
+        Daemon {
+            child,
+            addr: addrs[0],
+            addrs,
+            dir,
+            log,
+        }
+    }
+
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Adds a user through `chatd user add` and returns its token.
+    #[track_caller]
+    pub fn add_user(&self, name: &str) -> String {
+        add_user(&self.data_dir(), name)
+    }
+
+    /// A raw connection, before HELLO.
+    #[track_caller]
+    pub fn connect(&self) -> Client {
+        let client = Client::connect(self.addr).expect("connect to chatd");
+        client.set_timeout(Some(PATIENCE)).expect("set timeout");
+        client
+    }
+
+    /// Adds `name` and returns a connection that completed HELLO/WELCOME as that user.
+    #[track_caller]
+    pub fn login(&self, name: &str) -> Client {
+        let token = self.add_user(name);
+        self.login_with(name, &token)
+    }
+
+    #[track_caller]
+    pub fn login_with(&self, name: &str, token: &str) -> Client {
+        let mut c = self.connect();
+        c.send(&ClientFrame::Hello {
+            version: 1,
+            user: name,
+            token,
+        })
+        .expect("send HELLO");
+        match recv(&mut c) {
+            Reply::Welcome { .. } => c,
+            other => panic!("expected WELCOME, got {other:?}"),
+        }
+    }
+
+    /// Waits until a stderr line contains `needle`; true if one did.
+    pub fn wait_for_log(&self, needle: &str) -> bool {
+        let (lines, cv) = &*self.log;
+        let deadline = Instant::now() + PATIENCE;
+        let mut guard = lines.lock().expect("log lock");
+        loop {
+            if guard.iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            guard = cv.wait_timeout(guard, left).expect("log lock").0;
+        }
+    }
+
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.0.lock().expect("log lock").clone()
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pid fits")
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).expect("kill");
+    }
+
+    /// Waits for the daemon to exit; None if it did not within PATIENCE.
+    pub fn wait_exit(&mut self) -> Option<ExitStatus> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Resident set size of the daemon, in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `chatd user add NAME --data-dir DIR` and returns the token (its last output line).
+#[track_caller]
+pub fn add_user(data_dir: &std::path::Path, name: &str) -> String {
+    let out = Command::new(BIN)
+        .args(["user", "add", name, "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("run chatd user add");
+    assert!(
+        out.status.success(),
+        "user add failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf8 output")
+        .lines()
+        .last()
+        .expect("a token line")
+        .trim()
+        .to_string()
+}
+
+/// The next frame; fails the test on timeout or close.
+#[track_caller]
+pub fn recv(c: &mut Client) -> Reply {
+    match c.recv() {
+        Ok(Some(reply)) => reply,
+        Ok(None) => panic!("connection closed while a frame was expected"),
+        Err(e) => panic!("no frame: {e}"),
+    }
+}
+
+/// Reads until the server closes; returns what came before. Fails on timeout.
+#[track_caller]
+pub fn recv_until_close(c: &mut Client) -> Vec<Reply> {
+    let mut got = Vec::new();
+    loop {
+        match c.recv() {
+            Ok(Some(reply)) => got.push(reply),
+            Ok(None) => return got,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("expected the server to close; got {e} after {got:?}"),
+        }
+    }
+}
+
+/// Asserts the next frame is ERROR with `code` (and `reference`), returns its message.
+#[track_caller]
+pub fn expect_error(c: &mut Client, code: ErrorCode, reference: u64) -> String {
+    match recv(c) {
+        Reply::Error {
+            code: got,
+            reference: r,
+            message,
+        } => {
+            assert_eq!(
+                got,
+                code.as_u16(),
+                "expected {code}, got code {got} ({message})"
+            );
+            assert_eq!(r, reference, "ref of {code}");
+            message
+        }
+        other => panic!("expected ERROR {code}, got {other:?}"),
+    }
+}
+
+/// Asserts a fatal error: ERROR `code`, then the connection closes with nothing else.
+#[track_caller]
+pub fn expect_fatal(c: &mut Client, code: ErrorCode) {
+    expect_error(c, code, 0);
+    let rest = recv_until_close(c);
+    assert!(
+        rest.is_empty(),
+        "nothing may follow a fatal {code}, got {rest:?}"
+    );
+}
+
+/// JOINs and returns (first, head) from JOINED.
+#[track_caller]
+pub fn join(c: &mut Client, room: &str, after: u64, limit: u32) -> (u64, u64) {
+    c.send(&ClientFrame::Join { room, after, limit })
+        .expect("send JOIN");
+    match recv(c) {
+        Reply::Joined {
+            room: r,
+            first,
+            head,
+        } => {
+            assert_eq!(r, room);
+            (first, head)
+        }
+        other => panic!("expected JOINED {room}, got {other:?}"),
+    }
+}
+
+#[track_caller]
+pub fn send(c: &mut Client, room: &str, id: u64, text: &str) {
+    c.send(&ClientFrame::Send { room, id, text })
+        .expect("send SEND");
+}
+
+/// Reads frames until `n` MSGs arrived; returns them as (room, seq, user, text). Other frames
+/// (ACKs) are collected into `others`.
+#[track_caller]
+pub fn recv_msgs(
+    c: &mut Client,
+    n: usize,
+    others: &mut Vec<Reply>,
+) -> Vec<(String, u64, String, String)> {
+    let mut msgs = Vec::new();
+    while msgs.len() < n {
+        match recv(c) {
+            Reply::Msg {
+                room,
+                seq,
+                user,
+                text,
+                ..
+            } => msgs.push((room, seq, user, text)),
+            other => others.push(other),
+        }
+    }
+    msgs
+}
