@@ -75,6 +75,7 @@ struct Outcome {
     consumed: usize,
 }
 
+/// Decodes one fuzz input under both limits, whole and in reads, and relates the outcomes.
 fn check(dir: &Direction, data: &[u8]) {
     let (sizes, stream) = read_plan(data);
     let large = check_limit(dir, DEFAULT_MAX_FRAME, stream, &sizes);

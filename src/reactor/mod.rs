@@ -375,12 +375,14 @@ impl Reactor {
             forget_member(&mut self.members, room, self.id, key);
         }
         self.shared.release(conn.peer);
-        log::debug!(
-            "reactor {}: close #{} from {} ({why})",
-            self.id,
-            conn.serial,
-            conn.peer
-        );
+        let (id, serial, peer, user) = (self.id, conn.serial, conn.peer, conn.session.user());
+        match conn.session.ended_by() {
+            Some(ErrorCode::SlowConsumer) => {
+                log::warn!("reactor {id}: close #{serial} from {peer} user '{user}' (SLOW_CONSUMER)");
+            }
+            Some(code) => log::debug!("reactor {id}: close #{serial} from {peer} ({code})"),
+            None => log::debug!("reactor {id}: close #{serial} from {peer} ({why})"),
+        }
     }
 }
 

@@ -116,6 +116,8 @@ pub struct Session {
     last_frame: Instant,
     /// Since when we have had bytes for the client and it has taken none.
     stalled_since: Option<Instant>,
+    /// The fatal error that ended the session, if one did.
+    ended_by: Option<ErrorCode>,
     pub out: Outbox,
 }
 
@@ -132,6 +134,7 @@ impl Session {
             in_flight: 0,
             last_frame: now,
             stalled_since: None,
+            ended_by: None,
             out: Outbox::default(),
         }
     }
@@ -500,6 +503,11 @@ impl Session {
         self.rooms.iter().map(|m| &m.room)
     }
 
+    /// The fatal error that ended the session, if one did.
+    pub fn ended_by(&self) -> Option<ErrorCode> {
+        self.ended_by
+    }
+
     /// The authenticated user's name ("" before HELLO).
     pub fn user(&self) -> &str {
         &self.user
@@ -520,6 +528,7 @@ impl Session {
             return;
         }
         self.error(code, 0, message);
+        self.ended_by = Some(code);
         self.state = State::Closing {
             deadline: now + CLOSE_GRACE,
             finish: false,

@@ -1,0 +1,38 @@
+# chatd — the common tasks. Every target is a thin wrapper over cargo; see README.md.
+
+CARGO ?= cargo
+FUZZ_SECONDS ?= 60
+# Where `make run` keeps its data; created on first run.
+DATA_DIR ?= chatd-data
+
+# Build in release mode and run the daemon on its defaults (127.0.0.1:7667, ./chatd-data).
+run:
+	$(CARGO) run --release --bin chatd -- serve --data-dir $(DATA_DIR)
+
+# Build everything in release mode.
+build:
+	$(CARGO) build --release --all-targets
+
+# Run every test: unit, property, and integration tests against the real daemon.
+test:
+	$(CARGO) test --all-targets
+
+# Formatting and lints, as CI checks them.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+# Run each fuzz target for FUZZ_SECONDS (needs `cargo install cargo-fuzz --locked`).
+fuzz:
+	cd fuzz && for t in $$(RUSTC_BOOTSTRAP=1 $(CARGO) fuzz list); do \
+		mkdir -p corpus/$$t; \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t corpus/$$t seeds/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -dict=dict/protocol.dict || exit 1; \
+	done
+
+# Remove build output (not the data directory).
+clean:
+	$(CARGO) clean
+	rm -rf fuzz/target
+
+.PHONY: run build test lint fuzz clean
