@@ -70,8 +70,8 @@ fn serve(config: &Config) -> Result<(), String> {
 
     let server = Server::start(config).map_err(|e| e.to_string())?;
     for addr in server.local_addrs() {
-        log::info!("listening on {addr}");
-        // Scripts and tests read the bound address (port 0 resolved) from stdout.
+        // On stdout rather than in the log: scripts and tests read the bound address (port 0
+        // resolved) from here.
         println!("listening on {addr}");
     }
     let _ = std::io::stdout().flush();
