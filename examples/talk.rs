@@ -23,15 +23,35 @@ fn run() -> Result<(), String> {
     let addr = args.get(2).map_or("127.0.0.1:7667", String::as_str);
     let token = std::env::var("CHAT_TOKEN").map_err(|_| "set CHAT_TOKEN to your token")?;
     let mut client = Client::connect(addr).map_err(|e| format!("cannot reach {addr}: {e}"))?;
-    let hello = ClientFrame::Hello { version: 1, user, token: &token };
+    let hello = ClientFrame::Hello {
+        version: 1,
+        user,
+        token: &token,
+    };
     client.send(&hello).map_err(|e| e.to_string())?;
-    client.send(&ClientFrame::Join { room, after: 0, limit: 20 }).map_err(|e| e.to_string())?;
-    let mut writer = client.stream().try_clone().map(Client::from_stream).map_err(|e| e.to_string())?;
+    client
+        .send(&ClientFrame::Join {
+            room,
+            after: 0,
+            limit: 20,
+        })
+        .map_err(|e| e.to_string())?;
+    let mut writer = client
+        .stream()
+        .try_clone()
+        .map(Client::from_stream)
+        .map_err(|e| e.to_string())?;
 
     std::thread::spawn(move || {
         while let Ok(Some(reply)) = client.recv() {
             match reply {
-                Reply::Msg { room, seq, user, text, .. } => println!("[{room} #{seq}] {user}: {text}"),
+                Reply::Msg {
+                    room,
+                    seq,
+                    user,
+                    text,
+                    ..
+                } => println!("[{room} #{seq}] {user}: {text}"),
                 Reply::Error { code, message, .. } => eprintln!("error {code}: {message}"),
                 Reply::Joined { room, head, .. } => eprintln!("joined {room} (latest #{head})"),
                 _ => {}
@@ -46,7 +66,11 @@ fn run() -> Result<(), String> {
         if line.is_empty() {
             continue;
         }
-        let send = ClientFrame::Send { room, id: id as u64, text: &line };
+        let send = ClientFrame::Send {
+            room,
+            id: id as u64,
+            text: &line,
+        };
         writer.send(&send).map_err(|e| e.to_string())?;
     }
     writer.send(&ClientFrame::Bye).map_err(|e| e.to_string())

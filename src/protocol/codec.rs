@@ -392,7 +392,9 @@ pub fn msg_length(room: &str, user: &str, text: &str) -> usize {
 /// Writes seq and ts_ms into an encoded MSG frame whose room name is `room_len` bytes long.
 /// Returns false, touching nothing, if the frame is too short to be such a MSG.
 pub fn stamp_msg(frame: &mut [u8], room_len: usize, seq: u64, ts_ms: u64) -> bool {
-    let Some(at) = room_len.checked_add(HEADER_LEN + 1 + 2) else { return false };
+    let Some(at) = room_len.checked_add(HEADER_LEN + 1 + 2) else {
+        return false;
+    };
     let Some(slot) = at.checked_add(16).and_then(|end| frame.get_mut(at..end)) else {
         return false;
     };

@@ -378,7 +378,9 @@ impl Reactor {
         let (id, serial, peer, user) = (self.id, conn.serial, conn.peer, conn.session.user());
         match conn.session.ended_by() {
             Some(ErrorCode::SlowConsumer) => {
-                log::warn!("reactor {id}: close #{serial} from {peer} user '{user}' (SLOW_CONSUMER)");
+                log::warn!(
+                    "reactor {id}: close #{serial} from {peer} user '{user}' (SLOW_CONSUMER)"
+                );
             }
             Some(code) => log::debug!("reactor {id}: close #{serial} from {peer} ({code})"),
             None => log::debug!("reactor {id}: close #{serial} from {peer} ({why})"),
