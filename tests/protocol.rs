@@ -1,0 +1,420 @@
+//! Every frame of the contract over real TCP: what each request is answered with, replay
+//! windows, per-room sequence numbers, pipelining and frames split at every byte.
+
+#[path = "util/frames.rs"]
+mod frames;
+mod util;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use chatd::client::{Client, Reply};
+use chatd::protocol::{ClientFrame, ErrorCode};
+use nix::sys::signal::Signal;
+use util::{BIN, Daemon, expect_fatal, join, recv, recv_until_close, send};
+
+const ALL: u32 = u32::MAX;
+
+fn hello<'a>(user: &'a str, token: &'a str) -> ClientFrame<'a> {
+    ClientFrame::Hello {
+        version: 1,
+        user,
+        token,
+    }
+}
+
+/// HELLO on a fresh connection; returns the connection and the WELCOME.
+#[track_caller]
+fn welcome(d: &Daemon, user: &str, token: &str) -> (Client, Reply) {
+    let mut c = d.connect();
+    c.send(&hello(user, token)).expect("send HELLO");
+    let w = recv(&mut c);
+    assert!(
+        matches!(w, Reply::Welcome { .. }),
+        "expected WELCOME, got {w:?}"
+    );
+    (c, w)
+}
+
+#[track_caller]
+fn epoch_of(w: &Reply) -> u64 {
+    match w {
+        Reply::Welcome { epoch, .. } => *epoch,
+        other => panic!("expected WELCOME, got {other:?}"),
+    }
+}
+
+/// Sends `texts` to `room` as ids `first_id..` and waits for every ACK and own MSG; returns
+/// the seqs the ACKs carried, in id order.
+#[track_caller]
+fn post(c: &mut Client, room: &str, first_id: u64, texts: &[&str]) -> Vec<u64> {
+    for (id, text) in (first_id..).zip(texts) {
+        send(c, room, id, text);
+    }
+    let mut acks = vec![0; texts.len()];
+    let mut own = 0;
+    while own < texts.len() || acks.contains(&0) {
+        match recv(c) {
+            Reply::Ack { id, seq } => {
+                let slot = usize::try_from(id - first_id).expect("small id");
+                acks[slot] = seq;
+            }
+            Reply::Msg { room: r, .. } if r == room => own += 1,
+            other => panic!("expected ACK or own MSG, got {other:?}"),
+        }
+    }
+    acks
+}
+
+/// Reads MSGs of `room` up to and including seq `last`; returns (seq, user, text) of each.
+/// Any other frame fails the test.
+#[track_caller]
+fn msgs_through(c: &mut Client, room: &str, last: u64) -> Vec<(u64, String, String)> {
+    let mut got = Vec::new();
+    loop {
+        match recv(c) {
+            Reply::Msg {
+                room: r,
+                seq,
+                user,
+                text,
+                ..
+            } if r == room => {
+                got.push((seq, user, text));
+                if seq >= last {
+                    return got;
+                }
+            }
+            other => panic!("expected MSG of {room}, got {other:?} after {got:?}"),
+        }
+    }
+}
+
+fn seqs(msgs: &[(u64, String, String)]) -> Vec<u64> {
+    msgs.iter().map(|m| m.0).collect()
+}
+
+fn now_ms() -> u64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock");
+    u64::try_from(since.as_millis()).expect("ms fit")
+}
+
+#[test]
+fn welcome_reports_version_epoch_session_and_the_configured_limits() {
+    let d = Daemon::start(&["--max-frame", "4096", "--idle-timeout", "7s"]);
+    let token = d.add_user("alice");
+    let (_a, first) = welcome(&d, "alice", &token);
+    let (_b, second) = welcome(&d, "alice", &token);
+    let Reply::Welcome {
+        version,
+        epoch,
+        session,
+        max_frame,
+        idle_timeout_ms,
+        server,
+    } = first
+    else {
+        unreachable!("welcome() checked the kind")
+    };
+    assert_eq!(version, 1);
+    assert_ne!(epoch, 0, "the epoch is non-zero");
+    assert_eq!(max_frame, 4096);
+    assert_eq!(idle_timeout_ms, 7000);
+    assert!(server.starts_with("chatd/"), "server is {server:?}");
+    let Reply::Welcome {
+        epoch: epoch2,
+        session: session2,
+        ..
+    } = second
+    else {
+        unreachable!("welcome() checked the kind")
+    };
+    assert_eq!(epoch2, epoch, "one store, one epoch");
+    assert_ne!(session2, session, "each connection has its own session id");
+
+    let file = std::fs::read_to_string(d.data_dir().join("epoch")).expect("epoch file");
+    let digits = file.trim_end();
+    assert_eq!(digits.len(), 16, "epoch file holds 16 hex digits: {file:?}");
+    assert_eq!(u64::from_str_radix(digits, 16), Ok(epoch));
+}
+
+#[test]
+fn the_epoch_survives_a_restart_on_the_same_data_dir_and_differs_on_another() {
+    let mut first = Daemon::start(&[]);
+    let token = first.add_user("alice");
+    let (c, w) = welcome(&first, "alice", &token);
+    let epoch = epoch_of(&w);
+    drop(c);
+    first.signal(Signal::SIGTERM);
+    let status = first.wait_exit().expect("chatd exits on SIGTERM");
+    assert!(status.success(), "exit status {status}");
+
+    // `first` keeps its temporary directory alive; the later --data-dir wins over the harness's.
+    let data = first.data_dir().display().to_string();
+    let again = Daemon::start(&["--data-dir", &data]);
+    let (_c, w) = welcome(&again, "alice", &token);
+    assert_eq!(epoch_of(&w), epoch, "same data directory, same epoch");
+
+    let other = Daemon::start(&[]);
+    let (_c, w) = welcome(&other, "bob", &other.add_user("bob"));
+    assert_ne!(epoch_of(&w), epoch, "a new store has a new epoch");
+}
+
+#[test]
+fn joined_reports_first_and_head_of_a_room() {
+    let d = Daemon::start(&[]);
+    let mut alice = d.login("alice");
+    let mut bob = d.login("bob");
+    assert_eq!(join(&mut alice, "#r", 0, ALL), (0, 0), "an empty room");
+    assert_eq!(post(&mut alice, "#r", 1, &["a", "b", "c"]), vec![1, 2, 3]);
+    assert_eq!(join(&mut bob, "#r", 0, 0), (1, 3));
+}
+
+#[test]
+fn join_replays_from_max_of_after_and_head_minus_limit_then_goes_live_without_gap() {
+    let d = Daemon::start(&["--send-rate", "0"]);
+    let mut alice = d.login("alice");
+    join(&mut alice, "#r", 0, 0);
+    let texts = ["one", "two", "three", "four", "five"];
+    assert_eq!(post(&mut alice, "#r", 1, &texts), vec![1, 2, 3, 4, 5]);
+
+    // (after, limit, replayed seqs); live seq 6 must follow each replay directly.
+    let cases: [(u64, u32, &[u64]); 7] = [
+        (0, 0, &[]),
+        (0, 2, &[4, 5]),
+        (0, ALL, &[1, 2, 3, 4, 5]),
+        (3, ALL, &[4, 5]),
+        (1, 2, &[4, 5]),
+        (4, 3, &[5]),
+        (10, ALL, &[]),
+    ];
+    let mut readers = Vec::new();
+    for (i, &(after, limit, _)) in cases.iter().enumerate() {
+        let mut c = d.login(&format!("reader{i}"));
+        assert_eq!(join(&mut c, "#r", after, limit), (1, 5));
+        readers.push(c);
+    }
+    assert_eq!(post(&mut alice, "#r", 6, &["six"]), vec![6]);
+    for ((after, limit, replay), c) in cases.iter().zip(&mut readers) {
+        let got = msgs_through(c, "#r", 6);
+        let mut want = replay.to_vec();
+        want.push(6);
+        assert_eq!(seqs(&got), want, "JOIN after={after} limit={limit}");
+        for (seq, user, text) in &got {
+            assert_eq!(user, "alice");
+            let n = usize::try_from(*seq).expect("small seq");
+            assert_eq!(text, ["", "one", "two", "three", "four", "five", "six"][n]);
+        }
+    }
+}
+
+#[test]
+fn joining_a_joined_room_again_answers_joined_and_replays_per_the_new_request() {
+    let d = Daemon::start(&[]);
+    let mut alice = d.login("alice");
+    let mut bob = d.login("bob");
+    join(&mut alice, "#r", 0, 0);
+    post(&mut alice, "#r", 1, &["1", "2", "3", "4", "5"]);
+    assert_eq!(join(&mut bob, "#r", 0, ALL), (1, 5));
+    assert_eq!(seqs(&msgs_through(&mut bob, "#r", 5)), [1, 2, 3, 4, 5]);
+
+    assert_eq!(join(&mut bob, "#r", 2, ALL), (1, 5));
+    assert_eq!(seqs(&msgs_through(&mut bob, "#r", 5)), [3, 4, 5]);
+    post(&mut alice, "#r", 6, &["6"]);
+    assert_eq!(seqs(&msgs_through(&mut bob, "#r", 6)), [6], "live, once");
+
+    assert_eq!(join(&mut bob, "#r", 0, 0), (1, 6), "live only this time");
+    post(&mut alice, "#r", 7, &["7"]);
+    assert_eq!(seqs(&msgs_through(&mut bob, "#r", 7)), [7]);
+    frames::assert_alive(&mut bob);
+}
+
+#[test]
+fn after_left_no_msg_of_that_room_arrives() {
+    let d = Daemon::start(&[]);
+    let mut alice = d.login("alice");
+    let mut bob = d.login("bob");
+    join(&mut alice, "#r", 0, 0);
+    join(&mut bob, "#r", 0, 0);
+    post(&mut alice, "#r", 1, &["before"]);
+    assert_eq!(
+        seqs(&msgs_through(&mut bob, "#r", 1)),
+        [1],
+        "bob is a member"
+    );
+
+    bob.send(&ClientFrame::Leave { room: "#r" }).expect("LEAVE");
+    assert_eq!(recv(&mut bob), Reply::Left { room: "#r".into() });
+    post(&mut alice, "#r", 2, &["after"]);
+    // The message is in the room once alice has her ACK. A member's PING is read before the
+    // room's frames are queued behind its PONG, so the second round trip is the barrier.
+    let mut got = frames::ping(&mut bob, 1);
+    got.extend(frames::ping(&mut bob, 2));
+    assert_eq!(got, vec![], "nothing of a room left");
+}
+
+#[test]
+fn sends_are_acked_with_seqs_counting_from_one_in_each_room() {
+    let d = Daemon::start(&[]);
+    let mut alice = d.login("alice");
+    let mut bob = d.login("bob");
+    for room in ["#a", "#b"] {
+        join(&mut alice, room, 0, 0);
+    }
+    join(&mut bob, "#a", 0, 0);
+    let sends = [("#a", 10), ("#b", 20), ("#a", 11), ("#b", 21), ("#a", 12)];
+    for (room, id) in sends {
+        send(&mut alice, room, id, &format!("text {id}"));
+    }
+    let mut acks = Vec::new();
+    let mut own = Vec::new();
+    while acks.len() + own.len() < 2 * sends.len() {
+        match recv(&mut alice) {
+            Reply::Ack { id, seq } => acks.push((id, seq)),
+            Reply::Msg {
+                room,
+                seq,
+                ts_ms,
+                user,
+                text,
+            } => {
+                assert_eq!(user, "alice");
+                assert!(now_ms().abs_diff(ts_ms) < 60_000, "ts_ms {ts_ms} is now");
+                own.push((room, seq, text));
+            }
+            other => panic!("expected ACK or MSG, got {other:?}"),
+        }
+    }
+    acks.sort_unstable();
+    assert_eq!(acks, [(10, 1), (11, 2), (12, 3), (20, 1), (21, 2)]);
+    own.sort();
+    let want: Vec<(String, u64, String)> = [("#a", 1, 10), ("#a", 2, 11), ("#a", 3, 12)]
+        .into_iter()
+        .chain([("#b", 1, 20), ("#b", 2, 21)])
+        .map(|(r, s, id)| (r.to_string(), s, format!("text {id}")))
+        .collect();
+    assert_eq!(own, want, "the sender gets its own MSGs");
+    let got = msgs_through(&mut bob, "#a", 3);
+    let users: Vec<&str> = got.iter().map(|m| m.1.as_str()).collect();
+    assert_eq!((seqs(&got), users), (vec![1, 2, 3], vec!["alice"; 3]));
+}
+
+#[test]
+fn ping_is_answered_with_its_nonce() {
+    let d = Daemon::start(&[]);
+    let mut c = d.login("alice");
+    for nonce in [0, 42, 0x0123_4567_89ab_cdef, u64::MAX] {
+        c.send(&ClientFrame::Ping { nonce }).expect("PING");
+        assert_eq!(recv(&mut c), Reply::Pong { nonce });
+    }
+}
+
+#[test]
+fn bye_is_answered_by_a_close() {
+    let d = Daemon::start(&[]);
+    let mut c = d.login("alice");
+    join(&mut c, "#r", 0, 0);
+    c.send(&ClientFrame::Bye).expect("BYE");
+    assert_eq!(recv_until_close(&mut c), vec![]);
+}
+
+/// The answers to a pipelined HELLO (alice), JOIN "#p", SEND id 7 "hi" and PING 9: WELCOME,
+/// JOINED, then ACK, own MSG and PONG in any order. The contract orders ACK and own MSG
+/// neither way, and chatd answers a PING at once while an ACK waits for the store.
+#[track_caller]
+fn assert_pipeline_answers(got: &[Reply]) {
+    assert_eq!(got.len(), 5, "five answers, got {got:?}");
+    assert!(matches!(got[0], Reply::Welcome { .. }), "{got:?}");
+    let joined = Reply::Joined {
+        room: "#p".into(),
+        first: 0,
+        head: 0,
+    };
+    assert_eq!(got[1], joined);
+    let rest = &got[2..];
+    assert!(rest.contains(&Reply::Ack { id: 7, seq: 1 }), "{got:?}");
+    assert!(rest.contains(&Reply::Pong { nonce: 9 }), "{got:?}");
+    let own = rest.iter().any(|r| match r {
+        Reply::Msg {
+            room,
+            seq,
+            user,
+            text,
+            ..
+        } => (room.as_str(), *seq, user.as_str(), text.as_str()) == ("#p", 1, "alice", "hi"),
+        _ => false,
+    });
+    assert!(own, "own MSG in {got:?}");
+}
+
+#[test]
+fn pipelined_hello_join_send_ping_bye_in_one_write_are_all_answered_then_closed() {
+    let d = Daemon::start(&[]);
+    let token = d.add_user("alice");
+    let mut c = d.connect();
+    let bytes = frames::encode(&[
+        hello("alice", &token),
+        ClientFrame::Join {
+            room: "#p",
+            after: 0,
+            limit: ALL,
+        },
+        ClientFrame::Send {
+            room: "#p",
+            id: 7,
+            text: "hi",
+        },
+        ClientFrame::Ping { nonce: 9 },
+        ClientFrame::Bye,
+    ]);
+    c.send_raw(&bytes).expect("one write");
+    assert_pipeline_answers(&recv_until_close(&mut c));
+}
+
+#[test]
+fn frames_split_at_every_byte_are_reassembled() {
+    let d = Daemon::start(&[]);
+    let token = d.add_user("alice");
+    let mut c = d.connect();
+    let bytes = frames::encode(&[
+        hello("alice", &token),
+        ClientFrame::Join {
+            room: "#p",
+            after: 0,
+            limit: ALL,
+        },
+        ClientFrame::Send {
+            room: "#p",
+            id: 7,
+            text: "hi",
+        },
+        ClientFrame::Ping { nonce: 9 },
+    ]);
+    for byte in &bytes {
+        c.send_raw(std::slice::from_ref(byte)).expect("one byte");
+    }
+    let got: Vec<Reply> = (0..5).map(|_| recv(&mut c)).collect();
+    assert_pipeline_answers(&got);
+    frames::assert_alive(&mut c);
+}
+
+#[test]
+fn users_added_or_removed_while_running_take_effect_at_the_next_hello() {
+    let d = Daemon::start(&[]);
+    let token = d.add_user("carol");
+    let (mut c, _) = welcome(&d, "carol", &token);
+    frames::assert_alive(&mut c);
+
+    let out = std::process::Command::new(BIN)
+        .args(["user", "remove", "carol", "--data-dir"])
+        .arg(d.data_dir())
+        .output()
+        .expect("run chatd user remove");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut again = d.connect();
+    again.send(&hello("carol", &token)).expect("HELLO");
+    expect_fatal(&mut again, ErrorCode::AuthFailed);
+}
