@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::protocol::DEFAULT_MAX_FRAME;
 use crate::room::RingLimits;
+use crate::store::{FsyncPolicy, Retention, StoreLimits};
 
 /// The default listening address: loopback, so that a first run exposes nothing.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7667";
@@ -74,7 +75,19 @@ pub struct Config {
     pub threads: usize,
     pub data_dir: PathBuf,
     pub limits: Limits,
+    pub store: StoreLimits,
 }
+
+/// The log's defaults: sync before every ACK (group commit makes that cheap), 64 MiB
+/// segments, and keep at most 4 GiB of history.
+pub const DEFAULT_STORE: StoreLimits = StoreLimits {
+    segment_bytes: 64 << 20,
+    fsync: FsyncPolicy::Always,
+    retention: Retention {
+        max_bytes: Some(4 << 30),
+        max_age: None,
+    },
+};
 
 impl Default for Config {
     fn default() -> Config {
@@ -83,6 +96,7 @@ impl Default for Config {
             threads: 0,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             limits: Limits::default(),
+            store: DEFAULT_STORE,
         }
     }
 }

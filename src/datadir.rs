@@ -20,6 +20,12 @@ const USERS_FILE: &str = "users";
 /// longer file is wrong without reading all of it.
 const EPOCH_FILE_LEN: usize = 17;
 
+/// The exclusive hold on a data directory; released when dropped.
+#[derive(Debug)]
+pub struct DirLock {
+    _lock: nix::fcntl::Flock<File>,
+}
+
 /// An open data directory and the epoch it holds.
 #[derive(Debug, Clone)]
 pub struct DataDir {
@@ -75,6 +81,41 @@ impl DataDir {
     }
 
     /// Where the users file lives: `<dir>/users`.
+    /// Takes the directory for this process alone: one daemon (or `chatd log repair`) per
+    /// data directory. Held until the returned lock is dropped; the kernel releases it if the
+    /// process dies.
+    ///
+    /// # Errors
+    /// Another process holds it (`WouldBlock`, with a message naming the directory), or the
+    /// lock file cannot be opened.
+    pub fn lock(&self) -> io::Result<DirLock> {
+        let path = self.path.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
+            })?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(DirLock { _lock: lock }),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "data directory {} is in use by another chatd (it holds {})",
+                    self.path.display(),
+                    path.display()
+                ),
+            )),
+            Err((_, errno)) => Err(io::Error::new(
+                io::Error::from(errno).kind(),
+                format!("cannot lock {}: {errno}", path.display()),
+            )),
+        }
+    }
+
     pub fn users_path(&self) -> PathBuf {
         self.path.join(USERS_FILE)
     }

@@ -19,3 +19,4 @@ pub mod room;
 pub mod sequencer;
 pub mod server;
 pub mod session;
+pub mod store;

@@ -1,5 +1,5 @@
 //! What the sequencer hands back to a reactor: ACKs for the SENDs it stored, and the rooms
-//! that advanced. One mailbox per reactor, drained by that reactor when its `Waker` fires.
+//! that advanced; and what the archive thread read back from the log for its members. One mailbox per reactor, drained by that reactor when its `Waker` fires.
 //!
 //! The sequencer wakes a reactor only when its mailbox goes from empty to non-empty: a wake
 //! already pending will find everything pushed after it.
@@ -10,6 +10,7 @@ use mio::Waker;
 
 use crate::protocol::ErrorCode;
 use crate::room::RoomId;
+use crate::store::archive::Fetched;
 
 /// Names one connection of one reactor across its lifetime: a slab key is reused after a
 /// close, the serial never is, so an ACK for a closed connection is never misdelivered.
@@ -33,11 +34,13 @@ pub struct Stored {
 pub struct Delivery {
     pub stored: Vec<Stored>,
     pub advanced: Vec<RoomId>,
+    /// History the archive thread read back for members.
+    pub fetched: Vec<Fetched>,
 }
 
 impl Delivery {
     fn is_empty(&self) -> bool {
-        self.stored.is_empty() && self.advanced.is_empty()
+        self.stored.is_empty() && self.advanced.is_empty() && self.fetched.is_empty()
     }
 }
 
@@ -72,6 +75,19 @@ impl Mailbox {
         }
     }
 
+    /// Hands a member the history it asked the archive for.
+    pub fn post_fetched(&self, fetched: Fetched) {
+        let was_empty = {
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            let was_empty = pending.is_empty();
+            pending.fetched.push(fetched);
+            was_empty
+        };
+        if was_empty {
+            self.wake();
+        }
+    }
+
     /// Wakes the reactor without posting anything (shutdown uses this).
     pub fn wake(&self) {
         if let Err(e) = self.waker.wake() {
@@ -84,6 +100,7 @@ impl Mailbox {
     pub fn take(&self, into: &mut Delivery) {
         into.stored.clear();
         into.advanced.clear();
+        into.fetched.clear();
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         std::mem::swap(&mut *pending, into);
     }

@@ -23,18 +23,35 @@ pub struct RingLimits {
     pub bytes: usize,
 }
 
-/// Seqs `first..=head` of one room, as encoded MSG frames.
+/// Where a record sits in the log: segment id and byte offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Pos {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+/// Every how many messages of a room the log index keeps a position: replay from disk starts
+/// at most this many of the room's records before the one it wants.
+pub const INDEX_STRIDE: u64 = 32;
+
+/// One room's history: the newest messages in memory as encoded MSG frames (the window),
+/// and, for what is only on disk, a sparse index into the log.
 #[derive(Debug, Default)]
 pub struct Ring {
     frames: VecDeque<Arc<[u8]>>,
     /// Seq of `frames[0]`; meaningful only when `frames` is non-empty.
-    first: u64,
-    /// Newest seq ever assigned in this room (0 if none), retained or not.
+    window_first: u64,
+    /// Newest seq ever assigned in this room (0 if none).
     head: u64,
+    /// Oldest seq retained anywhere, memory or disk (0 if none is).
+    first: u64,
     bytes: usize,
+    /// `(seq, position)` of every `INDEX_STRIDE`-th record of this room on disk, oldest first.
+    index: Vec<(u64, Pos)>,
 }
 
-/// The cursor fell behind what the ring retains: the frames it is owed are gone.
+/// The cursor is older than the in-memory window: the frames it is owed are on disk (or,
+/// past retention, gone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Behind;
 
@@ -42,23 +59,28 @@ impl Ring {
     /// `(first, head)` as JOINED reports them: `first` is the oldest retained seq (0 if none
     /// is retained), `head` the newest seq (0 if the room never had a message).
     pub fn bounds(&self) -> (u64, u64) {
-        if self.frames.is_empty() {
-            (0, self.head)
-        } else {
-            (self.first, self.head)
-        }
+        (self.first, self.head)
     }
 
     pub fn head(&self) -> u64 {
         self.head
     }
 
-    /// Appends the frame for seq `head + 1` and evicts the oldest frames past the limits.
-    /// Returns the seq assigned.
-    pub fn append(&mut self, frame: Arc<[u8]>, limits: RingLimits) -> u64 {
+    /// Appends the frame for seq `head + 1` and evicts the oldest frames of the window past
+    /// the limits. `pos` is where the log stored it; without a log (`None`), eviction from the
+    /// window is the end of retention and moves `first`. Returns the seq assigned.
+    pub fn append(&mut self, frame: Arc<[u8]>, limits: RingLimits, pos: Option<Pos>) -> u64 {
         self.head += 1;
-        if self.frames.is_empty() {
+        if self.first == 0 {
             self.first = self.head;
+        }
+        if self.frames.is_empty() {
+            self.window_first = self.head;
+        }
+        if let Some(pos) = pos {
+            if self.index.is_empty() || (self.head - 1) % INDEX_STRIDE == 0 {
+                self.index.push((self.head, pos));
+            }
         }
         self.bytes += frame.len();
         self.frames.push_back(frame);
@@ -68,17 +90,60 @@ impl Ring {
         {
             if let Some(old) = self.frames.pop_front() {
                 self.bytes -= old.len();
-                self.first += 1;
+                self.window_first += 1;
             }
         }
+        if pos.is_none() {
+            self.first = self.first.max(self.window_first);
+        }
         self.head
+    }
+
+    /// Restores a room from the log at start-up: its bounds and index, an empty window.
+    pub fn restore(&mut self, first: u64, head: u64, index: Vec<(u64, Pos)>) {
+        *self = Ring {
+            frames: VecDeque::new(),
+            window_first: head + 1,
+            head,
+            first,
+            bytes: 0,
+            index,
+        };
+    }
+
+    /// Retention deleted the log segment `segment`, which held this room's messages up to
+    /// `last_seq`: they are no longer retained.
+    pub fn forget_through(&mut self, last_seq: u64, segment: u64) {
+        if last_seq >= self.head {
+            self.first = 0;
+        } else {
+            self.first = self.first.max(last_seq + 1);
+        }
+        self.index.retain(|&(_, pos)| pos.segment > segment);
+    }
+
+    /// Where to start reading the log for seq `seq`: the indexed record at or before it.
+    pub fn locate(&self, seq: u64) -> Option<Pos> {
+        let i = self.index.partition_point(|&(s, _)| s <= seq);
+        i.checked_sub(1)
+            .and_then(|i| self.index.get(i))
+            .map(|&(_, pos)| pos)
+    }
+
+    /// The oldest seq held in memory (head + 1 if the window is empty).
+    pub fn window_first(&self) -> u64 {
+        if self.frames.is_empty() {
+            self.head + 1
+        } else {
+            self.window_first
+        }
     }
 
     /// Hands frames with seq `cursor..` to `sink`, at most `max` of them, and returns the
     /// next cursor.
     ///
     /// # Errors
-    /// `Behind` if seq `cursor` was already evicted.
+    /// `Behind` if seq `cursor` is no longer in the window.
     pub fn read_from(
         &self,
         cursor: u64,
@@ -88,10 +153,10 @@ impl Ring {
         if cursor > self.head {
             return Ok(cursor);
         }
-        if self.frames.is_empty() || cursor < self.first {
+        if self.frames.is_empty() || cursor < self.window_first {
             return Err(Behind);
         }
-        let skip = usize::try_from(cursor - self.first).map_err(|_| Behind)?;
+        let skip = usize::try_from(cursor - self.window_first).map_err(|_| Behind)?;
         let mut next = cursor;
         for frame in self.frames.iter().skip(skip).take(max) {
             sink(frame);
@@ -201,6 +266,26 @@ impl Rooms {
         Ok(room)
     }
 
+    /// The room called `name`, if it exists.
+    pub fn get(&self, name: &str) -> Option<Arc<Room>> {
+        self.by_name
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// Recreates a room from the log at start-up, whatever the room limit: history on disk is
+    /// never refused.
+    pub fn restore(&self, name: &str, first: u64, head: u64, index: Vec<(u64, Pos)>) -> Arc<Room> {
+        let mut map = self.by_name.write().unwrap_or_else(PoisonError::into_inner);
+        let id = RoomId(u32::try_from(map.len()).unwrap_or(u32::MAX));
+        let room = Arc::new(Room::new(id, name, self.reactors));
+        room.write(|ring| ring.restore(first, head, index));
+        map.insert(name.into(), Arc::clone(&room));
+        room
+    }
+
     pub fn len(&self) -> usize {
         self.by_name
             .read()
@@ -230,8 +315,8 @@ mod tests {
     fn seqs_start_at_one_and_increase_by_one() {
         let mut ring = Ring::default();
         assert_eq!(ring.bounds(), (0, 0));
-        assert_eq!(ring.append(frame(1, 10), ROOMY), 1);
-        assert_eq!(ring.append(frame(2, 10), ROOMY), 2);
+        assert_eq!(ring.append(frame(1, 10), ROOMY, None), 1);
+        assert_eq!(ring.append(frame(2, 10), ROOMY, None), 2);
         assert_eq!(ring.bounds(), (1, 2));
     }
 
@@ -243,7 +328,7 @@ mod tests {
             bytes: 25,
         };
         for n in 1..=5 {
-            ring.append(frame(n, 10), limits);
+            ring.append(frame(n, 10), limits, None);
         }
         // 25 bytes hold two 10-byte frames.
         assert_eq!(ring.bounds(), (4, 5));
@@ -259,6 +344,7 @@ mod tests {
                 messages: 10,
                 bytes: 10,
             },
+            None,
         );
         assert_eq!(ring.bounds(), (1, 1));
     }
@@ -267,7 +353,7 @@ mod tests {
     fn read_from_hands_out_in_seq_order_and_stops_at_max() {
         let mut ring = Ring::default();
         for n in 1..=5 {
-            ring.append(frame(n, 1), ROOMY);
+            ring.append(frame(n, 1), ROOMY, None);
         }
         let mut seen = Vec::new();
         let next = ring.read_from(2, 2, |f| seen.extend_from_slice(f));
@@ -287,7 +373,7 @@ mod tests {
             bytes: 1 << 20,
         };
         for n in 1..=4 {
-            ring.append(frame(n, 1), limits);
+            ring.append(frame(n, 1), limits, None);
         }
         assert_eq!(ring.bounds(), (4, 4));
     }

@@ -18,10 +18,12 @@ use mio::{Poll, Waker};
 use crate::auth::Users;
 use crate::config::{Config, Limits};
 use crate::datadir::DataDir;
+use crate::datadir::DirLock;
 use crate::mailbox::Mailbox;
 use crate::reactor::{self, Reactor};
 use crate::room::Rooms;
-use crate::sequencer;
+use crate::sequencer::Sequencer;
+use crate::store::{self, LogWriter, RecoveryMode};
 
 /// What every reactor and the sequencer share.
 pub struct Shared {
@@ -107,7 +109,10 @@ pub struct Server {
     addrs: Vec<SocketAddr>,
     shared: Arc<Shared>,
     reactors: Vec<JoinHandle<()>>,
-    sequencer: JoinHandle<()>,
+    sequencer: JoinHandle<LogWriter>,
+    archive: JoinHandle<()>,
+    /// Held while the server runs: no second daemon on the same data directory.
+    _lock: DirLock,
 }
 
 impl Server {
@@ -117,7 +122,19 @@ impl Server {
     /// The data directory or users file cannot be opened, or an address cannot be bound.
     pub fn start(config: &Config) -> io::Result<Server> {
         let data = DataDir::open(&config.data_dir)?;
+        let lock = data.lock()?;
         let users = Users::open(data.users_path())?;
+        let log_dir = store::log_dir(data.path());
+        let recovered = store::recover(&log_dir, data.epoch(), RecoveryMode::TruncateTail)?;
+        if let Some(torn) = &recovered.torn {
+            log::warn!(
+                "log: cut {} bytes of an unfinished write off the end of {} (at offset {}: {})",
+                torn.bytes,
+                torn.path.display(),
+                torn.offset,
+                torn.reason
+            );
+        }
         let count = config.reactor_count();
         let mut groups = Vec::new();
         for addr in config.listen_addrs() {
@@ -137,8 +154,21 @@ impl Server {
             polls.push(poll);
         }
         let limits = config.limits.clone();
+        let rooms = Rooms::new(limits.max_rooms, count, limits.ring);
+        for (name, history) in &recovered.rooms {
+            rooms.restore(name, history.first, history.head, history.index.clone());
+        }
+        let log = LogWriter::open(&log_dir, data.epoch(), config.store, &recovered, &rooms)?;
+        log::info!(
+            "log: {} messages in {} rooms, {} segments, {} bytes",
+            recovered.records,
+            recovered.rooms.len(),
+            recovered.segments.len(),
+            log.total_bytes()
+        );
+        drop(recovered);
         let shared = Arc::new(Shared {
-            rooms: Rooms::new(limits.max_rooms, count, limits.ring),
+            rooms,
             limits,
             epoch: data.epoch(),
             users,
@@ -149,16 +179,32 @@ impl Server {
         });
 
         let (submit, inbox) = mpsc::channel();
-        let mailboxes = Arc::clone(&shared.mailboxes);
-        let ring = shared.limits.ring;
+        let sequencer = Sequencer {
+            inbox,
+            mailboxes: Arc::clone(&shared.mailboxes),
+            ring: shared.limits.ring,
+            log,
+        };
         let sequencer = std::thread::Builder::new()
             .name("sequencer".into())
-            .spawn(move || sequencer::run(inbox, mailboxes, ring))?;
+            .spawn(move || sequencer.run())?;
+        let (fetch, requests) = mpsc::channel();
+        let mailboxes = Arc::clone(&shared.mailboxes);
+        let archive = std::thread::Builder::new()
+            .name("archive".into())
+            .spawn(move || store::archive::run(requests, mailboxes, log_dir))?;
 
         let mut reactors = Vec::with_capacity(count);
         for (id, poll) in polls.into_iter().enumerate() {
             let listeners = groups.iter_mut().filter_map(|g| g.pop()).collect();
-            let reactor = Reactor::new(id, poll, listeners, Arc::clone(&shared), submit.clone())?;
+            let reactor = Reactor::new(
+                id,
+                poll,
+                listeners,
+                Arc::clone(&shared),
+                submit.clone(),
+                fetch.clone(),
+            )?;
             let handle = std::thread::Builder::new()
                 .name(format!("reactor-{id}"))
                 .spawn(move || reactor.run())?;
@@ -169,6 +215,8 @@ impl Server {
             shared,
             reactors,
             sequencer,
+            archive,
+            _lock: lock,
         })
     }
 
@@ -198,7 +246,20 @@ impl Server {
                 panicked += 1;
             }
         }
-        if self.sequencer.join().is_err() {
+        match self.sequencer.join() {
+            Ok(log) => {
+                let s = log.stats;
+                log::info!(
+                    "log: {} records in {} batches, {} fsyncs, {} failed batches",
+                    s.records,
+                    s.batches,
+                    s.fsyncs,
+                    s.failed_batches
+                );
+            }
+            Err(_) => panicked += 1,
+        }
+        if self.archive.join().is_err() {
             panicked += 1;
         }
         if panicked > 0 {

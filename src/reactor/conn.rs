@@ -3,7 +3,6 @@
 
 use std::io::{self, Read};
 use std::net::{IpAddr, Shutdown};
-use std::time::Instant;
 
 use mio::Interest;
 use mio::net::TcpStream;
@@ -101,7 +100,7 @@ impl Conn {
         if self.inbuf.is_empty() && self.inbuf.capacity() > 0 {
             self.inbuf = Vec::new();
         }
-        match self.flush(now) {
+        match self.flush(env) {
             Ok(true) => again = true,
             Ok(false) => {}
             Err(_) => return Serviced::Close,
@@ -144,10 +143,11 @@ impl Conn {
 
     /// Tops up and writes the outbox until it is empty, the socket refuses, or the budget is
     /// spent. Returns whether the budget ran out with bytes left.
-    fn flush(&mut self, now: Instant) -> io::Result<bool> {
+    fn flush(&mut self, env: &mut impl Env) -> io::Result<bool> {
+        let now = env.now();
         let mut budget = WRITE_BUDGET;
         loop {
-            self.session.fill(now);
+            self.session.fill(env);
             if self.session.out.is_empty() || self.write_blocked || self.shut_write {
                 return Ok(false);
             }

@@ -13,6 +13,7 @@ use crate::room::{Room, RoomId};
 use crate::sequencer::Submit;
 use crate::server::Shared;
 use crate::session::Env;
+use crate::store::archive::Fetch;
 
 pub struct ConnEnv<'a> {
     pub shared: &'a Shared,
@@ -21,6 +22,7 @@ pub struct ConnEnv<'a> {
     /// This reactor's members of each room, for fanout.
     pub members: &'a mut HashMap<RoomId, Vec<usize>>,
     pub sequencer: &'a Sender<Submit>,
+    pub archive: &'a Sender<Fetch>,
     pub now: Instant,
 }
 
@@ -69,6 +71,17 @@ impl Env for ConnEnv<'_> {
         // The sequencer outlives every reactor; a failed send means it died, and the message
         // is not stored.
         self.sequencer.send(submit).map_err(|_| ErrorCode::Storage)
+    }
+
+    fn fetch(&mut self, room: &Arc<Room>, from: u64, max: u64) -> bool {
+        let fetch = Fetch {
+            reactor: self.reactor,
+            conn: self.conn,
+            room: Arc::clone(room),
+            from,
+            max,
+        };
+        self.archive.send(fetch).is_ok()
     }
 }
 

@@ -29,6 +29,7 @@ use crate::protocol::{ErrorCode, ServerFrame, encode_server};
 use crate::sequencer::Submit;
 use crate::server::Shared;
 use crate::session::{Session, Tick};
+use crate::store::archive::Fetch;
 use conn::{Conn, Serviced, interrupted, would_block};
 use env::{ConnEnv, forget_member};
 
@@ -56,6 +57,7 @@ pub struct Reactor {
     conns: Slab<Conn>,
     shared: Arc<Shared>,
     sequencer: Sender<Submit>,
+    archive: Sender<Fetch>,
     /// This reactor's members of each room.
     members: HashMap<crate::room::RoomId, Vec<usize>>,
     /// Connections to service this turn.
@@ -79,6 +81,7 @@ impl Reactor {
         listeners: Vec<StdListener>,
         shared: Arc<Shared>,
         sequencer: Sender<Submit>,
+        archive: Sender<Fetch>,
     ) -> io::Result<Reactor> {
         let mut registered = Vec::with_capacity(listeners.len());
         for (i, listener) in listeners.into_iter().enumerate() {
@@ -98,6 +101,7 @@ impl Reactor {
             conns: Slab::new(),
             shared,
             sequencer,
+            archive,
             members: HashMap::new(),
             ready: Vec::new(),
             accept_pending: true,
@@ -261,6 +265,18 @@ impl Reactor {
             conn.session.on_stored(stored.id, stored.result, now);
             schedule(&mut self.conns, &mut self.ready, key);
         }
+        for fetched in delivery.fetched.drain(..) {
+            let ConnRef { key, serial } = fetched.conn;
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.serial != serial {
+                continue;
+            }
+            conn.session
+                .on_fetched(fetched.room, fetched.from, fetched.frames, now);
+            schedule(&mut self.conns, &mut self.ready, key);
+        }
         for room in &delivery.advanced {
             let Some(keys) = self.members.get(room) else {
                 continue;
@@ -328,6 +344,7 @@ impl Reactor {
                 },
                 members: &mut self.members,
                 sequencer: &self.sequencer,
+                archive: &self.archive,
                 now,
             };
             let serviced = conn.service(scratch, &mut env);

@@ -19,7 +19,8 @@ use crate::config::Limits;
 use crate::protocol::codec::{FrameError, msg_length, parse_client};
 use crate::protocol::name::{is_valid_room, is_valid_user};
 use crate::protocol::{ClientFrame, Decoded, Deframer, ErrorCode, ServerFrame, VERSION, kind};
-use crate::room::{Behind, Room};
+use crate::room::{Behind, Room, RoomId};
+use crate::store::archive::Gone;
 
 pub use outbox::Outbox;
 use rate::TokenBucket;
@@ -62,6 +63,12 @@ pub trait Env {
     /// # Errors
     /// The code to answer the SEND with if it cannot even be submitted.
     fn submit(&mut self, room: &Arc<Room>, frame: Arc<[u8]>, id: u64) -> Result<(), ErrorCode>;
+    /// Asks for up to `max` frames of `room` from seq `from` out of the log; the answer comes
+    /// back through [`Session::on_fetched`]. Returns false if there is no log to ask.
+    fn fetch(&mut self, room: &Arc<Room>, from: u64, max: u64) -> bool {
+        let _ = (room, from, max);
+        false
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +98,8 @@ struct Membership {
     cursor: u64,
     /// The last seq owed: the head when the session stopped taking frames (or u64::MAX).
     until: u64,
+    /// A log read is under way from this seq; the room is not filled from memory meanwhile.
+    fetching: Option<u64>,
 }
 
 /// What a timer check asks of the reactor.
@@ -269,13 +278,17 @@ impl Session {
             head,
         });
         match existing.and_then(|i| self.rooms.get_mut(i)) {
-            Some(m) => m.cursor = cursor,
+            Some(m) => {
+                m.cursor = cursor;
+                m.fetching = None;
+            }
             None => {
                 env.joined(&room);
                 self.rooms.push(Membership {
                     room,
                     cursor,
                     until: u64::MAX,
+                    fetching: None,
                 });
             }
         }
@@ -398,7 +411,8 @@ impl Session {
     }
 
     /// Tops the outbox up with frames the rooms owe this member.
-    pub fn fill(&mut self, now: Instant) {
+    pub fn fill(&mut self, env: &mut impl Env) {
+        let now = env.now();
         if !self.may_fill() || self.rooms.is_empty() {
             return;
         }
@@ -417,7 +431,7 @@ impl Session {
             let cursor = m.cursor;
             let owed = m.until.saturating_sub(cursor).saturating_add(1);
             let take = budget.min(usize::try_from(owed).unwrap_or(usize::MAX));
-            if take == 0 {
+            if take == 0 || m.fetching.is_some() {
                 continue;
             }
             match m
@@ -429,11 +443,55 @@ impl Session {
                         budget.saturating_sub(usize::try_from(next - cursor).unwrap_or(budget));
                     m.cursor = next;
                 }
+                // Older than the in-memory window: ask the log, and serve other rooms meanwhile.
+                Err(Behind) if env.fetch(&m.room, cursor, owed.min(u64::from(u32::MAX))) => {
+                    m.fetching = Some(cursor);
+                }
                 Err(Behind) => {
                     self.out.discard_unstarted();
                     let why = "fell behind the room's retained history";
                     return self.fatal(ErrorCode::SlowConsumer, why, now);
                 }
+            }
+        }
+    }
+
+    /// History read back from the log for `room` from seq `from`: queued if the member still
+    /// wants it (it may have left or re-joined meanwhile).
+    pub fn on_fetched(
+        &mut self,
+        room: RoomId,
+        from: u64,
+        frames: Result<Vec<Arc<[u8]>>, Gone>,
+        now: Instant,
+    ) {
+        let may_fill = self.may_fill();
+        let Some(m) = self
+            .rooms
+            .iter_mut()
+            .find(|m| m.room.id == room && m.fetching == Some(from) && m.cursor == from)
+        else {
+            return;
+        };
+        m.fetching = None;
+        if !may_fill {
+            return;
+        }
+        match frames {
+            Ok(frames) => {
+                let owed = m.until.saturating_sub(m.cursor).saturating_add(1);
+                for frame in frames
+                    .into_iter()
+                    .take(usize::try_from(owed).unwrap_or(usize::MAX))
+                {
+                    self.out.push_shared(frame);
+                    m.cursor += 1;
+                }
+            }
+            Err(Gone) => {
+                self.out.discard_unstarted();
+                let why = "fell behind the room's retained history";
+                self.fatal(ErrorCode::SlowConsumer, why, now);
             }
         }
     }

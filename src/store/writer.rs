@@ -1,0 +1,356 @@
+//! The log writer: appends batches to the newest segment, syncs per the fsync policy, rolls
+//! segments at a size, and applies retention. Owned by the sequencer thread alone.
+//!
+//! It must never report a batch as written unless every byte of it is in the file (and
+//! synced, under `always`), and a failed batch must leave no trace: it is cut off again
+//! before the next batch, so a failed write can never become corruption in the middle.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::format::{SEGMENT_HEADER_LEN, SegmentHeader};
+use super::recovery::Recovered;
+use super::segment_path;
+use crate::room::{Pos, Room, Rooms};
+
+/// When the log is synced to stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// After every batch, before its ACKs: an ACKed message survives power loss.
+    Always,
+    /// At most this long after a write: a crash of the machine may lose that window.
+    Interval(Duration),
+    /// When the kernel decides: a crash of the machine may lose recent seconds.
+    Never,
+}
+
+/// Whole old segments are deleted when the log passes either limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub max_bytes: Option<u64>,
+    pub max_age: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    pub segment_bytes: u64,
+    pub fsync: FsyncPolicy,
+    pub retention: Retention,
+}
+
+/// What the writer has done, for logs and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub batches: u64,
+    pub records: u64,
+    pub fsyncs: u64,
+    pub failed_batches: u64,
+}
+
+struct Segment {
+    id: u64,
+    len: u64,
+    /// The last seq of each room in this segment, and the room, for retention.
+    last_seq: HashMap<crate::room::RoomId, (Arc<Room>, u64)>,
+    newest_ts_ms: u64,
+}
+
+pub struct LogWriter {
+    dir: PathBuf,
+    epoch: u64,
+    limits: StoreLimits,
+    file: File,
+    /// Oldest first; the last is the one being written.
+    segments: VecDeque<Segment>,
+    total_bytes: u64,
+    /// Bytes written since the last sync.
+    unsynced: bool,
+    last_sync: Instant,
+    /// A failed batch that could not be cut off yet: retried before anything else is written.
+    cut_back_to: Option<u64>,
+    failing: bool,
+    pub stats: Stats,
+}
+
+impl LogWriter {
+    /// Opens the newest recovered segment for appending (or creates the first one), taking
+    /// over recovery's per-segment summaries with rooms resolved through `rooms`.
+    ///
+    /// # Errors
+    /// The segment cannot be opened or created.
+    pub fn open(
+        dir: &Path,
+        epoch: u64,
+        limits: StoreLimits,
+        recovered: &Recovered,
+        rooms: &Rooms,
+    ) -> io::Result<LogWriter> {
+        let mut segments = VecDeque::new();
+        let mut total_bytes = 0;
+        for s in &recovered.segments {
+            let mut last_seq = HashMap::new();
+            for (name, &seq) in &s.last_seq {
+                if let Some(room) = rooms.get(name) {
+                    last_seq.insert(room.id, (room, seq));
+                }
+            }
+            total_bytes += s.len;
+            segments.push_back(Segment {
+                id: s.id,
+                len: s.len,
+                last_seq,
+                newest_ts_ms: s.newest_ts_ms,
+            });
+        }
+        let (file, fresh) = match segments.back() {
+            Some(last) if last.len >= SEGMENT_HEADER_LEN as u64 => {
+                let path = segment_path(dir, last.id);
+                (
+                    OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .open(&path)
+                        .map_err(|e| with_path(e, &path))?,
+                    None,
+                )
+            }
+            Some(last) => (create_segment(dir, epoch, last.id)?, Some(last.id)),
+            None => (create_segment(dir, epoch, 1)?, Some(1)),
+        };
+        if let Some(id) = fresh {
+            if let Some(last) = segments.back_mut().filter(|s| s.id == id) {
+                last.len = SEGMENT_HEADER_LEN as u64;
+            } else {
+                segments.push_back(Segment {
+                    id,
+                    len: SEGMENT_HEADER_LEN as u64,
+                    last_seq: HashMap::new(),
+                    newest_ts_ms: 0,
+                });
+            }
+            total_bytes += SEGMENT_HEADER_LEN as u64;
+        }
+        Ok(LogWriter {
+            dir: dir.to_path_buf(),
+            epoch,
+            limits,
+            file,
+            segments,
+            total_bytes,
+            unsynced: false,
+            last_sync: Instant::now(),
+            cut_back_to: None,
+            failing: false,
+            stats: Stats::default(),
+        })
+    }
+
+    /// Where the next record will be written. Rolls to a new segment first if the current
+    /// one is full, and cuts off a failed batch that is still there.
+    ///
+    /// # Errors
+    /// The disk refused: the batch must be answered with STORAGE.
+    pub fn next_pos(&mut self) -> io::Result<Pos> {
+        if let Some(len) = self.cut_back_to {
+            self.file.set_len(len)?;
+            self.cut_back_to = None;
+        }
+        let active = self.active_len();
+        if active >= self.limits.segment_bytes {
+            self.roll()?;
+        }
+        let (segment, offset) = self.segments.back().map_or((0, 0), |s| (s.id, s.len));
+        Ok(Pos { segment, offset })
+    }
+
+    /// Writes a batch of encoded records at the end of the active segment and syncs it if the
+    /// policy says so. On failure nothing of the batch counts: it is cut off again.
+    ///
+    /// # Errors
+    /// The write or sync failed; no record of the batch may be ACKed.
+    pub fn write(&mut self, batch: &[u8], now: Instant) -> io::Result<()> {
+        let start = self.active_len();
+        let result = self.file.write_all_at(batch, start).and_then(|()| {
+            if self.limits.fsync == FsyncPolicy::Always {
+                self.stats.fsyncs += 1;
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        match result {
+            Ok(()) => {
+                if let Some(active) = self.segments.back_mut() {
+                    active.len += batch.len() as u64;
+                }
+                self.total_bytes += batch.len() as u64;
+                self.stats.batches += 1;
+                if self.limits.fsync == FsyncPolicy::Always {
+                    self.last_sync = now;
+                } else {
+                    self.unsynced = true;
+                }
+                if self.failing {
+                    self.failing = false;
+                    log::info!("log: writing again");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.failed_batches += 1;
+                if !self.failing {
+                    self.failing = true;
+                    log::warn!(
+                        "log: cannot store messages, answering STORAGE until the disk recovers: {e}"
+                    );
+                }
+                if self.file.set_len(start).is_err() {
+                    self.cut_back_to = Some(start);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Records, after a successful write, that `room` now has `seq` in the active segment.
+    pub fn note(&mut self, room: &Arc<Room>, seq: u64, ts_ms: u64) {
+        self.stats.records += 1;
+        if let Some(active) = self.segments.back_mut() {
+            active.last_seq.insert(room.id, (Arc::clone(room), seq));
+            active.newest_ts_ms = active.newest_ts_ms.max(ts_ms);
+        }
+    }
+
+    /// When `tick` next has work: the interval sync.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match self.limits.fsync {
+            FsyncPolicy::Interval(every) if self.unsynced => Some(self.last_sync + every),
+            _ => None,
+        }
+    }
+
+    /// Syncs if the interval has passed, and applies age-based retention.
+    pub fn tick(&mut self, now: Instant) {
+        if let FsyncPolicy::Interval(every) = self.limits.fsync {
+            if self.unsynced && now >= self.last_sync + every {
+                self.sync(now);
+            }
+        }
+        self.retain();
+    }
+
+    /// Syncs whatever was written and not yet synced (at shutdown, whatever the policy).
+    pub fn sync(&mut self, now: Instant) {
+        if !self.unsynced {
+            return;
+        }
+        self.stats.fsyncs += 1;
+        match self.file.sync_data() {
+            Ok(()) => {
+                self.unsynced = false;
+                self.last_sync = now;
+            }
+            Err(e) => log::warn!("log: sync failed: {e}"),
+        }
+    }
+
+    /// Bytes on disk in all segments.
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
+    }
+
+    fn active_len(&self) -> u64 {
+        self.segments.back().map_or(0, |s| s.len)
+    }
+
+    fn roll(&mut self) -> io::Result<()> {
+        if self.limits.fsync != FsyncPolicy::Never {
+            self.stats.fsyncs += 1;
+            self.file.sync_data()?;
+        }
+        let id = self.segments.back().map_or(1, |s| s.id + 1);
+        self.file = create_segment(&self.dir, self.epoch, id)?;
+        self.segments.push_back(Segment {
+            id,
+            len: SEGMENT_HEADER_LEN as u64,
+            last_seq: HashMap::new(),
+            newest_ts_ms: 0,
+        });
+        self.total_bytes += SEGMENT_HEADER_LEN as u64;
+        self.unsynced = false;
+        self.retain();
+        Ok(())
+    }
+
+    /// Deletes old segments past the retention limits; never the active one.
+    fn retain(&mut self) {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        while self.segments.len() > 1 {
+            let Some(oldest) = self.segments.front() else {
+                break;
+            };
+            let too_big = self
+                .limits
+                .retention
+                .max_bytes
+                .is_some_and(|max| self.total_bytes > max);
+            let too_old = self.limits.retention.max_age.is_some_and(|age| {
+                oldest.newest_ts_ms.saturating_add(age.as_millis() as u64) < now_ms
+            });
+            if !too_big && !too_old {
+                break;
+            }
+            let path = segment_path(&self.dir, oldest.id);
+            if let Err(e) = std::fs::remove_file(&path) {
+                log::warn!("log: cannot delete {} for retention: {e}", path.display());
+                break;
+            }
+            if let Some(gone) = self.segments.pop_front() {
+                self.total_bytes = self.total_bytes.saturating_sub(gone.len);
+                for (room, last) in gone.last_seq.values() {
+                    room.write(|ring| ring.forget_through(*last, gone.id));
+                }
+                log::info!(
+                    "log: retention deleted segment {} ({} bytes)",
+                    gone.id,
+                    gone.len
+                );
+            }
+            sync_dir(&self.dir);
+        }
+    }
+}
+
+/// Creates segment `id` with its header, synced along with the folder that names it.
+fn create_segment(dir: &Path, epoch: u64, id: u64) -> io::Result<File> {
+    let path = segment_path(dir, id);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(|e| with_path(e, &path))?;
+    file.write_all_at(&SegmentHeader { epoch, id }.encode(), 0)
+        .map_err(|e| with_path(e, &path))?;
+    file.sync_all().map_err(|e| with_path(e, &path))?;
+    sync_dir(dir);
+    Ok(file)
+}
+
+fn sync_dir(dir: &Path) {
+    if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+        log::warn!("log: cannot sync folder {}: {e}", dir.display());
+    }
+}
+
+fn with_path(e: io::Error, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
