@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use lexopt::{Arg, Parser, ValueExt};
 
-use crate::config::{Config, DEFAULT_DATA_DIR, DEFAULT_LISTEN, Limits};
+use crate::config::{Config, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_STORE, Limits};
+use crate::store::FsyncPolicy;
 
 pub const USAGE: &str = "\
 chatd - a small chat server
@@ -19,6 +20,8 @@ USAGE:
                                      create a user; prints its new token as the last line
     chatd user remove NAME [--data-dir DIR]
     chatd user list [--data-dir DIR]
+    chatd log verify [DIR]           check a data directory's message log, changing nothing
+    chatd log repair [DIR]           cut off a torn tail as start-up would (daemon stopped)
     chatd --help | --version
 
 Users added or removed take effect in a running server at once. Run `chatd serve --help`
@@ -57,6 +60,18 @@ LIMITS (a client that hits one gets the ERROR named):
     --ring-messages N              messages of history kept in memory per room (default {ring_n})
     --ring-bytes BYTES             bytes of history kept in memory per room (default {ring_b})
 
+STORAGE (every message is written to a log in DIR/log before it is acknowledged):
+    --fsync always|interval|never  when the log is synced to disk (default always: an ACKed
+                                   message survives power loss; interval: up to
+                                   --fsync-interval of ACKed messages may be lost if the
+                                   machine crashes; never: the kernel decides)
+    --fsync-interval DUR           sync period for --fsync interval (default 1s)
+    --segment-bytes BYTES          log segment size (default {seg})
+    --retention-bytes BYTES        delete the oldest segments past this total, 0 = keep all
+                                   (default {ret})
+    --retention-age DUR            delete segments whose newest message is older than this
+                                   (default: no age limit)
+
 DUR is a number with a unit: 500ms, 5s, 2m (a bare number means seconds).
 SIGINT or SIGTERM stops the server gracefully: clients get the ACKs they are owed, then
 SHUTTING_DOWN. A second signal stops it at once.
@@ -74,6 +89,8 @@ SHUTTING_DOWN. A second signal stops it at once.
         stop = show(d.shutdown_timeout),
         ring_n = d.ring.messages,
         ring_b = d.ring.bytes,
+        seg = DEFAULT_STORE.segment_bytes,
+        ret = DEFAULT_STORE.retention.max_bytes.unwrap_or(0),
     )
 }
 
@@ -92,6 +109,8 @@ pub enum Command {
     UserAdd { data_dir: PathBuf, name: String },
     UserRemove { data_dir: PathBuf, name: String },
     UserList { data_dir: PathBuf },
+    LogVerify { data_dir: PathBuf },
+    LogRepair { data_dir: PathBuf },
     Help(String),
     Version,
 }
@@ -109,6 +128,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
         Some(Arg::Value(v)) => match v.string().map_err(err)?.as_str() {
             "serve" => parse_serve(&mut p),
             "user" => parse_user(&mut p),
+            "log" => parse_log(&mut p),
             other => Err(format!("unknown command '{other}'\n\n{USAGE}")),
         },
         Some(other) => Err(format!("{}\n\n{USAGE}", other.unexpected())),
@@ -121,6 +141,8 @@ fn err(e: lexopt::Error) -> String {
 
 fn parse_serve(p: &mut Parser) -> Result<Command, String> {
     let mut c = Config::default();
+    let mut fsync_word: Option<String> = None;
+    let mut fsync_interval = Duration::from_secs(1);
     let l = &mut c.limits;
     while let Some(arg) = p.next().map_err(err)? {
         match arg {
@@ -155,6 +177,21 @@ fn parse_serve(p: &mut Parser) -> Result<Command, String> {
                 l.ring.messages = number(p, "--ring-messages", 1, 1 << 24)?
             }
             Arg::Long("ring-bytes") => l.ring.bytes = number(p, "--ring-bytes", 1, 1 << 40)?,
+            Arg::Long("fsync") => {
+                let v = p.value().map_err(err)?.string().map_err(err)?;
+                fsync_word = Some(v);
+            }
+            Arg::Long("fsync-interval") => fsync_interval = duration(p, "--fsync-interval")?,
+            Arg::Long("segment-bytes") => {
+                c.store.segment_bytes = number(p, "--segment-bytes", 4096, 1 << 40)?;
+            }
+            Arg::Long("retention-bytes") => {
+                let n: u64 = number(p, "--retention-bytes", 0, u64::MAX)?;
+                c.store.retention.max_bytes = (n > 0).then_some(n);
+            }
+            Arg::Long("retention-age") => {
+                c.store.retention.max_age = Some(duration(p, "--retention-age")?);
+            }
             other => {
                 return Err(format!(
                     "{}\n(see `chatd serve --help`)",
@@ -163,6 +200,16 @@ fn parse_serve(p: &mut Parser) -> Result<Command, String> {
             }
         }
     }
+    c.store.fsync = match fsync_word.as_deref() {
+        None | Some("always") => FsyncPolicy::Always,
+        Some("interval") => FsyncPolicy::Interval(fsync_interval),
+        Some("never") => FsyncPolicy::Never,
+        Some(other) => {
+            return Err(format!(
+                "--fsync: '{other}' is not one of always, interval, never"
+            ));
+        }
+    };
     Ok(Command::Serve(c))
 }
 
@@ -190,6 +237,36 @@ fn parse_user(p: &mut Parser) -> Result<Command, String> {
         ["list"] => Ok(Command::UserList { data_dir }),
         _ => Err(format!(
             "expected `user add NAME`, `user remove NAME` or `user list`\n\n{USAGE}"
+        )),
+    }
+}
+
+fn parse_log(p: &mut Parser) -> Result<Command, String> {
+    let mut data_dir = PathBuf::from(DEFAULT_DATA_DIR);
+    let mut words: Vec<String> = Vec::new();
+    while let Some(arg) = p.next().map_err(err)? {
+        match arg {
+            Arg::Short('h') | Arg::Long("help") => return Ok(Command::Help(USAGE.to_string())),
+            Arg::Long("data-dir") => data_dir = p.value().map_err(err)?.into(),
+            Arg::Value(v) => words.push(v.string().map_err(err)?),
+            other => return Err(format!("{}\n\n{USAGE}", other.unexpected())),
+        }
+    }
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let (verb, dir) = match words.as_slice() {
+        [verb] => (*verb, data_dir),
+        [verb, dir] => (*verb, PathBuf::from(dir)),
+        _ => {
+            return Err(format!(
+                "expected `log verify [DIR]` or `log repair [DIR]`\n\n{USAGE}"
+            ));
+        }
+    };
+    match verb {
+        "verify" => Ok(Command::LogVerify { data_dir: dir }),
+        "repair" => Ok(Command::LogRepair { data_dir: dir }),
+        other => Err(format!(
+            "unknown log command '{other}': use verify or repair"
         )),
     }
 }
@@ -296,6 +373,51 @@ mod tests {
             Ok(Command::UserList { .. })
         ));
         assert!(run(&["user", "add"]).is_err());
+    }
+
+    #[test]
+    fn store_flags() {
+        let Ok(Command::Serve(c)) = run(&[
+            "serve",
+            "--fsync",
+            "interval",
+            "--fsync-interval",
+            "250ms",
+            "--segment-bytes",
+            "8192",
+            "--retention-bytes",
+            "0",
+            "--retention-age",
+            "2m",
+        ]) else {
+            panic!("store flags should parse");
+        };
+        assert_eq!(
+            c.store.fsync,
+            FsyncPolicy::Interval(Duration::from_millis(250))
+        );
+        assert_eq!(c.store.segment_bytes, 8192);
+        assert_eq!(c.store.retention.max_bytes, None);
+        assert_eq!(c.store.retention.max_age, Some(Duration::from_secs(120)));
+        let e = run(&["serve", "--fsync", "sometimes"]).expect_err("bad policy");
+        assert!(e.contains("--fsync"), "{e}");
+    }
+
+    #[test]
+    fn log_commands() {
+        assert_eq!(
+            run(&["log", "verify", "d"]),
+            Ok(Command::LogVerify {
+                data_dir: "d".into()
+            })
+        );
+        assert_eq!(
+            run(&["log", "repair"]),
+            Ok(Command::LogRepair {
+                data_dir: DEFAULT_DATA_DIR.into()
+            })
+        );
+        assert!(run(&["log", "burn"]).is_err());
     }
 
     #[test]
