@@ -429,7 +429,7 @@ impl Session {
             };
             let out = &mut self.out;
             let cursor = m.cursor;
-            let owed = m.until.saturating_sub(cursor).saturating_add(1);
+            let owed = m.until.saturating_add(1).saturating_sub(cursor);
             let take = budget.min(usize::try_from(owed).unwrap_or(usize::MAX));
             if take == 0 || m.fetching.is_some() {
                 continue;
@@ -479,7 +479,7 @@ impl Session {
         }
         match frames {
             Ok(frames) => {
-                let owed = m.until.saturating_sub(m.cursor).saturating_add(1);
+                let owed = m.until.saturating_add(1).saturating_sub(m.cursor);
                 for frame in frames
                     .into_iter()
                     .take(usize::try_from(owed).unwrap_or(usize::MAX))

@@ -51,3 +51,6 @@ pub fn list_segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     found.sort_unstable_by_key(|&(id, _)| id);
     Ok(found)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,253 @@
+//! Storage tests: the writer and recovery together, with torn tails cut at every byte and
+//! damage placed where it hurts.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::format::{SEGMENT_HEADER_LEN, encode_record};
+use super::recovery::{RecoveryError, RecoveryMode, recover};
+use super::writer::{FsyncPolicy, LogWriter, Retention, StoreLimits};
+use super::{list_segments, segment_path};
+use crate::protocol::{ServerFrame, encode_server};
+use crate::room::{RingLimits, Rooms};
+
+const EPOCH: u64 = 0xfeed;
+const RING: RingLimits = RingLimits {
+    messages: 1000,
+    bytes: 1 << 20,
+};
+
+fn limits(segment_bytes: u64) -> StoreLimits {
+    StoreLimits {
+        segment_bytes,
+        fsync: FsyncPolicy::Always,
+        retention: Retention {
+            max_bytes: None,
+            max_age: None,
+        },
+    }
+}
+
+fn msg(room: &str, seq: u64, text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let frame = ServerFrame::Msg {
+        room,
+        seq,
+        ts_ms: 1_700_000_000_000,
+        user: "u",
+        text,
+    };
+    encode_server(&frame, &mut out);
+    out
+}
+
+/// Writes `count` messages to `room` through a real writer, one batch each, the way the
+/// sequencer does, and returns the writer.
+fn write_messages(
+    dir: &Path,
+    rooms: &Rooms,
+    room: &str,
+    count: u64,
+    segment_bytes: u64,
+) -> LogWriter {
+    let recovered = recover(dir, EPOCH, RecoveryMode::TruncateTail).expect("recover");
+    for (name, h) in &recovered.rooms {
+        if rooms.get(name).is_none() {
+            rooms.restore(name, h.first, h.head, h.index.clone());
+        }
+    }
+    let mut log =
+        LogWriter::open(dir, EPOCH, limits(segment_bytes), &recovered, rooms).expect("open");
+    let r = rooms.open(room).expect("room");
+    for _ in 0..count {
+        let seq = r.read(|ring| ring.head()) + 1;
+        let frame = msg(room, seq, &format!("message {seq}"));
+        let pos = log.next_pos().expect("pos");
+        let mut batch = Vec::new();
+        encode_record(&frame, &mut batch);
+        log.write(&batch, Instant::now()).expect("write");
+        r.write(|ring| ring.append(Arc::from(frame), RING, Some(pos)));
+        log.note(&r, seq, 0);
+    }
+    log
+}
+
+fn newest_segment(dir: &Path) -> std::path::PathBuf {
+    list_segments(dir)
+        .expect("list")
+        .pop()
+        .expect("a segment")
+        .1
+}
+
+#[test]
+fn reopen_recovers_heads_and_appends_after_them() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rooms = Rooms::new(10, 1, RING);
+    drop(write_messages(tmp.path(), &rooms, "#a", 5, 1 << 20));
+    let rooms = Rooms::new(10, 1, RING);
+    drop(write_messages(tmp.path(), &rooms, "#a", 3, 1 << 20));
+    let recovered = recover(tmp.path(), EPOCH, RecoveryMode::ReadOnly).expect("recover");
+    let h = recovered.rooms.get("#a").expect("room a");
+    assert_eq!((h.first, h.head), (1, 8));
+    assert_eq!(recovered.records, 8);
+    assert!(recovered.torn.is_none());
+}
+
+#[test]
+fn a_torn_last_record_is_cut_at_every_byte_and_nothing_before_it_is_lost() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rooms = Rooms::new(10, 1, RING);
+    drop(write_messages(tmp.path(), &rooms, "#a", 4, 1 << 20));
+    let path = newest_segment(tmp.path());
+    let whole = std::fs::read(&path).expect("read");
+    let mut last = Vec::new();
+    encode_record(&msg("#a", 5, "message 5"), &mut last);
+    for cut in 0..last.len() {
+        let mut torn = whole.clone();
+        torn.extend_from_slice(&last[..cut]);
+        std::fs::write(&path, &torn).expect("write torn");
+        let verify = recover(tmp.path(), EPOCH, RecoveryMode::ReadOnly)
+            .expect("torn tail is not corruption");
+        assert_eq!(
+            verify.torn.as_ref().map(|t| t.bytes),
+            (cut > 0).then_some(cut as u64),
+            "cut {cut}"
+        );
+        assert_eq!(
+            std::fs::read(&path).expect("read").len(),
+            torn.len(),
+            "verify changes nothing"
+        );
+        let repaired = recover(tmp.path(), EPOCH, RecoveryMode::TruncateTail).expect("repair");
+        assert_eq!(
+            repaired.rooms.get("#a").map(|h| h.head),
+            Some(4),
+            "cut {cut}"
+        );
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            whole,
+            "cut {cut}: exactly the tail is cut"
+        );
+    }
+}
+
+#[test]
+fn a_bad_byte_in_an_old_segment_is_an_error_naming_file_and_offset() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rooms = Rooms::new(10, 1, RING);
+    drop(write_messages(tmp.path(), &rooms, "#a", 200, 4096));
+    let segments = list_segments(tmp.path()).expect("list");
+    assert!(
+        segments.len() >= 3,
+        "small segments roll: {}",
+        segments.len()
+    );
+    let (_, oldest) = &segments[0];
+    let mut bytes = std::fs::read(oldest).expect("read");
+    let at = SEGMENT_HEADER_LEN + 100;
+    bytes[at] ^= 0x20;
+    std::fs::write(oldest, &bytes).expect("write");
+    for mode in [RecoveryMode::ReadOnly, RecoveryMode::TruncateTail] {
+        match recover(tmp.path(), EPOCH, mode) {
+            Err(RecoveryError::Corrupt { path, offset, .. }) => {
+                assert_eq!(&path, oldest);
+                assert!(
+                    offset as usize <= at && offset >= SEGMENT_HEADER_LEN as u64,
+                    "offset {offset}"
+                );
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        std::fs::read(oldest).expect("read"),
+        bytes,
+        "nothing is repaired behind the tail"
+    );
+}
+
+#[test]
+fn a_missing_middle_segment_is_corruption() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rooms = Rooms::new(10, 1, RING);
+    drop(write_messages(tmp.path(), &rooms, "#a", 200, 4096));
+    std::fs::remove_file(segment_path(tmp.path(), 2)).expect("remove");
+    assert!(matches!(
+        recover(tmp.path(), EPOCH, RecoveryMode::ReadOnly),
+        Err(RecoveryError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn a_segment_of_another_epoch_is_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rooms = Rooms::new(10, 1, RING);
+    drop(write_messages(tmp.path(), &rooms, "#a", 3, 1 << 20));
+    assert!(matches!(
+        recover(tmp.path(), EPOCH + 1, RecoveryMode::ReadOnly),
+        Err(RecoveryError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn retention_deletes_whole_old_segments_and_moves_first() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rooms = Rooms::new(10, 1, RING);
+    let recovered = recover(tmp.path(), EPOCH, RecoveryMode::TruncateTail).expect("recover");
+    let mut limits = limits(4096);
+    limits.retention.max_bytes = Some(12_000);
+    let mut log = LogWriter::open(tmp.path(), EPOCH, limits, &recovered, &rooms).expect("open");
+    let r = rooms.open("#a").expect("room");
+    for seq in 1..=300 {
+        let frame = msg("#a", seq, &format!("message {seq}"));
+        let pos = log.next_pos().expect("pos");
+        let mut batch = Vec::new();
+        encode_record(&frame, &mut batch);
+        log.write(&batch, Instant::now()).expect("write");
+        r.write(|ring| ring.append(Arc::from(frame), RING, Some(pos)));
+        log.note(&r, seq, 0);
+    }
+    let on_disk: u64 = list_segments(tmp.path())
+        .expect("list")
+        .iter()
+        .map(|(_, p)| std::fs::metadata(p).expect("meta").len())
+        .sum();
+    assert!(
+        on_disk <= 12_000 + 4096 + 200,
+        "retention keeps the log near its limit: {on_disk}"
+    );
+    assert_eq!(on_disk, log.total_bytes());
+    let (first, head) = r.read(|ring| ring.bounds());
+    assert_eq!(head, 300);
+    assert!(first > 1, "first follows retention");
+    let recovered = recover(tmp.path(), EPOCH, RecoveryMode::ReadOnly).expect("recover");
+    assert_eq!(
+        recovered.rooms.get("#a").map(|h| (h.first, h.head)),
+        Some((first, 300))
+    );
+}
+
+#[test]
+fn a_failed_write_leaves_no_trace() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rooms = Rooms::new(10, 1, RING);
+    let mut log = write_messages(tmp.path(), &rooms, "#a", 2, 1 << 20);
+    let path = newest_segment(tmp.path());
+    let before = std::fs::read(&path).expect("read");
+    // Append a partial batch behind the writer's back, as a failed write would leave it, and
+    // tell the writer it must cut back: the next position must be where the good data ends.
+    OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("open")
+        .write_all(b"garbage")
+        .expect("append");
+    let pos = log.next_pos().expect("pos");
+    assert_eq!(pos.offset, before.len() as u64);
+    let _ = Duration::ZERO;
+}
