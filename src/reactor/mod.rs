@@ -43,6 +43,9 @@ const CONN_BASE: usize = 1024;
 /// Connections accepted per turn: a connect flood must not starve established clients.
 const ACCEPTS_PER_TURN: usize = 256;
 
+/// How often a persistent accept failure is logged.
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// Events taken per poll.
 const EVENTS_CAPACITY: usize = 1024;
 
@@ -68,6 +71,8 @@ pub struct Reactor {
     /// Set once shutdown begins: the time by which every connection is gone.
     stopping: Option<Instant>,
     tick: Duration,
+    /// When an accept failure was last logged: at fd exhaustion it fails every tick.
+    accept_warned: Option<Instant>,
 }
 
 impl Reactor {
@@ -108,6 +113,7 @@ impl Reactor {
             next_serial: 0,
             stopping: None,
             tick,
+            accept_warned: None,
         })
     }
 
@@ -209,7 +215,16 @@ impl Reactor {
                     Err(e) if interrupted(&e) => {}
                     // Out of descriptors or memory: leave the rest queued; the next tick retries.
                     Err(e) => {
-                        log::warn!("reactor {}: accept failed: {e}", self.id);
+                        let quiet = self
+                            .accept_warned
+                            .is_some_and(|t| now < t + ACCEPT_WARN_EVERY);
+                        if !quiet {
+                            log::warn!(
+                                "reactor {}: accept failed (retrying every tick): {e}",
+                                self.id
+                            );
+                            self.accept_warned = Some(now);
+                        }
                         break;
                     }
                 }
