@@ -596,14 +596,16 @@ impl Session {
 
 /// The first seq to send after a JOIN: replay `(max(after, head - limit), head]`, clamped to
 /// what is retained, and an `after` beyond head counts as head so live delivery starts at
-/// head + 1.
+/// head + 1. When nothing is retained (`first == 0`), only live messages follow.
 pub fn replay_start(after: u64, limit: u32, first: u64, head: u64) -> u64 {
     let from = if limit == u32::MAX {
         after
     } else {
         after.max(head.saturating_sub(u64::from(limit)))
     };
-    (from.min(head) + 1).max(first)
+    // first == 0 with head > 0: retention deleted everything; only live messages remain.
+    let retained_from = if first == 0 { head + 1 } else { first };
+    (from.min(head) + 1).max(retained_from)
 }
 
 #[cfg(test)]

@@ -384,6 +384,8 @@ fn replay_start_follows_the_window_formula() {
         ((2, 3, 6, 10), 8),
         ((0, ALL, 0, 0), 1),      // an empty room
         ((7, ALL, 0, 0), 1),
+        ((0, ALL, 0, 10), 11),    // retention deleted everything: live only
+        ((3, 5, 0, 10), 11),
     ];
     for ((after, limit, first, head), start) in table {
         let got = replay_start(after, limit, first, head);
