@@ -213,17 +213,25 @@ fn parse_serve(p: &mut Parser) -> Result<Command, String> {
     Ok(Command::Serve(c))
 }
 
-fn parse_user(p: &mut Parser) -> Result<Command, String> {
+/// The words and `--data-dir` of a `user` or `log` command; `None` if help was asked for.
+fn words_and_dir(p: &mut Parser) -> Result<Option<(PathBuf, Vec<String>)>, String> {
     let mut data_dir = PathBuf::from(DEFAULT_DATA_DIR);
     let mut words: Vec<String> = Vec::new();
     while let Some(arg) = p.next().map_err(err)? {
         match arg {
-            Arg::Short('h') | Arg::Long("help") => return Ok(Command::Help(USAGE.to_string())),
+            Arg::Short('h') | Arg::Long("help") => return Ok(None),
             Arg::Long("data-dir") => data_dir = p.value().map_err(err)?.into(),
             Arg::Value(v) => words.push(v.string().map_err(err)?),
             other => return Err(format!("{}\n\n{USAGE}", other.unexpected())),
         }
     }
+    Ok(Some((data_dir, words)))
+}
+
+fn parse_user(p: &mut Parser) -> Result<Command, String> {
+    let Some((data_dir, words)) = words_and_dir(p)? else {
+        return Ok(Command::Help(USAGE.to_string()));
+    };
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     match words.as_slice() {
         ["add", name] => Ok(Command::UserAdd {
@@ -242,16 +250,9 @@ fn parse_user(p: &mut Parser) -> Result<Command, String> {
 }
 
 fn parse_log(p: &mut Parser) -> Result<Command, String> {
-    let mut data_dir = PathBuf::from(DEFAULT_DATA_DIR);
-    let mut words: Vec<String> = Vec::new();
-    while let Some(arg) = p.next().map_err(err)? {
-        match arg {
-            Arg::Short('h') | Arg::Long("help") => return Ok(Command::Help(USAGE.to_string())),
-            Arg::Long("data-dir") => data_dir = p.value().map_err(err)?.into(),
-            Arg::Value(v) => words.push(v.string().map_err(err)?),
-            other => return Err(format!("{}\n\n{USAGE}", other.unexpected())),
-        }
-    }
+    let Some((data_dir, words)) = words_and_dir(p)? else {
+        return Ok(Command::Help(USAGE.to_string()));
+    };
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     let (verb, dir) = match words.as_slice() {
         [verb] => (*verb, data_dir),
