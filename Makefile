@@ -17,6 +17,12 @@ build:
 test:
 	$(CARGO) test --all-targets
 
+# Benchmarks: the durable matrix (fsync policy x senders, 3 runs each) on daemons the bench
+# starts itself; figures go in docs/benchmarks.md.
+bench:
+	$(CARGO) build --release --bins
+	$(CARGO) run --release --bin chat-bench -- durable-matrix --spawn --repeat 3
+
 # Formatting and lints, as CI checks them.
 lint:
 	$(CARGO) fmt --all -- --check
@@ -35,4 +41,4 @@ clean:
 	$(CARGO) clean
 	rm -rf fuzz/target
 
-.PHONY: run build test lint fuzz clean
+.PHONY: run build test bench lint fuzz clean

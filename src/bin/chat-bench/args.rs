@@ -1,0 +1,318 @@
+//! The command line of `chat-bench`: words and flags in, a `Command` out. Parsing only; it
+//! never connects, spawns or reads a file (the token file is read by `main`).
+
+use std::path::PathBuf;
+
+use lexopt::prelude::*;
+
+pub const USAGE: &str = "\
+chat-bench - load generator for chatd
+
+USAGE:
+    chat-bench durable (--addr ADDR [--user U] --token-file F | --spawn [SPAWN OPTIONS])
+                       [LOAD OPTIONS]
+    chat-bench durable-matrix --spawn [SPAWN OPTIONS] [LOAD OPTIONS] [MATRIX OPTIONS]
+
+SCENARIOS:
+    durable          N sender connections each send M messages and wait for their ACKs;
+                     measures acked msgs/s and ACK latency, checks that every id gets exactly
+                     one ACK or ERROR and that no seq of a room is handed out twice
+    durable-matrix   `durable` for every fsync policy x sender count, one daemon per run
+
+TARGET:
+    --addr ADDR            a running chatd (host:port)
+    --user U               user to log in as (default bench)
+    --token-file F         file whose first line is U's token
+    --spawn                start a chatd of our own for the run instead (temp data dir)
+
+SPAWN OPTIONS:
+    --chatd PATH           the chatd binary (default: `chatd` next to this executable)
+    --fsync POLICY         always|interval|never (durable only; default always)
+
+LOAD OPTIONS:
+    --senders N            sender connections (default 16)
+    --messages M           messages per sender (default 400; matrix: 10000, 2000, 400 for
+                           1, 16, 256 senders, or M for every run when given)
+    --size B               bytes of text per message (default 200)
+    --window W             SENDs in flight per connection (default 1: send, wait for the
+                           ACK, send the next)
+    --room R               room to send to (default bench)
+    --rooms K              spread senders over K rooms R-0..R-(K-1) (default 1: all in R)
+    --driver poll|threads  one poll loop for all connections (default), or a thread with a
+                           blocking socket per connection
+
+MATRIX OPTIONS:
+    --policies LIST        fsync policies to run (default always,interval,never)
+    --sender-counts LIST   sender counts to run (default 1,16,256)
+    --repeat K             runs per combination; the table shows medians (default 1)
+
+Output: a human summary or table, and one JSON line per run, on stdout. Exit 1 when an
+accounting check failed, 2 on a usage or setup error.
+";
+
+/// What the load looks like, whichever scenario sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Load {
+    pub senders: usize,
+    pub messages: u64,
+    pub size: usize,
+    pub window: usize,
+    pub room: String,
+    pub rooms: usize,
+    pub driver: Driver,
+}
+
+/// How the bench drives its sender connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// One thread with one poll loop for every connection: cheap per connection, so the
+    /// daemon rather than the bench sets the pace.
+    Poll,
+    /// A thread and a blocking socket per connection.
+    Threads,
+}
+
+/// A daemon that the bench starts for itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spawn {
+    pub chatd: PathBuf,
+    pub fsync: String,
+}
+
+/// Where the load goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Running {
+        addr: String,
+        user: String,
+        token_file: PathBuf,
+    },
+    Spawn(Spawn),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matrix {
+    pub chatd: PathBuf,
+    pub load: Load,
+    /// `None`: the per-sender-count defaults.
+    pub messages: Option<u64>,
+    pub policies: Vec<String>,
+    pub sender_counts: Vec<usize>,
+    pub repeat: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Durable { target: Target, load: Load },
+    Matrix(Matrix),
+    Help,
+}
+
+/// Messages per sender in the matrix when `--messages` is not given: enough to run a second
+/// or more, few enough that `always` with one sender (an fsync per message) stays short.
+pub fn matrix_messages(senders: usize) -> u64 {
+    match senders {
+        0..=1 => 10_000,
+        2..=16 => 2000,
+        _ => 400,
+    }
+}
+
+const POLICIES: [&str; 3] = ["always", "interval", "never"];
+
+/// Parses the arguments after the program name.
+///
+/// # Errors
+/// A message naming the bad word or flag.
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
+    let mut p = lexopt::Parser::from_args(args);
+    let word = match p.next().map_err(|e| e.to_string())? {
+        Some(Value(w)) => w.string().map_err(|e| e.to_string())?,
+        Some(Long("help") | Short('h')) | None => return Ok(Command::Help),
+        Some(other) => return Err(other.unexpected().to_string()),
+    };
+    let matrix = match word.as_str() {
+        "durable" => false,
+        "durable-matrix" => true,
+        "help" => return Ok(Command::Help),
+        _ => return Err(format!("unknown scenario '{word}'")),
+    };
+    let mut load = Load {
+        senders: 16,
+        messages: 400,
+        size: 200,
+        window: 1,
+        room: "bench".into(),
+        rooms: 1,
+        driver: Driver::Poll,
+    };
+    let (mut addr, mut user, mut token_file) = (None, "bench".to_string(), None);
+    let (mut spawn, mut chatd, mut fsync) = (false, None, "always".to_string());
+    let mut messages = None;
+    let mut policies: Vec<String> = POLICIES.iter().map(|s| s.to_string()).collect();
+    let (mut sender_counts, mut repeat) = (vec![1, 16, 256], 1);
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("addr") => addr = Some(text(&mut p)?),
+            Long("user") => user = text(&mut p)?,
+            Long("token-file") => token_file = Some(PathBuf::from(text(&mut p)?)),
+            Long("spawn") => spawn = true,
+            Long("chatd") => chatd = Some(PathBuf::from(text(&mut p)?)),
+            Long("fsync") => fsync = policy(&text(&mut p)?)?,
+            Long("senders") => load.senders = number(&mut p, "--senders", 1)?,
+            Long("messages") => messages = Some(number(&mut p, "--messages", 1)?),
+            Long("size") => load.size = number(&mut p, "--size", 1)?,
+            Long("window") => load.window = number(&mut p, "--window", 1)?,
+            Long("room") => load.room = text(&mut p)?,
+            Long("rooms") => load.rooms = number(&mut p, "--rooms", 1)?,
+            Long("driver") => load.driver = driver(&text(&mut p)?)?,
+            Long("policies") => policies = list(&text(&mut p)?, policy)?,
+            Long("sender-counts") => sender_counts = list(&text(&mut p)?, count)?,
+            Long("repeat") => repeat = number(&mut p, "--repeat", 1)?,
+            Long("help") | Short('h') => return Ok(Command::Help),
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    let chatd = chatd.unwrap_or_else(default_chatd);
+    if matrix {
+        if !spawn {
+            return Err("durable-matrix starts its own daemons: pass --spawn".into());
+        }
+        return Ok(Command::Matrix(Matrix {
+            chatd,
+            load,
+            messages,
+            policies,
+            sender_counts,
+            repeat,
+        }));
+    }
+    if let Some(m) = messages {
+        load.messages = m;
+    }
+    let target = match (spawn, addr, token_file) {
+        (true, None, None) => Target::Spawn(Spawn { chatd, fsync }),
+        (true, _, _) => return Err("--spawn runs its own daemon: drop --addr/--token-file".into()),
+        (false, Some(addr), Some(token_file)) => Target::Running {
+            addr,
+            user,
+            token_file,
+        },
+        (false, _, _) => return Err("give --addr and --token-file, or --spawn".into()),
+    };
+    Ok(Command::Durable { target, load })
+}
+
+fn text(p: &mut lexopt::Parser) -> Result<String, String> {
+    p.value()
+        .map_err(|e| e.to_string())?
+        .string()
+        .map_err(|e| e.to_string())
+}
+
+fn number<T: std::str::FromStr + PartialOrd + From<u8>>(
+    p: &mut lexopt::Parser,
+    flag: &str,
+    min: u8,
+) -> Result<T, String> {
+    let v = text(p)?;
+    match v.parse::<T>() {
+        Ok(n) if n >= T::from(min) => Ok(n),
+        _ => Err(format!("{flag}: '{v}' is not a number >= {min}")),
+    }
+}
+
+fn policy(v: &str) -> Result<String, String> {
+    if POLICIES.contains(&v) {
+        Ok(v.to_string())
+    } else {
+        Err(format!(
+            "fsync policy '{v}' is not one of always, interval, never"
+        ))
+    }
+}
+
+fn driver(v: &str) -> Result<Driver, String> {
+    match v {
+        "poll" => Ok(Driver::Poll),
+        "threads" => Ok(Driver::Threads),
+        _ => Err(format!("--driver: '{v}' is not poll or threads")),
+    }
+}
+
+fn count(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("'{v}' is not a sender count >= 1")),
+    }
+}
+
+fn list<T>(v: &str, one: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
+    v.split(',').map(|s| one(s.trim())).collect()
+}
+
+/// `chatd` in the directory of this executable: where cargo puts both.
+fn default_chatd() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("chatd")))
+        .unwrap_or_else(|| PathBuf::from("chatd"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(words: &[&str]) -> Result<Command, String> {
+        parse(words.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn durable_against_a_running_daemon_needs_a_token_file() {
+        assert!(run(&["durable", "--addr", "127.0.0.1:7667"]).is_err());
+        let cmd = run(&[
+            "durable",
+            "--addr",
+            "127.0.0.1:7667",
+            "--token-file",
+            "t",
+            "--window",
+            "8",
+            "--driver",
+            "threads",
+        ])
+        .expect("parses");
+        let Command::Durable { target, load } = cmd else {
+            panic!("expected durable, got {cmd:?}");
+        };
+        assert!(matches!(target, Target::Running { .. }));
+        assert_eq!((load.window, load.driver), (8, Driver::Threads));
+    }
+
+    #[test]
+    fn matrix_requires_spawn_and_takes_lists() {
+        assert!(run(&["durable-matrix"]).is_err());
+        let cmd = run(&[
+            "durable-matrix",
+            "--spawn",
+            "--policies",
+            "never,always",
+            "--sender-counts",
+            "2,4",
+        ])
+        .expect("parses");
+        let Command::Matrix(m) = cmd else {
+            panic!("expected matrix, got {cmd:?}");
+        };
+        assert_eq!(m.policies, ["never", "always"]);
+        assert_eq!(m.sender_counts, [2, 4]);
+        assert_eq!(m.messages, None);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(run(&["durable", "--spawn", "--fsync", "sometimes"]).is_err());
+        assert!(run(&["durable", "--spawn", "--window", "0"]).is_err());
+        assert!(run(&["fanout"]).is_err());
+    }
+}

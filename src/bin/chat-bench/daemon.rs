@@ -1,0 +1,289 @@
+//! A chatd that the bench starts for one run (`--spawn`): a fresh data dir under the system
+//! temp dir, a user added before start, `127.0.0.1:0`, no rate limit. Before stopping it with
+//! SIGTERM the bench reads its CPU time and peak RSS from /proc; after, the log writer's
+//! counters from its last stderr lines. It never touches any other process or directory: Drop
+//! kills only its own child and removes only the directory it created.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// How long the daemon may take to report its address, or to exit after SIGTERM.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The unit of utime/stime in /proc/PID/stat: USER_HZ, which Linux fixes at 100 for userspace
+/// on every architecture it runs on.
+const USER_HZ: f64 = 100.0;
+
+/// The log writer's counters from `log: R records in B batches, F fsyncs, X failed batches`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogStats {
+    pub records: u64,
+    pub batches: u64,
+    pub fsyncs: u64,
+    pub failed_batches: u64,
+}
+
+/// What the daemon used, read from /proc while it still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Usage {
+    pub cpu_secs: f64,
+    pub peak_rss_kib: u64,
+}
+
+/// What a stopped daemon left to report.
+#[derive(Debug, Clone)]
+pub struct Stopped {
+    pub usage: Usage,
+    pub log: Option<LogStats>,
+}
+
+pub struct Daemon {
+    child: Child,
+    dir: PathBuf,
+    pub addr: SocketAddr,
+    stderr: Option<JoinHandle<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts `chatd serve` with `--fsync policy` in a new temp dir, with `user` added first.
+    /// Returns the daemon and the user's token.
+    ///
+    /// # Errors
+    /// The binary could not run, `user add` failed, or the daemon never reported its address.
+    pub fn start(
+        chatd: &Path,
+        policy: &str,
+        user: &str,
+        connections: usize,
+    ) -> Result<(Daemon, String), String> {
+        let dir = fresh_dir()?;
+        let data = dir.join("data");
+        let token = add_user(chatd, &data, user).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&dir);
+        })?;
+        let per_ip = connections.saturating_add(16).max(256).to_string();
+        let spawned = Command::new(chatd)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen", "127.0.0.1:0", "--send-rate", "0"])
+            .args(["--fsync", policy, "--max-connections-per-ip", &per_ip])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(format!("cannot run {}: {e}", chatd.display()));
+            }
+        };
+        let (tx, rx) = mpsc::channel();
+        if let Some(out) = child.stdout.take() {
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if let Some(addr) = line.strip_prefix("listening on ") {
+                        let _ = tx.send(addr.trim().to_string());
+                    }
+                }
+            });
+        }
+        let stderr = child.stderr.take().map(|err| {
+            std::thread::spawn(move || BufReader::new(err).lines().map_while(Result::ok).collect())
+        });
+        let mut daemon = Daemon {
+            child,
+            dir,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stderr,
+        };
+        match rx.recv_timeout(PATIENCE).map(|a| a.parse::<SocketAddr>()) {
+            Ok(Ok(addr)) => daemon.addr = addr,
+            _ => {
+                let _ = daemon.child.kill();
+                let _ = daemon.child.wait();
+                let lines = daemon.stderr.take().and_then(|h| h.join().ok());
+                let tail = lines.unwrap_or_default().join("\n");
+                return Err(format!("chatd did not report its address; stderr:\n{tail}"));
+            }
+        }
+        Ok((daemon, token))
+    }
+
+    /// CPU time and peak RSS so far; zeros if /proc cannot be read.
+    pub fn usage(&self) -> Usage {
+        let pid = self.child.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        Usage {
+            cpu_secs: cpu_secs(&stat).unwrap_or(0.0),
+            peak_rss_kib: peak_rss_kib(&status).unwrap_or(0),
+        }
+    }
+
+    /// Reads usage, sends SIGTERM, waits for a clean exit and collects the log counters.
+    ///
+    /// # Errors
+    /// The daemon did not exit in time, or exited with a failure.
+    pub fn stop(mut self) -> Result<Stopped, String> {
+        let usage = self.usage();
+        let pid = i32::try_from(self.child.id()).map_err(|e| e.to_string())?;
+        kill(Pid::from_raw(pid), Signal::SIGTERM).map_err(|e| format!("SIGTERM: {e}"))?;
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(None) => return Err("chatd did not exit within 30 s of SIGTERM".into()),
+                Err(e) => return Err(format!("waiting for chatd: {e}")),
+            }
+        };
+        let lines = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        if !status.success() {
+            let tail = lines.iter().rev().take(10).rev().cloned();
+            let tail: Vec<String> = tail.collect();
+            return Err(format!("chatd exited with {status}:\n{}", tail.join("\n")));
+        }
+        let log = lines.iter().rev().find_map(|l| log_stats(l));
+        Ok(Stopped { usage, log })
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Only our own child: after a clean stop this finds it already reaped.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A directory no other run uses: pid, a counter and the clock in its name.
+fn fresh_dir() -> Result<PathBuf, String> {
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let n = RUNS.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let name = format!("chat-bench-{}-{n}-{nanos}", std::process::id());
+    let dir = std::env::temp_dir().join(name);
+    std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// `chatd user add USER --data-dir DATA`; the token is the last line it prints.
+fn add_user(chatd: &Path, data: &Path, user: &str) -> Result<String, String> {
+    let out = Command::new(chatd)
+        .args(["user", "add", user, "--data-dir"])
+        .arg(data)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", chatd.display()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("chatd user add failed: {err}"));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| "chatd user add printed no token".into())
+}
+
+/// utime + stime of /proc/PID/stat, in seconds. The fields are counted after the command
+/// name's closing parenthesis, since the name itself may hold spaces.
+pub fn cpu_secs(stat: &str) -> Option<f64> {
+    let after = stat.get(stat.rfind(')')? + 1..)?;
+    let mut fields = after.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / USER_HZ)
+}
+
+/// VmHWM of /proc/PID/status, in KiB.
+pub fn peak_rss_kib(status: &str) -> Option<u64> {
+    let v = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    v.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// Parses the daemon's `log: R records in B batches, F fsyncs, X failed batches` line (with
+/// whatever prefix the logger puts before it).
+pub fn log_stats(line: &str) -> Option<LogStats> {
+    let rest = line.get(line.find("log: ")? + 5..)?;
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    match words.as_slice() {
+        [
+            r,
+            "records",
+            "in",
+            b,
+            "batches,",
+            f,
+            "fsyncs,",
+            x,
+            "failed",
+            "batches",
+            ..,
+        ] => Some(LogStats {
+            records: r.parse().ok()?,
+            batches: b.parse().ok()?,
+            fsyncs: f.parse().ok()?,
+            failed_batches: x.parse().ok()?,
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_line_is_read_whatever_its_prefix() {
+        let line = "[2026-01-01T00:00:00Z INFO  chatd::server] \
+                    log: 10240 records in 77 batches, 75 fsyncs, 0 failed batches";
+        assert_eq!(
+            log_stats(line),
+            Some(LogStats {
+                records: 10240,
+                batches: 77,
+                fsyncs: 75,
+                failed_batches: 0
+            })
+        );
+        assert_eq!(log_stats("log: 3 messages in 1 rooms, 1 segments"), None);
+    }
+
+    #[test]
+    fn cpu_time_is_counted_after_the_command_name() {
+        // pid (comm with spaces) state ppid ... utime=250 stime=50 at fields 14 and 15.
+        let stat = "42 (chatd x) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 5 0";
+        assert_eq!(cpu_secs(stat), Some(3.0));
+        assert_eq!(cpu_secs("garbage"), None);
+    }
+
+    #[test]
+    fn peak_rss_is_vm_hwm() {
+        let status = "Name:\tchatd\nVmPeak:\t  9000 kB\nVmHWM:\t    5120 kB\nVmRSS:\t 4000 kB\n";
+        assert_eq!(peak_rss_kib(status), Some(5120));
+    }
+}

@@ -1,0 +1,88 @@
+//! `chat-bench`: the load generator for chatd. Each scenario (`durable` so far) loads a
+//! daemon in one particular way, measures throughput and latency, and checks the daemon's
+//! accounting as it goes; `--spawn` lets the bench start and stop a daemon of its own and
+//! report what that daemon spent. See docs/benchmarks.md for how to run it and what it found.
+//!
+//! It only ever connects to the address it is given or to the daemon it spawned on
+//! 127.0.0.1, and every loop in it is bounded by message counts and socket deadlines.
+
+mod args;
+mod daemon;
+mod ledger;
+mod login;
+mod matrix;
+mod report;
+mod runner;
+mod scenario;
+mod stats;
+
+use std::process::ExitCode;
+
+use args::{Command, Load, Target as TargetArgs, USAGE};
+use report::table;
+use runner::{against, complain, spawned};
+use scenario::durable::Durable;
+
+fn main() -> ExitCode {
+    let cmd = match args::parse(std::env::args().skip(1)) {
+        Ok(cmd) => cmd,
+        Err(e) => {
+            eprintln!("chat-bench: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match cmd {
+        Command::Help => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Command::Durable { target, load } => durable(&target, &load),
+        Command::Matrix(m) => match matrix::run(&m) {
+            matrix::Verdict::Clean => ExitCode::SUCCESS,
+            matrix::Verdict::Violations => ExitCode::from(1),
+            matrix::Verdict::Broken => ExitCode::from(2),
+        },
+    }
+}
+
+fn durable(target: &TargetArgs, load: &Load) -> ExitCode {
+    let scenario = Durable { load: load.clone() };
+    let result = match target {
+        TargetArgs::Spawn(spawn) => spawned(&scenario, spawn, load),
+        TargetArgs::Running {
+            addr,
+            user,
+            token_file,
+        } => running(addr, user, token_file).and_then(|t| against(&scenario, &t, load)),
+    };
+    let done = match result {
+        Ok(done) => done,
+        Err(e) => {
+            eprintln!("chat-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    complain(&done);
+    print!("{}", table(std::slice::from_ref(&done.run)));
+    println!("{}", done.run.json());
+    if done.run.violations > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn running(addr: &str, user: &str, token_file: &std::path::Path) -> Result<login::Target, String> {
+    use std::net::ToSocketAddrs;
+    let addr = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("--addr {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("--addr {addr}: no address"))?;
+    let token = login::read_token(token_file).map_err(|e| format!("--token-file: {e}"))?;
+    Ok(login::Target {
+        addr,
+        user: user.to_string(),
+        token,
+    })
+}
