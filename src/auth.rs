@@ -116,6 +116,14 @@ impl Users {
         bool::from(presented.ct_eq(&expected) & known)
     }
 
+    /// Rereads the users file if it changed (SIGHUP does this) and returns how many users
+    /// are loaded.
+    pub fn reload(&self) -> usize {
+        let mut state = self.lock();
+        self.refresh(&mut state);
+        state.table.len()
+    }
+
     /// How many users are loaded now (the file is not reread).
     pub fn len(&self) -> usize {
         self.lock().table.len()

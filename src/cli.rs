@@ -22,6 +22,7 @@ USAGE:
     chatd user list [--data-dir DIR]
     chatd log verify [DIR]           check a data directory's message log, changing nothing
     chatd log repair [DIR]           cut off a torn tail as start-up would (daemon stopped)
+    chatd config check FILE          validate a configuration file without starting
     chatd --help | --version
 
 Users added or removed take effect in a running server at once. Run `chatd serve --help`
@@ -39,6 +40,11 @@ USAGE:
     chatd serve [OPTIONS]
 
 OPTIONS:
+    --config FILE                  read options from a TOML file whose keys are these flags
+                                   without dashes (max-frame = 4096, listen = [\"...\"]);
+                                   flags on the command line win over the file
+    --user NAME, --group NAME      after binding and opening the data directory, drop to this
+                                   account (the data directory must belong to it)
     --listen ADDR                  address to listen on; repeat for more; IPv4 or [IPv6]:port
                                    (default {DEFAULT_LISTEN}; port 0 picks a free port)
     --data-dir DIR                 where users and the epoch live; created on first run
@@ -56,7 +62,8 @@ LIMITS (a client that hits one gets the ERROR named):
     --handshake-timeout DUR        time to send HELLO after connecting (default {hs}) [TIMEOUT]
     --idle-timeout DUR             time without a frame before closing (default {idle}) [TIMEOUT]
     --write-stall-timeout DUR      time a client may read nothing we owe it (default {stall}) [SLOW_CONSUMER]
-    --shutdown-timeout DUR         time a graceful stop may take (default {stop})
+    --shutdown-timeout DUR         time a graceful stop (drain) may take (default {stop});
+                                   --drain-timeout is the same
     --ring-messages N              messages of history kept in memory per room (default {ring_n})
     --ring-bytes BYTES             bytes of history kept in memory per room (default {ring_b})
 
@@ -73,6 +80,8 @@ STORAGE (every message is written to a log in DIR/log before it is acknowledged)
                                    (default: no age limit)
 
 DUR is a number with a unit: 500ms, 5s, 2m (a bare number means seconds).
+SIGHUP reloads the users file (logins also notice changes on their own) and re-reads the
+config file, logging which changed keys need a restart to take effect.
 SIGINT or SIGTERM stops the server gracefully: clients get the ACKs they are owed, then
 SHUTTING_DOWN. A second signal stops it at once.
 ",
@@ -105,12 +114,13 @@ fn show(d: Duration) -> String {
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    Serve(Config),
+    Serve(Box<Config>),
     UserAdd { data_dir: PathBuf, name: String },
     UserRemove { data_dir: PathBuf, name: String },
     UserList { data_dir: PathBuf },
     LogVerify { data_dir: PathBuf },
     LogRepair { data_dir: PathBuf },
+    ConfigCheck { path: PathBuf },
     Help(String),
     Version,
 }
@@ -120,6 +130,7 @@ pub enum Command {
 /// # Errors
 /// A message for the user: what was wrong and where to look.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
+    let args = with_config_file(args.into_iter().collect())?;
     let mut p = Parser::from_iter(std::iter::once(OsString::from("chatd")).chain(args));
     match p.next().map_err(err)? {
         None => Ok(Command::Help(USAGE.to_string())),
@@ -129,6 +140,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             "serve" => parse_serve(&mut p),
             "user" => parse_user(&mut p),
             "log" => parse_log(&mut p),
+            "config" => parse_config(&mut p),
             other => Err(format!("unknown command '{other}'\n\n{USAGE}")),
         },
         Some(other) => Err(format!("{}\n\n{USAGE}", other.unexpected())),
@@ -148,6 +160,13 @@ fn parse_serve(p: &mut Parser) -> Result<Command, String> {
         match arg {
             Arg::Short('h') | Arg::Long("help") => return Ok(Command::Help(serve_help())),
             Arg::Long("listen") => c.listen.push(addr(p)?),
+            Arg::Long("config") => c.config_file = Some(p.value().map_err(err)?.into()),
+            Arg::Long("user") => {
+                c.run_as.user = Some(p.value().map_err(err)?.string().map_err(err)?)
+            }
+            Arg::Long("group") => {
+                c.run_as.group = Some(p.value().map_err(err)?.string().map_err(err)?);
+            }
             Arg::Long("data-dir") => c.data_dir = p.value().map_err(err)?.into(),
             Arg::Long("threads") => c.threads = number(p, "--threads", 1, 1024)?,
             Arg::Long("max-frame") => l.max_frame = number(p, "--max-frame", 256, 16 << 20)?,
@@ -170,7 +189,7 @@ fn parse_serve(p: &mut Parser) -> Result<Command, String> {
             Arg::Long("write-stall-timeout") => {
                 l.write_stall_timeout = duration(p, "--write-stall-timeout")?;
             }
-            Arg::Long("shutdown-timeout") => {
+            Arg::Long("shutdown-timeout") | Arg::Long("drain-timeout") => {
                 l.shutdown_timeout = duration(p, "--shutdown-timeout")?
             }
             Arg::Long("ring-messages") => {
@@ -210,7 +229,7 @@ fn parse_serve(p: &mut Parser) -> Result<Command, String> {
             ));
         }
     };
-    Ok(Command::Serve(c))
+    Ok(Command::Serve(Box::new(c)))
 }
 
 /// The words and `--data-dir` of a `user` or `log` command; `None` if help was asked for.
@@ -272,6 +291,52 @@ fn parse_log(p: &mut Parser) -> Result<Command, String> {
     }
 }
 
+fn parse_config(p: &mut Parser) -> Result<Command, String> {
+    let Some((_, words)) = words_and_dir(p)? else {
+        return Ok(Command::Help(USAGE.to_string()));
+    };
+    match words.as_slice() {
+        [verb, file] if verb == "check" => Ok(Command::ConfigCheck { path: file.into() }),
+        _ => Err(format!("expected `config check FILE`\n\n{USAGE}")),
+    }
+}
+
+/// For `serve --config FILE`: puts the file's flags in front of the command line's, so that
+/// flags given on the command line win. A `--listen` on the command line replaces the file's
+/// addresses instead of adding to them.
+fn with_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
+    if args.first().and_then(|a| a.to_str()) != Some("serve") {
+        return Ok(args);
+    }
+    let mut path = None;
+    let mut cli_listens = false;
+    let mut iter = args.iter().skip(1);
+    while let Some(arg) = iter.next() {
+        match arg.to_str() {
+            Some("--config") => path = iter.next().cloned(),
+            Some(a) if a.starts_with("--config=") => path = a.get(9..).map(OsString::from),
+            Some("--listen") => cli_listens = true,
+            Some(a) if a.starts_with("--listen=") => cli_listens = true,
+            _ => {}
+        }
+    }
+    let Some(path) = path else { return Ok(args) };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.to_string_lossy()))?;
+    let flags = crate::config_file::to_flags(&text)
+        .map_err(|e| format!("config file {}: {e}", path.to_string_lossy()))?;
+    let mut out = vec![OsString::from("serve")];
+    let mut pairs = flags.chunks(2);
+    for pair in pairs.by_ref() {
+        if cli_listens && pair.first().is_some_and(|f| f == "--listen") {
+            continue;
+        }
+        out.extend(pair.iter().map(OsString::from));
+    }
+    out.extend(args.into_iter().skip(1));
+    Ok(out)
+}
+
 fn addr(p: &mut Parser) -> Result<SocketAddr, String> {
     let v = p.value().map_err(err)?.string().map_err(err)?;
     v.parse()
@@ -319,7 +384,7 @@ mod tests {
 
     #[test]
     fn serve_defaults_match_the_config_defaults() {
-        assert_eq!(run(&["serve"]), Ok(Command::Serve(Config::default())));
+        assert_eq!(run(&["serve"]), Ok(Command::Serve(Box::default())));
     }
 
     #[test]
@@ -419,6 +484,37 @@ mod tests {
             })
         );
         assert!(run(&["log", "burn"]).is_err());
+    }
+
+    #[test]
+    fn config_file_flags_come_first_and_the_command_line_wins() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("chatd.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1\"\nthreads = 3\nsend_rate = 5\n",
+        )
+        .expect("write");
+        let file = path.to_str().expect("utf8 path");
+        let Ok(Command::Serve(c)) = run(&["serve", "--config", file, "--send-rate", "9"]) else {
+            panic!("config should parse");
+        };
+        assert_eq!(c.threads, 3);
+        assert_eq!(c.limits.send_rate, 9, "the command line wins");
+        assert_eq!(c.listen, vec!["127.0.0.1:1".parse().expect("addr")]);
+        assert_eq!(c.config_file.as_deref(), Some(path.as_path()));
+        let Ok(Command::Serve(c)) = run(&["serve", "--config", file, "--listen", "127.0.0.1:2"])
+        else {
+            panic!("config should parse");
+        };
+        assert_eq!(
+            c.listen,
+            vec!["127.0.0.1:2".parse().expect("addr")],
+            "listen replaces"
+        );
+        std::fs::write(&path, "threads = \"many\"\n").expect("write");
+        let e = run(&["serve", "--config", file]).expect_err("bad value");
+        assert!(e.contains("--threads"), "{e}");
     }
 
     #[test]

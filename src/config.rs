@@ -76,6 +76,17 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub limits: Limits,
     pub store: StoreLimits,
+    /// The file the options came from, re-read on SIGHUP.
+    pub config_file: Option<PathBuf>,
+    /// The account to drop to after binding.
+    pub run_as: RunAs,
+}
+
+/// `--user` and `--group`: who the daemon becomes once it holds its sockets and files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunAs {
+    pub user: Option<String>,
+    pub group: Option<String>,
 }
 
 /// The log's defaults: sync before every ACK (group commit makes that cheap), 64 MiB
@@ -97,6 +108,8 @@ impl Default for Config {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             limits: Limits::default(),
             store: DEFAULT_STORE,
+            config_file: None,
+            run_as: RunAs::default(),
         }
     }
 }

@@ -9,10 +9,12 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod config_file;
 pub mod datadir;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod mailbox;
+pub mod privilege;
 pub mod protocol;
 pub mod reactor;
 pub mod room;

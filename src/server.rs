@@ -96,6 +96,11 @@ pub struct StopHandle {
 }
 
 impl StopHandle {
+    /// Rereads the users file now (SIGHUP); returns how many users there are.
+    pub fn reload_users(&self) -> usize {
+        self.shared.users.reload()
+    }
+
     pub fn stop(&self) {
         self.shared.stopping.store(true, Ordering::Release);
         for mailbox in self.shared.mailboxes.iter() {

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Serve(config) => serve(&config),
+        Command::ConfigCheck { path } => check_config(&path),
         Command::LogVerify { data_dir } => check_log(&data_dir, RecoveryMode::ReadOnly),
         Command::LogRepair { data_dir } => check_log(&data_dir, RecoveryMode::TruncateTail),
         Command::UserAdd { data_dir, name } => DataDir::open(&data_dir)
@@ -66,12 +67,14 @@ fn serve(config: &Config) -> Result<(), String> {
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGHUP);
     signals
         .thread_block()
         .map_err(|e| format!("cannot block signals: {e}"))?;
     raise_open_file_limit(config);
 
     let server = Server::start(config).map_err(|e| e.to_string())?;
+    chatd::privilege::drop_privileges(&config.run_as, &config.data_dir)?;
     for addr in server.local_addrs() {
         // On stdout rather than in the log: scripts and tests read the bound address (port 0
         // resolved) from here.
@@ -86,12 +89,14 @@ fn serve(config: &Config) -> Result<(), String> {
     );
 
     let stop = server.stop_handle();
+    let running = config.clone();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut stopping = false;
             loop {
                 match signals.wait() {
+                    Ok(Signal::SIGHUP) => reload(&stop, &running),
                     Ok(sig) if stopping => {
                         log::warn!("{sig} again: stopping now");
                         std::process::exit(1);
@@ -110,6 +115,103 @@ fn serve(config: &Config) -> Result<(), String> {
     server.wait().map_err(|e| e.to_string())?;
     log::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP: reread the users file now, and the config file to say which of its changes need a
+/// restart (none of the server's settings change while it runs).
+fn reload(stop: &chatd::server::StopHandle, running: &Config) {
+    let users = stop.reload_users();
+    log::info!(
+        "SIGHUP: users file reread ({users} users); logins also pick up changes by themselves"
+    );
+    let Some(path) = &running.config_file else {
+        return;
+    };
+    let args = [
+        "serve".into(),
+        "--config".into(),
+        path.clone().into_os_string(),
+    ];
+    match cli::parse(args) {
+        Ok(Command::Serve(new)) => {
+            let changed = changed_settings(running, &new);
+            if changed.is_empty() {
+                log::info!("SIGHUP: {} unchanged", path.display());
+            } else {
+                log::warn!(
+                    "SIGHUP: {} changed {}; these take effect at the next restart",
+                    path.display(),
+                    changed.join(", ")
+                );
+            }
+        }
+        Ok(_) => {}
+        Err(e) => log::warn!("SIGHUP: {e}; keeping the running settings"),
+    }
+}
+
+/// The settings that differ between two configurations, by name.
+fn changed_settings(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (a, b) = (&old.limits, &new.limits);
+    let checks: [(&'static str, bool); 10] = [
+        ("listen", old.listen != new.listen),
+        ("data-dir", old.data_dir != new.data_dir),
+        ("threads", old.threads != new.threads),
+        ("max-frame", a.max_frame != b.max_frame),
+        (
+            "connection limits",
+            a.max_connections != b.max_connections
+                || a.max_connections_per_ip != b.max_connections_per_ip,
+        ),
+        (
+            "room limits",
+            a.max_rooms != b.max_rooms || a.max_rooms_per_connection != b.max_rooms_per_connection,
+        ),
+        (
+            "send-rate/burst",
+            a.send_rate != b.send_rate || a.send_burst != b.send_burst,
+        ),
+        (
+            "timeouts",
+            a.handshake_timeout != b.handshake_timeout
+                || a.idle_timeout != b.idle_timeout
+                || a.write_stall_timeout != b.write_stall_timeout
+                || a.shutdown_timeout != b.shutdown_timeout,
+        ),
+        ("ring", a.ring != b.ring),
+        (
+            "storage",
+            old.store != new.store || old.run_as != new.run_as,
+        ),
+    ];
+    checks
+        .into_iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// `chatd config check FILE`: parse it as `serve --config FILE` would, start nothing.
+fn check_config(path: &std::path::Path) -> Result<(), String> {
+    let args = [
+        "serve".into(),
+        "--config".into(),
+        path.as_os_str().to_owned(),
+    ];
+    match cli::parse(args)? {
+        Command::Serve(c) => {
+            let listen: Vec<String> = c.listen_addrs().iter().map(ToString::to_string).collect();
+            println!(
+                "{}: ok (listen {}, data in {}, fsync {:?})",
+                path.display(),
+                listen.join(" "),
+                c.data_dir.display(),
+                c.store.fsync
+            );
+            Ok(())
+        }
+        _ => Err(format!("{}: not a serve configuration", path.display())),
+    }
 }
 
 /// `chatd log verify` (read-only) and `chatd log repair` (cuts a torn tail, as start-up
