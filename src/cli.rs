@@ -45,6 +45,8 @@ OPTIONS:
                                    flags on the command line win over the file
     --user NAME, --group NAME      after binding and opening the data directory, drop to this
                                    account (the data directory must belong to it)
+    --metrics ADDR                 serve Prometheus metrics at http://ADDR/metrics and a
+                                   health check at /healthz (default: off)
     --listen ADDR                  address to listen on; repeat for more; IPv4 or [IPv6]:port
                                    (default {DEFAULT_LISTEN}; port 0 picks a free port)
     --data-dir DIR                 where users and the epoch live; created on first run
@@ -160,6 +162,7 @@ fn parse_serve(p: &mut Parser) -> Result<Command, String> {
         match arg {
             Arg::Short('h') | Arg::Long("help") => return Ok(Command::Help(serve_help())),
             Arg::Long("listen") => c.listen.push(addr(p)?),
+            Arg::Long("metrics") => c.metrics = Some(addr(p)?),
             Arg::Long("config") => c.config_file = Some(p.value().map_err(err)?.into()),
             Arg::Long("user") => {
                 c.run_as.user = Some(p.value().map_err(err)?.string().map_err(err)?)
@@ -340,7 +343,7 @@ fn with_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
 fn addr(p: &mut Parser) -> Result<SocketAddr, String> {
     let v = p.value().map_err(err)?.string().map_err(err)?;
     v.parse()
-        .map_err(|_| format!("--listen: '{v}' is not an address like 127.0.0.1:7667 or [::1]:7667"))
+        .map_err(|_| format!("'{v}' is not an address like 127.0.0.1:7667 or [::1]:7667"))
 }
 
 fn number<T>(p: &mut Parser, flag: &str, min: T, max: T) -> Result<T, String>

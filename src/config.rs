@@ -80,6 +80,8 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// The account to drop to after binding.
     pub run_as: RunAs,
+    /// Where to serve `/metrics` and `/healthz`, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// `--user` and `--group`: who the daemon becomes once it holds its sockets and files.
@@ -110,6 +112,7 @@ impl Default for Config {
             store: DEFAULT_STORE,
             config_file: None,
             run_as: RunAs::default(),
+            metrics: None,
         }
     }
 }

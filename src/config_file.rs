@@ -34,6 +34,7 @@ pub const KEYS: &[&str] = &[
     "retention-age",
     "user",
     "group",
+    "metrics",
 ];
 
 /// The flags a configuration file stands for (keys in sorted order; each appears once). `listen` may be a string or a

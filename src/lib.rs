@@ -14,6 +14,7 @@ pub mod datadir;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod mailbox;
+pub mod metrics;
 pub mod privilege;
 pub mod protocol;
 pub mod reactor;

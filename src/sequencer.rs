@@ -15,11 +15,13 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::mailbox::{ConnRef, Mailbox, Stored};
+use crate::metrics::Metrics;
 use crate::protocol::ErrorCode;
 use crate::protocol::codec::stamp_msg;
 use crate::room::{Pos, RingLimits, Room, RoomId};
 use crate::store::LogWriter;
 use crate::store::format::encode_record;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// A SEND on its way to the sequencer.
 #[derive(Debug)]
@@ -45,6 +47,7 @@ pub struct Sequencer {
     pub mailboxes: Arc<[Mailbox]>,
     pub ring: RingLimits,
     pub log: LogWriter,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Sequencer {
@@ -66,6 +69,7 @@ impl Sequencer {
                 Ok(first) => batch.push(first),
                 Err(RecvTimeoutError::Timeout) => {
                     self.log.tick(Instant::now());
+                    self.report();
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -119,9 +123,23 @@ impl Sequencer {
                 rooms.clear();
             }
             self.log.tick(Instant::now());
+            self.report();
         }
         self.log.sync(Instant::now());
         self.log
+    }
+
+    /// Publishes the log's figures to the metrics.
+    fn report(&mut self) {
+        let store = &self.metrics.store;
+        let s = self.log.stats;
+        store.stored.store(s.records, Relaxed);
+        store.batches.store(s.batches, Relaxed);
+        store.failed_batches.store(s.failed_batches, Relaxed);
+        store.log_bytes.store(self.log.total_bytes(), Relaxed);
+        for micros in self.log.fsync_micros.drain(..) {
+            store.fsync(micros);
+        }
     }
 
     /// Stamps every message of the batch with its seq and time, encodes the records and

@@ -20,6 +20,8 @@ use crate::config::{Config, Limits};
 use crate::datadir::DataDir;
 use crate::datadir::DirLock;
 use crate::mailbox::Mailbox;
+use crate::metrics::Metrics;
+use crate::metrics::http::MetricsServer;
 use crate::reactor::{self, Reactor};
 use crate::room::Rooms;
 use crate::sequencer::Sequencer;
@@ -32,6 +34,7 @@ pub struct Shared {
     pub users: Users,
     pub rooms: Rooms,
     pub mailboxes: Arc<[Mailbox]>,
+    pub metrics: Arc<Metrics>,
     sessions: AtomicU64,
     stopping: AtomicBool,
     connections: Mutex<Connections>,
@@ -116,6 +119,7 @@ pub struct Server {
     reactors: Vec<JoinHandle<()>>,
     sequencer: JoinHandle<LogWriter>,
     archive: JoinHandle<()>,
+    metrics: Option<(SocketAddr, JoinHandle<()>)>,
     /// Held while the server runs: no second daemon on the same data directory.
     _lock: DirLock,
 }
@@ -178,6 +182,7 @@ impl Server {
             epoch: data.epoch(),
             users,
             mailboxes: mailboxes.into(),
+            metrics: Arc::new(Metrics::new(count)),
             sessions: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             connections: Mutex::new(Connections::default()),
@@ -189,6 +194,7 @@ impl Server {
             mailboxes: Arc::clone(&shared.mailboxes),
             ring: shared.limits.ring,
             log,
+            metrics: Arc::clone(&shared.metrics),
         };
         let sequencer = std::thread::Builder::new()
             .name("sequencer".into())
@@ -215,12 +221,28 @@ impl Server {
                 .spawn(move || reactor.run())?;
             reactors.push(handle);
         }
+        let metrics = match config.metrics {
+            Some(addr) => {
+                let view = Arc::clone(&shared);
+                let render = Box::new(move || view.metrics.render(view.rooms.len()));
+                let stop = Arc::clone(&shared);
+                let stopping = Box::new(move || stop.is_stopping());
+                let (server, bound) = MetricsServer::bind(addr, render, stopping)?;
+                let handle = std::thread::Builder::new()
+                    .name("metrics".into())
+                    .spawn(move || server.run())?;
+                log::info!("metrics: serving /metrics and /healthz on http://{bound}");
+                Some((bound, handle))
+            }
+            None => None,
+        };
         Ok(Server {
             addrs,
             shared,
             reactors,
             sequencer,
             archive,
+            metrics,
             _lock: lock,
         })
     }
@@ -228,6 +250,11 @@ impl Server {
     /// The addresses actually bound, one per `--listen` (port 0 resolved).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Where `/metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(addr, _)| *addr)
     }
 
     pub fn epoch(&self) -> u64 {
@@ -266,6 +293,11 @@ impl Server {
         }
         if self.archive.join().is_err() {
             panicked += 1;
+        }
+        if let Some((_, handle)) = self.metrics {
+            if handle.join().is_err() {
+                panicked += 1;
+            }
         }
         if panicked > 0 {
             return Err(io::Error::other(format!(

@@ -88,7 +88,10 @@ impl Conn {
                     // A peer that half-closes is owed the answers to what it sent, as after BYE.
                     self.session.on_eof(now);
                 }
-                Ok(n) => self.feed(scratch.get(..n).unwrap_or_default(), env),
+                Ok(n) => {
+                    env.transferred(n as u64, 0);
+                    self.feed(scratch.get(..n).unwrap_or_default(), env);
+                }
                 // Drained: the next edge will tell us when there is more.
                 Err(e) if would_block(&e) => self.readable = false,
                 // A signal interrupted the read: just try again.
@@ -157,6 +160,7 @@ impl Conn {
             match self.session.out.write_to(&mut self.stream) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
+                    env.transferred(0, n as u64);
                     budget = budget.saturating_sub(n);
                     self.session.on_written(n, false, now);
                 }

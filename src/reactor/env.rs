@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::config::Limits;
 use crate::mailbox::ConnRef;
+use crate::metrics::Shard;
 use crate::protocol::ErrorCode;
 use crate::room::{Room, RoomId};
 use crate::sequencer::Submit;
@@ -71,6 +72,31 @@ impl Env for ConnEnv<'_> {
         // The sequencer outlives every reactor; a failed send means it died, and the message
         // is not stored.
         self.sequencer.send(submit).map_err(|_| ErrorCode::Storage)
+    }
+
+    fn frame_in(&mut self, kind: u8) {
+        if let Some(shard) = self.shared.metrics.shard(self.reactor) {
+            shard.frame_in(kind);
+        }
+    }
+
+    fn error_sent(&mut self, code: ErrorCode) {
+        if let Some(shard) = self.shared.metrics.shard(self.reactor) {
+            shard.error(code);
+        }
+    }
+
+    fn transferred(&mut self, read: u64, written: u64) {
+        if let Some(shard) = self.shared.metrics.shard(self.reactor) {
+            Shard::add(&shard.bytes_in, read);
+            Shard::add(&shard.bytes_out, written);
+        }
+    }
+
+    fn delivered(&mut self, frames: u64) {
+        if let Some(shard) = self.shared.metrics.shard(self.reactor) {
+            Shard::add(&shard.delivered, frames);
+        }
     }
 
     fn fetch(&mut self, room: &Arc<Room>, from: u64, max: u64) -> bool {

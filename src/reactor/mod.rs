@@ -25,10 +25,11 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::mailbox::{ConnRef, Delivery};
+use crate::metrics::Shard;
 use crate::protocol::{ErrorCode, ServerFrame, encode_server};
 use crate::sequencer::Submit;
 use crate::server::Shared;
-use crate::session::{Session, Tick};
+use crate::session::{Phase, Session, Tick};
 use crate::store::archive::Fetch;
 use conn::{Conn, Serviced, interrupted, would_block};
 use env::{ConnEnv, forget_member};
@@ -233,7 +234,11 @@ impl Reactor {
     }
 
     fn admit(&mut self, mut stream: TcpStream, peer: IpAddr, now: Instant) {
+        let shard = self.shared.metrics.shard(self.id);
         if let Err(why) = self.shared.admit(peer) {
+            if let Some(shard) = shard {
+                Shard::add(&shard.refused, 1);
+            }
             log::debug!("refused {peer}: {why}");
             refuse(&mut stream, why);
             return;
@@ -252,6 +257,9 @@ impl Reactor {
             log::warn!("cannot register a connection from {peer}: {e}");
             self.shared.release(peer);
             return;
+        }
+        if let Some(shard) = shard {
+            Shard::add(&shard.accepted, 1);
         }
         let serial = self.next_serial;
         self.next_serial += 1;
@@ -277,6 +285,9 @@ impl Reactor {
             if conn.serial != serial {
                 continue;
             }
+            if let (Err(code), Some(shard)) = (stored.result, self.shared.metrics.shard(self.id)) {
+                shard.error(code);
+            }
             conn.session.on_stored(stored.id, stored.result, now);
             schedule(&mut self.conns, &mut self.ready, key);
         }
@@ -287,6 +298,10 @@ impl Reactor {
             };
             if conn.serial != serial {
                 continue;
+            }
+            if let (Ok(frames), Some(shard)) = (&fetched.frames, self.shared.metrics.shard(self.id))
+            {
+                Shard::add(&shard.delivered, frames.len() as u64);
             }
             conn.session
                 .on_fetched(fetched.room, fetched.from, fetched.frames, now);
@@ -307,7 +322,13 @@ impl Reactor {
 
     fn on_tick(&mut self, now: Instant) {
         let mut closing = Vec::new();
+        let mut phases = [0u64; 3];
         for (key, conn) in self.conns.iter_mut() {
+            match conn.session.phase() {
+                Phase::Handshake => phases[0] += 1,
+                Phase::Ready => phases[1] += 1,
+                Phase::Closing => phases[2] += 1,
+            }
             match conn.session.tick(now, &self.shared.limits) {
                 Tick::Idle => {}
                 Tick::Flush => {
@@ -321,6 +342,18 @@ impl Reactor {
         }
         for key in closing {
             self.close(key, "deadline");
+        }
+        if let Some(shard) = self.shared.metrics.shard(self.id) {
+            let [handshake, ready, closing] = phases;
+            shard
+                .handshake
+                .store(handshake, std::sync::atomic::Ordering::Relaxed);
+            shard
+                .ready
+                .store(ready, std::sync::atomic::Ordering::Relaxed);
+            shard
+                .closing
+                .store(closing, std::sync::atomic::Ordering::Relaxed);
         }
         // Retry accepts that failed for want of descriptors.
         self.accept_pending = !self.listeners.is_empty();
@@ -408,6 +441,10 @@ impl Reactor {
         }
         self.shared.release(conn.peer);
         let (id, serial, peer, user) = (self.id, conn.serial, conn.peer, conn.session.user());
+        if let (Some(code), Some(shard)) = (conn.session.ended_by(), self.shared.metrics.shard(id))
+        {
+            shard.error(code);
+        }
         match conn.session.ended_by() {
             Some(ErrorCode::SlowConsumer) => {
                 log::warn!(

@@ -69,6 +69,22 @@ pub trait Env {
         let _ = (room, from, max);
         false
     }
+    /// For the metrics: a frame of this kind arrived.
+    fn frame_in(&mut self, kind: u8) {
+        let _ = kind;
+    }
+    /// For the metrics: a non-fatal ERROR answered a request.
+    fn error_sent(&mut self, code: ErrorCode) {
+        let _ = code;
+    }
+    /// For the metrics: bytes moved through the member's socket.
+    fn transferred(&mut self, read: u64, written: u64) {
+        let _ = (read, written);
+    }
+    /// For the metrics: this many MSG frames were queued to the member.
+    fn delivered(&mut self, frames: u64) {
+        let _ = frames;
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +116,14 @@ struct Membership {
     until: u64,
     /// A log read is under way from this seq; the room is not filled from memory meanwhile.
     fetching: Option<u64>,
+}
+
+/// A session's state as operators see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Handshake,
+    Ready,
+    Closing,
 }
 
 /// What a timer check asks of the reactor.
@@ -161,6 +185,15 @@ impl Session {
         matches!(self.state, State::Closing { .. })
     }
 
+    /// The state for the metrics: handshake, ready (chatting or draining) or closing.
+    pub fn phase(&self) -> Phase {
+        match self.state {
+            State::Handshake { .. } => Phase::Handshake,
+            State::Ready | State::Draining { .. } => Phase::Ready,
+            State::Closing { .. } => Phase::Closing,
+        }
+    }
+
     fn may_fill(&self) -> bool {
         matches!(
             self.state,
@@ -182,6 +215,7 @@ impl Session {
                 Ok(Decoded::NeedMore) => break,
                 Ok(Decoded::Frame(raw)) => {
                     used += raw.wire_len;
+                    env.frame_in(raw.kind);
                     let now = env.now();
                     self.last_frame = now;
                     if matches!(self.state, State::Handshake { .. }) && raw.kind != kind::HELLO {
@@ -257,17 +291,17 @@ impl Session {
 
     fn join(&mut self, name: &str, after: u64, limit: u32, env: &mut impl Env) {
         if !is_valid_room(name) {
-            return self.error(ErrorCode::Invalid, 0, "invalid room name");
+            return self.reject(env, ErrorCode::Invalid, 0, "invalid room name");
         }
         let existing = self.rooms.iter().position(|m| &*m.room.name == name);
         let room = match existing.and_then(|i| self.rooms.get(i)) {
             Some(m) => Arc::clone(&m.room),
             None if self.rooms.len() >= env.limits().max_rooms_per_connection => {
-                return self.error(ErrorCode::TooMany, 0, "too many rooms joined");
+                return self.reject(env, ErrorCode::TooMany, 0, "too many rooms joined");
             }
             None => match env.open_room(name) {
                 Ok(room) => room,
-                Err(code) => return self.error(code, 0, "the server holds too many rooms"),
+                Err(code) => return self.reject(env, code, 0, "the server holds too many rooms"),
             },
         };
         let (first, head) = room.read(|ring| ring.bounds());
@@ -296,10 +330,10 @@ impl Session {
 
     fn leave(&mut self, name: &str, env: &mut impl Env) {
         if !is_valid_room(name) {
-            return self.error(ErrorCode::Invalid, 0, "invalid room name");
+            return self.reject(env, ErrorCode::Invalid, 0, "invalid room name");
         }
         let Some(i) = self.rooms.iter().position(|m| &*m.room.name == name) else {
-            return self.error(ErrorCode::NotJoined, 0, "not a member of that room");
+            return self.reject(env, ErrorCode::NotJoined, 0, "not a member of that room");
         };
         let m = self.rooms.remove(i);
         env.left(&m.room);
@@ -308,26 +342,27 @@ impl Session {
 
     fn send(&mut self, name: &str, id: u64, text: &str, env: &mut impl Env) {
         if !is_valid_room(name) {
-            return self.error(ErrorCode::Invalid, id, "invalid room name");
+            return self.reject(env, ErrorCode::Invalid, id, "invalid room name");
         }
         let Some(m) = self.rooms.iter().find(|m| &*m.room.name == name) else {
-            return self.error(
+            return self.reject(
+                env,
                 ErrorCode::NotJoined,
                 id,
                 "join the room before sending to it",
             );
         };
         if text.is_empty() {
-            return self.error(ErrorCode::Invalid, id, "empty message");
+            return self.reject(env, ErrorCode::Invalid, id, "empty message");
         }
         let limits = env.limits();
         let length = msg_length(name, &self.user, text);
         if length > usize::try_from(limits.max_frame).unwrap_or(usize::MAX) {
-            return self.error(ErrorCode::Invalid, id, "message longer than max_frame");
+            return self.reject(env, ErrorCode::Invalid, id, "message longer than max_frame");
         }
         let (rate, burst) = (limits.send_rate, limits.send_burst);
         if !self.bucket.take(env.now(), rate, burst) {
-            return self.error(ErrorCode::RateLimited, id, "slow down");
+            return self.reject(env, ErrorCode::RateLimited, id, "slow down");
         }
         let mut frame = Vec::with_capacity(length + crate::protocol::HEADER_LEN);
         let msg = ServerFrame::Msg {
@@ -341,7 +376,7 @@ impl Session {
         let room = Arc::clone(&m.room);
         match env.submit(&room, frame.into(), id) {
             Ok(()) => self.in_flight += 1,
-            Err(code) => self.error(code, id, "the message could not be stored"),
+            Err(code) => self.reject(env, code, id, "the message could not be stored"),
         }
     }
 
@@ -442,6 +477,7 @@ impl Session {
                     budget =
                         budget.saturating_sub(usize::try_from(next - cursor).unwrap_or(budget));
                     m.cursor = next;
+                    env.delivered(next - cursor);
                 }
                 // Older than the in-memory window: ask the log, and serve other rooms meanwhile.
                 Err(Behind) if env.fetch(&m.room, cursor, owed.min(u64::from(u32::MAX))) => {
@@ -569,6 +605,12 @@ impl Session {
     /// The authenticated user's name ("" before HELLO).
     pub fn user(&self) -> &str {
         &self.user
+    }
+
+    /// A non-fatal error answering a request, counted for the metrics.
+    fn reject(&mut self, env: &mut impl Env, code: ErrorCode, reference: u64, message: &str) {
+        env.error_sent(code);
+        self.error(code, reference, message);
     }
 
     /// A non-fatal error about one request.

@@ -75,6 +75,8 @@ pub struct LogWriter {
     cut_back_to: Option<u64>,
     failing: bool,
     pub stats: Stats,
+    /// How long each fsync since the last look took, in microseconds, for the metrics.
+    pub fsync_micros: Vec<u64>,
 }
 
 impl LogWriter {
@@ -147,6 +149,7 @@ impl LogWriter {
             cut_back_to: None,
             failing: false,
             stats: Stats::default(),
+            fsync_micros: Vec::new(),
         })
     }
 
@@ -177,8 +180,7 @@ impl LogWriter {
         let start = self.active_len();
         let result = self.file.write_all_at(batch, start).and_then(|()| {
             if self.limits.fsync == FsyncPolicy::Always {
-                self.stats.fsyncs += 1;
-                self.file.sync_data()
+                self.timed_sync()
             } else {
                 Ok(())
             }
@@ -249,14 +251,22 @@ impl LogWriter {
         if !self.unsynced {
             return;
         }
-        self.stats.fsyncs += 1;
-        match self.file.sync_data() {
+        match self.timed_sync() {
             Ok(()) => {
                 self.unsynced = false;
                 self.last_sync = now;
             }
             Err(e) => log::warn!("log: sync failed: {e}"),
         }
+    }
+
+    fn timed_sync(&mut self) -> io::Result<()> {
+        let start = Instant::now();
+        let result = self.file.sync_data();
+        self.stats.fsyncs += 1;
+        self.fsync_micros
+            .push(u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX));
+        result
     }
 
     /// Bytes on disk in all segments.
@@ -270,8 +280,7 @@ impl LogWriter {
 
     fn roll(&mut self) -> io::Result<()> {
         if self.limits.fsync != FsyncPolicy::Never {
-            self.stats.fsyncs += 1;
-            self.file.sync_data()?;
+            self.timed_sync()?;
         }
         let id = self.segments.back().map_or(1, |s| s.id + 1);
         self.file = create_segment(&self.dir, self.epoch, id)?;

@@ -1,0 +1,291 @@
+//! Counters and gauges for operators, rendered as Prometheus text by `--metrics ADDR`.
+//!
+//! Hot paths only ever do relaxed `fetch_add`s on their own reactor's shard (one cache line per
+//! reactor), so counting costs no cross-core traffic; the scrape sums the shards. Nothing here
+//! may block or allocate on a hot path.
+
+pub mod http;
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::protocol::ErrorCode;
+
+/// Client frame kinds are 1..=6; index 0 counts nothing (kept so kinds index directly).
+const KINDS: usize = 7;
+const CODES: usize = 16;
+const KIND_NAMES: [&str; KINDS] = ["", "HELLO", "JOIN", "LEAVE", "SEND", "PING", "BYE"];
+
+/// Fsync latency histogram bucket bounds, in microseconds.
+pub const FSYNC_BUCKETS_US: [u64; 10] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000,
+];
+
+/// One reactor's counters. Aligned so two reactors never share a cache line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct Shard {
+    pub frames_in: [AtomicU64; KINDS],
+    pub errors: [AtomicU64; CODES],
+    /// MSG frames queued to members (live and replayed): the fanout.
+    pub delivered: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub accepted: AtomicU64,
+    pub refused: AtomicU64,
+    /// Gauges, refreshed by the reactor's timer: connections by state.
+    pub handshake: AtomicU64,
+    pub ready: AtomicU64,
+    pub closing: AtomicU64,
+}
+
+impl Shard {
+    pub fn frame_in(&self, kind: u8) {
+        if let Some(c) = self.frames_in.get(usize::from(kind)) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn error(&self, code: ErrorCode) {
+        if let Some(c) = self.errors.get(usize::from(code.as_u16())) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+}
+
+/// What the sequencer and the log report.
+#[derive(Debug, Default)]
+pub struct StoreGauges {
+    pub stored: AtomicU64,
+    pub batches: AtomicU64,
+    pub failed_batches: AtomicU64,
+    pub fsyncs: AtomicU64,
+    pub fsync_us_sum: AtomicU64,
+    /// Cumulative counts per bucket of `FSYNC_BUCKETS_US` (plus +Inf last).
+    pub fsync_buckets: [AtomicU64; FSYNC_BUCKETS_US.len() + 1],
+    pub log_bytes: AtomicU64,
+}
+
+impl StoreGauges {
+    pub fn fsync(&self, micros: u64) {
+        self.fsyncs.fetch_add(1, Relaxed);
+        self.fsync_us_sum.fetch_add(micros, Relaxed);
+        let bucket = FSYNC_BUCKETS_US
+            .iter()
+            .position(|&b| micros <= b)
+            .unwrap_or(FSYNC_BUCKETS_US.len());
+        if let Some(c) = self.fsync_buckets.get(bucket) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    pub shards: Box<[Shard]>,
+    pub store: StoreGauges,
+}
+
+impl Metrics {
+    pub fn new(reactors: usize) -> Metrics {
+        Metrics {
+            shards: (0..reactors).map(|_| Shard::default()).collect(),
+            store: StoreGauges::default(),
+        }
+    }
+
+    pub fn shard(&self, reactor: usize) -> Option<&Shard> {
+        self.shards.get(reactor)
+    }
+
+    fn sum(&self, f: impl Fn(&Shard) -> &AtomicU64) -> u64 {
+        self.shards.iter().map(|s| f(s).load(Relaxed)).sum()
+    }
+
+    /// The Prometheus text exposition of everything.
+    pub fn render(&self, rooms: usize) -> String {
+        let mut out = String::with_capacity(4096);
+        family(
+            &mut out,
+            "connections",
+            "gauge",
+            "Open connections by reactor and state.",
+        );
+        for (i, s) in self.shards.iter().enumerate() {
+            for (state, g) in [
+                ("handshake", &s.handshake),
+                ("ready", &s.ready),
+                ("closing", &s.closing),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "chatd_connections{{reactor=\"{i}\",state=\"{state}\"}} {}",
+                    g.load(Relaxed)
+                );
+            }
+        }
+        let lines = [
+            (
+                "connections_accepted_total",
+                "counter",
+                "Connections accepted.",
+                self.sum(|s| &s.accepted),
+            ),
+            (
+                "connections_refused_total",
+                "counter",
+                "Connections refused at a connection limit.",
+                self.sum(|s| &s.refused),
+            ),
+            (
+                "messages_stored_total",
+                "counter",
+                "Messages written to the log and acknowledged.",
+                self.store.stored.load(Relaxed),
+            ),
+            (
+                "fanout_deliveries_total",
+                "counter",
+                "MSG frames queued to members, live and replayed.",
+                self.sum(|s| &s.delivered),
+            ),
+            (
+                "bytes_in_total",
+                "counter",
+                "Bytes read from clients.",
+                self.sum(|s| &s.bytes_in),
+            ),
+            (
+                "bytes_out_total",
+                "counter",
+                "Bytes written to clients.",
+                self.sum(|s| &s.bytes_out),
+            ),
+            (
+                "log_batches_total",
+                "counter",
+                "Batches written to the log (group commits).",
+                self.store.batches.load(Relaxed),
+            ),
+            (
+                "log_failed_batches_total",
+                "counter",
+                "Batches the disk refused (answered STORAGE).",
+                self.store.failed_batches.load(Relaxed),
+            ),
+            (
+                "log_bytes",
+                "gauge",
+                "Bytes in all log segments.",
+                self.store.log_bytes.load(Relaxed),
+            ),
+            ("rooms", "gauge", "Rooms the server holds.", rooms as u64),
+        ];
+        for (name, kind, help, value) in lines {
+            family(&mut out, name, kind, help);
+            let _ = writeln!(out, "chatd_{name} {value}");
+        }
+        family(
+            &mut out,
+            "frames_in_total",
+            "counter",
+            "Frames received, by kind.",
+        );
+        for (k, name) in KIND_NAMES.iter().enumerate().skip(1) {
+            let n: u64 = self
+                .shards
+                .iter()
+                .map(|s| s.frames_in.get(k).map_or(0, |c| c.load(Relaxed)))
+                .sum();
+            let _ = writeln!(out, "chatd_frames_in_total{{kind=\"{name}\"}} {n}");
+        }
+        family(
+            &mut out,
+            "errors_total",
+            "counter",
+            "ERROR frames sent, by code (SLOW_CONSUMER and RATE_LIMITED included).",
+        );
+        for code in ErrorCode::ALL {
+            let i = usize::from(code.as_u16());
+            let n: u64 = self
+                .shards
+                .iter()
+                .map(|s| s.errors.get(i).map_or(0, |c| c.load(Relaxed)))
+                .sum();
+            let _ = writeln!(out, "chatd_errors_total{{code=\"{code}\"}} {n}");
+        }
+        family(
+            &mut out,
+            "fsync_seconds",
+            "histogram",
+            "Time each fsync of the log took.",
+        );
+        let mut cumulative = 0;
+        for (i, bound) in FSYNC_BUCKETS_US.iter().enumerate() {
+            cumulative += self
+                .store
+                .fsync_buckets
+                .get(i)
+                .map_or(0, |c| c.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "chatd_fsync_seconds_bucket{{le=\"{}\"}} {cumulative}",
+                *bound as f64 / 1e6
+            );
+        }
+        cumulative += self
+            .store
+            .fsync_buckets
+            .last()
+            .map_or(0, |c| c.load(Relaxed));
+        let _ = writeln!(
+            out,
+            "chatd_fsync_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+        );
+        let sum = self.store.fsync_us_sum.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "chatd_fsync_seconds_sum {sum}\nchatd_fsync_seconds_count {cumulative}"
+        );
+        out
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(
+        out,
+        "# HELP chatd_{name} {help}\n# TYPE chatd_{name} {kind}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_summed_and_histogram_is_cumulative() {
+        let m = Metrics::new(2);
+        m.shards[0].frame_in(crate::protocol::kind::SEND);
+        m.shards[1].frame_in(crate::protocol::kind::SEND);
+        m.shards[1].frame_in(0x7f);
+        m.shards[0].error(ErrorCode::RateLimited);
+        m.store.fsync(80);
+        m.store.fsync(300);
+        m.store.fsync(5_000_000);
+        let text = m.render(3);
+        assert!(
+            text.contains("chatd_frames_in_total{kind=\"SEND\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("chatd_errors_total{code=\"RATE_LIMITED\"} 1"));
+        assert!(text.contains("chatd_fsync_seconds_bucket{le=\"0.0001\"} 1"));
+        assert!(text.contains("chatd_fsync_seconds_bucket{le=\"0.0005\"} 2"));
+        assert!(text.contains("chatd_fsync_seconds_bucket{le=\"+Inf\"} 3"));
+        assert!(text.contains("chatd_fsync_seconds_count 3"));
+        assert!(text.contains("chatd_rooms 3"));
+    }
+}
