@@ -14,6 +14,9 @@ use crate::protocol::ErrorCode;
 /// Client frame kinds are 1..=6; index 0 counts nothing (kept so kinds index directly).
 const KINDS: usize = 7;
 const CODES: usize = 16;
+const OUT_NAMES: [&str; 8] = [
+    "", "WELCOME", "JOINED", "LEFT", "MSG", "ACK", "PONG", "ERROR",
+];
 const KIND_NAMES: [&str; KINDS] = ["", "HELLO", "JOIN", "LEAVE", "SEND", "PING", "BYE"];
 
 /// Fsync latency histogram bucket bounds, in microseconds.
@@ -26,6 +29,8 @@ pub const FSYNC_BUCKETS_US: [u64; 10] = [
 #[repr(align(128))]
 pub struct Shard {
     pub frames_in: [AtomicU64; KINDS],
+    /// Server frame kinds 0x81..=0x87, at index kind - 0x80.
+    pub frames_out: [AtomicU64; 8],
     pub errors: [AtomicU64; CODES],
     /// MSG frames queued to members (live and replayed): the fanout.
     pub delivered: AtomicU64,
@@ -42,6 +47,12 @@ pub struct Shard {
 impl Shard {
     pub fn frame_in(&self, kind: u8) {
         if let Some(c) = self.frames_in.get(usize::from(kind)) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn frame_out(&self, kind: u8) {
+        if let Some(c) = self.frames_out.get(usize::from(kind.wrapping_sub(0x80))) {
             c.fetch_add(1, Relaxed);
         }
     }
@@ -202,6 +213,20 @@ impl Metrics {
                 .map(|s| s.frames_in.get(k).map_or(0, |c| c.load(Relaxed)))
                 .sum();
             let _ = writeln!(out, "chatd_frames_in_total{{kind=\"{name}\"}} {n}");
+        }
+        family(
+            &mut out,
+            "frames_out_total",
+            "counter",
+            "Frames sent whole, by kind.",
+        );
+        for (i, name) in OUT_NAMES.iter().enumerate().skip(1) {
+            let n: u64 = self
+                .shards
+                .iter()
+                .map(|s| s.frames_out.get(i).map_or(0, |c| c.load(Relaxed)))
+                .sum();
+            let _ = writeln!(out, "chatd_frames_out_total{{kind=\"{name}\"}} {n}");
         }
         family(
             &mut out,

@@ -157,7 +157,11 @@ impl Conn {
             if budget == 0 {
                 return Ok(true);
             }
-            match self.session.out.write_to(&mut self.stream) {
+            match self
+                .session
+                .out
+                .write_counted(&mut self.stream, |kind| env.frame_out(kind))
+            {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     env.transferred(0, n as u64);

@@ -80,6 +80,12 @@ impl Env for ConnEnv<'_> {
         }
     }
 
+    fn frame_out(&mut self, kind: u8) {
+        if let Some(shard) = self.shared.metrics.shard(self.reactor) {
+            shard.frame_out(kind);
+        }
+    }
+
     fn error_sent(&mut self, code: ErrorCode) {
         if let Some(shard) = self.shared.metrics.shard(self.reactor) {
             shard.error(code);

@@ -73,6 +73,10 @@ pub trait Env {
     fn frame_in(&mut self, kind: u8) {
         let _ = kind;
     }
+    /// For the metrics: a whole frame of this kind left for the client.
+    fn frame_out(&mut self, kind: u8) {
+        let _ = kind;
+    }
     /// For the metrics: a non-fatal ERROR answered a request.
     fn error_sent(&mut self, code: ErrorCode) {
         let _ = code;

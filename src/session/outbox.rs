@@ -104,6 +104,14 @@ impl Outbox {
     /// # Errors
     /// Whatever the writer returns, `WouldBlock` included; nothing is consumed then.
     pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<usize> {
+        self.write_counted(w, |_| {})
+    }
+
+    /// Like `write_to`, and calls `sent` with the kind of every frame that left whole.
+    ///
+    /// # Errors
+    /// Whatever the writer returns, `WouldBlock` included; nothing is consumed then.
+    pub fn write_counted(&mut self, w: &mut impl Write, sent: impl FnMut(u8)) -> io::Result<usize> {
         let mut slices = [IoSlice::new(&[]); MAX_IOV];
         let mut count = 0;
         for (slot, chunk) in slices.iter_mut().zip(self.chunks.iter()) {
@@ -117,11 +125,11 @@ impl Outbox {
             count += 1;
         }
         let written = w.write_vectored(slices.get(..count).unwrap_or_default())?;
-        self.consume(written);
+        self.consume(written, sent);
         Ok(written)
     }
 
-    fn consume(&mut self, mut n: usize) {
+    fn consume(&mut self, mut n: usize, mut sent: impl FnMut(u8)) {
         while n > 0 {
             let Some(front) = self.chunks.front() else {
                 return;
@@ -133,10 +141,27 @@ impl Outbox {
             }
             n -= left;
             self.front_written = 0;
-            if let Some(Chunk::Owned(buf)) = self.chunks.pop_front() {
-                self.owned_bytes -= buf.len();
+            match self.chunks.pop_front() {
+                Some(Chunk::Owned(buf)) => {
+                    self.owned_bytes -= buf.len();
+                    frame_kinds(&buf, &mut sent);
+                }
+                Some(Chunk::Shared(frame)) => frame_kinds(&frame, &mut sent),
+                None => {}
             }
         }
+    }
+}
+
+/// Calls `sent` with the kind of each whole frame in `bytes` (frames back to back).
+fn frame_kinds(mut bytes: &[u8], sent: &mut impl FnMut(u8)) {
+    while let Some((len, rest)) = bytes.split_first_chunk::<4>() {
+        let len = usize::try_from(u32::from_be_bytes(*len)).unwrap_or(usize::MAX);
+        let (Some(&kind), Some(next)) = (rest.first(), rest.get(len..)) else {
+            return;
+        };
+        sent(kind);
+        bytes = next;
     }
 }
 
@@ -212,6 +237,24 @@ mod tests {
         }
         assert_eq!(sink.taken, expected(&[pong, ack], &shared));
         assert_eq!(out.owned_bytes(), 0);
+    }
+
+    #[test]
+    fn every_frame_that_leaves_whole_is_counted_once() {
+        let mut out = Outbox::default();
+        out.push_frame(&ServerFrame::Pong { nonce: 1 });
+        out.push_frame(&ServerFrame::Ack { id: 1, seq: 1 });
+        out.push_shared(vec![0, 0, 0, 1, 0x84].into());
+        let mut kinds = Vec::new();
+        let mut sink = Trickle {
+            taken: Vec::new(),
+            cap: 5,
+        };
+        while !out.is_empty() {
+            out.write_counted(&mut sink, |k| kinds.push(k))
+                .expect("trickle");
+        }
+        assert_eq!(kinds, vec![0x86, 0x85, 0x84]);
     }
 
     #[test]
