@@ -77,10 +77,10 @@ impl Ring {
         if self.frames.is_empty() {
             self.window_first = self.head;
         }
-        if let Some(pos) = pos {
-            if self.index.is_empty() || (self.head - 1) % INDEX_STRIDE == 0 {
-                self.index.push((self.head, pos));
-            }
+        if let Some(pos) = pos
+            && (self.index.is_empty() || (self.head - 1).is_multiple_of(INDEX_STRIDE))
+        {
+            self.index.push((self.head, pos));
         }
         self.bytes += frame.len();
         self.frames.push_back(frame);

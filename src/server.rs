@@ -294,10 +294,10 @@ impl Server {
         if self.archive.join().is_err() {
             panicked += 1;
         }
-        if let Some((_, handle)) = self.metrics {
-            if handle.join().is_err() {
-                panicked += 1;
-            }
+        if let Some((_, handle)) = self.metrics
+            && handle.join().is_err()
+        {
+            panicked += 1;
         }
         if panicked > 0 {
             return Err(io::Error::other(format!(

@@ -174,10 +174,10 @@ impl Reactor {
                 next_tick = now + self.tick;
             }
             self.service_ready(&mut scratch, now);
-            if let Some(deadline) = self.stopping {
-                if self.conns.is_empty() || now >= deadline {
-                    break;
-                }
+            if let Some(deadline) = self.stopping
+                && (self.conns.is_empty() || now >= deadline)
+            {
+                break;
             }
         }
         let left = self.conns.len();
@@ -458,11 +458,11 @@ impl Reactor {
 }
 
 fn schedule(conns: &mut Slab<Conn>, ready: &mut Vec<usize>, key: usize) {
-    if let Some(conn) = conns.get_mut(key) {
-        if !conn.scheduled {
-            conn.scheduled = true;
-            ready.push(key);
-        }
+    if let Some(conn) = conns.get_mut(key)
+        && !conn.scheduled
+    {
+        conn.scheduled = true;
+        ready.push(key);
     }
 }
 

@@ -132,13 +132,13 @@ pub fn recover(dir: &Path, epoch: u64, mode: RecoveryMode) -> Result<Recovered, 
             offset,
             reason: reason.to_string(),
         };
-        if let Some(expected) = expected_id {
-            if id != expected {
-                return Err(corrupt(
-                    0,
-                    &format!("segment {expected} is missing before it"),
-                ));
-            }
+        if let Some(expected) = expected_id
+            && id != expected
+        {
+            return Err(corrupt(
+                0,
+                &format!("segment {expected} is missing before it"),
+            ));
         }
         expected_id = Some(id + 1);
         let newest = i + 1 == count;

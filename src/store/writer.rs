@@ -238,10 +238,11 @@ impl LogWriter {
 
     /// Syncs if the interval has passed, and applies age-based retention.
     pub fn tick(&mut self, now: Instant) {
-        if let FsyncPolicy::Interval(every) = self.limits.fsync {
-            if self.unsynced && now >= self.last_sync + every {
-                self.sync(now);
-            }
+        if let FsyncPolicy::Interval(every) = self.limits.fsync
+            && self.unsynced
+            && now >= self.last_sync + every
+        {
+            self.sync(now);
         }
         self.retain();
     }

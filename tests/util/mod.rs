@@ -64,10 +64,10 @@ impl Daemon {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    if let Ok(addr) = addr.parse::<SocketAddr>() {
-                        let _ = tx.send(addr);
-                    }
+                if let Some(addr) = line.strip_prefix("listening on ")
+                    && let Ok(addr) = addr.parse::<SocketAddr>()
+                {
+                    let _ = tx.send(addr);
                 }
             }
         });

@@ -1,0 +1,511 @@
+//! Interactive mode: rooms in, messages out, one current room for what is typed. A message
+//! typed is pending until the server ACKs it (its own MSG then shows it in the room's
+//! order); a refusal is marked with the server's reason, and one the connection took down
+//! unconfirmed says so. The last seq seen per room goes to the state file now and then and
+//! at the end, so the next run can show what was missed.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::mpsc::{self, Sender};
+use std::time::{Duration, Instant};
+
+use crate::config::Settings;
+use crate::events::{Driver, Step};
+use crate::failure::{Failure, check_room, reason};
+use crate::input::{Screen, Terminal, spawn_plain, spawn_tty};
+use crate::link::{Link, Mode, Note, Start};
+use crate::render::{chat_line, clean, today, when};
+use crate::script::target;
+use crate::state::{State, StateFile};
+
+/// After this long without an ACK, a pending message is pointed out.
+const SLOW_ACK: Duration = Duration::from_secs(3);
+/// How often the state file is rewritten while messages arrive.
+const SAVE_EVERY: Duration = Duration::from_secs(2);
+/// How long /quit waits for the server to settle what it owes.
+const QUIT_GRACE: Duration = Duration::from_secs(5);
+
+const HELP: &[&str] = &[
+    "-- /join ROOM      join ROOM and make it the current room",
+    "-- /leave [ROOM]   leave ROOM (default: the current room)",
+    "-- /room ROOM      make ROOM the current room (/room alone names it)",
+    "-- /rooms          list the rooms joined",
+    "-- /quit           leave once the server has confirmed what you sent (also Ctrl-D)",
+    "-- //text          send `/text`; any other line goes to the current room",
+];
+
+struct Pending {
+    room: String,
+    text: String,
+    since: Instant,
+    pointed_out: bool,
+}
+
+struct Chat {
+    d: Driver,
+    screen: Screen,
+    /// The line editor's prompt queue; `None` when reading a pipe.
+    prompts: Option<Sender<Option<String>>>,
+    current: Option<String>,
+    pending: BTreeMap<u64, Pending>,
+    next_id: u64,
+    history: u32,
+    /// The state as this run found it, for rooms joined later.
+    saved: Option<State>,
+    file: Option<StateFile>,
+    /// Cursors of rooms left during this run (the link forgets them).
+    left: BTreeMap<String, u64>,
+    save_at: Option<Instant>,
+    save_failed: bool,
+    last_day: Option<String>,
+    quit_by: Option<Instant>,
+}
+
+/// Runs interactive mode until /quit or the end of input.
+///
+/// # Errors
+/// The first connection failed, a room name is invalid, or the server refused us for good.
+pub fn run(s: &Settings, rooms: Vec<String>) -> Result<(), Failure> {
+    let mut wanted: Vec<String> = Vec::new();
+    for room in if rooms.is_empty() { &s.rooms } else { &rooms } {
+        check_room(room)?;
+        if !wanted.contains(room) {
+            wanted.push(room.clone());
+        }
+    }
+    let file = s
+        .state_dir
+        .as_ref()
+        .map(|dir| StateFile::new(dir, &s.server, &s.user));
+    let saved = file.as_ref().and_then(|f| match f.load() {
+        Ok(state) => state,
+        Err(e) => {
+            eprintln!("chat: warning: cannot read {}: {e}", f.path().display());
+            None
+        }
+    });
+    let starts = wanted
+        .iter()
+        .map(|r| (r.clone(), start_for(saved.as_ref(), None, r, s.history)))
+        .collect();
+    let (tx, rx) = mpsc::channel();
+    let link = Link::open(target(s), tx.clone(), Mode::Resilient, s.history, starts)?;
+    let terminal = Terminal::save();
+    let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let (screen, prompts) = if tty {
+        let (screen, prompts) = spawn_tty(tx).map_err(|e| {
+            Failure::new(
+                crate::failure::Exit::Other,
+                format!("cannot use the terminal: {e}"),
+            )
+        })?;
+        (screen, Some(prompts))
+    } else {
+        spawn_plain(tx);
+        (Screen::Plain, None)
+    };
+    let mut chat = Chat {
+        d: Driver::new(link, rx),
+        screen,
+        prompts,
+        current: wanted.first().cloned(),
+        pending: BTreeMap::new(),
+        next_id: 1,
+        history: s.history,
+        saved,
+        file,
+        left: BTreeMap::new(),
+        save_at: None,
+        save_failed: false,
+        last_day: None,
+        quit_by: None,
+    };
+    chat.say(&format!(
+        "-- connected to {} as {}; /help lists the commands",
+        s.server, s.user
+    ));
+    if wanted.is_empty() {
+        chat.say("-- no rooms joined yet: /join ROOM");
+    }
+    chat.prompt();
+    let result = chat.run();
+    chat.save();
+    terminal.restore();
+    if tty && result.is_err() {
+        println!(); // off the line being edited, so the error starts a line of its own
+    }
+    result
+}
+
+/// Where a room's first JOIN starts: from the last seq seen in it (this run or an earlier
+/// one), else the last `history` messages.
+fn start_for(saved: Option<&State>, left: Option<(u64, u64)>, room: &str, history: u32) -> Start {
+    if let Some((epoch, seq)) = left {
+        return Start::Seen { epoch, seq };
+    }
+    saved
+        .and_then(|st| {
+            st.seqs.get(room).map(|&seq| Start::Seen {
+                epoch: st.epoch,
+                seq,
+            })
+        })
+        .unwrap_or(Start::Window {
+            after: 0,
+            limit: history,
+        })
+}
+
+impl Chat {
+    fn run(&mut self) -> Result<(), Failure> {
+        loop {
+            let until = self.deadline();
+            let done = match self.d.step(until)? {
+                Step::Note(note) => self.note(note),
+                Step::Line(line) => {
+                    self.line(&line);
+                    self.prompt();
+                    false
+                }
+                Step::InputDone => self.quit(),
+                Step::Timeout => self.timers(),
+            };
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    fn say(&mut self, text: &str) {
+        self.screen.line(text);
+    }
+
+    fn prompt(&mut self) {
+        if self.quit_by.is_some() {
+            return;
+        }
+        let prompt = match &self.current {
+            Some(room) => format!("[{room}]> "),
+            None => "> ".to_string(),
+        };
+        if let Some(prompts) = &self.prompts {
+            let _ = prompts.send(Some(prompt));
+        }
+    }
+
+    fn line(&mut self, line: &str) {
+        if line.trim().is_empty() || self.quit_by.is_some() {
+            return;
+        }
+        if let Some(rest) = line.strip_prefix("//") {
+            self.post(&format!("/{rest}"));
+        } else if let Some(command) = line.strip_prefix('/') {
+            self.command(command);
+        } else {
+            self.post(line);
+        }
+    }
+
+    fn command(&mut self, command: &str) {
+        let mut words = command.split_whitespace();
+        let name = words.next().unwrap_or_default();
+        let arg = words.next().map(str::to_string);
+        match (name, arg) {
+            ("join" | "j", Some(room)) => self.join(room),
+            ("leave" | "part", room) => match room.or_else(|| self.current.clone()) {
+                Some(room) => self.leave(&room),
+                None => self.say("!! no current room to leave"),
+            },
+            ("room" | "r", Some(room)) if self.d.link.has(&room) => {
+                self.say(&format!("-- current room: [{room}]"));
+                self.current = Some(room);
+            }
+            ("room" | "r", Some(room)) => {
+                self.say(&format!("!! not in [{room}]: /join {room} first"));
+            }
+            ("room" | "r", None) => match self.current.clone() {
+                Some(room) => self.say(&format!("-- current room: [{room}]")),
+                None => self.say("-- no current room: /join ROOM"),
+            },
+            ("rooms", _) => self.list_rooms(),
+            ("help" | "h" | "?", _) => {
+                for line in HELP {
+                    self.say(line);
+                }
+            }
+            ("quit" | "exit" | "q", _) => {
+                self.quit();
+            }
+            ("join" | "j", None) => self.say("!! /join needs a ROOM"),
+            (other, _) => self.say(&format!(
+                "!! unknown command /{other}: /help lists the commands (//text sends /text)"
+            )),
+        }
+    }
+
+    fn join(&mut self, room: String) {
+        if let Err(f) = check_room(&room) {
+            return self.say(&format!("!! {}", f.message));
+        }
+        if !self.d.link.has(&room) {
+            let left = self.left.remove(&room).zip(self.d.link.epoch());
+            let left = left.map(|(seq, epoch)| (epoch, seq));
+            let start = start_for(self.saved.as_ref(), left, &room, self.history);
+            self.d.link.join(&room, start);
+        }
+        self.say(&format!("-- current room: [{room}]"));
+        self.current = Some(room);
+    }
+
+    fn leave(&mut self, room: &str) {
+        if !self.d.link.has(room) {
+            return self.say(&format!("!! not in [{room}]"));
+        }
+        if let Some(cursor) = self.d.link.leave(room) {
+            self.left.insert(room.to_string(), cursor);
+            self.save_soon();
+        }
+        if self.current.as_deref() == Some(room) {
+            self.current = self.d.link.rooms().next().map(str::to_string);
+            match self.current.clone() {
+                Some(next) => self.say(&format!("-- current room: [{next}]")),
+                None => self.say("-- no current room: /join ROOM"),
+            }
+        }
+    }
+
+    fn list_rooms(&mut self) {
+        let rooms: Vec<String> = self
+            .d
+            .link
+            .rooms()
+            .map(|r| {
+                if self.current.as_deref() == Some(r) {
+                    format!("[{r}] (current)")
+                } else {
+                    format!("[{r}]")
+                }
+            })
+            .collect();
+        if rooms.is_empty() {
+            self.say("-- no rooms joined: /join ROOM");
+        } else {
+            self.say(&format!("-- rooms: {}", rooms.join(", ")));
+        }
+    }
+
+    /// Sends a message to the current room; it is pending until its ACK.
+    fn post(&mut self, text: &str) {
+        let Some(room) = self.current.clone() else {
+            return self.say("!! no current room: /join ROOM first");
+        };
+        if self.prompts.is_none() {
+            // What a terminal would show after the prompt, so a piped session reads alike.
+            self.say(&format!("[{room}]> {}", clean(text, " ")));
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        match self.d.link.send(&room, id, text) {
+            Ok(()) => {
+                let pending = Pending {
+                    room,
+                    text: text.to_string(),
+                    since: Instant::now(),
+                    pointed_out: false,
+                };
+                self.pending.insert(id, pending);
+            }
+            Err(why) => self.say(&format!(
+                "✗ [{room}] not sent ({why}): {}",
+                clean(text, " ")
+            )),
+        }
+    }
+
+    /// Shows what the link reports; true once the session is over.
+    fn note(&mut self, note: Note) -> bool {
+        match note {
+            Note::Connected {
+                again,
+                epoch_changed,
+            } => {
+                if again {
+                    let addr = self.d.link.addr().to_string();
+                    self.say(&format!("-- reconnected to {addr}"));
+                }
+                if epoch_changed {
+                    self.left.clear();
+                    self.say("-- the server's message store was replaced: every room starts over");
+                }
+            }
+            Note::Joined {
+                room, resumed, gap, ..
+            } => {
+                if !resumed {
+                    self.say(&format!("-- joined [{room}]"));
+                }
+                if let Some((a, b)) = gap {
+                    self.say(&format!(
+                        "-- [{room}]: messages {a}-{b} were deleted by the server before you saw them"
+                    ));
+                }
+            }
+            Note::Left { room } => self.say(&format!("-- left [{room}]")),
+            Note::Msg {
+                room,
+                ts_ms,
+                user,
+                text,
+                ..
+            } => {
+                let w = when(ts_ms);
+                if self.last_day.as_deref() != Some(w.day.as_str()) {
+                    if self.last_day.is_some() || w.day != today() {
+                        self.say(&format!("-- {} --", w.day));
+                    }
+                    self.last_day = Some(w.day);
+                }
+                self.say(&chat_line(&w.hhmm, &room, &user, &text));
+                self.save_soon();
+            }
+            Note::Ack { id, .. } => {
+                self.pending.remove(&id);
+            }
+            Note::Refused { id, code, message } => match self.pending.remove(&id) {
+                Some(p) => self.say(&format!(
+                    "✗ [{}] not sent, {}: {}",
+                    p.room,
+                    reason(code, &message),
+                    clean(&p.text, " ")
+                )),
+                None => self.say(&format!("!! {}", reason(code, &message))),
+            },
+            Note::JoinFailed {
+                room,
+                code,
+                message,
+            } => {
+                self.say(&format!(
+                    "!! cannot join [{room}]: {}",
+                    reason(code, &message)
+                ));
+                if self.current.as_deref() == Some(room.as_str()) {
+                    self.current = self.d.link.rooms().next().map(str::to_string);
+                }
+            }
+            Note::Error { code, message } => self.say(&format!("!! {}", reason(code, &message))),
+            Note::Down { why, retry_in } => {
+                self.say(&format!(
+                    "-- {why}; reconnecting in {:.1} s",
+                    retry_in.as_secs_f64()
+                ));
+                self.unconfirmed("the connection dropped");
+            }
+            Note::Retrying { why, retry_in } => self.say(&format!(
+                "-- {why}; trying again in {:.1} s",
+                retry_in.as_secs_f64()
+            )),
+            Note::Closed => {
+                self.unconfirmed("the connection closed");
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Says which pending messages will never be confirmed.
+    fn unconfirmed(&mut self, why: &str) {
+        for p in std::mem::take(&mut self.pending).into_values() {
+            self.say(&format!(
+                "? [{}] not confirmed before {why}; it may not have been stored: {}",
+                p.room,
+                clean(&p.text, " ")
+            ));
+        }
+    }
+
+    /// Starts leaving: BYE, then wait (briefly) for the ACKs owed. True if already done.
+    fn quit(&mut self) -> bool {
+        if self.quit_by.is_some() {
+            return false;
+        }
+        self.quit_by = Some(Instant::now() + QUIT_GRACE);
+        if let Some(prompts) = self.prompts.take() {
+            let _ = prompts.send(None);
+        }
+        if self.d.link.bye() {
+            false
+        } else {
+            self.unconfirmed("leaving while not connected");
+            true
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        let slow = self
+            .pending
+            .values()
+            .filter(|p| !p.pointed_out)
+            .map(|p| p.since + SLOW_ACK)
+            .min();
+        [slow, self.save_at, self.quit_by]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Runs what is due; true once the session is over.
+    fn timers(&mut self) -> bool {
+        let now = Instant::now();
+        if self.quit_by.is_some_and(|t| t <= now) {
+            self.unconfirmed("leaving");
+            return true;
+        }
+        let mut slow = Vec::new();
+        for p in self.pending.values_mut() {
+            if !p.pointed_out && p.since + SLOW_ACK <= now {
+                p.pointed_out = true;
+                slow.push(format!(
+                    "… [{}] still waiting for the server to confirm: {}",
+                    p.room,
+                    clean(&p.text, " ")
+                ));
+            }
+        }
+        for line in slow {
+            self.say(&line);
+        }
+        if self.save_at.is_some_and(|t| t <= now) {
+            self.save();
+        }
+        false
+    }
+
+    fn save_soon(&mut self) {
+        if self.save_at.is_none() {
+            self.save_at = Some(Instant::now() + SAVE_EVERY);
+        }
+    }
+
+    /// Writes the last seq seen per room to the state file.
+    fn save(&mut self) {
+        self.save_at = None;
+        let (Some(file), Some(epoch)) = (&self.file, self.d.link.epoch()) else {
+            return;
+        };
+        let mut state = State {
+            epoch,
+            seqs: self.left.clone(),
+        };
+        for (room, seq) in self.d.link.cursors() {
+            state.seqs.insert(room.to_string(), seq);
+        }
+        if let Err(e) = file.save(&state)
+            && !self.save_failed
+        {
+            self.save_failed = true;
+            let path = file.path().display().to_string();
+            self.say(&format!("!! cannot save the state file {path}: {e}"));
+        }
+    }
+}
