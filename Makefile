@@ -17,11 +17,14 @@ build:
 test:
 	$(CARGO) test --all-targets
 
-# Benchmarks: the durable matrix (fsync policy x senders, 3 runs each) on daemons the bench
-# starts itself; figures go in docs/benchmarks.md.
+# Benchmarks: the durable matrix (fsync policy x senders, 3 runs each), then the standard set
+# (fanout, rooms, idle, connect against chatd, redis-server and nats-server; servers pinned to
+# CPU 0, the bench to CPU 1). Needs redis-server and nats-server installed. Writes
+# docs/benchmarks.md and docs/plots/*.svg.
 bench:
 	$(CARGO) build --release --bins
 	$(CARGO) run --release --bin chat-bench -- durable-matrix --spawn --repeat 3
+	./target/release/chat-bench standard --server-cpu 0 --cpu 1 --out docs/benchmarks.md --plots docs/plots
 
 # Formatting and lints, as CI checks them.
 lint:

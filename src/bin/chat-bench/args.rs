@@ -101,10 +101,12 @@ pub struct Matrix {
     pub repeat: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Durable { target: Target, load: Load },
     Matrix(Matrix),
+    Live(Box<crate::live::Live>),
+    Standard(crate::standard::Standard),
     Help,
 }
 
@@ -131,6 +133,23 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         Some(Long("help") | Short('h')) | None => return Ok(Command::Help),
         Some(other) => return Err(other.unexpected().to_string()),
     };
+    let live = match word.as_str() {
+        "fanout" => Some(crate::live::Which::Fanout),
+        "rooms" => Some(crate::live::Which::Rooms),
+        "idle" => Some(crate::live::Which::Idle),
+        "connect" => Some(crate::live::Which::Connect),
+        "idle-hold" => Some(crate::live::Which::Hold),
+        _ => None,
+    };
+    if let Some(which) = live {
+        return match crate::live::parse(which, &mut p) {
+            Err(e) if e == "help" => Ok(Command::Help),
+            other => other.map(|l| Command::Live(Box::new(l))),
+        };
+    }
+    if word == "standard" {
+        return crate::standard::parse(&mut p).map(Command::Standard);
+    }
     let matrix = match word.as_str() {
         "durable" => false,
         "durable-matrix" => true,

@@ -37,6 +37,7 @@ pub struct LogStats {
 pub struct Usage {
     pub cpu_secs: f64,
     pub peak_rss_kib: u64,
+    pub rss_kib: u64,
 }
 
 /// What a stopped daemon left to report.
@@ -65,14 +66,40 @@ impl Daemon {
         user: &str,
         connections: usize,
     ) -> Result<(Daemon, String), String> {
+        Daemon::start_pinned(chatd, policy, user, connections, None)
+    }
+
+    /// `start`, with the daemon run under `taskset -c CPU` when `cpu` is given, and
+    /// `--max-connections` raised as well when `connections` needs it.
+    ///
+    /// # Errors
+    /// As `start`.
+    pub fn start_pinned(
+        chatd: &Path,
+        policy: &str,
+        user: &str,
+        connections: usize,
+        cpu: Option<usize>,
+    ) -> Result<(Daemon, String), String> {
         let dir = fresh_dir()?;
         let data = dir.join("data");
         let token = add_user(chatd, &data, user).inspect_err(|_| {
             let _ = std::fs::remove_dir_all(&dir);
         })?;
         let per_ip = connections.saturating_add(16).max(256).to_string();
-        let spawned = Command::new(chatd)
-            .arg("serve")
+        let mut cmd = match cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &cpu.to_string()]).arg(chatd);
+                c
+            }
+            None => Command::new(chatd),
+        };
+        cmd.arg("serve");
+        if connections > 1000 {
+            cmd.args(["--max-connections", &per_ip]);
+        }
+        let spawned = cmd
             .arg("--data-dir")
             .arg(&data)
             .args(["--listen", "127.0.0.1:0", "--send-rate", "0"])
@@ -121,15 +148,13 @@ impl Daemon {
         Ok((daemon, token))
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// CPU time and peak RSS so far; zeros if /proc cannot be read.
     pub fn usage(&self) -> Usage {
-        let pid = self.child.id();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        Usage {
-            cpu_secs: cpu_secs(&stat).unwrap_or(0.0),
-            peak_rss_kib: peak_rss_kib(&status).unwrap_or(0),
-        }
+        usage_of(self.child.id())
     }
 
     /// Reads usage, sends SIGTERM, waits for a clean exit and collects the log counters.
@@ -177,6 +202,17 @@ impl Drop for Daemon {
     }
 }
 
+/// CPU time, peak RSS and current RSS of any process, from /proc; zeros if it cannot be read.
+pub fn usage_of(pid: u32) -> Usage {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    Usage {
+        cpu_secs: cpu_secs(&stat).unwrap_or(0.0),
+        peak_rss_kib: peak_rss_kib(&status).unwrap_or(0),
+        rss_kib: kib_of(&status, "VmRSS:").unwrap_or(0),
+    }
+}
+
 /// A directory no other run uses: pid, a counter and the clock in its name.
 fn fresh_dir() -> Result<PathBuf, String> {
     static RUNS: AtomicU64 = AtomicU64::new(0);
@@ -221,7 +257,12 @@ pub fn cpu_secs(stat: &str) -> Option<f64> {
 
 /// VmHWM of /proc/PID/status, in KiB.
 pub fn peak_rss_kib(status: &str) -> Option<u64> {
-    let v = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    kib_of(status, "VmHWM:")
+}
+
+/// A `kB` field of /proc/PID/status.
+fn kib_of(status: &str, field: &str) -> Option<u64> {
+    let v = status.lines().find_map(|l| l.strip_prefix(field))?;
     v.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
@@ -285,5 +326,6 @@ mod tests {
     fn peak_rss_is_vm_hwm() {
         let status = "Name:\tchatd\nVmPeak:\t  9000 kB\nVmHWM:\t    5120 kB\nVmRSS:\t 4000 kB\n";
         assert_eq!(peak_rss_kib(status), Some(5120));
+        assert_eq!(kib_of(status, "VmRSS:"), Some(4000));
     }
 }

@@ -78,11 +78,11 @@ impl Ledger {
     }
 
     pub fn sent(&mut self, id: u64, at: Instant) {
-        if let Some(slot) = self.slot(id) {
-            if *slot == Slot::Unsent {
-                *slot = Slot::InFlight(at);
-                self.in_flight += 1;
-            }
+        if let Some(slot) = self.slot(id)
+            && *slot == Slot::Unsent
+        {
+            *slot = Slot::InFlight(at);
+            self.in_flight += 1;
         }
     }
 
@@ -149,13 +149,13 @@ pub fn repeated_seqs(acked: &BTreeMap<String, Vec<u64>>) -> Vec<Violation> {
         let mut sorted = seqs.clone();
         sorted.sort_unstable();
         for pair in sorted.windows(2) {
-            if let [a, b] = pair {
-                if a == b {
-                    out.push(Violation::RepeatedSeq {
-                        room: room.clone(),
-                        seq: *a,
-                    });
-                }
+            if let [a, b] = pair
+                && a == b
+            {
+                out.push(Violation::RepeatedSeq {
+                    room: room.clone(),
+                    seq: *a,
+                });
             }
         }
     }

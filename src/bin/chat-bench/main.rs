@@ -9,12 +9,21 @@
 mod args;
 mod daemon;
 mod ledger;
+mod live;
 mod login;
 mod matrix;
+mod net;
+mod payload;
+mod plot;
+mod record;
 mod report;
 mod runner;
 mod scenario;
+mod server;
+mod standard;
 mod stats;
+mod track;
+mod wire;
 
 use std::process::ExitCode;
 
@@ -37,11 +46,49 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Durable { target, load } => durable(&target, &load),
+        Command::Live(l) => live(&l),
+        Command::Standard(s) => match standard::run_set(&s) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("chat-bench: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Matrix(m) => match matrix::run(&m) {
             matrix::Verdict::Clean => ExitCode::SUCCESS,
             matrix::Verdict::Violations => ExitCode::from(1),
             matrix::Verdict::Broken => ExitCode::from(2),
         },
+    }
+}
+
+fn live(l: &live::Live) -> ExitCode {
+    if let Some(cpu) = l.cpu
+        && let Err(e) = net::pin(cpu)
+    {
+        eprintln!("chat-bench: {e}");
+        return ExitCode::from(2);
+    }
+    match live::run(l) {
+        Ok(r) => {
+            print!("{}", r.rows());
+            println!("{}", r.json());
+            let broken = ["lost", "duplicates", "reordered", "failed", "failures"]
+                .iter()
+                .any(|k| r.f(k).is_some_and(|n| n > 0.0));
+            if broken {
+                eprintln!(
+                    "chat-bench: the accounting did not balance (see lost/duplicates/reordered/failed)"
+                );
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("chat-bench: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

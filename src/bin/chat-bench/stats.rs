@@ -24,6 +24,7 @@ pub struct Percentiles {
     pub p50_us: u64,
     pub p90_us: u64,
     pub p99_us: u64,
+    pub p999_us: u64,
     pub max_us: u64,
 }
 
@@ -63,6 +64,7 @@ impl Latency {
             p50_us: self.hist.value_at_quantile(0.50),
             p90_us: self.hist.value_at_quantile(0.90),
             p99_us: self.hist.value_at_quantile(0.99),
+            p999_us: self.hist.value_at_quantile(0.999),
             max_us: self.hist.max(),
         }
     }
@@ -135,7 +137,23 @@ mod tests {
         assert_eq!(p.p50_us, 500);
         assert_eq!(p.p90_us, 900);
         assert_eq!(p.p99_us, 990);
+        assert_eq!(p.p999_us, 999);
         assert_eq!(p.max_us, 1000);
+    }
+
+    #[test]
+    fn p99_9_sees_fifteen_slow_messages_in_ten_thousand_and_p99_does_not() {
+        let mut l = Latency::new();
+        for _ in 0..9985 {
+            l.record_us(50);
+        }
+        for _ in 0..15 {
+            l.record_us(70_000);
+        }
+        let p = l.percentiles();
+        assert_eq!((p.p50_us, p.p99_us), (50, 50));
+        assert!(p.p999_us.abs_diff(70_000) <= 70, "p99.9 {}", p.p999_us);
+        assert_eq!(p.count, 10_000);
     }
 
     #[test]

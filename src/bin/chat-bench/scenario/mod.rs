@@ -3,6 +3,8 @@
 //! `Target` it is given and returns what it measured; it never starts or stops a daemon.
 
 pub mod durable;
+pub mod idle;
+pub mod pubsub;
 
 use std::collections::BTreeMap;
 

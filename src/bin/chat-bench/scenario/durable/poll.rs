@@ -235,14 +235,14 @@ impl Conn {
 
     /// Queues what the window allows (BYE once all is answered) and writes to `WouldBlock`.
     fn pump(&mut self, now: Instant) {
-        if self.phase == Phase::Sending {
-            if let Some(s) = self.sender.as_mut() {
-                if s.done() {
-                    encode_client(&ClientFrame::Bye, &mut self.out);
-                    self.phase = Phase::Bye;
-                } else {
-                    s.fill(&mut self.out, now);
-                }
+        if self.phase == Phase::Sending
+            && let Some(s) = self.sender.as_mut()
+        {
+            if s.done() {
+                encode_client(&ClientFrame::Bye, &mut self.out);
+                self.phase = Phase::Bye;
+            } else {
+                s.fill(&mut self.out, now);
             }
         }
         let Some(stream) = self.stream.as_mut() else {

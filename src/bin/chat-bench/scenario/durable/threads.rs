@@ -77,11 +77,11 @@ fn run(c: &mut Client, mut s: Sender) -> Report {
     while !s.done() {
         wire.clear();
         s.fill(&mut wire, Instant::now());
-        if !wire.is_empty() {
-            if let Err(e) = c.send_raw(&wire) {
-                failure = Some(format!("sending: {e}"));
-                break;
-            }
+        if !wire.is_empty()
+            && let Err(e) = c.send_raw(&wire)
+        {
+            failure = Some(format!("sending: {e}"));
+            break;
         }
         match c.recv() {
             Ok(Some(reply)) => s.on_event(Event::of_reply(&reply), Instant::now()),

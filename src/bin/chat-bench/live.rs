@@ -1,0 +1,297 @@
+//! The command line and the runs of `fanout`, `rooms`, `idle`, `connect` (and the hidden
+//! `idle-hold` child): flags in, a server got (spawned or running), the scenario run, a
+//! `Record` out. Shared by the single-run commands and the standard set.
+
+use std::path::PathBuf;
+
+use lexopt::prelude::*;
+
+use crate::net::own_cpu_secs;
+use crate::record::Record;
+use crate::scenario::idle::{Holders, set_up, settled_rss};
+use crate::scenario::pubsub::PubSub;
+use crate::server::{Server, ServerSpec};
+use crate::wire::Kind;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    Fanout,
+    Rooms,
+    Idle,
+    Connect,
+    Hold,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Live {
+    pub which: Which,
+    pub server: ServerSpec,
+    pub ps: PubSub,
+    pub connections: usize,
+    pub procs: usize,
+    pub concurrency: usize,
+    pub cpu: Option<usize>,
+}
+
+impl Which {
+    pub fn name(self) -> &'static str {
+        match self {
+            Which::Fanout => "fanout",
+            Which::Rooms => "rooms",
+            Which::Idle => "idle",
+            Which::Connect => "connect",
+            Which::Hold => "idle-hold",
+        }
+    }
+}
+
+/// Defaults for `which` against `kind`, before flags.
+pub fn defaults(which: Which, kind: Kind) -> Live {
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(PathBuf::from))
+        .unwrap_or_default();
+    Live {
+        which,
+        server: ServerSpec {
+            kind,
+            addr: None,
+            user: "bench".into(),
+            token_file: None,
+            server_pid: None,
+            chatd: exe_dir.join("chatd"),
+            redis_bin: "redis-server".into(),
+            nats_bin: "nats-server".into(),
+            server_cpu: None,
+        },
+        ps: PubSub {
+            kind,
+            publishers: if which == Which::Rooms { 10 } else { 1 },
+            subscribers: if which == Which::Rooms { 1000 } else { 100 },
+            rooms: if which == Which::Rooms { 100 } else { 1 },
+            size: 100,
+            window: 16,
+            rate: None,
+            messages: None,
+            secs: 2.0,
+            room: "bench".into(),
+        },
+        connections: if which == Which::Connect { 5000 } else { 1000 },
+        procs: 1,
+        concurrency: 32,
+        cpu: None,
+    }
+}
+
+/// Parses the flags after `fanout|rooms|idle|connect|idle-hold`.
+///
+/// # Errors
+/// A message naming the bad flag.
+pub fn parse(which: Which, p: &mut lexopt::Parser) -> Result<Live, String> {
+    let mut l = defaults(which, Kind::Chatd);
+    let mut spawn = false;
+    let mut rooms = None;
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("target") => l.server.kind = Kind::parse(&text(p)?)?,
+            Long("addr") => l.server.addr = Some(text(p)?),
+            Long("user") => l.server.user = text(p)?,
+            Long("token-file") => l.server.token_file = Some(PathBuf::from(text(p)?)),
+            Long("server-pid") => l.server.server_pid = Some(num(p, "--server-pid", 1)?),
+            Long("spawn") => spawn = true,
+            Long("chatd") => l.server.chatd = PathBuf::from(text(p)?),
+            Long("redis-server") => l.server.redis_bin = PathBuf::from(text(p)?),
+            Long("nats-server") => l.server.nats_bin = PathBuf::from(text(p)?),
+            Long("server-cpu") => l.server.server_cpu = Some(num(p, "--server-cpu", 0)?),
+            Long("cpu") => l.cpu = Some(num(p, "--cpu", 0)?),
+            Long("publishers") => l.ps.publishers = num(p, "--publishers", 1)?,
+            Long("subscribers") => l.ps.subscribers = num(p, "--subscribers", 1)?,
+            Long("rooms") => rooms = Some(num(p, "--rooms", 1)?),
+            Long("size") => l.ps.size = num(p, "--size", 1)?,
+            Long("window") => l.ps.window = num(p, "--window", 1)?,
+            Long("rate") => l.ps.rate = Some(num::<u64>(p, "--rate", 1)? as f64),
+            Long("messages") => l.ps.messages = Some(num(p, "--messages", 1)?),
+            Long("secs") => l.ps.secs = num::<u64>(p, "--secs", 1)? as f64,
+            Long("room") => l.ps.room = text(p)?,
+            Long("connections") => l.connections = num(p, "--connections", 1)?,
+            Long("procs") => l.procs = num(p, "--procs", 1)?,
+            Long("concurrency") => l.concurrency = num(p, "--concurrency", 1)?,
+            Long("help") | Short('h') => return Err("help".into()),
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    l.ps.kind = l.server.kind;
+    l.ps.rooms = match (which, rooms) {
+        (Which::Fanout, Some(k)) if k > 1 => return Err("fanout is one room: use rooms".into()),
+        (Which::Fanout, _) => 1,
+        (_, Some(k)) => k,
+        (_, None) => l.ps.rooms,
+    };
+    if which != Which::Hold && spawn == l.server.addr.is_some() {
+        return Err("give --addr ADDR or --spawn (one of them)".into());
+    }
+    if which == Which::Hold && l.server.addr.is_none() {
+        return Err("idle-hold needs --addr".into());
+    }
+    Ok(l)
+}
+
+fn text(p: &mut lexopt::Parser) -> Result<String, String> {
+    p.value()
+        .map_err(|e| e.to_string())?
+        .string()
+        .map_err(|e| e.to_string())
+}
+
+fn num<T: std::str::FromStr + PartialOrd + From<u8>>(
+    p: &mut lexopt::Parser,
+    flag: &str,
+    min: u8,
+) -> Result<T, String> {
+    let v = text(p)?;
+    match v.parse::<T>() {
+        Ok(n) if n >= T::from(min) => Ok(n),
+        _ => Err(format!("{flag}: '{v}' is not a number >= {min}")),
+    }
+}
+
+/// Runs one scenario once and reports it.
+///
+/// # Errors
+/// The server or the load could not be set up.
+pub fn run(l: &Live) -> Result<Record, String> {
+    if l.which == Which::Hold {
+        let addr = l.server.addr.as_deref().unwrap_or_default();
+        let addr = addr.parse().map_err(|e| format!("--addr {addr}: {e}"))?;
+        let code =
+            crate::scenario::idle::hold_child(l.server.kind, addr, l.connections, &l.ps.room);
+        std::process::exit(code);
+    }
+    let conns = match l.which {
+        Which::Fanout | Which::Rooms => l.ps.publishers + l.ps.subscribers,
+        _ => l.connections,
+    };
+    let server = Server::get(&l.server, conns)?;
+    let mut r = Record::default();
+    r.text("scenario", l.which.name());
+    r.text("target", l.server.kind.name());
+    let result = match l.which {
+        Which::Fanout | Which::Rooms => pubsub(l, &server, &mut r),
+        Which::Idle => idle(l, &server, &mut r),
+        _ => connect(l, &server, &mut r),
+    };
+    let usage = server.usage();
+    r.int("server_peak_rss_kib", usage.map_or(0, |u| u.peak_rss_kib));
+    server.stop()?;
+    result.map(|()| r)
+}
+
+fn pubsub(l: &Live, server: &Server, r: &mut Record) -> Result<(), String> {
+    let ps = &l.ps;
+    let m = ps.run(server)?;
+    for f in m.failures.iter().take(5) {
+        eprintln!("chat-bench: connection failed: {f}");
+    }
+    let p = m.latency.percentiles();
+    let per = |n: u64, s: f64| (s > 0.0).then(|| n as f64 / s);
+    r.int("publishers", ps.publishers as u64);
+    r.int("subscribers", ps.subscribers as u64);
+    r.int("rooms", ps.rooms as u64);
+    r.int("size", ps.size as u64);
+    r.num("rate", ps.rate, 0);
+    r.int("published", m.published);
+    r.num("published_per_sec", per(m.published, m.pub_secs), 0);
+    r.int("expected", m.expected);
+    r.int("delivered", m.tally.received);
+    r.num("delivered_per_sec", per(m.tally.received, m.secs), 0);
+    r.int("lost", m.tally.lost);
+    r.int("duplicates", m.tally.duplicates);
+    r.int("reordered", m.tally.reordered);
+    r.num("secs", Some(m.secs), 3);
+    for (k, v) in [
+        ("p50_us", p.p50_us),
+        ("p90_us", p.p90_us),
+        ("p99_us", p.p99_us),
+        ("p999_us", p.p999_us),
+        ("max_us", p.max_us),
+    ] {
+        r.int(k, v);
+    }
+    r.num("bench_cpu_secs", Some(m.bench_cpu_secs), 2);
+    r.num("bench_cpu_pct", per_cent(Some(m.bench_cpu_secs), m.secs), 0);
+    r.num("server_cpu_secs", m.server_cpu_secs, 2);
+    r.num("server_cpu_pct", per_cent(m.server_cpu_secs, m.secs), 0);
+    r.int("errors", m.errors);
+    r.int("failures", m.failures.len() as u64);
+    Ok(())
+}
+
+fn per_cent(cpu: Option<f64>, secs: f64) -> Option<f64> {
+    cpu.filter(|_| secs > 0.0).map(|c| 100.0 * c / secs)
+}
+
+fn idle(l: &Live, server: &Server, r: &mut Record) -> Result<(), String> {
+    let before = settled_rss(server);
+    let t0 = std::time::Instant::now();
+    let holders = Holders::start(
+        l.server.kind,
+        server.addr,
+        &server.creds,
+        l.connections,
+        l.procs,
+        &l.ps.room,
+    )?;
+    let setup_secs = t0.elapsed().as_secs_f64();
+    let after = settled_rss(server);
+    let n = holders.held;
+    r.int("connections", l.connections as u64);
+    r.int("procs", l.procs as u64);
+    r.int("held", n as u64);
+    r.int("failed", holders.failed as u64);
+    r.num("setup_secs", Some(setup_secs), 2);
+    r.num("rss_before_kib", before.map(|k| k as f64), 0);
+    r.num("rss_after_kib", after.map(|k| k as f64), 0);
+    let per = match (before, after) {
+        (Some(b), Some(a)) if n > 0 => Some((a.saturating_sub(b) * 1024) as f64 / n as f64),
+        _ => None,
+    };
+    r.num("bytes_per_conn", per, 0);
+    drop(holders);
+    Ok(())
+}
+
+fn connect(l: &Live, server: &Server, r: &mut Record) -> Result<(), String> {
+    let cpu0 = own_cpu_secs();
+    let srv0 = server.usage().map(|u| u.cpu_secs);
+    let t0 = std::time::Instant::now();
+    let (_, failures, latency) = set_up(
+        l.server.kind,
+        server.addr,
+        &server.creds,
+        l.connections,
+        None,
+        l.concurrency,
+        false,
+    );
+    let secs = t0.elapsed().as_secs_f64();
+    if let Some(f) = failures.first() {
+        eprintln!("chat-bench: {} setups failed, first: {f}", failures.len());
+    }
+    let p = latency.percentiles();
+    r.int("connections", l.connections as u64);
+    r.int("concurrency", l.concurrency as u64);
+    r.int("failed", failures.len() as u64);
+    r.num("secs", Some(secs), 3);
+    r.num("conns_per_sec", Some(p.count as f64 / secs.max(1e-9)), 0);
+    r.int("p50_us", p.p50_us);
+    r.int("p99_us", p.p99_us);
+    r.int("max_us", p.max_us);
+    r.num(
+        "bench_cpu_pct",
+        per_cent(Some(own_cpu_secs() - cpu0), secs),
+        0,
+    );
+    let srv = srv0.and_then(|c0| server.usage().map(|u| u.cpu_secs - c0));
+    r.num("server_cpu_pct", per_cent(srv, secs), 0);
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! A non-blocking connection on a mio `Poll` with its two buffers, shared by the pub/sub,
+//! idle and connect drivers; plus the bench's own CPU time and pinning. Connecting is blocking
+//! (a loopback connect completes at once); everything after it is not.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+
+use mio::net::TcpStream;
+use mio::{Interest, Poll, Token};
+
+pub struct Link {
+    pub stream: TcpStream,
+    pub inbuf: Vec<u8>,
+    pub out: Vec<u8>,
+}
+
+impl Link {
+    /// Connects to `addr` and registers the stream under `token`.
+    ///
+    /// # Errors
+    /// The connect or the registration failed.
+    pub fn open(poll: &Poll, addr: SocketAddr, token: usize) -> io::Result<Link> {
+        let s = std::net::TcpStream::connect(addr)?;
+        s.set_nodelay(true)?;
+        s.set_nonblocking(true)?;
+        let mut stream = TcpStream::from_std(s);
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        poll.registry()
+            .register(&mut stream, Token(token), interest)?;
+        Ok(Link {
+            stream,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+        })
+    }
+
+    /// Reads to `WouldBlock`; true when the server closed the connection.
+    ///
+    /// # Errors
+    /// A socket error.
+    pub fn read(&mut self, scratch: &mut [u8]) -> io::Result<bool> {
+        loop {
+            match self.stream.read(scratch) {
+                Ok(0) => return Ok(true),
+                Ok(n) => self
+                    .inbuf
+                    .extend_from_slice(scratch.get(..n).unwrap_or_default()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes `out` to `WouldBlock` (the writable event brings us back for the rest).
+    ///
+    /// # Errors
+    /// A socket error.
+    pub fn flush(&mut self) -> io::Result<()> {
+        let mut written = 0;
+        while written < self.out.len() {
+            match self
+                .stream
+                .write(self.out.get(written..).unwrap_or_default())
+            {
+                Ok(0) => break,
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.out.drain(..written);
+        Ok(())
+    }
+
+    /// Makes the close a reset, so that no TIME_WAIT is left on our side (connect storms).
+    pub fn reset_on_close(&self) {
+        use nix::sys::socket::{setsockopt, sockopt::Linger};
+        let l = nix::libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        let _ = setsockopt(&self.stream, Linger, &l);
+    }
+}
+
+/// This process's user + system CPU time so far, in seconds.
+pub fn own_cpu_secs() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
+        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    })
+}
+
+/// Pins this process (every thread it starts later) to `cpu`.
+///
+/// # Errors
+/// The kernel refused (no such CPU).
+pub fn pin(cpu: usize) -> Result<(), String> {
+    use nix::sched::{CpuSet, sched_setaffinity};
+    let mut set = CpuSet::new();
+    set.set(cpu).map_err(|e| format!("--cpu {cpu}: {e}"))?;
+    sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(|e| format!("--cpu {cpu}: {e}"))
+}

@@ -1,0 +1,186 @@
+//! Redis's side of the `Wire`, in RESP2: `PING` (answered `+PONG`), `SUBSCRIBE room`
+//! (answered `*3 subscribe room n`), `PUBLISH room text` (answered `:receivers`), and pushed
+//! `*3 message room text`. Only the replies those commands produce are parsed.
+
+use super::{In, Wire, line};
+
+#[derive(Default)]
+pub struct Redis;
+
+/// One RESP value of the kinds the commands above produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Item<'a> {
+    Simple(&'a [u8]),
+    Error(&'a [u8]),
+    Int,
+    Bulk(&'a [u8]),
+    Nil,
+}
+
+fn command(words: &[&[u8]], out: &mut Vec<u8>) {
+    out.extend_from_slice(format!("*{}\r\n", words.len()).as_bytes());
+    for w in words {
+        out.extend_from_slice(format!("${}\r\n", w.len()).as_bytes());
+        out.extend_from_slice(w);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+fn number(v: &[u8]) -> Result<i64, String> {
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad RESP number {:?}", String::from_utf8_lossy(v)))
+}
+
+/// One non-array value at the front of `buf`: `None` if incomplete.
+fn item(buf: &[u8]) -> Result<Option<(Item<'_>, usize)>, String> {
+    let Some((head, n)) = line(buf) else {
+        return Ok(None);
+    };
+    let body = head.get(1..).unwrap_or_default();
+    let it = match head.first() {
+        Some(b'+') => Item::Simple(body),
+        Some(b'-') => Item::Error(body),
+        Some(b':') => {
+            number(body)?;
+            Item::Int
+        }
+        Some(b'$') => {
+            let len = number(body)?;
+            let Ok(len) = usize::try_from(len) else {
+                return Ok(Some((Item::Nil, n)));
+            };
+            let Some(data) = buf.get(n..n + len) else {
+                return Ok(None);
+            };
+            if buf.len() < n + len + 2 {
+                return Ok(None);
+            }
+            return Ok(Some((Item::Bulk(data), n + len + 2)));
+        }
+        _ => {
+            return Err(format!(
+                "unexpected RESP {:?}",
+                String::from_utf8_lossy(head)
+            ));
+        }
+    };
+    Ok(Some((it, n)))
+}
+
+impl Wire for Redis {
+    fn hello(&mut self, out: &mut Vec<u8>) {
+        command(&[b"PING"], out);
+    }
+
+    fn subscribe(&mut self, room: &str, out: &mut Vec<u8>) {
+        command(&[b"SUBSCRIBE", room.as_bytes()], out);
+    }
+
+    fn publish(&mut self, room: &str, text: &str, out: &mut Vec<u8>) {
+        command(&[b"PUBLISH", room.as_bytes(), text.as_bytes()], out);
+    }
+
+    fn publisher_subscribes(&self) -> bool {
+        false
+    }
+
+    fn parse(
+        &mut self,
+        buf: &[u8],
+        _out: &mut Vec<u8>,
+        on: &mut dyn FnMut(In<'_>),
+    ) -> Result<usize, String> {
+        let mut used = 0;
+        loop {
+            let rest = buf.get(used..).unwrap_or_default();
+            if rest.first() != Some(&b'*') {
+                let Some((it, n)) = item(rest)? else {
+                    return Ok(used);
+                };
+                used += n;
+                on(match it {
+                    Item::Simple(b"PONG") => In::Ready,
+                    Item::Int => In::Ack,
+                    Item::Error(e) => In::Error(String::from_utf8_lossy(e).into_owned()),
+                    _ => In::Other,
+                });
+                continue;
+            }
+            let Some((head, mut n)) = line(rest) else {
+                return Ok(used);
+            };
+            let count = number(head.get(1..).unwrap_or_default())?;
+            let mut items = [Item::Nil; 3];
+            let mut complete = true;
+            for i in 0..usize::try_from(count).unwrap_or(0) {
+                match item(rest.get(n..).unwrap_or_default())? {
+                    Some((it, m)) => {
+                        if let Some(slot) = items.get_mut(i) {
+                            *slot = it;
+                        }
+                        n += m;
+                    }
+                    None => {
+                        complete = false;
+                        break;
+                    }
+                }
+            }
+            if !complete {
+                return Ok(used);
+            }
+            used += n;
+            on(match items {
+                [Item::Bulk(b"message"), _, Item::Bulk(text)] => In::Message(text),
+                [Item::Bulk(b"subscribe"), ..] => In::Subscribed,
+                _ => In::Other,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(bytes: &[u8]) -> (Vec<String>, usize) {
+        let mut got = Vec::new();
+        let used = Redis
+            .parse(bytes, &mut Vec::new(), &mut |e| got.push(format!("{e:?}")))
+            .expect("valid RESP");
+        (got, used)
+    }
+
+    #[test]
+    fn replies_become_events_and_partial_ones_wait() {
+        let all = b"+PONG\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nr\r\n:1\r\n:5\r\n\
+                    *3\r\n$7\r\nmessage\r\n$1\r\nr\r\n$5\r\nhello\r\n-ERR no\r\n";
+        let (got, used) = events(all);
+        assert_eq!(used, all.len());
+        assert_eq!(
+            got,
+            [
+                "Ready",
+                "Subscribed",
+                "Ack",
+                "Message([104, 101, 108, 108, 111])",
+                "Error(\"ERR no\")"
+            ]
+        );
+        for cut in 1..all.len() {
+            let (_, used) = events(all.get(..cut).expect("in range"));
+            assert!(used <= cut);
+        }
+        let (got, used) = events(b"*3\r\n$7\r\nmessage\r\n$1\r\nr\r\n$5\r\nhel");
+        assert_eq!((got.len(), used), (0, 0));
+    }
+
+    #[test]
+    fn commands_are_resp_arrays() {
+        let mut out = Vec::new();
+        Redis.publish("r", "hi", &mut out);
+        assert_eq!(out, b"*3\r\n$7\r\nPUBLISH\r\n$1\r\nr\r\n$2\r\nhi\r\n");
+    }
+}
