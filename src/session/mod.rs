@@ -487,11 +487,7 @@ impl Session {
                 Err(Behind) if env.fetch(&m.room, cursor, owed.min(u64::from(u32::MAX))) => {
                     m.fetching = Some(cursor);
                 }
-                Err(Behind) => {
-                    self.out.discard_unstarted();
-                    let why = "fell behind the room's retained history";
-                    return self.fatal(ErrorCode::SlowConsumer, why, now);
-                }
+                Err(Behind) => return self.fell_behind(i, now),
             }
         }
     }
@@ -529,11 +525,26 @@ impl Session {
                 }
             }
             Err(Gone) => {
-                self.out.discard_unstarted();
-                let why = "fell behind the room's retained history";
-                self.fatal(ErrorCode::SlowConsumer, why, now);
+                if let Some(i) = self.rooms.iter().position(|m| m.room.id == room) {
+                    self.fell_behind(i, now);
+                }
             }
         }
+    }
+
+    /// Membership `i` is owed messages that are no longer retained. A live member is closed
+    /// with SLOW_CONSUMER rather than skipped ahead; a member that already said goodbye keeps
+    /// what it is owed in other rooms (its ACKs above all) and is simply owed nothing more here.
+    fn fell_behind(&mut self, i: usize, now: Instant) {
+        if self.is_closing() {
+            if let Some(m) = self.rooms.get_mut(i) {
+                m.until = m.cursor.saturating_sub(1);
+            }
+            return;
+        }
+        self.out.discard_unstarted();
+        let why = "fell behind the room's retained history";
+        self.fatal(ErrorCode::SlowConsumer, why, now);
     }
 
     /// Bytes reached the socket: the client is taking them. `blocked` says the socket

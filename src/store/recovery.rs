@@ -143,6 +143,9 @@ pub fn recover(dir: &Path, epoch: u64, mode: RecoveryMode) -> Result<Recovered, 
         expected_id = Some(id + 1);
         let newest = i + 1 == count;
         let scan = scan_segment(&path, id, epoch, &mut out)?;
+        if !newest && scan.file_len == 0 {
+            return Err(corrupt(0, "an older segment is empty"));
+        }
         match scan.bad {
             None => {}
             Some((offset, reason)) if newest => {
@@ -196,11 +199,14 @@ fn scan_segment(
     let got = read_up_to(&mut reader, &mut header).map_err(io_err)?;
     if got < SEGMENT_HEADER_LEN {
         // A segment created but never given its whole header: nothing in it was ever ACKed.
+        // An empty file is a segment whose creation was cut off before its header: it holds
+        // nothing, and the writer gives it its header again. Only a partial header is torn.
         summary.len = 0;
+        let bad = (got > 0).then_some((0, "segment header cut short"));
         return Ok(Scan {
             summary,
             file_len,
-            bad: Some((0, "segment header cut short")),
+            bad,
         });
     }
     let corrupt = |offset, reason: &str| RecoveryError::Corrupt {
