@@ -36,12 +36,16 @@ fuzz:
 	cd fuzz && for t in $$(RUSTC_BOOTSTRAP=1 $(CARGO) fuzz list); do \
 		mkdir -p corpus/$$t; \
 		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t corpus/$$t seeds/$$t -- \
-			-max_total_time=$(FUZZ_SECONDS) -dict=dict/protocol.dict || exit 1; \
+			-max_total_time=$(FUZZ_SECONDS) -dict=dict/protocol.dict -print_final_stats=1 || exit 1; \
 	done
+
+# A short run of every fuzz target (~10 s each, plus the fuzz build), as CI does.
+fuzz-smoke:
+	$(MAKE) fuzz FUZZ_SECONDS=10
 
 # Remove build output (not the data directory).
 clean:
 	$(CARGO) clean
 	rm -rf fuzz/target
 
-.PHONY: run build test bench lint fuzz clean
+.PHONY: run build test bench lint fuzz fuzz-smoke clean

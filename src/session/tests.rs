@@ -643,6 +643,23 @@ fn member_behind_the_ring_is_dropped_as_slow_consumer() {
     assert!(s.is_closing());
 }
 
+#[test]
+fn a_member_behind_the_ring_after_bye_still_gets_its_acks() {
+    // Found by the session fuzzer: the history it is owed is gone, but its ACKs are not.
+    let mut env = FakeEnv::with(|l| l.ring.messages = 4);
+    let mut s = login(&mut env);
+    feed(&mut s, &mut env, &[join("r", 0, 0)]);
+    assert_eq!(read(&mut s, &mut env), "JOINED r 0 0");
+    feed(&mut s, &mut env, &[send("r", 1, "mine"), ClientFrame::Bye]);
+    (0..9).for_each(|_| env.post("r", "bob", "x"));
+    env.store(&mut s);
+    assert_eq!(read(&mut s, &mut env), "ACK 1 10");
+    assert!(
+        s.is_done(),
+        "nothing more is owed in a room whose history is gone"
+    );
+}
+
 /// Runs one conversation with the input cut into `pieces`, kept and re-fed like the reactor's
 /// input buffer, and returns the bytes the session wrote.
 fn conversation<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {

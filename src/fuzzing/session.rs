@@ -1,0 +1,652 @@
+//! The `session` fuzz body: one [`Session`] driven by a script of operations read from the
+//! input, its output decoded as a client decodes it and checked against the contract.
+//!
+//! The environment is a small fake of the server: two users, a real [`Rooms`] registry with
+//! tiny limits (so TOO_MANY and SLOW_CONSUMER are reachable), and a sequencer played in line
+//! that stamps and appends each submitted frame and reports it back through `on_stored`. The
+//! fake log keeps every frame, so a member behind the ring's window is caught up through
+//! `fetch` and `on_fetched` as the archive thread would.
+//!
+//! Each operation is one input byte (`byte % 10`) followed by its arguments:
+//!
+//! | op | what it does                                                    | arguments      |
+//! |----|-----------------------------------------------------------------|----------------|
+//! | 0  | append raw bytes to the input and call `receive`                | len, bytes     |
+//! | 1,2| append one encoded client frame (valid-ish) and call `receive`   | 4 bytes        |
+//! | 3  | play the sequencer: store every pending SEND (some may fail)    | fail mask      |
+//! | 4  | advance the clock by `n * 100 ms`, then `tick`                  | n              |
+//! | 5  | `fill`, then write the outbox into a socket that takes `cap`    | cap (0: block) |
+//! | 6  | another user posts to a room                                    | room           |
+//! | 7  | the peer sends FIN (`on_eof`)                                   | –              |
+//! | 8  | the server shuts down (`shut_down`)                             | –              |
+//! | 9  | the archive answers every log read (odd arg: history `Gone`)    | gone           |
+//!
+//! At the end the sequencer stores what is pending and the outbox is drained.
+
+use std::collections::HashMap;
+use std::io::{self, IoSlice, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::Limits;
+use crate::protocol::codec::{parse_client, parse_server, stamp_msg};
+use crate::protocol::{
+    ClientFrame, Decoded, Deframer, ErrorCode, ServerFrame, encode_client, encode_server,
+};
+use crate::room::{RingLimits, Room, RoomId, Rooms};
+use crate::session::{Env, Session, Tick};
+use crate::store::archive::Gone;
+
+const EPOCH: u64 = 0x0123_4567_89ab_cdef;
+const TS_MS: u64 = 1_700_000_000_000;
+/// A small max_frame, so that long SENDs and TOO_LARGE are a few bytes away.
+const MAX_FRAME: u32 = 512;
+/// At most this many operations per input, to bound a run's time.
+const MAX_OPS: usize = 512;
+
+const USERS: [(&str, &str); 2] = [("alice", "s3cret"), ("bob", "hunter2")];
+const NAMES: [&str; 4] = ["alice", "bob", "eve", ""];
+const TOKENS: [&str; 3] = ["s3cret", "hunter2", ""];
+const ROOMS: [&str; 6] = ["#a", "#b", "#c", "#d", "nohash", ""];
+const TEXTS: [&str; 4] = ["hi", "", "héllo wörld", "a longer line of chat text"];
+
+/// The limits the fuzzed session runs under: small, so that every limit is reachable.
+fn limits() -> Limits {
+    Limits {
+        max_frame: MAX_FRAME,
+        max_rooms_per_connection: 3,
+        max_rooms: 3,
+        send_rate: 2,
+        send_burst: 4,
+        ring: RingLimits {
+            messages: 8,
+            bytes: 2048,
+        },
+        ..Limits::default()
+    }
+}
+
+/// Whether an ERROR of this code ends the connection (everything but the per-request ones).
+fn is_fatal(code: u16) -> bool {
+    !matches!(
+        ErrorCode::from_u16(code),
+        Some(
+            ErrorCode::Invalid
+                | ErrorCode::NotJoined
+                | ErrorCode::RateLimited
+                | ErrorCode::TooMany
+                | ErrorCode::Storage
+        )
+    )
+}
+
+struct FuzzEnv {
+    now: Instant,
+    limits: Limits,
+    rooms: Rooms,
+    /// SENDs handed to the sequencer and not yet stored.
+    submitted: Vec<(Arc<Room>, Arc<[u8]>, u64)>,
+    sessions: u64,
+    /// `joined` calls minus `left` calls.
+    members: i64,
+    /// Every frame each room ever stored, by seq - 1: the log the archive reads.
+    history: HashMap<RoomId, Vec<Arc<[u8]>>>,
+    /// Log reads asked for and not yet answered: room, from, max.
+    fetches: Vec<(Arc<Room>, u64, u64)>,
+}
+
+impl FuzzEnv {
+    fn new() -> FuzzEnv {
+        let limits = limits();
+        FuzzEnv {
+            now: Instant::now(),
+            rooms: Rooms::new(limits.max_rooms, 1, limits.ring),
+            limits,
+            submitted: Vec::new(),
+            sessions: 0,
+            members: 0,
+            history: HashMap::new(),
+            fetches: Vec::new(),
+        }
+    }
+
+    /// The sequencer's work: stamp the next seq into the frame, append it to the ring and
+    /// to the log.
+    fn append(&mut self, room: &Room, frame: Arc<[u8]>) -> u64 {
+        let (seq, frame) = append(room, frame, self.limits.ring);
+        let log = self.history.entry(room.id).or_default();
+        assert_eq!(log.len() as u64 + 1, seq, "the log skipped a seq");
+        log.push(frame);
+        seq
+    }
+}
+
+/// Stamps the next seq into the frame and appends it to the ring; returns both.
+fn append(room: &Room, mut frame: Arc<[u8]>, limits: RingLimits) -> (u64, Arc<[u8]>) {
+    room.write(|ring| {
+        let bytes = Arc::get_mut(&mut frame).expect("the session kept a copy of its frame");
+        let seq = ring.head() + 1;
+        assert!(
+            stamp_msg(bytes, room.name.len(), seq, TS_MS),
+            "a submitted frame is not a MSG of its room"
+        );
+        let copy = Arc::clone(&frame);
+        (ring.append(frame, limits, None), copy)
+    })
+}
+
+impl Env for FuzzEnv {
+    fn now(&self) -> Instant {
+        self.now
+    }
+    fn limits(&self) -> &Limits {
+        &self.limits
+    }
+    fn epoch(&self) -> u64 {
+        EPOCH
+    }
+    fn session_id(&mut self) -> u64 {
+        self.sessions += 1;
+        self.sessions
+    }
+    fn authenticate(&self, user: &str, token: &str) -> bool {
+        USERS.iter().any(|&(u, t)| u == user && t == token)
+    }
+    fn open_room(&mut self, name: &str) -> Result<Arc<Room>, ErrorCode> {
+        self.rooms.open(name)
+    }
+    fn joined(&mut self, _room: &Arc<Room>) {
+        self.members += 1;
+    }
+    fn left(&mut self, _room: &Arc<Room>) {
+        self.members -= 1;
+    }
+    fn submit(&mut self, room: &Arc<Room>, frame: Arc<[u8]>, id: u64) -> Result<(), ErrorCode> {
+        self.submitted.push((Arc::clone(room), frame, id));
+        Ok(())
+    }
+    fn fetch(&mut self, room: &Arc<Room>, from: u64, max: u64) -> bool {
+        assert!(from >= 1 && max >= 1, "fetch of nothing: {from} {max}");
+        self.fetches.push((Arc::clone(room), from, max));
+        true
+    }
+}
+
+/// Plays the archive: answers every pending log read from the history, or with `Gone` when
+/// `gone` is odd (see [`run`] for when it never does).
+fn answer_fetches(s: &mut Session, env: &mut FuzzEnv, gone: u8, strict: bool) {
+    let gone = gone & 1 == 1 && (strict || !s.is_closing());
+    for (room, from, max) in std::mem::take(&mut env.fetches) {
+        let frames = if gone {
+            Err(Gone)
+        } else {
+            let log = env
+                .history
+                .get(&room.id)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let start = usize::try_from(from - 1)
+                .unwrap_or(usize::MAX)
+                .min(log.len());
+            let end = usize::try_from(max)
+                .unwrap_or(usize::MAX)
+                .saturating_add(start);
+            Ok(log[start..end.min(log.len())].to_vec())
+        };
+        s.on_fetched(room.id, from, frames, env.now);
+    }
+}
+
+/// A socket that takes at most `cap` bytes per write, or blocks when `cap` is 0.
+struct CappedSocket<'a> {
+    into: &'a mut Vec<u8>,
+    cap: usize,
+}
+
+impl Write for CappedSocket<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        if self.cap == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let mut left = self.cap;
+        let mut n = 0;
+        for buf in bufs {
+            let take = left.min(buf.len());
+            self.into
+                .extend_from_slice(buf.get(..take).unwrap_or_default());
+            left -= take;
+            n += take;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A multiset of small keys.
+#[derive(Debug, Default)]
+struct Bag<K: std::hash::Hash + Eq>(HashMap<K, usize>);
+
+impl<K: std::hash::Hash + Eq + std::fmt::Debug> Bag<K> {
+    fn add(&mut self, k: K) {
+        *self.0.entry(k).or_default() += 1;
+    }
+    /// Takes one `k` out; false if there was none.
+    fn take(&mut self, k: &K) -> bool {
+        match self.0.get_mut(k) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                true
+            }
+            Some(_) => {
+                self.0.remove(k);
+                true
+            }
+            None => false,
+        }
+    }
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// What the client has seen, and what it may still see.
+#[derive(Debug, Default)]
+struct Client {
+    /// Bytes received and not yet a whole frame.
+    pending: Vec<u8>,
+    frames: usize,
+    welcomed: bool,
+    /// The fatal ERROR received, after which nothing may come.
+    fatal: Option<u16>,
+    /// Rooms joined: the last MSG seq seen since the JOINED (0: none yet).
+    joined: HashMap<String, u64>,
+    /// Answers the sequencer produced and the client is owed: ACKs (id, seq), STORAGE ids.
+    acks_owed: Bag<(u64, u64)>,
+    errors_owed: Bag<u64>,
+    /// SEND ids and PING nonces the session took from the input.
+    sends: Bag<u64>,
+    pings: Bag<u64>,
+}
+
+impl Client {
+    /// Takes the whole frames off `pending` and checks each.
+    fn read(&mut self, rooms: &Rooms) {
+        let deframer = Deframer::for_client(MAX_FRAME);
+        let bytes = std::mem::take(&mut self.pending);
+        let mut rest = &bytes[..];
+        loop {
+            let raw = match deframer.next(rest) {
+                Ok(Decoded::Frame(raw)) => raw,
+                Ok(Decoded::NeedMore) => break,
+                Err(e) => panic!("the server wrote a bad frame: {e:?} in {rest:02x?}"),
+            };
+            let frame = parse_server(&raw).expect("the server wrote a malformed frame");
+            self.frames += 1;
+            self.check(&frame, &format!("{frame:?}"), rooms);
+            rest = rest.get(raw.wire_len..).unwrap_or_default();
+        }
+        self.pending = rest.to_vec();
+    }
+
+    fn check(&mut self, frame: &ServerFrame<'_>, shown: &str, rooms: &Rooms) {
+        assert!(
+            self.fatal.is_none(),
+            "{shown} after the fatal ERROR {:?}",
+            self.fatal
+        );
+        if !self.welcomed {
+            assert!(
+                matches!(
+                    frame,
+                    ServerFrame::Welcome { .. } | ServerFrame::Error { .. }
+                ),
+                "{shown} before WELCOME"
+            );
+        }
+        match *frame {
+            ServerFrame::Welcome {
+                version,
+                epoch,
+                max_frame,
+                ..
+            } => {
+                assert!(!self.welcomed, "a second WELCOME");
+                assert_eq!((version, epoch, max_frame), (1, EPOCH, MAX_FRAME));
+                self.welcomed = true;
+            }
+            ServerFrame::Joined { room, first, head } => {
+                assert!(first <= head, "{shown}");
+                self.joined.insert(room.to_string(), 0);
+            }
+            ServerFrame::Left { room } => {
+                assert!(
+                    self.joined.remove(room).is_some(),
+                    "{shown} while not joined"
+                );
+            }
+            ServerFrame::Msg {
+                room,
+                seq,
+                ts_ms,
+                user,
+                ..
+            } => {
+                let last = self.joined.get_mut(room);
+                let last = last.unwrap_or_else(|| panic!("{shown} for a room not joined"));
+                assert!(*last == 0 || seq == *last + 1, "{shown} after seq {last}");
+                assert!(seq > 0 && ts_ms == TS_MS, "{shown}");
+                let head = rooms.get(room).map(|r| r.read(|ring| ring.head()));
+                assert!(head.is_some_and(|h| seq <= h), "{shown} past the head");
+                assert!(NAMES.contains(&user) && !user.is_empty(), "{shown}");
+                *last = seq;
+            }
+            ServerFrame::Ack { id, seq } => {
+                assert!(self.acks_owed.take(&(id, seq)), "{shown} not owed");
+            }
+            ServerFrame::Pong { nonce } => {
+                assert!(self.pings.take(&nonce), "{shown} for no PING");
+            }
+            ServerFrame::Error {
+                code, reference, ..
+            } => {
+                if code == ErrorCode::Storage.as_u16() {
+                    assert!(self.errors_owed.take(&reference), "{shown} not owed");
+                } else if reference != 0 {
+                    assert!(self.sends.take(&reference), "{shown} for no SEND");
+                }
+                if is_fatal(code) {
+                    assert_eq!(reference, 0, "{shown}: a fatal error refers to nothing");
+                    self.fatal = Some(code);
+                }
+            }
+        }
+    }
+
+    /// Notes the SENDs and PINGs among the whole frames the session took from the input.
+    fn took(&mut self, mut used: &[u8]) {
+        let deframer = Deframer::for_server(MAX_FRAME);
+        while let Ok(Decoded::Frame(raw)) = deframer.next(used) {
+            match parse_client(&raw) {
+                Ok(ClientFrame::Send { id, .. }) => self.sends.add(id),
+                Ok(ClientFrame::Ping { nonce }) => self.pings.add(nonce),
+                _ => {}
+            }
+            used = used.get(raw.wire_len..).unwrap_or_default();
+        }
+    }
+}
+
+/// The input, read a byte at a time; zeros once it runs out.
+struct Script<'a>(&'a [u8]);
+
+impl Script<'_> {
+    fn byte(&mut self) -> u8 {
+        let (&b, rest) = self.0.split_first().unwrap_or((&0, &[]));
+        self.0 = rest;
+        b
+    }
+    fn bytes(&mut self, n: usize) -> &[u8] {
+        let (taken, rest) = self.0.split_at(n.min(self.0.len()));
+        self.0 = rest;
+        taken
+    }
+    fn pick<T: Copy, const N: usize>(&mut self, from: [T; N]) -> T {
+        from[usize::from(self.byte()) % N]
+    }
+}
+
+/// One valid-ish client frame from four script bytes.
+fn client_frame(script: &mut Script<'_>, out: &mut Vec<u8>) {
+    let (sel, a) = (script.byte(), script.byte());
+    let room = ROOMS[usize::from(a) % ROOMS.len()];
+    let frame = match sel % 8 {
+        0 => {
+            let user = script.pick(NAMES);
+            let token = script.pick(TOKENS);
+            let version = if a >= 0xf0 { a } else { 1 };
+            ClientFrame::Hello {
+                version,
+                user,
+                token,
+            }
+        }
+        1 => {
+            let (after, limit) = (script.byte(), script.byte());
+            ClientFrame::Join {
+                room,
+                after: if after == 0xff {
+                    u64::MAX
+                } else {
+                    after.into()
+                },
+                limit: if limit >= 0x80 {
+                    u32::MAX
+                } else {
+                    limit.into()
+                },
+            }
+        }
+        2 => ClientFrame::Leave { room },
+        3 => ClientFrame::Ping {
+            nonce: script.byte().into(),
+        },
+        4 => ClientFrame::Bye,
+        5 => {
+            // Long enough to pass max_frame once the room and user are added.
+            let id = script.byte().into();
+            let text = "x".repeat(usize::from(script.byte()) * 2 + 300);
+            encode_client(
+                &ClientFrame::Send {
+                    room,
+                    id,
+                    text: &text,
+                },
+                out,
+            );
+            return;
+        }
+        _ => ClientFrame::Send {
+            room,
+            id: script.byte().into(),
+            text: script.pick(TEXTS),
+        },
+    };
+    encode_client(&frame, out);
+}
+
+/// Drives one session through the operations `data` describes; see the module documentation.
+///
+/// # Panics
+/// When the session breaks a promise of the contract: a frame after a fatal ERROR, an ACK
+/// for no SEND or with the wrong seq, a gap in a room's seqs, a MSG for a room not joined,
+/// `receive` using more than it was given, or a malformed frame on the wire.
+pub fn session_ops(data: &[u8]) {
+    run(data, true);
+}
+
+/// Runs the script and returns what the client saw: frames read and the fatal code, if any.
+///
+/// Unless `strict`, the fake archive never answers `Gone` to a session closing after BYE or
+/// FIN: that path showed a daemon bug (the session dropped the ACKs it still owed), fixed
+/// since; [`session_ops`] runs strictly.
+pub(crate) fn run(data: &[u8], strict: bool) -> (usize, Option<u16>) {
+    let mut env = FuzzEnv::new();
+    let mut s = Session::new(env.now, &env.limits);
+    let mut client = Client::default();
+    let mut input = Vec::new();
+    let mut script = Script(data);
+    let mut closed = false;
+    for _ in 0..MAX_OPS {
+        if script.0.is_empty() || closed {
+            break;
+        }
+        match script.byte() % 10 {
+            0 => {
+                let n = usize::from(script.byte() % 32);
+                input.extend_from_slice(script.bytes(n));
+                receive(&mut s, &mut env, &mut client, &mut input);
+            }
+            1 | 2 => {
+                client_frame(&mut script, &mut input);
+                receive(&mut s, &mut env, &mut client, &mut input);
+            }
+            3 => store(&mut s, &mut env, &mut client, script.byte()),
+            4 => {
+                env.now += Duration::from_millis(u64::from(script.byte()) * 100);
+                closed = s.tick(env.now, &env.limits) == Tick::Close;
+            }
+            5 => {
+                let cap = usize::from(script.byte()) * 4;
+                s.fill(&mut env);
+                write(&mut s, &env, &mut client, cap);
+            }
+            6 => {
+                let room = script.pick(ROOMS);
+                post(&mut env, room);
+            }
+            7 => s.on_eof(env.now),
+            8 => s.shut_down(env.now),
+            _ => answer_fetches(&mut s, &mut env, script.byte(), strict),
+        }
+        closed |= s.is_done();
+    }
+    // The end of the run: the sequencer answers, and the client reads everything.
+    store(&mut s, &mut env, &mut client, 0);
+    for _ in 0..1000 {
+        s.fill(&mut env);
+        if s.out.is_empty() {
+            break;
+        }
+        write(&mut s, &env, &mut client, usize::MAX);
+    }
+    assert!(client.pending.is_empty(), "the output ends inside a frame");
+    assert_eq!(
+        env.members,
+        i64::try_from(s.rooms().count()).unwrap_or(i64::MAX),
+        "joined/left calls do not match the memberships"
+    );
+    match s.ended_by() {
+        Some(code) => assert_eq!(client.fatal, Some(code.as_u16()), "fatal error unsaid"),
+        None => assert_eq!(
+            client.fatal, None,
+            "a fatal ERROR the session does not know"
+        ),
+    }
+    if matches!(s.ended_by(), None | Some(ErrorCode::ShuttingDown)) {
+        assert!(
+            client.acks_owed.is_empty() && client.errors_owed.is_empty(),
+            "stored SENDs never answered: {:?} {:?}",
+            client.acks_owed,
+            client.errors_owed
+        );
+    }
+    (client.frames, client.fatal)
+}
+
+fn receive(s: &mut Session, env: &mut FuzzEnv, client: &mut Client, input: &mut Vec<u8>) {
+    let closing = s.is_closing();
+    let used = s.receive(input, env);
+    assert!(used <= input.len(), "receive used more than it was given");
+    if !closing {
+        client.took(input.get(..used).unwrap_or_default());
+    }
+    input.drain(..used);
+}
+
+/// Plays the sequencer: stores each pending SEND, failing those whose bit in `fail` is set.
+fn store(s: &mut Session, env: &mut FuzzEnv, client: &mut Client, fail: u8) {
+    for (i, (room, frame, id)) in std::mem::take(&mut env.submitted).into_iter().enumerate() {
+        let result = if fail & (1 << (i % 8)) != 0 {
+            client.errors_owed.add(id);
+            Err(ErrorCode::Storage)
+        } else {
+            let seq = env.append(&room, frame);
+            client.acks_owed.add((id, seq));
+            Ok(seq)
+        };
+        // Every submitted id came from a SEND the session took.
+        assert!(client.sends.take(&id), "submitted id {id} for no SEND");
+        s.on_stored(id, result, env.now);
+    }
+}
+
+/// Another member's message to `room`, if the room exists.
+fn post(env: &mut FuzzEnv, room: &str) {
+    let Some(room) = env.rooms.get(room) else {
+        return;
+    };
+    let mut frame = Vec::new();
+    let msg = ServerFrame::Msg {
+        room: &room.name,
+        seq: 0,
+        ts_ms: 0,
+        user: "bob",
+        text: "from elsewhere",
+    };
+    encode_server(&msg, &mut frame);
+    env.append(&room, frame.into());
+}
+
+/// Writes the outbox once into a socket taking `cap` bytes, as a reactor does.
+fn write(s: &mut Session, env: &FuzzEnv, client: &mut Client, cap: usize) {
+    if s.out.is_empty() {
+        return;
+    }
+    let mut socket = CappedSocket {
+        into: &mut client.pending,
+        cap,
+    };
+    match s.out.write_to(&mut socket) {
+        Ok(n) => s.on_written(n, !s.out.is_empty(), env.now),
+        Err(_) => s.on_written(0, true, env.now),
+    }
+    client.read(&env.rooms);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seed(name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/seeds/session")
+            .join(name);
+        std::fs::read(path).expect("seed")
+    }
+
+    /// The seeds reach what they are named for, so the fuzzer starts from every path.
+    #[test]
+    fn seeds_reach_their_outcomes() {
+        let fatal = |code: ErrorCode| Some(code.as_u16());
+        let cases = [
+            // WELCOME JOINED MSG ACK (the MSG and the ACK in either order)
+            ("hello_join_send_ack", 4, None),
+            ("wrong_token", 1, fatal(ErrorCode::AuthFailed)),
+            ("frame_before_hello", 1, fatal(ErrorCode::NotAuthenticated)),
+            ("garbage_after_hello", 2, fatal(ErrorCode::TooLarge)),
+            // Falling out of the window with no log to read: the unsent WELCOME and JOINED
+            // are dropped with the rest, and only the ERROR goes out.
+            ("busy_room_reader_stalls", 1, fatal(ErrorCode::SlowConsumer)),
+            (
+                "shutdown_with_sends_in_flight",
+                4,
+                fatal(ErrorCode::ShuttingDown),
+            ),
+            ("idle_timeout", 2, fatal(ErrorCode::Timeout)),
+            ("handshake_timeout", 1, fatal(ErrorCode::Timeout)),
+            // WELCOME JOINED, one STORAGE error, one ACK, one MSG
+            ("storage_failure", 5, None),
+            // WELCOME, three JOINED, ERROR TOO_MANY (not fatal)
+            ("too_many_rooms", 5, None),
+        ];
+        for (name, frames, end) in cases {
+            let (saw, fatal) = run(&seed(name), true);
+            assert_eq!((saw, fatal), (frames, end), "{name}");
+        }
+    }
+}
