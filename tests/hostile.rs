@@ -269,11 +269,34 @@ fn two_thousand_half_open_connections_cost_little_and_block_no_one() {
 
 #[test]
 fn a_flood_over_the_per_address_limit_gets_too_many_and_others_get_in() {
-    let mut d = Daemon::start(&["--max-connections-per-ip", "20"]);
+    // The held connections never send HELLO: a long handshake deadline keeps them holding
+    // their slots however slowly this test runs.
+    let mut d = Daemon::start(&[
+        "--max-connections-per-ip",
+        "20",
+        "--handshake-timeout",
+        "60s",
+    ]);
     let mut probe = Probe::new(&d);
     let before = d.rss_kib();
     let flooder = Ipv4Addr::new(127, 0, 0, 3);
-    let held: Vec<TcpStream> = (0..20).map(|_| connect_from(&d, flooder, None)).collect();
+    // The flooder's 20 connections log in, which proves every one holds a slot before the flood
+    // starts (two reactors accept in no fixed order).
+    let holder_token = d.add_user("holder");
+    let held: Vec<Client> = (0..20)
+        .map(|_| {
+            let mut c = Client::from_stream(connect_from(&d, flooder, None));
+            c.set_timeout(Some(PATIENCE)).expect("timeout");
+            let hello = ClientFrame::Hello {
+                version: 1,
+                user: "holder",
+                token: &holder_token,
+            };
+            c.send(&hello).expect("hello");
+            assert!(matches!(recv(&mut c), Reply::Welcome { .. }));
+            c
+        })
+        .collect();
     for _ in 0..300 {
         let mut c = Client::from_stream(connect_from(&d, flooder, None));
         expect_fatal(&mut c, ErrorCode::TooMany);
