@@ -222,14 +222,14 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     Ok(Command::Durable { target, load })
 }
 
-fn text(p: &mut lexopt::Parser) -> Result<String, String> {
+pub(crate) fn text(p: &mut lexopt::Parser) -> Result<String, String> {
     p.value()
         .map_err(|e| e.to_string())?
         .string()
         .map_err(|e| e.to_string())
 }
 
-fn number<T: std::str::FromStr + PartialOrd + From<u8>>(
+pub(crate) fn number<T: std::str::FromStr + PartialOrd + From<u8>>(
     p: &mut lexopt::Parser,
     flag: &str,
     min: u8,

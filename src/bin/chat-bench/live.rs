@@ -2,6 +2,7 @@
 //! `idle-hold` child): flags in, a server got (spawned or running), the scenario run, a
 //! `Record` out. Shared by the single-run commands and the standard set.
 
+use crate::args::{number, text};
 use std::path::PathBuf;
 
 use lexopt::prelude::*;
@@ -97,25 +98,25 @@ pub fn parse(which: Which, p: &mut lexopt::Parser) -> Result<Live, String> {
             Long("addr") => l.server.addr = Some(text(p)?),
             Long("user") => l.server.user = text(p)?,
             Long("token-file") => l.server.token_file = Some(PathBuf::from(text(p)?)),
-            Long("server-pid") => l.server.server_pid = Some(num(p, "--server-pid", 1)?),
+            Long("server-pid") => l.server.server_pid = Some(number(p, "--server-pid", 1)?),
             Long("spawn") => spawn = true,
             Long("chatd") => l.server.chatd = PathBuf::from(text(p)?),
             Long("redis-server") => l.server.redis_bin = PathBuf::from(text(p)?),
             Long("nats-server") => l.server.nats_bin = PathBuf::from(text(p)?),
-            Long("server-cpu") => l.server.server_cpu = Some(num(p, "--server-cpu", 0)?),
-            Long("cpu") => l.cpu = Some(num(p, "--cpu", 0)?),
-            Long("publishers") => l.ps.publishers = num(p, "--publishers", 1)?,
-            Long("subscribers") => l.ps.subscribers = num(p, "--subscribers", 1)?,
-            Long("rooms") => rooms = Some(num(p, "--rooms", 1)?),
-            Long("size") => l.ps.size = num(p, "--size", 1)?,
-            Long("window") => l.ps.window = num(p, "--window", 1)?,
-            Long("rate") => l.ps.rate = Some(num::<u64>(p, "--rate", 1)? as f64),
-            Long("messages") => l.ps.messages = Some(num(p, "--messages", 1)?),
-            Long("secs") => l.ps.secs = num::<u64>(p, "--secs", 1)? as f64,
+            Long("server-cpu") => l.server.server_cpu = Some(number(p, "--server-cpu", 0)?),
+            Long("cpu") => l.cpu = Some(number(p, "--cpu", 0)?),
+            Long("publishers") => l.ps.publishers = number(p, "--publishers", 1)?,
+            Long("subscribers") => l.ps.subscribers = number(p, "--subscribers", 1)?,
+            Long("rooms") => rooms = Some(number(p, "--rooms", 1)?),
+            Long("size") => l.ps.size = number(p, "--size", 1)?,
+            Long("window") => l.ps.window = number(p, "--window", 1)?,
+            Long("rate") => l.ps.rate = Some(number::<u64>(p, "--rate", 1)? as f64),
+            Long("messages") => l.ps.messages = Some(number(p, "--messages", 1)?),
+            Long("secs") => l.ps.secs = number::<u64>(p, "--secs", 1)? as f64,
             Long("room") => l.ps.room = text(p)?,
-            Long("connections") => l.connections = num(p, "--connections", 1)?,
-            Long("procs") => l.procs = num(p, "--procs", 1)?,
-            Long("concurrency") => l.concurrency = num(p, "--concurrency", 1)?,
+            Long("connections") => l.connections = number(p, "--connections", 1)?,
+            Long("procs") => l.procs = number(p, "--procs", 1)?,
+            Long("concurrency") => l.concurrency = number(p, "--concurrency", 1)?,
             Long("help") | Short('h') => return Err("help".into()),
             other => return Err(other.unexpected().to_string()),
         }
@@ -134,25 +135,6 @@ pub fn parse(which: Which, p: &mut lexopt::Parser) -> Result<Live, String> {
         return Err("idle-hold needs --addr".into());
     }
     Ok(l)
-}
-
-fn text(p: &mut lexopt::Parser) -> Result<String, String> {
-    p.value()
-        .map_err(|e| e.to_string())?
-        .string()
-        .map_err(|e| e.to_string())
-}
-
-fn num<T: std::str::FromStr + PartialOrd + From<u8>>(
-    p: &mut lexopt::Parser,
-    flag: &str,
-    min: u8,
-) -> Result<T, String> {
-    let v = text(p)?;
-    match v.parse::<T>() {
-        Ok(n) if n >= T::from(min) => Ok(n),
-        _ => Err(format!("{flag}: '{v}' is not a number >= {min}")),
-    }
 }
 
 /// Runs one scenario once and reports it.
