@@ -346,13 +346,10 @@ fn assert_pipeline_answers(got: &[Reply]) {
     assert!(own, "own MSG in {got:?}");
 }
 
-#[test]
-fn pipelined_hello_join_send_ping_bye_in_one_write_are_all_answered_then_closed() {
-    let d = Daemon::start(&[]);
-    let token = d.add_user("alice");
-    let mut c = d.connect();
-    let bytes = frames::encode(&[
-        hello("alice", &token),
+/// HELLO, JOIN #p (all history), SEND id 7 "hi" and PING 9, encoded back to back.
+fn pipeline(token: &str) -> Vec<u8> {
+    frames::encode(&[
+        hello("alice", token),
         ClientFrame::Join {
             room: "#p",
             after: 0,
@@ -364,8 +361,16 @@ fn pipelined_hello_join_send_ping_bye_in_one_write_are_all_answered_then_closed(
             text: "hi",
         },
         ClientFrame::Ping { nonce: 9 },
-        ClientFrame::Bye,
-    ]);
+    ])
+}
+
+#[test]
+fn pipelined_hello_join_send_ping_bye_in_one_write_are_all_answered_then_closed() {
+    let d = Daemon::start(&[]);
+    let token = d.add_user("alice");
+    let mut c = d.connect();
+    let mut bytes = pipeline(&token);
+    bytes.extend(frames::encode(&[ClientFrame::Bye]));
     c.send_raw(&bytes).expect("one write");
     assert_pipeline_answers(&recv_until_close(&mut c));
 }
@@ -375,20 +380,7 @@ fn frames_split_at_every_byte_are_reassembled() {
     let d = Daemon::start(&[]);
     let token = d.add_user("alice");
     let mut c = d.connect();
-    let bytes = frames::encode(&[
-        hello("alice", &token),
-        ClientFrame::Join {
-            room: "#p",
-            after: 0,
-            limit: ALL,
-        },
-        ClientFrame::Send {
-            room: "#p",
-            id: 7,
-            text: "hi",
-        },
-        ClientFrame::Ping { nonce: 9 },
-    ]);
+    let bytes = pipeline(&token);
     for byte in &bytes {
         c.send_raw(std::slice::from_ref(byte)).expect("one byte");
     }
