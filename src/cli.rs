@@ -9,6 +9,7 @@ use std::time::Duration;
 use lexopt::{Arg, Parser, ValueExt};
 
 use crate::config::{Config, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_STORE, Limits};
+use crate::protocol::MAX_FRAME_CEILING;
 use crate::store::FsyncPolicy;
 
 pub const USAGE: &str = "\
@@ -172,7 +173,9 @@ fn parse_serve(p: &mut Parser) -> Result<Command, String> {
             }
             Arg::Long("data-dir") => c.data_dir = p.value().map_err(err)?.into(),
             Arg::Long("threads") => c.threads = number(p, "--threads", 1, 1024)?,
-            Arg::Long("max-frame") => l.max_frame = number(p, "--max-frame", 256, 16 << 20)?,
+            Arg::Long("max-frame") => {
+                l.max_frame = number(p, "--max-frame", 256, MAX_FRAME_CEILING)?
+            }
             Arg::Long("max-connections") => {
                 l.max_connections = number(p, "--max-connections", 1, 1 << 24)?;
             }

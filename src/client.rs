@@ -11,7 +11,7 @@ use crate::protocol::{ClientFrame, Decoded, Deframer, ServerFrame, encode_client
 
 /// The largest frame a client accepts before it knows the server's `max_frame`: the largest
 /// any chatd can be configured to send.
-pub const CLIENT_MAX_FRAME: u32 = 16 << 20;
+pub const CLIENT_MAX_FRAME: u32 = crate::protocol::MAX_FRAME_CEILING;
 
 /// A frame from the server, owning its strings.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,4 +22,5 @@ pub mod room;
 pub mod sequencer;
 pub mod server;
 pub mod session;
+pub mod shared;
 pub mod store;

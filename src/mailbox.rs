@@ -1,16 +1,17 @@
 //! What the sequencer hands back to a reactor: ACKs for the SENDs it stored, and the rooms
-//! that advanced; and what the archive thread read back from the log for its members. One mailbox per reactor, drained by that reactor when its `Waker` fires.
+//! that advanced; and what the archive thread read back from the log for its members. One
+//! mailbox per reactor, drained by that reactor when its `Waker` fires. The message types
+//! live here, so the threads that post them depend on the mailbox and never the other way.
 //!
 //! The sequencer wakes a reactor only when its mailbox goes from empty to non-empty: a wake
 //! already pending will find everything pushed after it.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use mio::Waker;
 
 use crate::protocol::ErrorCode;
 use crate::room::RoomId;
-use crate::store::archive::Fetched;
 
 /// Names one connection of one reactor across its lifetime: a slab key is reused after a
 /// close, the serial never is, so an ACK for a closed connection is never misdelivered.
@@ -28,6 +29,18 @@ pub struct Stored {
     /// The seq the message was stored as, or why it was not stored.
     pub result: Result<u64, ErrorCode>,
 }
+
+/// The answer: the frames from `from` on, or `Gone` if retention deleted them meanwhile.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub conn: ConnRef,
+    pub room: RoomId,
+    pub from: u64,
+    pub frames: Result<Vec<Arc<[u8]>>, Gone>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gone;
 
 /// What a reactor finds when it empties its mailbox.
 #[derive(Debug, Default)]

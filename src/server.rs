@@ -1,22 +1,20 @@
-//! Starting and stopping a server: the state every thread shares, and the threads themselves.
+//! Starting and stopping a server: the threads, and the order they start and stop in.
 //!
 //! `Server::start` opens the data directory, binds every listener (so that a bad address fails
 //! before anything runs), then starts the sequencer and one reactor per core. Stopping is a
 //! flag plus a wake-up to every reactor; each drains its connections and returns, and the
 //! sequencer ends once the last reactor has dropped its sender.
 
-use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use mio::{Poll, Waker};
 
 use crate::auth::Users;
-use crate::config::{Config, Limits};
+use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::datadir::DirLock;
 use crate::mailbox::Mailbox;
@@ -25,72 +23,8 @@ use crate::metrics::http::MetricsServer;
 use crate::reactor::{self, Reactor};
 use crate::room::Rooms;
 use crate::sequencer::Sequencer;
+use crate::shared::Shared;
 use crate::store::{self, LogWriter, RecoveryMode};
-
-/// What every reactor and the sequencer share.
-pub struct Shared {
-    pub limits: Limits,
-    pub epoch: u64,
-    pub users: Users,
-    pub rooms: Rooms,
-    pub mailboxes: Arc<[Mailbox]>,
-    pub metrics: Arc<Metrics>,
-    sessions: AtomicU64,
-    stopping: AtomicBool,
-    connections: Mutex<Connections>,
-}
-
-#[derive(Default)]
-struct Connections {
-    total: usize,
-    per_ip: HashMap<IpAddr, u32>,
-}
-
-impl Shared {
-    /// Counts a new connection from `ip` in, if the limits allow it.
-    ///
-    /// # Errors
-    /// Why it is refused, in words for the client.
-    pub fn admit(&self, ip: IpAddr) -> Result<(), &'static str> {
-        let mut c = self
-            .connections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if c.total >= self.limits.max_connections {
-            return Err("too many connections");
-        }
-        let from_ip = c.per_ip.entry(ip).or_insert(0);
-        if *from_ip >= self.limits.max_connections_per_ip {
-            return Err("too many connections from your address");
-        }
-        *from_ip += 1;
-        c.total += 1;
-        Ok(())
-    }
-
-    /// Counts a closed connection from `ip` out.
-    pub fn release(&self, ip: IpAddr) {
-        let mut c = self
-            .connections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        c.total = c.total.saturating_sub(1);
-        if let Some(n) = c.per_ip.get_mut(&ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                c.per_ip.remove(&ip);
-            }
-        }
-    }
-
-    pub fn next_session_id(&self) -> u64 {
-        self.sessions.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub fn is_stopping(&self) -> bool {
-        self.stopping.load(Ordering::Acquire)
-    }
-}
 
 /// Asks a running server to stop; cheap to clone, usable from a signal thread.
 #[derive(Clone)]
@@ -105,10 +39,7 @@ impl StopHandle {
     }
 
     pub fn stop(&self) {
-        self.shared.stopping.store(true, Ordering::Release);
-        for mailbox in self.shared.mailboxes.iter() {
-            mailbox.wake();
-        }
+        self.shared.stop();
     }
 }
 
@@ -176,17 +107,14 @@ impl Server {
             log.total_bytes()
         );
         drop(recovered);
-        let shared = Arc::new(Shared {
-            rooms,
+        let shared = Arc::new(Shared::new(
             limits,
-            epoch: data.epoch(),
+            data.epoch(),
             users,
-            mailboxes: mailboxes.into(),
-            metrics: Arc::new(Metrics::new(count)),
-            sessions: AtomicU64::new(1),
-            stopping: AtomicBool::new(false),
-            connections: Mutex::new(Connections::default()),
-        });
+            rooms,
+            mailboxes.into(),
+            Arc::new(Metrics::new(count)),
+        ));
 
         let (submit, inbox) = mpsc::channel();
         let sequencer = Sequencer {

@@ -29,13 +29,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Limits;
+use crate::mailbox::Gone;
 use crate::protocol::codec::{parse_client, parse_server, stamp_msg};
 use crate::protocol::{
     ClientFrame, Decoded, Deframer, ErrorCode, ServerFrame, encode_client, encode_server,
 };
 use crate::room::{RingLimits, Room, RoomId, Rooms};
 use crate::session::{Env, Session, Tick};
-use crate::store::archive::Gone;
 
 const EPOCH: u64 = 0x0123_4567_89ab_cdef;
 const TS_MS: u64 = 1_700_000_000_000;

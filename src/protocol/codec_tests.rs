@@ -583,3 +583,32 @@ proptest! {
         prop_assert_eq!(decode_server(&wire), Ok(ServerFrame::Msg { room, seq, ts_ms, user, text }));
     }
 }
+
+#[test]
+fn replay_start_follows_the_window_formula() {
+    // (after, limit, first, head) -> the first seq sent
+    #[rustfmt::skip]
+    let table = [
+        ((0, 0, 1, 10), 11),      // limit 0: live only
+        ((5, 0, 1, 10), 11),
+        ((0, u32::MAX, 1, 10), 1),     // all retained
+        ((3, u32::MAX, 1, 10), 4),
+        ((0, u32::MAX - 1, 1, 10), 1), // head - limit saturates at 0
+        ((0, 3, 1, 100), 98),
+        ((90, 5, 1, 100), 96),
+        ((97, 5, 1, 100), 98),
+        ((20, u32::MAX, 1, 10), 11),   // an after beyond head counts as head
+        ((20, 3, 1, 10), 11),
+        ((0, u32::MAX, 6, 10), 6),     // nothing below first
+        ((2, 8, 6, 10), 6),
+        ((2, 3, 6, 10), 8),
+        ((0, u32::MAX, 0, 0), 1),      // an empty room
+        ((7, u32::MAX, 0, 0), 1),
+        ((0, u32::MAX, 0, 10), 11),    // retention deleted everything: live only
+        ((3, 5, 0, 10), 11),
+    ];
+    for ((after, limit, first, head), start) in table {
+        let got = crate::protocol::replay_start(after, limit, first, head);
+        assert_eq!(got, start, "({after}, {limit}, {first}, {head})");
+    }
+}

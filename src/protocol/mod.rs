@@ -14,11 +14,33 @@ pub use frame::{ClientFrame, ErrorCode, ServerFrame, kind};
 /// The protocol version this crate speaks.
 pub const VERSION: u8 = 1;
 
-/// Default and ceiling-free maximum frame length (kind byte plus body).
+/// Default maximum frame length (kind byte plus body).
 pub const DEFAULT_MAX_FRAME: u32 = 65_536;
+
+/// The largest `max_frame` any configuration may set (16 MiB): what `--max-frame` accepts at
+/// most, what a client accepts before it learns the server's limit, and what bounds a log
+/// record. One constant, so the three can never disagree.
+pub const MAX_FRAME_CEILING: u32 = 16 << 20;
 
 /// The 4-byte big-endian length prefix.
 pub const HEADER_LEN: usize = 4;
+
+/// The first seq to send after a JOIN: replay `(max(after, head - limit), head]`, clamped to
+/// what is retained, and an `after` beyond head counts as head so live delivery starts at
+/// head + 1. When nothing is retained (`first == 0`), only live messages follow.
+///
+/// The server and every client that resumes compute it the same way, so it lives with the
+/// protocol rather than with either side.
+pub fn replay_start(after: u64, limit: u32, first: u64, head: u64) -> u64 {
+    let from = if limit == u32::MAX {
+        after
+    } else {
+        after.max(head.saturating_sub(u64::from(limit)))
+    };
+    // first == 0 with head > 0: retention deleted everything; only live messages remain.
+    let retained_from = if first == 0 { head + 1 } else { first };
+    (from.min(head) + 1).max(retained_from)
+}
 
 #[cfg(test)]
 mod codec_tests;

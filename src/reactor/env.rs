@@ -12,8 +12,8 @@ use crate::metrics::Shard;
 use crate::protocol::ErrorCode;
 use crate::room::{Room, RoomId};
 use crate::sequencer::Submit;
-use crate::server::Shared;
 use crate::session::Env;
+use crate::shared::Shared;
 use crate::store::archive::Fetch;
 
 pub struct ConnEnv<'a> {

@@ -16,11 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Limits;
+use crate::mailbox::Gone;
 use crate::protocol::codec::{FrameError, msg_length, parse_client};
 use crate::protocol::name::{is_valid_room, is_valid_user};
-use crate::protocol::{ClientFrame, Decoded, Deframer, ErrorCode, ServerFrame, VERSION, kind};
+use crate::protocol::{
+    ClientFrame, Decoded, Deframer, ErrorCode, ServerFrame, VERSION, kind, replay_start,
+};
 use crate::room::{Behind, Room, RoomId};
-use crate::store::archive::Gone;
 
 pub use outbox::Outbox;
 use rate::TokenBucket;
@@ -649,20 +651,6 @@ impl Session {
             finish: false,
         };
     }
-}
-
-/// The first seq to send after a JOIN: replay `(max(after, head - limit), head]`, clamped to
-/// what is retained, and an `after` beyond head counts as head so live delivery starts at
-/// head + 1. When nothing is retained (`first == 0`), only live messages follow.
-pub fn replay_start(after: u64, limit: u32, first: u64, head: u64) -> u64 {
-    let from = if limit == u32::MAX {
-        after
-    } else {
-        after.max(head.saturating_sub(u64::from(limit)))
-    };
-    // first == 0 with head > 0: retention deleted everything; only live messages remain.
-    let retained_from = if first == 0 { head + 1 } else { first };
-    (from.min(head) + 1).max(retained_from)
 }
 
 #[cfg(test)]

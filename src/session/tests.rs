@@ -365,35 +365,6 @@ fn too_many_rooms_is_refused_without_closing() {
 }
 
 #[test]
-fn replay_start_follows_the_window_formula() {
-    // (after, limit, first, head) -> the first seq sent
-    #[rustfmt::skip]
-    let table = [
-        ((0, 0, 1, 10), 11),      // limit 0: live only
-        ((5, 0, 1, 10), 11),
-        ((0, ALL, 1, 10), 1),     // all retained
-        ((3, ALL, 1, 10), 4),
-        ((0, ALL - 1, 1, 10), 1), // head - limit saturates at 0
-        ((0, 3, 1, 100), 98),
-        ((90, 5, 1, 100), 96),
-        ((97, 5, 1, 100), 98),
-        ((20, ALL, 1, 10), 11),   // an after beyond head counts as head
-        ((20, 3, 1, 10), 11),
-        ((0, ALL, 6, 10), 6),     // nothing below first
-        ((2, 8, 6, 10), 6),
-        ((2, 3, 6, 10), 8),
-        ((0, ALL, 0, 0), 1),      // an empty room
-        ((7, ALL, 0, 0), 1),
-        ((0, ALL, 0, 10), 11),    // retention deleted everything: live only
-        ((3, 5, 0, 10), 11),
-    ];
-    for ((after, limit, first, head), start) in table {
-        let got = replay_start(after, limit, first, head);
-        assert_eq!(got, start, "({after}, {limit}, {first}, {head})");
-    }
-}
-
-#[test]
 fn join_replays_the_window_in_seq_order_after_joined() {
     // (after, limit, the first seq replayed; the last is head, 10)
     let cases = [(3, 4, 7), (3, ALL, 4), (0, 0, 11), (0, 2, 9), (12, 5, 11)];

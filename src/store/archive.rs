@@ -14,8 +14,8 @@ use std::sync::mpsc::Receiver;
 
 use super::format::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, decode_record};
 use super::segment_path;
-use crate::mailbox::{ConnRef, Mailbox};
-use crate::room::{Room, RoomId};
+use crate::mailbox::{ConnRef, Fetched, Gone, Mailbox};
+use crate::room::Room;
 
 /// Most bytes of frames in one answer: one answer fills a socket buffer or so.
 pub const FETCH_BYTES: usize = 256 * 1024;
@@ -29,18 +29,6 @@ pub struct Fetch {
     pub from: u64,
     pub max: u64,
 }
-
-/// The answer: the frames from `from` on, or `Gone` if retention deleted them meanwhile.
-#[derive(Debug, Clone)]
-pub struct Fetched {
-    pub conn: ConnRef,
-    pub room: RoomId,
-    pub from: u64,
-    pub frames: Result<Vec<Arc<[u8]>>, Gone>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Gone;
 
 /// Serves fetches until every sender is gone.
 pub fn run(requests: Receiver<Fetch>, mailboxes: Arc<[Mailbox]>, dir: PathBuf) {

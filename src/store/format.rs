@@ -25,7 +25,7 @@ pub const VERSION: u32 = 1;
 pub const SEGMENT_HEADER_LEN: usize = 32;
 pub const RECORD_HEADER_LEN: usize = 8;
 /// No record is larger: the largest MSG frame any configuration allows, plus its prefix.
-pub const MAX_PAYLOAD: usize = (16 << 20) + FRAME_HEADER_LEN;
+pub const MAX_PAYLOAD: usize = crate::protocol::MAX_FRAME_CEILING as usize + FRAME_HEADER_LEN;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {

@@ -10,8 +10,8 @@ use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use chatd::client::Reply;
+use chatd::protocol::replay_start;
 use chatd::protocol::{ClientFrame, ErrorCode};
-use chatd::session::replay_start;
 
 use crate::conn::Conn;
 use crate::events::Event;
