@@ -74,15 +74,26 @@ impl Probe {
     }
 }
 
-/// Asserts the daemon runs and its RSS grew by less than `slack_kib` since `before`.
+/// Asserts the daemon runs and its RSS grew by less than `slack_kib` since `before` (that
+/// half skips loudly where RSS cannot be read).
 #[track_caller]
-fn assert_bounded(d: &mut Daemon, before: u64, slack_kib: u64) {
+fn assert_bounded(d: &mut Daemon, before: Option<u64>, slack_kib: u64) {
     assert!(d.is_running(), "the daemon died");
-    let after = d.rss_kib();
-    assert!(
-        after < before + slack_kib,
-        "RSS grew from {before} KiB to {after} KiB"
-    );
+    d.assert_rss_bounded(before, slack_kib);
+}
+
+#[test]
+fn rss_reads_none_not_zero_for_a_process_that_is_gone() {
+    let mut gone = std::process::Command::new("true")
+        .spawn()
+        .expect("run true");
+    gone.wait().expect("wait");
+    let pid = i32::try_from(gone.id()).expect("pid");
+    assert_eq!(util::rss_kib_of(pid), None);
+    if cfg!(any(target_os = "linux", target_os = "freebsd")) {
+        let me = i32::try_from(std::process::id()).expect("pid");
+        assert!(util::rss_kib_of(me).is_some_and(|kib| kib > 0));
+    }
 }
 
 /// A connection to the daemon from `source` (any 127.x.y.z is loopback on Linux), with a
