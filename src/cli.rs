@@ -20,13 +20,18 @@ USAGE:
     chatd user add NAME [--data-dir DIR]
                                      create a user; prints its new token as the last line
     chatd user remove NAME [--data-dir DIR]
+                                     delete a user; a running server ends their sessions
+    chatd user rotate NAME [--data-dir DIR]
+                                     give a user a new token, printed as the last line; the
+                                     old one stops working and its sessions are ended
     chatd user list [--data-dir DIR]
     chatd log verify [DIR]           check a data directory's message log, changing nothing
     chatd log repair [DIR]           cut off a torn tail as start-up would (daemon stopped)
     chatd config check FILE          validate a configuration file without starting
     chatd --help | --version
 
-Users added or removed take effect in a running server at once. Run `chatd serve --help`
+A running server notices user changes within a second: new users may log in, and removed or
+rotated users get ERROR AUTH_FAILED and are disconnected. Run `chatd serve --help`
 for the server's options and limits. Logging: RUST_LOG=debug|info|warn (default info).
 ";
 
@@ -120,6 +125,7 @@ pub enum Command {
     Serve(Box<Config>),
     UserAdd { data_dir: PathBuf, name: String },
     UserRemove { data_dir: PathBuf, name: String },
+    UserRotate { data_dir: PathBuf, name: String },
     UserList { data_dir: PathBuf },
     LogVerify { data_dir: PathBuf },
     LogRepair { data_dir: PathBuf },
@@ -267,9 +273,13 @@ fn parse_user(p: &mut Parser) -> Result<Command, String> {
             data_dir,
             name: (*name).to_string(),
         }),
+        ["rotate", name] => Ok(Command::UserRotate {
+            data_dir,
+            name: (*name).to_string(),
+        }),
         ["list"] => Ok(Command::UserList { data_dir }),
         _ => Err(format!(
-            "expected `user add NAME`, `user remove NAME` or `user list`\n\n{USAGE}"
+            "expected `user add NAME`, `user remove NAME`, `user rotate NAME` or `user list`\n\n{USAGE}"
         )),
     }
 }
@@ -444,7 +454,15 @@ mod tests {
             run(&["user", "list"]),
             Ok(Command::UserList { .. })
         ));
+        assert_eq!(
+            run(&["user", "rotate", "bob", "--data-dir", "d"]),
+            Ok(Command::UserRotate {
+                data_dir: "d".into(),
+                name: "bob".into()
+            })
+        );
         assert!(run(&["user", "add"]).is_err());
+        assert!(run(&["user", "rotate"]).is_err());
     }
 
     #[test]

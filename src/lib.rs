@@ -16,6 +16,7 @@ pub mod fuzzing;
 pub mod mailbox;
 pub mod metrics;
 pub mod privilege;
+pub mod published;
 pub mod protocol;
 pub mod reactor;
 pub mod room;

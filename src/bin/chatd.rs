@@ -47,6 +47,16 @@ fn main() -> ExitCode {
             .map_err(|e| e.to_string())
             .and_then(|d| auth::remove_user(&d.users_path(), &name).map_err(|e| e.to_string()))
             .map(|()| println!("removed user '{name}'")),
+        Command::UserRotate { data_dir, name } => DataDir::open(&data_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|d| auth::rotate_user(&d.users_path(), &name).map_err(|e| e.to_string()))
+            .map(|token| {
+                println!(
+                    "rotated the token of user '{name}'; the old one no longer works. \
+                     The new token (shown only this once):"
+                );
+                println!("{token}");
+            }),
         Command::UserList { data_dir } => DataDir::open(&data_dir)
             .map_err(|e| e.to_string())
             .and_then(|d| auth::list_users(&d.users_path()).map_err(|e| e.to_string()))
