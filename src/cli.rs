@@ -49,8 +49,10 @@ OPTIONS:
     --config FILE                  read options from a TOML file whose keys are these flags
                                    without dashes (max-frame = 4096, listen = [\"...\"]);
                                    flags on the command line win over the file
-    --user NAME, --group NAME      after binding and opening the data directory, drop to this
-                                   account (the data directory must belong to it)
+    --user NAME, --group NAME      after binding and opening the data directory, and before
+                                   serving anyone, drop to this account (the data directory
+                                   is handed to it; --config FILE must stay readable by it
+                                   for SIGHUP)
     --metrics ADDR                 serve Prometheus metrics at http://ADDR/metrics and a
                                    health check at /healthz (default: off)
     --listen ADDR                  address to listen on; repeat for more; IPv4 or [IPv6]:port
@@ -88,8 +90,13 @@ STORAGE (every message is written to a log in DIR/log before it is acknowledged)
                                    (default: no age limit)
 
 DUR is a number with a unit: 500ms, 5s, 2m (a bare number means seconds).
-SIGHUP reloads the users file (logins also notice changes on their own) and re-reads the
-config file, logging which changed keys need a restart to take effect.
+The users file is watched: added users may log in, and removed or rotated users are
+disconnected, within a second.
+SIGHUP rereads the users file and the config file (with the flags given here still winning)
+and applies at once: --max-connections, --max-connections-per-ip, --max-rooms-per-connection,
+--max-rooms, --send-rate, --send-burst and the four timeouts (a lower cap closes nobody; the
+handshake timeout applies to new connections). Everything else needs a restart; one log
+line names what was applied and what needs a restart.
 SIGINT or SIGTERM stops the server gracefully: clients get the ACKs they are owed, then
 SHUTTING_DOWN. A second signal stops it at once.
 ",
