@@ -236,8 +236,14 @@ impl Reload {
             ("ring-bytes", a.ring.bytes != b.ring.bytes),
             ("fsync", sa.fsync != sb.fsync),
             ("segment-bytes", sa.segment_bytes != sb.segment_bytes),
-            ("retention-bytes", sa.retention.max_bytes != sb.retention.max_bytes),
-            ("retention-age", sa.retention.max_age != sb.retention.max_age),
+            (
+                "retention-bytes",
+                sa.retention.max_bytes != sb.retention.max_bytes,
+            ),
+            (
+                "retention-age",
+                sa.retention.max_age != sb.retention.max_age,
+            ),
         ];
         let needs_restart = fixed
             .into_iter()
@@ -320,7 +326,11 @@ mod tests {
         let again = Reload::between(&next, &new);
         assert!(again.applied.is_empty());
         assert_eq!(again.needs_restart.len(), 4);
-        assert!(again.summary().starts_with("config reloaded: applied nothing; needs a restart: listen"));
+        assert!(
+            again
+                .summary()
+                .starts_with("config reloaded: applied nothing; needs a restart: listen")
+        );
     }
 
     #[test]

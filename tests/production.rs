@@ -148,7 +148,9 @@ fn sighup_applies_live_limits_and_names_those_needing_a_restart() {
     }
     assert!(others.contains(&Reply::Ack { id: 1, seq: 1 }), "{others:?}");
     assert!(
-        others.iter().any(|r| matches!(r, Reply::Error { code, reference: 2, .. }
+        others
+            .iter()
+            .any(|r| matches!(r, Reply::Error { code, reference: 2, .. }
             if *code == ErrorCode::RateLimited.as_u16())),
         "{others:?}"
     );
@@ -196,7 +198,7 @@ fn sighup_without_a_config_file_rereads_users_only() {
 }
 
 #[test]
-fn root_drops_to_the_given_user_after_binding() {
+fn root_drops_to_the_given_user_after_binding_and_before_serving() {
     if !nix::unistd::Uid::effective().is_root() {
         eprintln!("skipped: privilege drop needs the tests to run as root");
         return;
@@ -232,17 +234,36 @@ fn root_drops_to_the_given_user_after_binding() {
         "{:#?}",
         d.log_lines()
     );
-    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).expect("status");
-    let uid_line = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .expect("Uid line");
+    // Dropped before any reactor started serving, not after.
+    assert!(d.wait_for_log("reactor 0: serving"), "{:#?}", d.log_lines());
+    let lines = d.log_lines();
+    let position = |needle: &str| lines.iter().position(|l| l.contains(needle));
     assert!(
-        uid_line
-            .split_whitespace()
-            .skip(1)
-            .all(|u| u == nobody.uid.to_string()),
-        "{uid_line}"
+        position("running as uid") < position("reactor 0: serving"),
+        "{lines:#?}"
+    );
+    // Every thread of the process, reactors included, runs as the account.
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", d.pid())).expect("tasks");
+    let mut threads = 0;
+    for task in tasks {
+        let status = std::fs::read_to_string(task.expect("task").path().join("status"))
+            .expect("task status");
+        let uid_line = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .expect("Uid line");
+        assert!(
+            uid_line
+                .split_whitespace()
+                .skip(1)
+                .all(|u| u == nobody.uid.to_string()),
+            "{uid_line}"
+        );
+        threads += 1;
+    }
+    assert!(
+        threads > 3,
+        "reactors, sequencer, archive, watcher: {threads}"
     );
     // Still able to store messages, and to roll to new segments in its data directory.
     let mut c = d.login_with("dave", &token);
@@ -287,4 +308,78 @@ fn an_unknown_user_to_drop_to_stops_startup() {
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-user-here"));
+}
+
+/// The names of this process's threads, from /proc; `None` where there is no /proc.
+fn thread_names() -> Option<Vec<String>> {
+    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+    Some(
+        tasks
+            .filter_map(Result::ok)
+            .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+            .map(|name| name.trim().to_string())
+            .collect(),
+    )
+}
+
+/// The server's own threads. No other test in this file starts a server in this process.
+fn server_threads(names: &[String]) -> Vec<&String> {
+    names
+        .iter()
+        .filter(|n| {
+            n.starts_with("reactor-")
+                || ["sequencer", "archive", "users", "metrics"].contains(&n.as_str())
+        })
+        .collect()
+}
+
+#[test]
+fn the_before_serving_hook_runs_bound_and_before_any_server_thread() {
+    if thread_names().is_none() {
+        eprintln!("skipped: no /proc/self/task to list threads on this OS");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = chatd::config::Config {
+        listen: vec!["127.0.0.1:0".parse().expect("addr")],
+        threads: 2,
+        data_dir: dir.path().join("data"),
+        metrics: Some("127.0.0.1:0".parse().expect("addr")),
+        ..Default::default()
+    };
+    let mut during = None;
+    let server = chatd::server::Server::start_with(&config, |addrs| {
+        // Bound already: a client can connect (the kernel queues it; nobody serves it yet).
+        let connected = std::net::TcpStream::connect(addrs[0]).is_ok();
+        during = Some((connected, thread_names().unwrap_or_default()));
+        Ok(())
+    })
+    .expect("start");
+    let (connected, names) = during.expect("the hook ran");
+    assert!(connected, "listeners are bound before the hook");
+    assert!(server_threads(&names).is_empty(), "{names:?}");
+    let after = thread_names().unwrap_or_default();
+    let started = server_threads(&after);
+    assert!(started.iter().any(|n| *n == "reactor-0"), "{after:?}");
+    assert!(started.iter().any(|n| *n == "sequencer"), "{after:?}");
+    server.stop_handle().stop();
+    server.wait().expect("clean stop");
+}
+
+#[test]
+fn a_failing_before_serving_hook_stops_startup() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = chatd::config::Config {
+        listen: vec!["127.0.0.1:0".parse().expect("addr")],
+        threads: 1,
+        data_dir: dir.path().join("data"),
+        ..Default::default()
+    };
+    let result = chatd::server::Server::start_with(&config, |_| {
+        Err(std::io::Error::other("cannot switch to user 'x'"))
+    });
+    match result {
+        Ok(_) => panic!("started although the hook failed"),
+        Err(e) => assert_eq!(e.to_string(), "cannot switch to user 'x'"),
+    }
 }

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use chatd::client::{Client, Reply};
 use chatd::protocol::{ClientFrame, ErrorCode};
-use util::{BIN, Daemon, expect_error, expect_fatal, join, recv, recv_msgs, recv_until_close, send};
+use util::{
+    BIN, Daemon, expect_error, expect_fatal, join, recv, recv_msgs, recv_until_close, send,
+};
 
 /// How long a revoked session may take to be told and closed: the watcher looks every 250 ms
 /// and a reactor takes the new table on its next turn (at most 250 ms later). Generous for a
@@ -33,8 +35,15 @@ fn expect_revoked(c: &mut Client, message: &str) {
     let got = expect_error(c, ErrorCode::AuthFailed, 0);
     assert_eq!(got, message);
     let rest = recv_until_close(c);
-    assert!(rest.is_empty(), "nothing may follow the ERROR, got {rest:?}");
-    assert!(started.elapsed() < REVOKED_WITHIN, "{:?}", started.elapsed());
+    assert!(
+        rest.is_empty(),
+        "nothing may follow the ERROR, got {rest:?}"
+    );
+    assert!(
+        started.elapsed() < REVOKED_WITHIN,
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[track_caller]
@@ -77,7 +86,11 @@ fn removing_a_user_ends_their_live_sessions_and_no_one_elses() {
     }
 
     let out = user_command(&d, &["remove", "bob"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for b in &mut bobs {
         expect_revoked(b, "user removed");
     }
@@ -90,7 +103,11 @@ fn removing_a_user_ends_their_live_sessions_and_no_one_elses() {
     let got = recv_msgs(&mut carol, 1, &mut others);
     assert_eq!(got[0].2, "alice");
     assert_eq!(got[0].3, "still here");
-    assert!(d.wait_for_log("user 'bob': user removed"), "{:#?}", d.log_lines());
+    assert!(
+        d.wait_for_log("user 'bob': user removed"),
+        "{:#?}",
+        d.log_lines()
+    );
 }
 
 #[test]
@@ -101,9 +118,18 @@ fn rotating_a_token_prints_a_new_one_ends_sessions_and_retires_the_old() {
     let mut other = d.login("erin");
 
     let out = user_command(&d, &["rotate", "dave"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).expect("utf8");
-    let new = stdout.lines().last().expect("a token line").trim().to_string();
+    let new = stdout
+        .lines()
+        .last()
+        .expect("a token line")
+        .trim()
+        .to_string();
     assert_eq!(new.len(), 64, "{stdout}");
     assert!(new.bytes().all(|b| b.is_ascii_hexdigit()), "{stdout}");
     assert_ne!(new, old);

@@ -404,7 +404,10 @@ impl Reactor {
             let Some(why) = self.users.revoked(&newer, conn.session.user()) else {
                 continue;
             };
-            if conn.session.revoke(ErrorCode::AuthFailed, why.message(), now) {
+            if conn
+                .session
+                .revoke(ErrorCode::AuthFailed, why.message(), now)
+            {
                 log::info!(
                     "reactor {}: ending #{} of user '{}': {}",
                     self.id,
