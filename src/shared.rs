@@ -20,7 +20,8 @@ use crate::room::Rooms;
 
 /// What every reactor and the sequencer share.
 pub struct Shared {
-    /// The limits in force; read through [`Shared::limits`], replaced by [`Shared::apply_limits`].
+    /// The limits in force; read through [`Shared::limits_snapshot`], replaced by
+    /// [`Shared::apply_limits`].
     limits: Published<Limits>,
     pub epoch: u64,
     pub users: Users,
@@ -60,12 +61,8 @@ impl Shared {
         }
     }
 
-    /// The limits in force now. Cheap, but a reactor takes it once per turn, not per frame.
-    pub fn limits(&self) -> Arc<Limits> {
-        self.limits.get()
-    }
-
     /// The limits in force and their generation, which moves each time they are replaced.
+    /// Cheap, but a reactor takes it once per turn (when the generation moved), not per frame.
     pub fn limits_snapshot(&self) -> (u64, Arc<Limits>) {
         self.limits.snapshot()
     }
