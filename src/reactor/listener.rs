@@ -156,24 +156,23 @@ mod tests {
     #[test]
     fn ipv6_listeners_are_ipv6_only_and_leave_ipv4_free() {
         let any6: SocketAddr = "[::]:0".parse().expect("literal");
-        // Dual-stack [::] would hold the IPv4 port too, and the IPv4 bind would always fail.
-        // Any one port may also be held on IPv4 by another test running beside this one, so
-        // a few ports are tried: one success proves the point.
+        // Take an IPv4 port first (the kernel picks one free for IPv4), then [::] on the same
+        // port: a dual-stack [::] would claim the IPv4 port too and always fail. The other
+        // order is flaky, since bind([::]:0) may pick a port some IPv4 socket holds. A port may
+        // still be held on IPv6 by another test, so a few are tried: one success proves it.
         let mut last = None;
         for _ in 0..20 {
-            let v6 = match bind_single(any6) {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("SKIPPED ipv6_listeners_are_ipv6_only: no IPv6 here ({e})");
-                    return;
-                }
-            };
-            assert!(getsockopt(&v6, sockopt::Ipv6V6Only).expect("getsockopt"));
-            let port = v6.local_addr().expect("bound").port();
-            match bind_single(SocketAddr::from(([0, 0, 0, 0], port))) {
-                Ok(_) => {
+            let v4 = bind_single(SocketAddr::from(([0, 0, 0, 0], 0))).expect("bind 0.0.0.0");
+            let port = v4.local_addr().expect("bound").port();
+            match bind_single(SocketAddr::from((any6.ip(), port))) {
+                Ok(v6) => {
+                    assert!(getsockopt(&v6, sockopt::Ipv6V6Only).expect("getsockopt"));
                     last = None;
                     break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                    eprintln!("SKIPPED ipv6_listeners_are_ipv6_only: no IPv6 here ({e})");
+                    return;
                 }
                 Err(e) => last = Some(e),
             }
