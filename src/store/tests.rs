@@ -285,3 +285,32 @@ fn an_empty_older_segment_is_corruption() {
         Err(RecoveryError::Corrupt { .. })
     ));
 }
+
+#[test]
+fn the_archive_serves_nothing_past_the_rings_head() {
+    // A batch the sequencer has written but not yet published (its fsync still running, and
+    // it may fail and be cut off): the log holds it, the ring's head does not.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rooms = Rooms::new(10, 1, RING);
+    let mut log = write_messages(tmp.path(), &rooms, "#a", 5, 1 << 20);
+    let mut batch = Vec::new();
+    for seq in 6..=7 {
+        encode_record(&msg("#a", seq, "not yet durable"), &mut batch);
+    }
+    log.next_pos().expect("pos");
+    log.write(&batch, Instant::now()).expect("write");
+    let room = rooms.get("#a").expect("room");
+    assert_eq!(room.read(|ring| ring.head()), 5);
+    let mut reader = super::archive::SegmentReader::default();
+    let frames =
+        super::archive::read_history(tmp.path(), &room, 1, 100, &mut reader).expect("history");
+    let served: Vec<Vec<u8>> = frames.iter().map(|f| f.to_vec()).collect();
+    let durable: Vec<Vec<u8>> = (1..=5)
+        .map(|seq| msg("#a", seq, &format!("message {seq}")))
+        .collect();
+    assert_eq!(served, durable, "only seqs 1..=5 are durable");
+    assert!(
+        super::archive::read_history(tmp.path(), &room, 6, 100, &mut reader).is_err(),
+        "seq 6 is not durable yet"
+    );
+}
