@@ -314,3 +314,26 @@ fn the_archive_serves_nothing_past_the_rings_head() {
         "seq 6 is not durable yet"
     );
 }
+
+#[test]
+fn a_roll_syncs_the_old_segment_even_under_fsync_never() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rooms = Rooms::new(10, 1, RING);
+    let recovered = recover(tmp.path(), EPOCH, RecoveryMode::TruncateTail).expect("recover");
+    let mut limits = limits(4096);
+    limits.fsync = FsyncPolicy::Never;
+    let mut log = LogWriter::open(tmp.path(), EPOCH, limits, &recovered, &rooms).expect("open");
+    let r = rooms.open("#a").expect("room");
+    for seq in 1..=200 {
+        let frame = msg("#a", seq, &format!("message {seq}"));
+        let pos = log.next_pos().expect("pos");
+        let mut batch = Vec::new();
+        encode_record(&frame, &mut batch);
+        log.write(&batch, Instant::now()).expect("write");
+        r.write(|ring| ring.append(Arc::from(frame), RING, Some(pos)));
+        log.note(&r, seq, 0);
+    }
+    let rolls = list_segments(tmp.path()).expect("list").len() as u64 - 1;
+    assert!(rolls >= 2, "small segments roll: {rolls}");
+    assert_eq!(log.stats.fsyncs, rolls, "one sync per roll, none per batch");
+}
