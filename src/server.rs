@@ -65,7 +65,7 @@ impl Server {
         let lock = data.lock()?;
         let users = Users::open(data.users_path())?;
         let log_dir = store::log_dir(data.path());
-        let recovered = store::recover(&log_dir, data.epoch(), RecoveryMode::TruncateTail)?;
+        let recovered = store::recover(&log_dir, data.epoch(), RecoveryMode::TolerateTornTail)?;
         if let Some(torn) = &recovered.torn {
             log::warn!(
                 "log: cut {} bytes of an unfinished write off the end of {} (at offset {}: {})",

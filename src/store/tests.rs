@@ -53,7 +53,7 @@ fn write_messages(
     count: u64,
     segment_bytes: u64,
 ) -> LogWriter {
-    let recovered = recover(dir, EPOCH, RecoveryMode::TruncateTail).expect("recover");
+    let recovered = recover(dir, EPOCH, RecoveryMode::TolerateTornTail).expect("recover");
     for (name, h) in &recovered.rooms {
         if rooms.get(name).is_none() {
             rooms.restore(name, h.first, h.head, h.index.clone());
@@ -122,7 +122,7 @@ fn a_torn_last_record_is_cut_at_every_byte_and_nothing_before_it_is_lost() {
             torn.len(),
             "verify changes nothing"
         );
-        let repaired = recover(tmp.path(), EPOCH, RecoveryMode::TruncateTail).expect("repair");
+        let repaired = recover(tmp.path(), EPOCH, RecoveryMode::TolerateTornTail).expect("repair");
         assert_eq!(
             repaired.rooms.get("#a").map(|h| h.head),
             Some(4),
@@ -152,7 +152,7 @@ fn a_bad_byte_in_an_old_segment_is_an_error_naming_file_and_offset() {
     let at = SEGMENT_HEADER_LEN + 100;
     bytes[at] ^= 0x20;
     std::fs::write(oldest, &bytes).expect("write");
-    for mode in [RecoveryMode::ReadOnly, RecoveryMode::TruncateTail] {
+    for mode in [RecoveryMode::ReadOnly, RecoveryMode::TolerateTornTail] {
         match recover(tmp.path(), EPOCH, mode) {
             Err(RecoveryError::Corrupt { path, offset, .. }) => {
                 assert_eq!(&path, oldest);
@@ -198,7 +198,7 @@ fn a_segment_of_another_epoch_is_refused() {
 fn retention_deletes_whole_old_segments_and_moves_first() {
     let tmp = tempfile::tempdir().expect("tmp");
     let rooms = Rooms::new(10, 1, RING);
-    let recovered = recover(tmp.path(), EPOCH, RecoveryMode::TruncateTail).expect("recover");
+    let recovered = recover(tmp.path(), EPOCH, RecoveryMode::TolerateTornTail).expect("recover");
     let mut limits = limits(4096);
     limits.retention.max_bytes = Some(12_000);
     let mut log = LogWriter::open(tmp.path(), EPOCH, limits, &recovered, &rooms).expect("open");
@@ -261,7 +261,7 @@ fn an_empty_newest_segment_is_not_torn_and_a_partial_header_is_cut_to_empty() {
     drop(write_messages(tmp.path(), &rooms, "#a", 3, 4096));
     let next = segment_path(tmp.path(), 2);
     std::fs::write(&next, b"CHATDLOG\0").expect("partial header");
-    let torn = recover(tmp.path(), EPOCH, RecoveryMode::TruncateTail).expect("repair");
+    let torn = recover(tmp.path(), EPOCH, RecoveryMode::TolerateTornTail).expect("repair");
     assert_eq!(torn.torn.map(|t| t.bytes), Some(9));
     let again = recover(tmp.path(), EPOCH, RecoveryMode::ReadOnly).expect("verify");
     assert!(again.torn.is_none(), "an empty newest segment is clean");
@@ -319,7 +319,7 @@ fn the_archive_serves_nothing_past_the_rings_head() {
 fn a_roll_syncs_the_old_segment_even_under_fsync_never() {
     let tmp = tempfile::tempdir().expect("tmp");
     let rooms = Rooms::new(10, 1, RING);
-    let recovered = recover(tmp.path(), EPOCH, RecoveryMode::TruncateTail).expect("recover");
+    let recovered = recover(tmp.path(), EPOCH, RecoveryMode::TolerateTornTail).expect("recover");
     let mut limits = limits(4096);
     limits.fsync = FsyncPolicy::Never;
     let mut log = LogWriter::open(tmp.path(), EPOCH, limits, &recovered, &rooms).expect("open");
@@ -336,4 +336,126 @@ fn a_roll_syncs_the_old_segment_even_under_fsync_never() {
     let rolls = list_segments(tmp.path()).expect("list").len() as u64 - 1;
     assert!(rolls >= 2, "small segments roll: {rolls}");
     assert_eq!(log.stats.fsyncs, rolls, "one sync per roll, none per batch");
+}
+
+/// The offset of each record in a segment written by `write_messages`.
+fn record_offsets(path: &Path) -> Vec<u64> {
+    let bytes = std::fs::read(path).expect("read");
+    let mut at = SEGMENT_HEADER_LEN;
+    let mut offsets = Vec::new();
+    while let Ok((_, used)) = super::format::decode_record(&bytes[at..]) {
+        offsets.push(at as u64);
+        at += used;
+    }
+    offsets
+}
+
+#[test]
+fn a_bad_byte_mid_newest_segment_refuses_to_start_and_only_force_cuts_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rooms = Rooms::new(10, 1, RING);
+    drop(write_messages(tmp.path(), &rooms, "#a", 10, 1 << 20));
+    let path = newest_segment(tmp.path());
+    let offsets = record_offsets(&path);
+    let at = offsets[4];
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[at as usize + 20] ^= 0x04;
+    std::fs::write(&path, &bytes).expect("write");
+    for mode in [RecoveryMode::ReadOnly, RecoveryMode::TolerateTornTail] {
+        match recover(tmp.path(), EPOCH, mode) {
+            Err(RecoveryError::Corrupt {
+                path: p,
+                offset,
+                reason,
+            }) => {
+                assert_eq!((&p, offset), (&path, at), "{mode:?}");
+                assert!(reason.contains("5 whole records"), "{reason}");
+            }
+            other => panic!("{mode:?}: expected corruption, got {other:?}"),
+        }
+        assert_eq!(std::fs::read(&path).expect("read"), bytes, "{mode:?}");
+    }
+    let forced = recover(tmp.path(), EPOCH, RecoveryMode::ForceTruncate).expect("force");
+    let cut = forced.torn.expect("a cut");
+    assert_eq!(
+        (cut.offset, cut.bytes, cut.records, cut.segments),
+        (at, bytes.len() as u64 - at, 5, 0)
+    );
+    assert_eq!(forced.rooms.get("#a").map(|h| h.head), Some(4));
+    assert_eq!(std::fs::metadata(&path).expect("meta").len(), at);
+    let again = recover(tmp.path(), EPOCH, RecoveryMode::ReadOnly).expect("clean now");
+    assert!(again.torn.is_none());
+}
+
+#[test]
+fn force_cuts_at_damage_in_an_old_segment_and_drops_every_later_segment() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rooms = Rooms::new(10, 1, RING);
+    drop(write_messages(tmp.path(), &rooms, "#a", 200, 4096));
+    let segments = list_segments(tmp.path()).expect("list");
+    let (_, oldest) = &segments[0];
+    let at = record_offsets(oldest)[3];
+    let mut bytes = std::fs::read(oldest).expect("read");
+    bytes[at as usize + 12] ^= 0x01;
+    std::fs::write(oldest, &bytes).expect("write");
+    let forced = recover(tmp.path(), EPOCH, RecoveryMode::ForceTruncate).expect("force");
+    let cut = forced.torn.expect("a cut");
+    assert_eq!((&cut.path, cut.offset), (oldest, at));
+    assert_eq!(cut.segments, segments.len() as u64 - 1);
+    assert_eq!(cut.records, 200 - 4);
+    assert_eq!(list_segments(tmp.path()).expect("list").len(), 1);
+    let again = recover(tmp.path(), EPOCH, RecoveryMode::ReadOnly).expect("clean now");
+    assert_eq!(
+        again.rooms.get("#a").map(|h| (h.first, h.head)),
+        Some((1, 3))
+    );
+    assert!(again.torn.is_none());
+}
+
+/// Appends crafted records (valid checksums) to the newest segment.
+fn append_records(dir: &Path, frames: &[Vec<u8>]) -> u64 {
+    let path = newest_segment(dir);
+    let at = std::fs::metadata(&path).expect("meta").len();
+    let mut batch = Vec::new();
+    frames.iter().for_each(|f| encode_record(f, &mut batch));
+    OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("open")
+        .write_all(&batch)
+        .expect("append");
+    at
+}
+
+#[test]
+fn a_checksummed_record_with_an_impossible_seq_is_corruption_even_at_the_tail() {
+    let cases: [(&str, Vec<Vec<u8>>); 4] = [
+        ("max", vec![msg("#b", u64::MAX, "x"), msg("#b", 1, "y")]),
+        ("max alone", vec![msg("#b", u64::MAX, "x")]),
+        ("backwards", vec![msg("#a", 2, "again")]),
+        ("skips", vec![msg("#a", 9, "ahead")]),
+    ];
+    for (name, frames) in cases {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let rooms = Rooms::new(10, 1, RING);
+        drop(write_messages(tmp.path(), &rooms, "#a", 3, 1 << 20));
+        let at = append_records(tmp.path(), &frames);
+        for mode in [RecoveryMode::ReadOnly, RecoveryMode::TolerateTornTail] {
+            match recover(tmp.path(), EPOCH, mode) {
+                Err(RecoveryError::Corrupt { offset, .. }) => assert_eq!(offset, at, "{name}"),
+                other => panic!("{name} {mode:?}: expected corruption, got {other:?}"),
+            }
+        }
+    }
+    // Seq 0 cannot even be encoded as a MSG; stamp it over a whole record and fix its CRC.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rooms = Rooms::new(10, 1, RING);
+    drop(write_messages(tmp.path(), &rooms, "#a", 3, 1 << 20));
+    let mut zero = msg("#a", 4, "zero");
+    assert!(crate::protocol::codec::stamp_msg(&mut zero, 2, 0, 1));
+    let at = append_records(tmp.path(), &[zero]);
+    assert!(matches!(
+        recover(tmp.path(), EPOCH, RecoveryMode::TolerateTornTail),
+        Err(RecoveryError::Corrupt { offset, .. }) if offset == at
+    ));
 }
