@@ -52,7 +52,7 @@ OPTIONS:
                                    health check at /healthz (default: off)
     --listen ADDR                  address to listen on; repeat for more; IPv4 or [IPv6]:port
                                    (default {DEFAULT_LISTEN}; port 0 picks a free port)
-    --data-dir DIR                 where users and the epoch live; created on first run
+    --data-dir DIR                 where users and the message log live; created on first run
                                    (default ./{DEFAULT_DATA_DIR})
     --threads N                    reactor threads (default: one per core)
 

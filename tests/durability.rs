@@ -1,7 +1,8 @@
 //! The durable log end to end against the real daemon: ACKed messages survive kill -9 exactly
 //! once, history beyond the in-memory window is replayed from disk, retention moves `first`,
-//! one daemon per data directory, torn tails are cut, corruption stops start-up, and a full
-//! disk answers STORAGE until it has room again.
+//! one daemon per data directory, torn tails are cut, corruption stops start-up until a forced
+//! repair, the epoch follows the history, and a full disk answers STORAGE until it has room
+//! again.
 //!
 //! Each test owns its data directory (a `TempDir` passed with `--data-dir`, which overrides the
 //! harness's), so that it outlives the daemons started on it.
@@ -595,6 +596,49 @@ fn damage_mid_newest_segment_stops_startup_until_repair_force() {
     let d = serve(&data, "--send-rate 0");
     let (_, _, msgs) = replay(&mut hello(d.addr, &token).0, 0, ALL);
     assert_msgs(&msgs, numbered(1..=9, |s| format!("t{s}")));
+    stop(d);
+}
+
+#[test]
+fn the_epoch_names_the_history_not_the_directory() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (data, token) = store(tmp.path());
+    assert!(
+        !data.join("epoch").exists() && !data.join("log").exists(),
+        "`user add` made something that decides the epoch"
+    );
+    let d = serve(&data, "--send-rate 0");
+    let epoch = hello(d.addr, &token).1;
+    let mut alice = sender(&d, &token);
+    assert_eq!(
+        send_all(&mut alice, &["one".into(), "two".into()], 2),
+        [1, 2]
+    );
+    stop(d);
+
+    let mut d = serve(&data, "--send-rate 0");
+    assert_eq!(
+        hello(d.addr, &token).1,
+        epoch,
+        "a restart keeps the history"
+    );
+    d.signal(Signal::SIGKILL);
+    d.wait_exit().expect("chatd did not die on SIGKILL");
+    let d = serve(&data, "--send-rate 0");
+    assert_eq!(hello(d.addr, &token).1, epoch, "kill -9 keeps the history");
+    stop(d);
+    log_cmd("repair", &data, 0);
+
+    // The log deleted (to start over, or lost): seqs restart at 1, under a new epoch.
+    std::fs::remove_dir_all(data.join("log")).expect("delete the log");
+    let d = serve(&data, "--send-rate 0");
+    let (mut c, again) = hello(d.addr, &token);
+    assert_ne!(again, epoch, "a new history kept the old epoch");
+    join(&mut c, ROOM, 0, 0);
+    assert_eq!(send_one(&mut c, 1, "first again"), Ok(1));
+    stop(d);
+    let d = serve(&data, "--send-rate 0");
+    assert_eq!(hello(d.addr, &token).1, again);
     stop(d);
 }
 

@@ -226,10 +226,12 @@ fn check_config(path: &std::path::Path) -> Result<(), String> {
 /// wherever it is). The first two fail on damage before the tail, naming file and offset;
 /// verify also fails on a torn tail, since repair would change something.
 fn check_log(data_dir: &std::path::Path, mode: RecoveryMode) -> Result<(), String> {
-    if !data_dir.join("epoch").exists() {
+    let log_dir = store::log_dir(data_dir);
+    if !log_dir.is_dir() {
         return Err(format!(
-            "{} is not a chatd data directory (no epoch file)",
-            data_dir.display()
+            "{} holds no message log (no folder {}); a daemon creates it on its first start",
+            data_dir.display(),
+            log_dir.display()
         ));
     }
     let data = DataDir::open(data_dir).map_err(|e| e.to_string())?;
@@ -239,8 +241,9 @@ fn check_log(data_dir: &std::path::Path, mode: RecoveryMode) -> Result<(), Strin
         }
         RecoveryMode::ReadOnly => None,
     };
-    let log_dir = store::log_dir(data.path());
-    let recovered = store::recover(&log_dir, data.epoch(), mode).map_err(|e| e.to_string())?;
+    let legacy = data.legacy_epoch().map_err(|e| e.to_string())?;
+    let opened = store::open(&log_dir, legacy, mode).map_err(|e| e.to_string())?;
+    let recovered = &opened.recovered;
     println!(
         "{}: {} messages in {} rooms, {} segments",
         log_dir.display(),
@@ -248,6 +251,16 @@ fn check_log(data_dir: &std::path::Path, mode: RecoveryMode) -> Result<(), Strin
         recovered.rooms.len(),
         recovered.segments.len()
     );
+    match (opened.ids, opened.minted) {
+        (Some(ids), false) => println!("epoch {:016x}", ids.epoch),
+        (Some(ids), true) => println!(
+            "epoch {:016x}: new, since the history started over; clients start over too",
+            ids.epoch
+        ),
+        (None, _) => {
+            println!("no epoch yet: the log holds no message, and the next start makes one")
+        }
+    }
     match (&recovered.torn, mode) {
         (None, _) => {
             println!("ok: every record is intact");

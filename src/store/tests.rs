@@ -459,3 +459,197 @@ fn a_checksummed_record_with_an_impossible_seq_is_corruption_even_at_the_tail() 
         Err(RecoveryError::Corrupt { offset, .. }) if offset == at
     ));
 }
+
+/// Opens the store in `<data>/log` as start-up does and writes `count` messages to `#a` under
+/// its epoch; returns the ids. Dropping the writer without a sync is what kill -9 leaves.
+fn start_and_write(data: &Path, legacy: Option<u64>, count: u64) -> super::Ids {
+    let dir = super::log_dir(data);
+    let opened = super::open(&dir, legacy, RecoveryMode::TolerateTornTail).expect("open");
+    let ids = opened.ids.expect("ids");
+    let rooms = Rooms::new(10, 1, RING);
+    for (name, h) in &opened.recovered.rooms {
+        rooms.restore(name, h.first, h.head, h.index.clone());
+    }
+    let mut log = LogWriter::open(&dir, ids.segments, limits(4096), &opened.recovered, &rooms)
+        .expect("writer");
+    let r = rooms.open("#a").expect("room");
+    for _ in 0..count {
+        let seq = r.read(|ring| ring.head()) + 1;
+        let frame = msg("#a", seq, &format!("message {seq}"));
+        let pos = log.next_pos().expect("pos");
+        let mut batch = Vec::new();
+        encode_record(&frame, &mut batch);
+        log.write(&batch, Instant::now()).expect("write");
+        r.write(|ring| ring.append(Arc::from(frame), RING, Some(pos)));
+        log.note(&r, seq, 0);
+    }
+    ids
+}
+
+fn epoch_now(data: &Path) -> u64 {
+    start_and_write(data, None, 0).epoch
+}
+
+#[test]
+fn the_epoch_is_minted_with_the_store_and_kept_while_it_holds_history() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let first = start_and_write(tmp.path(), None, 5);
+    assert_ne!(first.epoch, 0);
+    assert_eq!(first.segments, first.epoch);
+    let text = std::fs::read_to_string(tmp.path().join("log/epoch")).expect("epoch file");
+    assert!(
+        text.contains(&format!("epoch {:016x}\n", first.epoch)),
+        "{text}"
+    );
+    // A restart (the writer above was dropped unsynced, as kill -9 leaves it) keeps it.
+    assert_eq!(start_and_write(tmp.path(), None, 3), first);
+    assert_eq!(epoch_now(tmp.path()), first.epoch);
+}
+
+#[test]
+fn the_epoch_changes_when_the_log_is_deleted() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let first = start_and_write(tmp.path(), None, 5);
+    std::fs::remove_dir_all(tmp.path().join("log")).expect("delete the log");
+    let second = start_and_write(tmp.path(), None, 1);
+    assert_ne!(second.epoch, first.epoch);
+    assert_eq!(epoch_now(tmp.path()), second.epoch);
+}
+
+#[test]
+fn the_epoch_changes_when_the_log_holds_no_record() {
+    // Started, never given a message: the next start is a new history.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let empty = start_and_write(tmp.path(), None, 0);
+    let next = start_and_write(tmp.path(), None, 2);
+    assert_ne!(next.epoch, empty.epoch);
+    assert_eq!(
+        list_segments(&tmp.path().join("log")).expect("list").len(),
+        1,
+        "the old empty segment is gone"
+    );
+    // Retention deleted every record: only an empty newest segment is left.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let full = start_and_write(tmp.path(), None, 200);
+    let dir = tmp.path().join("log");
+    let mut segments = list_segments(&dir).expect("list");
+    let (_, newest) = segments.pop().expect("a segment");
+    for (_, old) in segments {
+        std::fs::remove_file(old).expect("retention");
+    }
+    let file = OpenOptions::new().write(true).open(&newest).expect("open");
+    file.set_len(SEGMENT_HEADER_LEN as u64).expect("empty it");
+    let after = start_and_write(tmp.path(), None, 1);
+    assert_ne!(after.epoch, full.epoch, "seqs restart at 1: a new history");
+    assert_eq!(epoch_now(tmp.path()), after.epoch);
+}
+
+#[test]
+fn copies_of_a_template_each_mint_their_own_epoch() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let template = tmp.path().join("template");
+    let made = start_and_write(&template, None, 0);
+    let mut epochs = vec![made.epoch];
+    for copy in ["a", "b"] {
+        let data = tmp.path().join(copy);
+        std::fs::create_dir_all(data.join("log")).expect("mkdir");
+        for entry in std::fs::read_dir(template.join("log")).expect("read") {
+            let entry = entry.expect("entry");
+            std::fs::copy(entry.path(), data.join("log").join(entry.file_name())).expect("copy");
+        }
+        epochs.push(start_and_write(&data, None, 1).epoch);
+    }
+    epochs.sort_unstable();
+    epochs.dedup();
+    assert_eq!(epochs.len(), 3, "every copy has its own epoch");
+}
+
+#[test]
+fn an_old_store_keeps_its_epoch_on_upgrade() {
+    // An older chatd: the epoch in `<data>/epoch` and in every segment header, no log/epoch.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = super::log_dir(tmp.path());
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let rooms = Rooms::new(10, 1, RING);
+    drop(write_messages(&dir, &rooms, "#a", 4, 4096));
+    let upgraded = start_and_write(tmp.path(), Some(EPOCH), 1);
+    assert_eq!((upgraded.segments, upgraded.epoch), (EPOCH, EPOCH));
+    assert!(
+        dir.join("epoch").exists(),
+        "the log has its own epoch file now"
+    );
+    assert_eq!(
+        epoch_now(tmp.path()),
+        EPOCH,
+        "and keeps it without the old file"
+    );
+    // The old file lost too: the segment headers still name the epoch.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = super::log_dir(tmp.path());
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    drop(write_messages(
+        &dir,
+        &Rooms::new(10, 1, RING),
+        "#a",
+        4,
+        4096,
+    ));
+    assert_eq!(epoch_now(tmp.path()), EPOCH);
+}
+
+#[test]
+fn repair_keeps_the_epoch_and_a_forced_cut_of_records_changes_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let first = start_and_write(tmp.path(), None, 10);
+    let dir = super::log_dir(tmp.path());
+    let newest = newest_segment(&dir);
+    append(&newest, &[0xde, 0xad]);
+    assert_eq!(
+        epoch_now(tmp.path()),
+        first.epoch,
+        "a torn tail is cut, same history"
+    );
+    let at = record_offsets(&newest)[4] as usize;
+    let mut bytes = std::fs::read(&newest).expect("read");
+    bytes[at + 20] ^= 1;
+    std::fs::write(&newest, &bytes).expect("write");
+    let forced = super::open(&dir, None, RecoveryMode::ForceTruncate).expect("force");
+    let ids = forced.ids.expect("ids");
+    assert!(forced.minted);
+    assert_eq!(
+        ids.segments, first.segments,
+        "segments still belong to the store"
+    );
+    assert_ne!(
+        ids.epoch, first.epoch,
+        "seqs 5.. will be reused: a new history"
+    );
+    assert_eq!(start_and_write(tmp.path(), None, 1), ids);
+}
+
+#[test]
+fn a_corrupt_epoch_file_is_refused_naming_it_and_kept() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    start_and_write(tmp.path(), None, 1);
+    let path = tmp.path().join("log/epoch");
+    let mut text = std::fs::read_to_string(&path).expect("read");
+    text = text
+        .replacen("epoch ", "epoch f", 1)
+        .replacen("\ncrc", "crc", 1);
+    std::fs::write(&path, &text).expect("write");
+    let dir = super::log_dir(tmp.path());
+    match super::open(&dir, None, RecoveryMode::TolerateTornTail) {
+        Err(RecoveryError::Corrupt { path: p, .. }) => assert_eq!(p, path),
+        other => panic!("expected a corrupt epoch file, got {other:?}"),
+    }
+    assert_eq!(std::fs::read_to_string(&path).expect("read"), text);
+}
+
+fn append(path: &Path, bytes: &[u8]) {
+    OpenOptions::new()
+        .append(true)
+        .open(path)
+        .expect("open")
+        .write_all(bytes)
+        .expect("append");
+}
