@@ -4,6 +4,8 @@ CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 # Where `make run` keeps its data; created on first run.
 DATA_DIR ?= chatd-data
+# The second platform chatd supports; `make lint` type-checks and lints for it too.
+FREEBSD_TARGET ?= x86_64-unknown-freebsd
 
 # Build in release mode and run the daemon on its defaults (127.0.0.1:7667, ./chatd-data).
 run:
@@ -26,10 +28,13 @@ bench:
 	$(CARGO) run --release --bin chat-bench -- durable-matrix --spawn --repeat 3
 	./target/release/chat-bench standard --server-cpu 0 --cpu 1 --out docs/benchmarks.md --plots docs/plots
 
-# Formatting and lints, as CI checks them.
+# Formatting and lints, as CI checks them: for this machine, and cross-checked for FreeBSD
+# (`rustup target add x86_64-unknown-freebsd` once) so FreeBSD never stops compiling unnoticed.
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) check --all-targets --target $(FREEBSD_TARGET)
+	$(CARGO) clippy --all-targets --target $(FREEBSD_TARGET) -- -D warnings
 
 # Run each fuzz target for FUZZ_SECONDS (needs `cargo install cargo-fuzz --locked`).
 fuzz:

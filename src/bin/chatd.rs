@@ -307,14 +307,19 @@ fn raise_open_file_limit(config: &Config) {
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return;
     };
-    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        hard
-    } else {
-        soft
+    if soft < hard {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+    // Read back what is in force: FreeBSD quietly clamps the soft limit to
+    // kern.maxfilesperproc, so the hard limit asked for is not what we got.
+    let Ok((limit, _)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
     };
+    // rlim_t is u64 on Linux and i64 on FreeBSD; i128 holds both without a cast.
+    let limit = i128::from(limit);
     // A few descriptors for listeners, the poll instances and the log.
-    let reserve = 64 + 4 * config.reactor_count() as u64;
-    let wanted = config.limits.max_connections as u64 + reserve;
+    let reserve = 64 + 4 * config.reactor_count() as i128;
+    let wanted = config.limits.max_connections as i128 + reserve;
     if wanted > limit {
         log::warn!(
             "--max-connections {} needs about {wanted} open files but the limit is {limit}; \

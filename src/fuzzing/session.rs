@@ -271,6 +271,11 @@ struct Client {
     /// SEND ids and PING nonces the session took from the input.
     sends: Bag<u64>,
     pings: Bag<u64>,
+    /// SENDs taken from the input, and SENDs answered (ACK or an ERROR naming them).
+    sends_taken: usize,
+    sends_answered: usize,
+    /// For each PING taken, oldest first: its nonce and how many SENDs were taken before it.
+    barriers: std::collections::VecDeque<(u64, usize)>,
 }
 
 impl Client {
@@ -347,17 +352,31 @@ impl Client {
             }
             ServerFrame::Ack { id, seq } => {
                 assert!(self.acks_owed.take(&(id, seq)), "{shown} not owed");
+                self.sends_answered += 1;
             }
             ServerFrame::Pong { nonce } => {
                 assert!(self.pings.take(&nonce), "{shown} for no PING");
+                // PONGs come in PING order, each after the answers to every SEND before it.
+                let (expected, sends_before) = self.barriers.pop_front().unwrap_or_default();
+                assert_eq!(nonce, expected, "{shown} out of PING order");
+                assert!(
+                    self.sends_answered >= sends_before,
+                    "{shown} overtook the answer to a SEND before its PING"
+                );
             }
             ServerFrame::Error {
                 code, reference, ..
             } => {
                 if code == ErrorCode::Storage.as_u16() {
                     assert!(self.errors_owed.take(&reference), "{shown} not owed");
+                    self.sends_answered += 1;
                 } else if reference != 0 {
                     assert!(self.sends.take(&reference), "{shown} for no SEND");
+                    self.sends_answered += 1;
+                } else if !is_fatal(code) && self.sends.take(&0) {
+                    // SEND id 0 is answered with ref 0, like a JOIN's error: counting it can
+                    // only make the PONG check looser, never wrong.
+                    self.sends_answered += 1;
                 }
                 if is_fatal(code) {
                     assert_eq!(reference, 0, "{shown}: a fatal error refers to nothing");
@@ -372,8 +391,14 @@ impl Client {
         let deframer = Deframer::for_server(MAX_FRAME);
         while let Ok(Decoded::Frame(raw)) = deframer.next(used) {
             match parse_client(&raw) {
-                Ok(ClientFrame::Send { id, .. }) => self.sends.add(id),
-                Ok(ClientFrame::Ping { nonce }) => self.pings.add(nonce),
+                Ok(ClientFrame::Send { id, .. }) => {
+                    self.sends.add(id);
+                    self.sends_taken += 1;
+                }
+                Ok(ClientFrame::Ping { nonce }) => {
+                    self.pings.add(nonce);
+                    self.barriers.push_back((nonce, self.sends_taken));
+                }
                 _ => {}
             }
             used = used.get(raw.wire_len..).unwrap_or_default();

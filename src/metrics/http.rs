@@ -60,9 +60,11 @@ impl MetricsServer {
         stopping: Stopping,
     ) -> io::Result<(MetricsServer, SocketAddr)> {
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(addr).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot serve metrics on {addr}: {e}"))
-        })?;
+        // The chat listeners' rules (IPv6 only on [::], the same backlog), so that metrics on
+        // [::] behave alike on Linux and FreeBSD and leave 0.0.0.0 free.
+        let listener = crate::reactor::listener::bind_single(addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("metrics: {e}")))?;
+        let mut listener = TcpListener::from_std(listener);
         let bound = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -271,5 +273,24 @@ mod tests {
         assert!(respond(b"GET /x HTTP/1.1\r\n\r\n", &render).starts_with(b"HTTP/1.1 404"));
         assert!(respond(b"POST /metrics HTTP/1.1\r\n\r\n", &render).starts_with(b"HTTP/1.1 405"));
         assert!(respond(&[b'A'; MAX_REQUEST + 1], &render).starts_with(b"HTTP/1.1 431"));
+    }
+
+    #[test]
+    fn metrics_on_ipv6_any_leave_the_ipv4_port_free() {
+        let any6: SocketAddr = "[::]:0".parse().expect("literal");
+        let bound = MetricsServer::bind(any6, Box::new(String::new), Box::new(|| true));
+        let (server, bound) = match bound {
+            Ok(ok) => ok,
+            Err(e) => {
+                eprintln!("SKIPPED metrics_on_ipv6_any: no IPv6 here ({e})");
+                return;
+            }
+        };
+        let v6only =
+            nix::sys::socket::getsockopt(&server.listener, nix::sys::socket::sockopt::Ipv6V6Only);
+        assert!(v6only.expect("getsockopt"), "[::] must not take IPv4 too");
+        // A dual-stack [::] (Linux's default) would hold 0.0.0.0 on this port as well.
+        let v4 = SocketAddr::from(([0, 0, 0, 0], bound.port()));
+        crate::reactor::listener::bind_group(v4, 2).expect("chat on 0.0.0.0 beside metrics");
     }
 }

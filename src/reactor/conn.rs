@@ -103,10 +103,16 @@ impl Conn {
         if self.inbuf.is_empty() && self.inbuf.capacity() > 0 {
             self.inbuf = Vec::new();
         }
+        let paused = !self.session.wants_input();
         match self.flush(env) {
             Ok(true) => again = true,
             Ok(false) => {}
             Err(_) => return Serviced::Close,
+        }
+        // Writing can lift a pause (a PONG's barrier settled, the backlog drained): input that
+        // waited, buffered or still in the socket, is taken on the next turn.
+        if paused && self.session.wants_input() && (self.readable || !self.inbuf.is_empty()) {
+            again = true;
         }
         if self.session.is_done() {
             if self.eof {

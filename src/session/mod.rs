@@ -124,6 +124,17 @@ struct Membership {
     fetching: Option<u64>,
 }
 
+/// A PING whose PONG waits until everything owed for the requests before it is queued: the
+/// ACK or ERROR of every earlier SEND, and each joined room's frames up to its head as of the
+/// PING (so the replay of an earlier JOIN). Input is not read while one waits, so nothing
+/// asked after the PING can be answered before it: answers leave in request order.
+#[derive(Debug)]
+struct Barrier {
+    nonce: u64,
+    /// The rooms still owed frames up to a head, as of the PING.
+    heads: Vec<(RoomId, u64)>,
+}
+
 /// A session's state as operators see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -157,6 +168,9 @@ pub struct Session {
     stalled_since: Option<Instant>,
     /// The fatal error that ended the session, if one did.
     ended_by: Option<ErrorCode>,
+    /// A PONG held back until what was asked before its PING is answered. Boxed: a PING with
+    /// something still owed is rare, and an idle session pays one pointer for it.
+    barrier: Option<Box<Barrier>>,
     pub out: Outbox,
 }
 
@@ -174,16 +188,19 @@ impl Session {
             last_frame: now,
             stalled_since: None,
             ended_by: None,
+            barrier: None,
             out: Outbox::default(),
         }
     }
 
-    /// Whether the session takes more input now. It does not while closing, after BYE, or
-    /// while the client is not reading what it asked for (backpressure).
+    /// Whether the session takes more input now. It does not while closing, after BYE, while
+    /// a PONG waits for the answers owed before it, or while the client is not reading what
+    /// it asked for (backpressure).
     pub fn wants_input(&self) -> bool {
         matches!(self.state, State::Handshake { .. } | State::Ready)
             && self.in_flight < MAX_IN_FLIGHT
             && self.out.owned_bytes() < OUT_HIGH_WATER
+            && self.barrier.is_none()
     }
 
     /// Whether the session is past its last frame and only flushing.
@@ -253,7 +270,7 @@ impl Session {
             ClientFrame::Join { room, after, limit } => self.join(room, after, limit, env),
             ClientFrame::Leave { room } => self.leave(room, env),
             ClientFrame::Send { room, id, text } => self.send(room, id, text, env),
-            ClientFrame::Ping { nonce } => self.out.push_frame(&ServerFrame::Pong { nonce }),
+            ClientFrame::Ping { nonce } => self.ping(nonce),
             ClientFrame::Bye => {
                 self.state = State::Draining {
                     then: None,
@@ -261,6 +278,44 @@ impl Session {
                 };
                 self.finish_draining(now);
             }
+        }
+    }
+
+    /// Answers a PING now if nothing is owed for earlier requests, or sets a barrier that
+    /// `release_barrier` lifts once everything owed is queued.
+    fn ping(&mut self, nonce: u64) {
+        let heads = self
+            .rooms
+            .iter()
+            .filter_map(|m| {
+                let head = m.room.read(|ring| ring.head());
+                (m.cursor <= head.min(m.until)).then_some((m.room.id, head))
+            })
+            .collect();
+        self.barrier = Some(Box::new(Barrier { nonce, heads }));
+        self.release_barrier();
+    }
+
+    /// Queues the waiting PONG once no SEND before it awaits its answer and every room has
+    /// queued its frames up to the head the PING saw. A member that leaves the room or is
+    /// owed nothing more there (after BYE) no longer holds it back.
+    fn release_barrier(&mut self) {
+        let Some(barrier) = self.barrier.as_mut() else {
+            return;
+        };
+        if self.in_flight > 0 {
+            return;
+        }
+        let rooms = &self.rooms;
+        barrier.heads.retain(|&(id, head)| {
+            rooms
+                .iter()
+                .any(|m| m.room.id == id && m.cursor <= head.min(m.until))
+        });
+        if barrier.heads.is_empty() {
+            let nonce = barrier.nonce;
+            self.barrier = None;
+            self.out.push_frame(&ServerFrame::Pong { nonce });
         }
     }
 
@@ -451,8 +506,16 @@ impl Session {
         }
     }
 
-    /// Tops the outbox up with frames the rooms owe this member.
+    /// Tops the outbox up with frames the rooms owe this member, then queues a waiting PONG
+    /// if that settled what it waited for.
     pub fn fill(&mut self, env: &mut impl Env) {
+        self.fill_rooms(env);
+        if self.may_fill() || matches!(self.state, State::Draining { .. }) {
+            self.release_barrier();
+        }
+    }
+
+    fn fill_rooms(&mut self, env: &mut impl Env) {
         let now = env.now();
         if !self.may_fill() || self.rooms.is_empty() {
             return;
@@ -603,7 +666,9 @@ impl Session {
     pub fn is_done(&self) -> bool {
         match self.state {
             State::Closing { finish, .. } => {
-                self.out.is_empty() && (!finish || self.rooms.iter().all(|m| m.cursor > m.until))
+                self.out.is_empty()
+                    && self.barrier.is_none()
+                    && (!finish || self.rooms.iter().all(|m| m.cursor > m.until))
             }
             _ => false,
         }
@@ -646,6 +711,8 @@ impl Session {
         }
         self.error(code, 0, message);
         self.ended_by = Some(code);
+        // Nothing follows a fatal ERROR, a held-back PONG included.
+        self.barrier = None;
         self.state = State::Closing {
             deadline: now + CLOSE_GRACE,
             finish: false,

@@ -324,10 +324,13 @@ fn request_errors_keep_the_session_ready() {
     ]);
     assert_eq!(s.receive(&input, &mut env), input.len());
     let errors = "ERROR INVALID 0; ERROR NOT_JOINED 0; ERROR INVALID 0; ERROR NOT_JOINED 5";
-    let then = "ERROR INVALID 6; JOINED a 0 0; ERROR INVALID 7; ERROR INVALID 8; PONG 3";
+    let then = "ERROR INVALID 6; JOINED a 0 0; ERROR INVALID 7; ERROR INVALID 8";
     assert_eq!(read(&mut s, &mut env), format!("{errors}; {then}"));
     let ids: Vec<u64> = env.submitted.iter().map(|(_, _, id)| *id).collect();
     assert_eq!(ids, [9], "only SEND 9 passed every check");
+    env.store(&mut s);
+    let own = format!("MSG a 1 alice {fits}");
+    assert_eq!(read(&mut s, &mut env), format!("ACK 9 1; {own}; PONG 3"));
     assert!(s.wants_input() && !s.is_closing());
 }
 
@@ -644,7 +647,13 @@ fn conversation<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
         inbuf.drain(..used);
     }
     env.store(&mut s);
-    read_bytes(&mut s, &mut env)
+    let mut out = read_bytes(&mut s, &mut env);
+    // What a PING held back is read once its PONG is out, as the reactor does.
+    let used = s.receive(&inbuf, &mut env);
+    inbuf.drain(..used);
+    assert!(inbuf.is_empty(), "every frame was taken");
+    out.extend(read_bytes(&mut s, &mut env));
+    out
 }
 
 #[test]
@@ -657,13 +666,119 @@ fn frames_split_at_every_byte_give_the_same_output() {
     input.extend(wire(&[ping(42), ClientFrame::Bye]));
     let whole = conversation([&input[..]]);
     let out = decode(&whole, DEFAULT_MAX_FRAME).join("; ");
-    let end = "; JOINED r 1 1; PONG 42; ACK 7 2; MSG r 1 bob earlier; MSG r 2 alice héllo";
+    let end = "; JOINED r 1 1; ACK 7 2; MSG r 1 bob earlier; MSG r 2 alice héllo; PONG 42";
     assert!(out.starts_with("WELCOME") && out.ends_with(end), "{out}");
     assert_eq!(conversation(input.chunks(1)), whole, "one byte per read");
     for cut in 0..=input.len() {
         let (a, b) = input.split_at(cut);
         assert_eq!(conversation([a, b]), whole, "cut at {cut}");
     }
+}
+
+#[test]
+fn pong_follows_the_whole_replay_of_an_earlier_join() {
+    let mut env = FakeEnv::new();
+    // More than one fill's worth, so the replay takes several rounds of the outbox.
+    for n in 0..100 {
+        env.post("r", "bob", &format!("m{n}"));
+    }
+    let mut s = login(&mut env);
+    let input = wire(&[join("r", 0, ALL), ping(1)]);
+    assert_eq!(s.receive(&input, &mut env), input.len());
+    let got = decode(&read_bytes(&mut s, &mut env), DEFAULT_MAX_FRAME);
+    assert_eq!(got.len(), 102, "{got:?}");
+    assert_eq!(got[0], "JOINED r 1 100");
+    assert!(
+        got[1..101].iter().all(|f| f.starts_with("MSG r ")),
+        "{got:?}"
+    );
+    assert_eq!(got[100], "MSG r 100 bob m99");
+    assert_eq!(got[101], "PONG 1");
+}
+
+#[test]
+fn pong_waits_for_the_answers_to_earlier_sends() {
+    let mut env = FakeEnv::new();
+    let mut s = login(&mut env);
+    feed(&mut s, &mut env, &[join("r", 0, 0)]);
+    assert_eq!(read(&mut s, &mut env), "JOINED r 0 0");
+    feed(
+        &mut s,
+        &mut env,
+        &[send("r", 1, "a"), send("r", 2, "b"), ping(9)],
+    );
+    assert_eq!(
+        read(&mut s, &mut env),
+        "",
+        "no PONG before the ACKs it follows"
+    );
+    env.store(&mut s);
+    assert_eq!(
+        read(&mut s, &mut env),
+        "ACK 1 1; ACK 2 2; MSG r 1 alice a; MSG r 2 alice b; PONG 9"
+    );
+}
+
+#[test]
+fn a_failed_send_before_a_ping_is_answered_before_its_pong() {
+    let mut env = FakeEnv::new();
+    let mut s = login(&mut env);
+    feed(
+        &mut s,
+        &mut env,
+        &[join("r", 0, 0), send("r", 4, "x"), ping(2)],
+    );
+    assert_eq!(read(&mut s, &mut env), "JOINED r 0 0");
+    for (_, _, id) in std::mem::take(&mut env.submitted) {
+        s.on_stored(id, Err(ErrorCode::Storage), env.now);
+    }
+    assert_eq!(read(&mut s, &mut env), "ERROR STORAGE 4; PONG 2");
+}
+
+#[test]
+fn requests_after_a_waiting_ping_are_read_only_after_its_pong() {
+    let mut env = FakeEnv::new();
+    let mut s = login(&mut env);
+    feed(&mut s, &mut env, &[join("r", 0, 0)]);
+    read(&mut s, &mut env);
+    let first = wire(&[send("r", 1, "a"), ping(5)]);
+    let input = [first.clone(), wire(&[join("s", 0, 0)])].concat();
+    assert_eq!(s.receive(&input, &mut env), first.len(), "JOIN s waits");
+    assert!(!s.wants_input());
+    env.store(&mut s);
+    assert_eq!(read(&mut s, &mut env), "ACK 1 1; MSG r 1 alice a; PONG 5");
+    assert!(s.wants_input());
+    let rest = &input[first.len()..];
+    assert_eq!(s.receive(rest, &mut env), rest.len());
+    assert_eq!(read(&mut s, &mut env), "JOINED s 0 0");
+}
+
+#[test]
+fn a_ping_with_nothing_owed_is_answered_at_once() {
+    let mut env = FakeEnv::new();
+    env.post("r", "bob", "old");
+    let mut s = login(&mut env);
+    feed(&mut s, &mut env, &[join("r", 0, ALL)]);
+    assert_eq!(read(&mut s, &mut env), "JOINED r 1 1; MSG r 1 bob old");
+    feed(&mut s, &mut env, &[ping(3)]);
+    assert!(s.wants_input(), "no barrier when nothing is owed");
+    assert_eq!(read(&mut s, &mut env), "PONG 3");
+}
+
+#[test]
+fn a_fatal_error_drops_a_waiting_pong() {
+    let mut env = FakeEnv::new();
+    let mut s = login(&mut env);
+    feed(
+        &mut s,
+        &mut env,
+        &[join("r", 0, 0), send("r", 1, "a"), ping(5)],
+    );
+    assert_eq!(read(&mut s, &mut env), "JOINED r 0 0");
+    s.shut_down(env.now);
+    env.store(&mut s);
+    assert_eq!(read(&mut s, &mut env), "ACK 1 1; ERROR SHUTTING_DOWN 0");
+    assert!(s.is_done());
 }
 
 mod props;

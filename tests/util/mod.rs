@@ -190,16 +190,49 @@ impl Daemon {
         self.child.try_wait().expect("try_wait").is_none()
     }
 
-    /// Resident set size of the daemon, in KiB, from /proc.
-    pub fn rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
+    /// Resident set size of the daemon, in KiB: from /proc on Linux, from `ps` on FreeBSD.
+    /// `None` where neither can be read, so that a memory check skips instead of comparing
+    /// zeros.
+    pub fn rss_kib(&self) -> Option<u64> {
+        rss_kib_of(self.pid())
     }
+
+    /// Asserts the daemon's RSS grew by less than `slack_kib` since `before` (a `rss_kib`
+    /// reading). Where RSS cannot be read it says SKIPPED on stderr and returns: a memory check
+    /// that compares nothing must not pass quietly.
+    #[track_caller]
+    pub fn assert_rss_bounded(&self, before: Option<u64>, slack_kib: u64) {
+        let (Some(before), Some(after)) = (before, self.rss_kib()) else {
+            let test = std::thread::current().name().unwrap_or("?").to_string();
+            eprintln!("SKIPPED memory check in {test}: the daemon's RSS is not readable here");
+            return;
+        };
+        assert!(
+            after < before + slack_kib,
+            "RSS grew from {before} KiB to {after} KiB"
+        );
+    }
+}
+
+#[cfg(target_os = "linux")]
+pub fn rss_kib_of(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let v = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    v.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+#[cfg(target_os = "freebsd")]
+pub fn rss_kib_of(pid: i32) -> Option<u64> {
+    let out = Command::new("ps")
+        .args(["-o", "rss=", "-p", &pid.to_string()])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+pub fn rss_kib_of(_pid: i32) -> Option<u64> {
+    None
 }
 
 impl Drop for Daemon {

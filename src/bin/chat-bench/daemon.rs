@@ -1,6 +1,6 @@
 //! A chatd that the bench starts for one run (`--spawn`): a fresh data dir under the system
 //! temp dir, a user added before start, `127.0.0.1:0`, no rate limit. Before stopping it with
-//! SIGTERM the bench reads its CPU time and peak RSS from /proc; after, the log writer's
+//! SIGTERM the bench reads its CPU time and peak RSS (`os::usage_of`); after, the log writer's
 //! counters from its last stderr lines. It never touches any other process or directory: Drop
 //! kills only its own child and removes only the directory it created.
 
@@ -16,12 +16,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::os::{Usage, usage_of};
+
 /// How long the daemon may take to report its address, or to exit after SIGTERM.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// The unit of utime/stime in /proc/PID/stat: USER_HZ, which Linux fixes at 100 for userspace
-/// on every architecture it runs on.
-const USER_HZ: f64 = 100.0;
 
 /// The log writer's counters from `log: R records in B batches, F fsyncs, X failed batches`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,14 +28,6 @@ pub struct LogStats {
     pub batches: u64,
     pub fsyncs: u64,
     pub failed_batches: u64,
-}
-
-/// What the daemon used, read from /proc while it still runs.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Usage {
-    pub cpu_secs: f64,
-    pub peak_rss_kib: u64,
-    pub rss_kib: u64,
 }
 
 /// What a stopped daemon left to report.
@@ -69,7 +59,7 @@ impl Daemon {
         Daemon::start_pinned(chatd, policy, user, connections, None)
     }
 
-    /// `start`, with the daemon run under `taskset -c CPU` when `cpu` is given, and
+    /// `start`, with the daemon pinned to `cpu` when given (`os::command_on_cpu`), and
     /// `--max-connections` raised as well when `connections` needs it.
     ///
     /// # Errors
@@ -87,14 +77,9 @@ impl Daemon {
             let _ = std::fs::remove_dir_all(&dir);
         })?;
         let per_ip = connections.saturating_add(16).max(256).to_string();
-        let mut cmd = match cpu {
-            Some(cpu) => {
-                let mut c = Command::new("taskset");
-                c.args(["-c", &cpu.to_string()]).arg(chatd);
-                c
-            }
-            None => Command::new(chatd),
-        };
+        let mut cmd = crate::os::command_on_cpu(chatd, cpu).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&dir);
+        })?;
         cmd.arg("serve");
         if connections > 1000 {
             cmd.args(["--max-connections", &per_ip]);
@@ -113,7 +98,11 @@ impl Daemon {
             Ok(child) => child,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
-                return Err(format!("cannot run {}: {e}", chatd.display()));
+                let program = cmd.get_program().to_string_lossy().into_owned();
+                return Err(format!(
+                    "cannot run {program} (for {}): {e}",
+                    chatd.display()
+                ));
             }
         };
         let (tx, rx) = mpsc::channel();
@@ -152,7 +141,7 @@ impl Daemon {
         self.child.id()
     }
 
-    /// CPU time and peak RSS so far; zeros if /proc cannot be read.
+    /// CPU time and peak RSS so far, each `None` where this OS does not tell.
     pub fn usage(&self) -> Usage {
         usage_of(self.child.id())
     }
@@ -202,17 +191,6 @@ impl Drop for Daemon {
     }
 }
 
-/// CPU time, peak RSS and current RSS of any process, from /proc; zeros if it cannot be read.
-pub fn usage_of(pid: u32) -> Usage {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    Usage {
-        cpu_secs: cpu_secs(&stat).unwrap_or(0.0),
-        peak_rss_kib: peak_rss_kib(&status).unwrap_or(0),
-        rss_kib: kib_of(&status, "VmRSS:").unwrap_or(0),
-    }
-}
-
 /// A directory no other run uses: pid, a counter and the clock in its name.
 fn fresh_dir() -> Result<PathBuf, String> {
     static RUNS: AtomicU64 = AtomicU64::new(0);
@@ -243,27 +221,6 @@ fn add_user(chatd: &Path, data: &Path, user: &str) -> Result<String, String> {
         .rfind(|l| !l.is_empty())
         .map(str::to_string)
         .ok_or_else(|| "chatd user add printed no token".into())
-}
-
-/// utime + stime of /proc/PID/stat, in seconds. The fields are counted after the command
-/// name's closing parenthesis, since the name itself may hold spaces.
-pub fn cpu_secs(stat: &str) -> Option<f64> {
-    let after = stat.get(stat.rfind(')')? + 1..)?;
-    let mut fields = after.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) as f64 / USER_HZ)
-}
-
-/// VmHWM of /proc/PID/status, in KiB.
-pub fn peak_rss_kib(status: &str) -> Option<u64> {
-    kib_of(status, "VmHWM:")
-}
-
-/// A `kB` field of /proc/PID/status.
-fn kib_of(status: &str, field: &str) -> Option<u64> {
-    let v = status.lines().find_map(|l| l.strip_prefix(field))?;
-    v.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
 /// Parses the daemon's `log: R records in B batches, F fsyncs, X failed batches` line (with
@@ -312,20 +269,5 @@ mod tests {
             })
         );
         assert_eq!(log_stats("log: 3 messages in 1 rooms, 1 segments"), None);
-    }
-
-    #[test]
-    fn cpu_time_is_counted_after_the_command_name() {
-        // pid (comm with spaces) state ppid ... utime=250 stime=50 at fields 14 and 15.
-        let stat = "42 (chatd x) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 5 0";
-        assert_eq!(cpu_secs(stat), Some(3.0));
-        assert_eq!(cpu_secs("garbage"), None);
-    }
-
-    #[test]
-    fn peak_rss_is_vm_hwm() {
-        let status = "Name:\tchatd\nVmPeak:\t  9000 kB\nVmHWM:\t    5120 kB\nVmRSS:\t 4000 kB\n";
-        assert_eq!(peak_rss_kib(status), Some(5120));
-        assert_eq!(kib_of(status, "VmRSS:"), Some(4000));
     }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use lexopt::prelude::*;
 
 use crate::net::own_cpu_secs;
-use crate::record::Record;
+use crate::record::{Record, Val};
 use crate::scenario::idle::{Holders, set_up, settled_rss};
 use crate::scenario::pubsub::PubSub;
 use crate::server::{Server, ServerSpec};
@@ -163,7 +163,9 @@ pub fn run(l: &Live) -> Result<Record, String> {
         _ => connect(l, &server, &mut r),
     };
     let usage = server.usage();
-    r.int("server_peak_rss_kib", usage.map_or(0, |u| u.peak_rss_kib));
+    // Unknown (no --server-pid, or FreeBSD) is null, never a 0 that reads as a figure.
+    let peak = usage.and_then(|u| u.peak_rss_kib);
+    r.put("server_peak_rss_kib", peak.map_or(Val::Null, Val::Int));
     server.stop()?;
     result.map(|()| r)
 }
@@ -244,7 +246,7 @@ fn idle(l: &Live, server: &Server, r: &mut Record) -> Result<(), String> {
 
 fn connect(l: &Live, server: &Server, r: &mut Record) -> Result<(), String> {
     let cpu0 = own_cpu_secs();
-    let srv0 = server.usage().map(|u| u.cpu_secs);
+    let srv0 = server.usage().and_then(|u| u.cpu_secs);
     let t0 = std::time::Instant::now();
     let (_, failures, latency) = set_up(
         l.server.kind,
@@ -273,7 +275,7 @@ fn connect(l: &Live, server: &Server, r: &mut Record) -> Result<(), String> {
         per_cent(Some(own_cpu_secs() - cpu0), secs),
         0,
     );
-    let srv = srv0.and_then(|c0| server.usage().map(|u| u.cpu_secs - c0));
+    let srv = srv0.and_then(|c0| Some(server.usage()?.cpu_secs? - c0));
     r.num("server_cpu_pct", per_cent(srv, secs), 0);
     Ok(())
 }

@@ -13,6 +13,7 @@ mod live;
 mod login;
 mod matrix;
 mod net;
+mod os;
 mod payload;
 mod plot;
 mod record;

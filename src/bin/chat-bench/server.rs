@@ -1,18 +1,19 @@
 //! The server a pub/sub scenario runs against, whichever system it is: a chatd the bench
 //! spawned (`daemon`), a `redis-server` or `nats-server` it spawned on a free loopback port,
 //! or one already running at `--addr` (with `--server-pid` to read its CPU and memory). A
-//! spawned server may be pinned to a core with `taskset -c`; it is stopped with SIGTERM and,
+//! spawned server may be pinned to a core (`taskset -c`, FreeBSD `cpuset -l`); it is stopped with SIGTERM and,
 //! failing that, killed. Only the bench's own children are ever signalled.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::daemon::{Daemon, Usage, usage_of};
+use crate::daemon::Daemon;
+use crate::os::{Usage, usage_of};
 use crate::runner::SPAWN_USER;
 use crate::wire::{Creds, Kind};
 
@@ -175,14 +176,7 @@ fn peer(spec: &ServerSpec) -> Result<Server, String> {
         .map_err(|e| format!("finding a free port: {e}"))?
         .port();
     let port_s = port.to_string();
-    let mut cmd = match spec.server_cpu {
-        Some(cpu) => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", &cpu.to_string()]).arg(&path);
-            c
-        }
-        None => Command::new(&path),
-    };
+    let mut cmd = crate::os::command_on_cpu(&path, spec.server_cpu)?;
     if spec.kind == Kind::Redis {
         cmd.args(["--port", &port_s, "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "no", "--maxclients", "19000"])

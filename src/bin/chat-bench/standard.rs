@@ -198,7 +198,7 @@ pub fn run_set(s: &Standard) -> Result<(), String> {
     let _ = writeln!(
         md,
         "Written by `make bench` (`chat-bench standard`) on {}; the set took {secs} s.\n",
-        machine()
+        crate::os::machine()
     );
     let _ = writeln!(
         md,
@@ -276,19 +276,4 @@ fn section(md: &mut String, title: &str, cols: &[&str], runs: &[Ran]) {
         let _ = writeln!(md, "{}", r.cmd);
     }
     let _ = writeln!(md, "```\n");
-}
-
-fn machine() -> String {
-    // Counted from /proc/cpuinfo: the bench is pinned by now, so its own affinity says 1.
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpus = cpuinfo
-        .lines()
-        .filter(|l| l.starts_with("processor"))
-        .count();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map_or("?", |m| m.trim_start_matches([' ', '\t', ':']));
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cpus} CPUs ({model}), Linux {}", kernel.trim())
 }

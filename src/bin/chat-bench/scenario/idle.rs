@@ -271,10 +271,10 @@ impl Drop for Holders {
 /// The server's RSS once it has stopped moving (two readings 200 ms apart within 1%), at
 /// most 3 s after the first.
 pub fn settled_rss(server: &crate::server::Server) -> Option<u64> {
-    let mut prev = server.usage()?.rss_kib;
+    let mut prev = server.usage()?.rss_kib?;
     for _ in 0..15 {
         std::thread::sleep(Duration::from_millis(200));
-        let now = server.usage()?.rss_kib;
+        let now = server.usage()?.rss_kib?;
         if now.abs_diff(prev) * 100 <= prev {
             return Some(now);
         }

@@ -149,7 +149,7 @@ pub fn drive(ps: &PubSub, server: &Server) -> Result<Measured, String> {
                     let why = shared.failures.first().cloned().unwrap_or_default();
                     return Err(format!("no connection could be set up: {why}"));
                 }
-                let server_cpu = server.usage().map(|u| u.cpu_secs);
+                let server_cpu = server.usage().and_then(|u| u.cpu_secs);
                 start = Some((now, own_cpu_secs(), server_cpu));
                 for c in &mut conns {
                     if c.phase == Phase::Ready {
@@ -214,7 +214,7 @@ pub fn drive(ps: &PubSub, server: &Server) -> Result<Measured, String> {
     let owed = owed_per_room(&conns, ps.rooms.max(1));
     let mut m = Measured {
         bench_cpu_secs: own_cpu_secs() - cpu0,
-        server_cpu_secs: server0.and_then(|c0| server.usage().map(|u| u.cpu_secs - c0)),
+        server_cpu_secs: server0.and_then(|c0| Some(server.usage()?.cpu_secs? - c0)),
         ..Measured::default()
     };
     let mut sent_by: Vec<Vec<u64>> = Vec::new();
