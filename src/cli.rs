@@ -20,6 +20,10 @@ USAGE:
     chatd user add NAME [--data-dir DIR]
                                      create a user; prints its new token as the last line
     chatd user remove NAME [--data-dir DIR]
+                                     delete a user; a running server ends their sessions
+    chatd user rotate NAME [--data-dir DIR]
+                                     give a user a new token, printed as the last line; the
+                                     old one stops working and its sessions are ended
     chatd user list [--data-dir DIR]
     chatd log verify [DIR]           check a data directory's message log, changing nothing
     chatd log repair [--force] [DIR] cut off a torn tail as start-up would (daemon stopped);
@@ -28,7 +32,8 @@ USAGE:
     chatd config check FILE          validate a configuration file without starting
     chatd --help | --version
 
-Users added or removed take effect in a running server at once. Run `chatd serve --help`
+A running server notices user changes within a second: new users may log in, and removed or
+rotated users get ERROR AUTH_FAILED and are disconnected. Run `chatd serve --help`
 for the server's options and limits. Logging: RUST_LOG=debug|info|warn (default info).
 ";
 
@@ -46,8 +51,10 @@ OPTIONS:
     --config FILE                  read options from a TOML file whose keys are these flags
                                    without dashes (max-frame = 4096, listen = [\"...\"]);
                                    flags on the command line win over the file
-    --user NAME, --group NAME      after binding and opening the data directory, drop to this
-                                   account (the data directory must belong to it)
+    --user NAME, --group NAME      after binding and opening the data directory, and before
+                                   serving anyone, drop to this account (the data directory
+                                   is handed to it; --config FILE must stay readable by it
+                                   for SIGHUP)
     --metrics ADDR                 serve Prometheus metrics at http://ADDR/metrics and a
                                    health check at /healthz (default: off)
     --listen ADDR                  address to listen on; repeat for more; IPv4 or [IPv6]:port
@@ -85,8 +92,13 @@ STORAGE (every message is written to a log in DIR/log before it is acknowledged)
                                    (default: no age limit)
 
 DUR is a number with a unit: 500ms, 5s, 2m (a bare number means seconds).
-SIGHUP reloads the users file (logins also notice changes on their own) and re-reads the
-config file, logging which changed keys need a restart to take effect.
+The users file is watched: added users may log in, and removed or rotated users are
+disconnected, within a second.
+SIGHUP rereads the users file and the config file (with the flags given here still winning)
+and applies at once: --max-connections, --max-connections-per-ip, --max-rooms-per-connection,
+--max-rooms, --send-rate, --send-burst and the four timeouts (a lower cap closes nobody; the
+handshake timeout applies to new connections). Everything else needs a restart; one log
+line names what was applied and what needs a restart.
 SIGINT or SIGTERM stops the server gracefully: clients get the ACKs they are owed, then
 SHUTTING_DOWN. A second signal stops it at once.
 ",
@@ -122,6 +134,7 @@ pub enum Command {
     Serve(Box<Config>),
     UserAdd { data_dir: PathBuf, name: String },
     UserRemove { data_dir: PathBuf, name: String },
+    UserRotate { data_dir: PathBuf, name: String },
     UserList { data_dir: PathBuf },
     LogVerify { data_dir: PathBuf },
     LogRepair { data_dir: PathBuf, force: bool },
@@ -282,9 +295,13 @@ fn parse_user(p: &mut Parser) -> Result<Command, String> {
             data_dir,
             name: (*name).to_string(),
         }),
+        ["rotate", name] => Ok(Command::UserRotate {
+            data_dir,
+            name: (*name).to_string(),
+        }),
         ["list"] => Ok(Command::UserList { data_dir }),
         _ => Err(format!(
-            "expected `user add NAME`, `user remove NAME` or `user list`\n\n{USAGE}"
+            "expected `user add NAME`, `user remove NAME`, `user rotate NAME` or `user list`\n\n{USAGE}"
         )),
     }
 }
@@ -466,7 +483,15 @@ mod tests {
             run(&["user", "list"]),
             Ok(Command::UserList { .. })
         ));
+        assert_eq!(
+            run(&["user", "rotate", "bob", "--data-dir", "d"]),
+            Ok(Command::UserRotate {
+                data_dir: "d".into(),
+                name: "bob".into()
+            })
+        );
         assert!(run(&["user", "add"]).is_err());
+        assert!(run(&["user", "rotate"]).is_err());
     }
 
     #[test]

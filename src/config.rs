@@ -1,7 +1,8 @@
 //! The daemon's settings: where it listens, where its data lives, and every limit it enforces.
 //!
 //! Each limit has a named default here and a flag in `chatd serve --help`; the docs list the
-//! same table. Nothing in this module reads the environment or the disk.
+//! same table. [`Reload`] says which changed settings a running server takes at SIGHUP and
+//! which wait for a restart. Nothing in this module reads the environment or the disk.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -136,5 +137,223 @@ impl Config {
                 .map(usize::from)
                 .unwrap_or(1)
         }
+    }
+}
+
+/// A limit a running server can change (SIGHUP): its flag, whether it differs, and how to
+/// copy it over.
+struct LiveSetting {
+    name: &'static str,
+    differs: fn(&Limits, &Limits) -> bool,
+    copy: fn(&mut Limits, &Limits),
+}
+
+/// The limits a running server applies at SIGHUP. Reactors read them once per turn and
+/// sessions through their `Env`, so each takes effect at once: the rate on the next SEND, the
+/// timeouts at the next timer tick (the handshake timeout for connections accepted from then
+/// on), the caps at the next accept, JOIN or new room. A lower cap closes nobody.
+const LIVE: &[LiveSetting] = &[
+    LiveSetting {
+        name: "max-connections",
+        differs: |a, b| a.max_connections != b.max_connections,
+        copy: |a, b| a.max_connections = b.max_connections,
+    },
+    LiveSetting {
+        name: "max-connections-per-ip",
+        differs: |a, b| a.max_connections_per_ip != b.max_connections_per_ip,
+        copy: |a, b| a.max_connections_per_ip = b.max_connections_per_ip,
+    },
+    LiveSetting {
+        name: "max-rooms-per-connection",
+        differs: |a, b| a.max_rooms_per_connection != b.max_rooms_per_connection,
+        copy: |a, b| a.max_rooms_per_connection = b.max_rooms_per_connection,
+    },
+    LiveSetting {
+        name: "max-rooms",
+        differs: |a, b| a.max_rooms != b.max_rooms,
+        copy: |a, b| a.max_rooms = b.max_rooms,
+    },
+    LiveSetting {
+        name: "send-rate",
+        differs: |a, b| a.send_rate != b.send_rate,
+        copy: |a, b| a.send_rate = b.send_rate,
+    },
+    LiveSetting {
+        name: "send-burst",
+        differs: |a, b| a.send_burst != b.send_burst,
+        copy: |a, b| a.send_burst = b.send_burst,
+    },
+    LiveSetting {
+        name: "handshake-timeout",
+        differs: |a, b| a.handshake_timeout != b.handshake_timeout,
+        copy: |a, b| a.handshake_timeout = b.handshake_timeout,
+    },
+    LiveSetting {
+        name: "idle-timeout",
+        differs: |a, b| a.idle_timeout != b.idle_timeout,
+        copy: |a, b| a.idle_timeout = b.idle_timeout,
+    },
+    LiveSetting {
+        name: "write-stall-timeout",
+        differs: |a, b| a.write_stall_timeout != b.write_stall_timeout,
+        copy: |a, b| a.write_stall_timeout = b.write_stall_timeout,
+    },
+    LiveSetting {
+        name: "shutdown-timeout",
+        differs: |a, b| a.shutdown_timeout != b.shutdown_timeout,
+        copy: |a, b| a.shutdown_timeout = b.shutdown_timeout,
+    },
+];
+
+/// What rereading the configuration at SIGHUP changes, by flag name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reload {
+    /// Changed, and put in force now.
+    pub applied: Vec<&'static str>,
+    /// Changed, but the running server keeps the old value until it is restarted.
+    pub needs_restart: Vec<&'static str>,
+}
+
+impl Reload {
+    /// How `new` differs from the `running` configuration.
+    pub fn between(running: &Config, new: &Config) -> Reload {
+        let (a, b) = (&running.limits, &new.limits);
+        let applied = LIVE
+            .iter()
+            .filter(|s| (s.differs)(a, b))
+            .map(|s| s.name)
+            .collect();
+        let (sa, sb) = (&running.store, &new.store);
+        let fixed: [(&'static str, bool); 13] = [
+            ("listen", running.listen_addrs() != new.listen_addrs()),
+            ("data-dir", running.data_dir != new.data_dir),
+            ("threads", running.reactor_count() != new.reactor_count()),
+            ("metrics", running.metrics != new.metrics),
+            ("user", running.run_as.user != new.run_as.user),
+            ("group", running.run_as.group != new.run_as.group),
+            ("max-frame", a.max_frame != b.max_frame),
+            ("ring-messages", a.ring.messages != b.ring.messages),
+            ("ring-bytes", a.ring.bytes != b.ring.bytes),
+            ("fsync", sa.fsync != sb.fsync),
+            ("segment-bytes", sa.segment_bytes != sb.segment_bytes),
+            (
+                "retention-bytes",
+                sa.retention.max_bytes != sb.retention.max_bytes,
+            ),
+            (
+                "retention-age",
+                sa.retention.max_age != sb.retention.max_age,
+            ),
+        ];
+        let needs_restart = fixed
+            .into_iter()
+            .filter(|&(_, changed)| changed)
+            .map(|(name, _)| name)
+            .collect();
+        Reload {
+            applied,
+            needs_restart,
+        }
+    }
+
+    /// `running` with the settings that can change live taken from `new`: what the server
+    /// runs with once this reload is applied.
+    pub fn apply(running: &Config, new: &Config) -> Config {
+        let mut next = running.clone();
+        for setting in LIVE {
+            (setting.copy)(&mut next.limits, &new.limits);
+        }
+        next
+    }
+
+    /// One log line naming both lists.
+    pub fn summary(&self) -> String {
+        match (self.applied.is_empty(), self.needs_restart.is_empty()) {
+            (true, true) => "config reloaded: no changes".to_string(),
+            (false, true) => format!("config reloaded: applied {}", self.applied.join(", ")),
+            (true, false) => format!(
+                "config reloaded: applied nothing; needs a restart: {}",
+                self.needs_restart.join(", ")
+            ),
+            (false, false) => format!(
+                "config reloaded: applied {}; needs a restart: {}",
+                self.applied.join(", "),
+                self.needs_restart.join(", ")
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reload_applies_limits_and_names_what_needs_a_restart() {
+        let running = Config::default();
+        let mut new = running.clone();
+        new.limits.send_rate = 5;
+        new.limits.idle_timeout = Duration::from_secs(9);
+        new.limits.max_connections = 3;
+        new.limits.max_rooms = 7;
+        new.limits.max_frame = 4096;
+        new.listen = vec!["127.0.0.1:1".parse().expect("addr")];
+        new.store.segment_bytes = 8192;
+        new.run_as.user = Some("nobody".into());
+        let reload = Reload::between(&running, &new);
+        assert_eq!(
+            reload.applied,
+            ["max-connections", "max-rooms", "send-rate", "idle-timeout"]
+        );
+        assert_eq!(
+            reload.needs_restart,
+            ["listen", "user", "max-frame", "segment-bytes"]
+        );
+        assert_eq!(
+            reload.summary(),
+            "config reloaded: applied max-connections, max-rooms, send-rate, idle-timeout; \
+             needs a restart: listen, user, max-frame, segment-bytes"
+        );
+
+        // Applied: the live values change, the rest stays as it runs; the next reload of the
+        // same file applies nothing more and still names what waits for a restart.
+        let next = Reload::apply(&running, &new);
+        assert_eq!(next.limits.send_rate, 5);
+        assert_eq!(next.limits.max_rooms, 7);
+        assert_eq!(next.limits.max_frame, running.limits.max_frame);
+        assert_eq!(next.listen, running.listen);
+        assert_eq!(next.store, running.store);
+        let again = Reload::between(&next, &new);
+        assert!(again.applied.is_empty());
+        assert_eq!(again.needs_restart.len(), 4);
+        assert!(
+            again
+                .summary()
+                .starts_with("config reloaded: applied nothing; needs a restart: listen")
+        );
+    }
+
+    #[test]
+    fn every_live_setting_is_copied_by_apply() {
+        let running = Config::default();
+        let mut new = running.clone();
+        let l = &mut new.limits;
+        l.max_connections += 1;
+        l.max_connections_per_ip += 1;
+        l.max_rooms_per_connection += 1;
+        l.max_rooms += 1;
+        l.send_rate += 1;
+        l.send_burst += 1;
+        l.handshake_timeout += Duration::from_secs(1);
+        l.idle_timeout += Duration::from_secs(1);
+        l.write_stall_timeout += Duration::from_secs(1);
+        l.shutdown_timeout += Duration::from_secs(1);
+        assert_eq!(Reload::between(&running, &new).applied.len(), LIVE.len());
+        assert!(Reload::between(&running, &new).needs_restart.is_empty());
+        assert_eq!(Reload::apply(&running, &new), new);
+        assert_eq!(
+            Reload::between(&running, &running).summary(),
+            "config reloaded: no changes"
+        );
     }
 }

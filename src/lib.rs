@@ -17,6 +17,7 @@ pub mod mailbox;
 pub mod metrics;
 pub mod privilege;
 pub mod protocol;
+pub mod published;
 pub mod reactor;
 pub mod room;
 pub mod sequencer;

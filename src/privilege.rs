@@ -1,6 +1,8 @@
 //! Dropping root: `--user` and `--group` switch the daemon to an unprivileged account once it
-//! holds its listening sockets and its data directory, so that a bug in the protocol code can
-//! never act as root.
+//! holds its listening sockets and its open files, so that a bug in the protocol code can
+//! never act as root. It runs as `Server::start_with`'s `before_serving` hook: while the
+//! process is still one thread, before any reactor exists, so it must never be called once
+//! the server serves.
 
 use nix::unistd::{Gid, Group, Uid, User, setgid, setgroups, setuid};
 

@@ -9,7 +9,7 @@
 //! bounded number of `Arc`s.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::protocol::ErrorCode;
@@ -225,7 +225,8 @@ impl Room {
 #[derive(Debug)]
 pub struct Rooms {
     by_name: RwLock<HashMap<Box<str>, Arc<Room>>>,
-    max_rooms: usize,
+    /// Settable while running (SIGHUP): a lower value creates no new room but removes none.
+    max_rooms: AtomicUsize,
     reactors: usize,
     pub ring_limits: RingLimits,
 }
@@ -234,7 +235,7 @@ impl Rooms {
     pub fn new(max_rooms: usize, reactors: usize, ring_limits: RingLimits) -> Rooms {
         Rooms {
             by_name: RwLock::new(HashMap::new()),
-            max_rooms,
+            max_rooms: AtomicUsize::new(max_rooms),
             reactors,
             ring_limits,
         }
@@ -257,7 +258,7 @@ impl Rooms {
         if let Some(room) = map.get(name) {
             return Ok(Arc::clone(room));
         }
-        if map.len() >= self.max_rooms {
+        if map.len() >= self.max_rooms.load(Ordering::Relaxed) {
             return Err(ErrorCode::TooMany);
         }
         let id = RoomId(u32::try_from(map.len()).map_err(|_| ErrorCode::TooMany)?);
@@ -284,6 +285,12 @@ impl Rooms {
         room.write(|ring| ring.restore(first, head, index));
         map.insert(name.into(), Arc::clone(&room));
         room
+    }
+
+    /// Changes the room limit (SIGHUP). Rooms past a lower limit stay; no new one is made
+    /// until the count is under it.
+    pub fn set_max_rooms(&self, max_rooms: usize) {
+        self.max_rooms.store(max_rooms, Ordering::Relaxed);
     }
 
     pub fn len(&self) -> usize {
@@ -386,5 +393,18 @@ mod tests {
         assert!(rooms.open("b").is_ok());
         assert_eq!(rooms.open("c").map(|r| r.id), Err(ErrorCode::TooMany));
         assert_eq!(rooms.open("a").map(|r| r.id), a);
+    }
+
+    #[test]
+    fn room_limit_can_change_while_running() {
+        let rooms = Rooms::new(1, 1, ROOMY);
+        assert!(rooms.open("a").is_ok());
+        assert!(rooms.open("b").is_err());
+        rooms.set_max_rooms(2);
+        assert!(rooms.open("b").is_ok());
+        // Lowered below the count: nobody loses a room, no new one is made.
+        rooms.set_max_rooms(1);
+        assert!(rooms.open("a").is_ok() && rooms.open("b").is_ok());
+        assert_eq!(rooms.open("c").map(|r| r.id), Err(ErrorCode::TooMany));
     }
 }

@@ -1,41 +1,55 @@
 //! Starting and stopping a server: the threads, and the order they start and stop in.
 //!
 //! `Server::start` opens the data directory, binds every listener (so that a bad address fails
-//! before anything runs), then starts the sequencer and one reactor per core. Stopping is a
-//! flag plus a wake-up to every reactor; each drains its connections and returns, and the
-//! sequencer ends once the last reactor has dropped its sender.
+//! before anything runs), then starts the sequencer, the users-file watcher and one reactor
+//! per core. Between the two phases it runs the caller's `before_serving` hook (the daemon
+//! drops root there): no thread of the server exists yet, so no byte is served with more
+//! privilege than the hook leaves. Stopping is a flag plus a wake-up to every reactor; each
+//! drains its connections and returns, and the sequencer ends once the last reactor has
+//! dropped its sender.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use mio::{Poll, Waker};
 
-use crate::auth::Users;
-use crate::config::Config;
+use crate::auth::{self, Watch};
+use crate::config::{Config, Limits};
 use crate::datadir::DataDir;
 use crate::datadir::DirLock;
 use crate::mailbox::Mailbox;
 use crate::metrics::Metrics;
 use crate::metrics::http::MetricsServer;
+use crate::published::Published;
 use crate::reactor::{self, Reactor};
 use crate::room::Rooms;
 use crate::sequencer::Sequencer;
 use crate::shared::Shared;
 use crate::store::{self, LogWriter, RecoveryMode};
 
-/// Asks a running server to stop; cheap to clone, usable from a signal thread.
+/// Asks a running server to stop or to take new settings; cheap to clone, usable from a
+/// signal thread (never from a reactor: reloading the users file reads the disk).
 #[derive(Clone)]
 pub struct StopHandle {
     shared: Arc<Shared>,
+    watch: Arc<Mutex<Watch>>,
 }
 
 impl StopHandle {
-    /// Rereads the users file now (SIGHUP); returns how many users there are.
+    /// Rereads the users file now if it changed (SIGHUP; the watcher would within
+    /// [`auth::POLL_EVERY`]); returns how many users are loaded.
     pub fn reload_users(&self) -> usize {
-        self.shared.users.reload()
+        let mut watch = self.watch.lock().unwrap_or_else(PoisonError::into_inner);
+        watch.poll(&self.shared.users);
+        self.shared.users.get().len()
+    }
+
+    /// Puts new limits in force; reactors take them at their next turn.
+    pub fn apply_limits(&self, limits: Limits) {
+        self.shared.apply_limits(limits);
     }
 
     pub fn stop(&self) {
@@ -50,6 +64,8 @@ pub struct Server {
     reactors: Vec<JoinHandle<()>>,
     sequencer: JoinHandle<LogWriter>,
     archive: JoinHandle<()>,
+    watcher: JoinHandle<()>,
+    watch: Arc<Mutex<Watch>>,
     metrics: Option<(SocketAddr, JoinHandle<()>)>,
     /// Held while the server runs: no second daemon on the same data directory.
     _lock: DirLock,
@@ -61,9 +77,22 @@ impl Server {
     /// # Errors
     /// The data directory or users file cannot be opened, or an address cannot be bound.
     pub fn start(config: &Config) -> io::Result<Server> {
+        Server::start_with(config, |_| Ok(()))
+    }
+
+    /// Like [`Server::start`], running `before_serving` once every socket is bound and every
+    /// file is open, and before any thread of the server is started; it is given the bound
+    /// addresses. The daemon drops its privileges there.
+    ///
+    /// # Errors
+    /// As [`Server::start`], or what `before_serving` returned (nothing is started then).
+    pub fn start_with(
+        config: &Config,
+        before_serving: impl FnOnce(&[SocketAddr]) -> io::Result<()>,
+    ) -> io::Result<Server> {
         let data = DataDir::open(&config.data_dir)?;
         let lock = data.lock()?;
-        let users = Users::open(data.users_path())?;
+        let (watch, users) = Watch::open(data.users_path())?;
         let log_dir = store::log_dir(data.path());
         let opened = store::open(
             &log_dir,
@@ -121,17 +150,38 @@ impl Server {
         let shared = Arc::new(Shared::new(
             limits,
             ids.epoch,
-            users,
+            Published::new(users),
             rooms,
             mailboxes.into(),
             Arc::new(Metrics::new(count)),
         ));
 
+        let metrics = match config.metrics {
+            Some(addr) => {
+                let view = Arc::clone(&shared);
+                let render = Box::new(move || view.metrics.render(view.rooms.len()));
+                let stop = Arc::clone(&shared);
+                let stopping = Box::new(move || stop.is_stopping());
+                Some(MetricsServer::bind(addr, render, stopping)?)
+            }
+            None => None,
+        };
+
+        // Everything is bound and open; from here on threads start and serve.
+        before_serving(&addrs)?;
+
+        let watch = Arc::new(Mutex::new(watch));
+        let watcher = {
+            let (watch, shared) = (Arc::clone(&watch), Arc::clone(&shared));
+            std::thread::Builder::new()
+                .name("users".into())
+                .spawn(move || watch_users(&watch, &shared))?
+        };
         let (submit, inbox) = mpsc::channel();
         let sequencer = Sequencer {
             inbox,
             mailboxes: Arc::clone(&shared.mailboxes),
-            ring: shared.limits.ring,
+            ring: config.limits.ring,
             log,
             metrics: Arc::clone(&shared.metrics),
         };
@@ -160,13 +210,8 @@ impl Server {
                 .spawn(move || reactor.run())?;
             reactors.push(handle);
         }
-        let metrics = match config.metrics {
-            Some(addr) => {
-                let view = Arc::clone(&shared);
-                let render = Box::new(move || view.metrics.render(view.rooms.len()));
-                let stop = Arc::clone(&shared);
-                let stopping = Box::new(move || stop.is_stopping());
-                let (server, bound) = MetricsServer::bind(addr, render, stopping)?;
+        let metrics = match metrics {
+            Some((server, bound)) => {
                 let handle = std::thread::Builder::new()
                     .name("metrics".into())
                     .spawn(move || server.run())?;
@@ -181,6 +226,8 @@ impl Server {
             reactors,
             sequencer,
             archive,
+            watcher,
+            watch,
             metrics,
             _lock: lock,
         })
@@ -203,6 +250,7 @@ impl Server {
     pub fn stop_handle(&self) -> StopHandle {
         StopHandle {
             shared: Arc::clone(&self.shared),
+            watch: Arc::clone(&self.watch),
         }
     }
 
@@ -233,6 +281,9 @@ impl Server {
         if self.archive.join().is_err() {
             panicked += 1;
         }
+        if self.watcher.join().is_err() {
+            panicked += 1;
+        }
         if let Some((_, handle)) = self.metrics
             && handle.join().is_err()
         {
@@ -244,5 +295,17 @@ impl Server {
             )));
         }
         Ok(())
+    }
+}
+
+/// The users-file watcher's thread: looks at the file every [`auth::POLL_EVERY`] until the
+/// server stops, and publishes each new version for the reactors.
+fn watch_users(watch: &Mutex<Watch>, shared: &Shared) {
+    while !shared.is_stopping() {
+        std::thread::sleep(auth::POLL_EVERY);
+        watch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .poll(&shared.users);
     }
 }

@@ -2,8 +2,9 @@
 //! limits, the epoch, the users, the rooms, the mailboxes, and the connection counts that the
 //! limits are enforced against.
 //!
-//! It holds no thread and does no I/O; it must never hold a lock across anything slower than
-//! a counter update.
+//! The limits and the users table are published values: SIGHUP and the users-file watcher
+//! replace them whole, and each reactor takes a snapshot once per turn. It holds no thread and
+//! does no I/O; it must never hold a lock across anything slower than a counter update.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -14,11 +15,14 @@ use crate::auth::Users;
 use crate::config::Limits;
 use crate::mailbox::Mailbox;
 use crate::metrics::Metrics;
+use crate::published::Published;
 use crate::room::Rooms;
 
 /// What every reactor and the sequencer share.
 pub struct Shared {
-    pub limits: Limits,
+    /// The limits in force; read through [`Shared::limits_snapshot`], replaced by
+    /// [`Shared::apply_limits`].
+    limits: Published<Limits>,
     pub epoch: u64,
     pub users: Users,
     pub rooms: Rooms,
@@ -45,7 +49,7 @@ impl Shared {
         metrics: Arc<Metrics>,
     ) -> Shared {
         Shared {
-            limits,
+            limits: Published::new(limits),
             epoch,
             users,
             rooms,
@@ -57,20 +61,38 @@ impl Shared {
         }
     }
 
-    /// Counts a new connection from `ip` in, if the limits allow it.
+    /// The limits in force and their generation, which moves each time they are replaced.
+    /// Cheap, but a reactor takes it once per turn (when the generation moved), not per frame.
+    pub fn limits_snapshot(&self) -> (u64, Arc<Limits>) {
+        self.limits.snapshot()
+    }
+
+    /// Whether limits newer than `generation` were applied.
+    pub fn limits_changed_since(&self, generation: u64) -> bool {
+        self.limits.generation() != generation
+    }
+
+    /// Puts new limits in force (SIGHUP). Connections already open stay, even past a lower
+    /// cap; sessions and reactors see the new values at their next turn.
+    pub fn apply_limits(&self, limits: Limits) {
+        self.rooms.set_max_rooms(limits.max_rooms);
+        self.limits.publish(limits);
+    }
+
+    /// Counts a new connection from `ip` in, if `limits` (the caller's snapshot) allow it.
     ///
     /// # Errors
     /// Why it is refused, in words for the client.
-    pub fn admit(&self, ip: IpAddr) -> Result<(), &'static str> {
+    pub fn admit(&self, ip: IpAddr, limits: &Limits) -> Result<(), &'static str> {
         let mut c = self
             .connections
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if c.total >= self.limits.max_connections {
+        if c.total >= limits.max_connections {
             return Err("too many connections");
         }
         let from_ip = c.per_ip.entry(ip).or_insert(0);
-        if *from_ip >= self.limits.max_connections_per_ip {
+        if *from_ip >= limits.max_connections_per_ip {
             return Err("too many connections from your address");
         }
         *from_ip += 1;

@@ -375,6 +375,7 @@ fn the_data_directory_and_its_epoch_are_created_on_first_run() {
     let epoch = u64::from_str_radix(digits, 16).expect("epoch in hex");
     assert_ne!(epoch, 0);
     let token = util::add_user(&data, "alice");
+    d.wait_for_users(1);
     assert_eq!(
         welcome_epoch(&d, &token),
         epoch,

@@ -5,9 +5,15 @@ mod util;
 
 use std::process::Command;
 
-use chatd::client::Reply;
-use chatd::protocol::ClientFrame;
-use util::{BIN, Daemon, join, recv, recv_msgs, send};
+use chatd::client::{Client, Reply};
+use chatd::protocol::{ClientFrame, ErrorCode};
+use util::{BIN, Daemon, expect_error, expect_fatal, join, recv, recv_msgs, send};
+
+#[track_caller]
+fn ping(c: &mut Client, nonce: u64) {
+    c.send(&ClientFrame::Ping { nonce }).expect("send PING");
+    assert_eq!(recv(c), Reply::Pong { nonce });
+}
 
 fn welcome_max_frame(c: &mut chatd::client::Client, user: &str, token: &str) -> u32 {
     c.send(&ClientFrame::Hello {
@@ -92,30 +98,113 @@ fn config_check_accepts_a_good_file_and_names_the_bad_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--send-rate"));
 }
 
-#[test]
-fn sighup_rereads_users_and_reports_config_changes_needing_a_restart() {
-    let cfg = tempfile::tempdir().expect("tmp");
-    let file = cfg.path().join("chatd.toml");
-    std::fs::write(&file, "send_rate = 20\n").expect("write config");
-    let d = Daemon::start(&["--config", file.to_str().expect("utf8")]);
-    let token = d.add_user("carol");
-    std::fs::write(&file, "send_rate = 30\n").expect("rewrite config");
+/// Rewrites the config file, sends SIGHUP, and waits for the reload line holding `expect`.
+#[track_caller]
+fn reload(d: &Daemon, file: &std::path::Path, config: &str, expect: &str) {
+    std::fs::write(file, config).expect("rewrite config");
     d.signal(nix::sys::signal::Signal::SIGHUP);
-    assert!(
-        d.wait_for_log("users file reread (1 users)"),
-        "{:#?}",
-        d.log_lines()
-    );
-    assert!(d.wait_for_log("send-rate/burst"), "{:#?}", d.log_lines());
-    // The daemon is still serving, with the user added before the signal.
-    let mut c = d.connect();
-    assert_eq!(welcome_max_frame(&mut c, "carol", &token), 65_536);
+    assert!(d.wait_for_log(expect), "{expect}: {:#?}", d.log_lines());
 }
 
 #[test]
-fn root_drops_to_the_given_user_after_binding() {
+fn sighup_applies_live_limits_and_names_those_needing_a_restart() {
+    let cfg = tempfile::tempdir().expect("tmp");
+    let file = cfg.path().join("chatd.toml");
+    std::fs::write(&file, "send_rate = 0\nmax_connections = 10\n").expect("write config");
+    // A flag on the command line keeps winning over the file across reloads.
+    let d = Daemon::start(&[
+        "--config",
+        file.to_str().expect("utf8"),
+        "--max-rooms-per-connection",
+        "5",
+    ]);
+    let mut alice = d.login("alice");
+    let mut bob = d.login("bob");
+    let mut carol = d.login("carol");
+    join(&mut alice, "#r", 0, 0);
+
+    reload(
+        &d,
+        &file,
+        "send_rate = 1\nsend_burst = 1\nmax_connections = 2\nmax_frame = 4096\n\
+         max_rooms_per_connection = 1\n",
+        "config reloaded: applied max-connections, send-rate, send-burst; \
+         needs a restart: max-frame",
+    );
+    // The lower cap closes nobody: three connections stay over a cap of two...
+    for (n, c) in [&mut alice, &mut bob, &mut carol].into_iter().enumerate() {
+        ping(c, n as u64);
+    }
+    // ...and a new one is refused while over it.
+    let mut refused = d.connect();
+    expect_fatal(&mut refused, ErrorCode::TooMany);
+    // The new rate holds for a connection opened before the reload: one SEND, then no more.
+    send(&mut alice, "#r", 1, "one");
+    send(&mut alice, "#r", 2, "two");
+    let mut others = Vec::new();
+    recv_msgs(&mut alice, 1, &mut others);
+    while others.len() < 2 {
+        others.push(recv(&mut alice));
+    }
+    assert!(others.contains(&Reply::Ack { id: 1, seq: 1 }), "{others:?}");
+    assert!(
+        others
+            .iter()
+            .any(|r| matches!(r, Reply::Error { code, reference: 2, .. }
+            if *code == ErrorCode::RateLimited.as_u16())),
+        "{others:?}"
+    );
+    // The command line's --max-rooms-per-connection 5 still wins over the file's 1.
+    for room in ["#a", "#b"] {
+        join(&mut bob, room, 0, 0);
+    }
+
+    // A higher cap admits connections again; a shorter idle timeout applies to sessions
+    // already open.
+    reload(
+        &d,
+        &file,
+        "send_rate = 1\nsend_burst = 1\nmax_frame = 4096\nmax_rooms_per_connection = 1\n\
+         idle_timeout = \"1s\"\nmax_connections = 4\n",
+        "config reloaded: applied max-connections, idle-timeout; needs a restart: max-frame",
+    );
+    let started = std::time::Instant::now();
+    expect_error(&mut bob, ErrorCode::Timeout, 0);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // max-frame needs a restart: a new session is still told the old one.
+    let token = d.add_user("dave");
+    let mut late = d.connect();
+    assert_eq!(welcome_max_frame(&mut late, "dave", &token), 65_536);
+    ping(&mut late, 9);
+}
+
+#[test]
+fn sighup_without_a_config_file_rereads_users_only() {
+    let d = Daemon::start(&[]);
+    d.add_user("carol");
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(
+        d.wait_for_log("users file checked (1 users)"),
+        "{:#?}",
+        d.log_lines()
+    );
+    assert!(
+        d.wait_for_log("no --config file; settings unchanged"),
+        "{:#?}",
+        d.log_lines()
+    );
+    let mut c = d.login("erin");
+    ping(&mut c, 3);
+}
+
+#[test]
+fn root_drops_to_the_given_user_after_binding_and_before_serving() {
     if !nix::unistd::Uid::effective().is_root() {
         eprintln!("skipped: privilege drop needs the tests to run as root");
+        return;
+    }
+    if !std::path::Path::new("/proc/self/task").is_dir() {
+        eprintln!("skipped: no /proc to read the daemon's thread credentials on this OS");
         return;
     }
     let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
@@ -149,17 +238,36 @@ fn root_drops_to_the_given_user_after_binding() {
         "{:#?}",
         d.log_lines()
     );
-    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).expect("status");
-    let uid_line = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .expect("Uid line");
+    // Dropped before any reactor started serving, not after.
+    assert!(d.wait_for_log("reactor 0: serving"), "{:#?}", d.log_lines());
+    let lines = d.log_lines();
+    let position = |needle: &str| lines.iter().position(|l| l.contains(needle));
     assert!(
-        uid_line
-            .split_whitespace()
-            .skip(1)
-            .all(|u| u == nobody.uid.to_string()),
-        "{uid_line}"
+        position("running as uid") < position("reactor 0: serving"),
+        "{lines:#?}"
+    );
+    // Every thread of the process, reactors included, runs as the account.
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", d.pid())).expect("tasks");
+    let mut threads = 0;
+    for task in tasks {
+        let status = std::fs::read_to_string(task.expect("task").path().join("status"))
+            .expect("task status");
+        let uid_line = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .expect("Uid line");
+        assert!(
+            uid_line
+                .split_whitespace()
+                .skip(1)
+                .all(|u| u == nobody.uid.to_string()),
+            "{uid_line}"
+        );
+        threads += 1;
+    }
+    assert!(
+        threads > 3,
+        "reactors, sequencer, archive, watcher: {threads}"
     );
     // Still able to store messages, and to roll to new segments in its data directory.
     let mut c = d.login_with("dave", &token);

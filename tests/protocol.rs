@@ -396,7 +396,7 @@ fn frames_split_at_every_byte_are_reassembled() {
 }
 
 #[test]
-fn users_added_or_removed_while_running_take_effect_at_the_next_hello() {
+fn users_added_or_removed_while_running_take_effect_once_reloaded() {
     let d = Daemon::start(&[]);
     let token = d.add_user("carol");
     let (mut c, _) = welcome(&d, "carol", &token);
@@ -412,6 +412,8 @@ fn users_added_or_removed_while_running_take_effect_at_the_next_hello() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The daemon's watcher notices within 250 ms; tests/users.rs covers the live session.
+    d.wait_for_users(0);
     let mut again = d.connect();
     again.send(&hello("carol", &token)).expect("HELLO");
     expect_fatal(&mut again, ErrorCode::AuthFailed);

@@ -1,13 +1,14 @@
 //! The `chatd` binary: parses the command line, then serves or manages users.
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
 
 use chatd::auth;
 use chatd::cli::{self, Command};
-use chatd::config::Config;
+use chatd::config::{Config, Reload};
 use chatd::datadir::DataDir;
-use chatd::server::Server;
+use chatd::server::{Server, StopHandle};
 use chatd::store::{self, RecoveryMode};
 use nix::sys::signal::{SigSet, Signal};
 
@@ -16,7 +17,8 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env)
         .format_target(false)
         .init();
-    let command = match cli::parse(std::env::args_os().skip(1)) {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let command = match cli::parse(args.iter().cloned()) {
         Ok(c) => c,
         Err(message) => {
             eprintln!("chatd: {message}");
@@ -32,7 +34,7 @@ fn main() -> ExitCode {
             println!("chatd {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Command::Serve(config) => serve(&config),
+        Command::Serve(config) => serve(&config, args),
         Command::ConfigCheck { path } => check_config(&path),
         Command::LogVerify { data_dir } => check_log(&data_dir, RecoveryMode::ReadOnly),
         Command::LogRepair { data_dir, force } => {
@@ -54,6 +56,16 @@ fn main() -> ExitCode {
             .map_err(|e| e.to_string())
             .and_then(|d| auth::remove_user(&d.users_path(), &name).map_err(|e| e.to_string()))
             .map(|()| println!("removed user '{name}'")),
+        Command::UserRotate { data_dir, name } => DataDir::open(&data_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|d| auth::rotate_user(&d.users_path(), &name).map_err(|e| e.to_string()))
+            .map(|token| {
+                println!(
+                    "rotated the token of user '{name}'; the old one no longer works. \
+                     The new token (shown only this once):"
+                );
+                println!("{token}");
+            }),
         Command::UserList { data_dir } => DataDir::open(&data_dir)
             .map_err(|e| e.to_string())
             .and_then(|d| auth::list_users(&d.users_path()).map_err(|e| e.to_string()))
@@ -68,7 +80,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: &Config) -> Result<(), String> {
+/// Runs the server until a stop signal. `args` are the command line it was parsed from,
+/// parsed again at SIGHUP so that flags keep winning over the config file.
+fn serve(config: &Config, args: Vec<OsString>) -> Result<(), String> {
     // Block the stop signals in every thread (threads inherit the mask) and take them
     // synchronously on one thread of our own: no async-signal-safety puzzles anywhere.
     let mut signals = SigSet::empty();
@@ -80,8 +94,13 @@ fn serve(config: &Config) -> Result<(), String> {
         .map_err(|e| format!("cannot block signals: {e}"))?;
     raise_open_file_limit(config);
 
-    let server = Server::start(config).map_err(|e| e.to_string())?;
-    chatd::privilege::drop_privileges(&config.run_as, &config.data_dir)?;
+    // Privileges drop once every socket is bound and every file open, and before any thread
+    // of the server exists: no byte is ever served as root.
+    let server = Server::start_with(config, |_| {
+        chatd::privilege::drop_privileges(&config.run_as, &config.data_dir)
+            .map_err(std::io::Error::other)
+    })
+    .map_err(|e| e.to_string())?;
     for addr in server.local_addrs() {
         // On stdout rather than in the log: scripts and tests read the bound address (port 0
         // resolved) from here.
@@ -96,14 +115,14 @@ fn serve(config: &Config) -> Result<(), String> {
     );
 
     let stop = server.stop_handle();
-    let running = config.clone();
+    let mut running = config.clone();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut stopping = false;
             loop {
                 match signals.wait() {
-                    Ok(Signal::SIGHUP) => reload(&stop, &running),
+                    Ok(Signal::SIGHUP) => reload(&stop, &mut running, &args),
                     Ok(sig) if stopping => {
                         log::warn!("{sig} again: stopping now");
                         std::process::exit(1);
@@ -124,78 +143,35 @@ fn serve(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// SIGHUP: reread the users file now, and the config file to say which of its changes need a
-/// restart (none of the server's settings change while it runs).
-fn reload(stop: &chatd::server::StopHandle, running: &Config) {
+/// SIGHUP: reread the users file now, and the configuration (the command line again, with the
+/// config file it names): apply the limits that can change while running, and log in one line
+/// which settings were applied and which need a restart.
+fn reload(stop: &StopHandle, running: &mut Config, args: &[OsString]) {
     let users = stop.reload_users();
-    log::info!(
-        "SIGHUP: users file reread ({users} users); logins also pick up changes by themselves"
-    );
+    log::info!("SIGHUP: users file checked ({users} users)");
     let Some(path) = &running.config_file else {
+        log::info!("SIGHUP: no --config file; settings unchanged");
         return;
     };
-    let args = [
-        "serve".into(),
-        "--config".into(),
-        path.clone().into_os_string(),
-    ];
-    match cli::parse(args) {
+    match cli::parse(args.iter().cloned()) {
         Ok(Command::Serve(new)) => {
-            let changed = changed_settings(running, &new);
-            if changed.is_empty() {
-                log::info!("SIGHUP: {} unchanged", path.display());
+            let reload = Reload::between(running, &new);
+            if !reload.applied.is_empty() {
+                *running = Reload::apply(running, &new);
+                stop.apply_limits(running.limits.clone());
+            }
+            if reload.needs_restart.is_empty() {
+                log::info!("{}", reload.summary());
             } else {
-                log::warn!(
-                    "SIGHUP: {} changed {}; these take effect at the next restart",
-                    path.display(),
-                    changed.join(", ")
-                );
+                log::warn!("{}", reload.summary());
             }
         }
         Ok(_) => {}
-        Err(e) => log::warn!("SIGHUP: {e}; keeping the running settings"),
+        Err(e) => log::warn!(
+            "SIGHUP: cannot reread {}: {e}; keeping the running settings",
+            path.display()
+        ),
     }
-}
-
-/// The settings that differ between two configurations, by name.
-fn changed_settings(old: &Config, new: &Config) -> Vec<&'static str> {
-    let (a, b) = (&old.limits, &new.limits);
-    let checks: [(&'static str, bool); 10] = [
-        ("listen", old.listen != new.listen),
-        ("data-dir", old.data_dir != new.data_dir),
-        ("threads", old.threads != new.threads),
-        ("max-frame", a.max_frame != b.max_frame),
-        (
-            "connection limits",
-            a.max_connections != b.max_connections
-                || a.max_connections_per_ip != b.max_connections_per_ip,
-        ),
-        (
-            "room limits",
-            a.max_rooms != b.max_rooms || a.max_rooms_per_connection != b.max_rooms_per_connection,
-        ),
-        (
-            "send-rate/burst",
-            a.send_rate != b.send_rate || a.send_burst != b.send_burst,
-        ),
-        (
-            "timeouts",
-            a.handshake_timeout != b.handshake_timeout
-                || a.idle_timeout != b.idle_timeout
-                || a.write_stall_timeout != b.write_stall_timeout
-                || a.shutdown_timeout != b.shutdown_timeout,
-        ),
-        ("ring", a.ring != b.ring),
-        (
-            "storage",
-            old.store != new.store || old.run_as != new.run_as,
-        ),
-    ];
-    checks
-        .into_iter()
-        .filter(|(_, changed)| *changed)
-        .map(|(name, _)| name)
-        .collect()
 }
 
 /// `chatd config check FILE`: parse it as `serve --config FILE` would, start nothing.

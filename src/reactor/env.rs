@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::Instant;
 
+use crate::auth::Table;
 use crate::config::Limits;
 use crate::mailbox::ConnRef;
 use crate::metrics::Shard;
@@ -18,6 +19,10 @@ use crate::store::archive::Fetch;
 
 pub struct ConnEnv<'a> {
     pub shared: &'a Shared,
+    /// The reactor's snapshot of the limits for this turn.
+    pub limits: &'a Limits,
+    /// The reactor's snapshot of the users table: a HELLO is checked in memory, never on disk.
+    pub users: &'a Table,
     pub reactor: usize,
     pub conn: ConnRef,
     /// This reactor's members of each room, for fanout.
@@ -33,7 +38,7 @@ impl Env for ConnEnv<'_> {
     }
 
     fn limits(&self) -> &Limits {
-        &self.shared.limits
+        self.limits
     }
 
     fn epoch(&self) -> u64 {
@@ -45,7 +50,7 @@ impl Env for ConnEnv<'_> {
     }
 
     fn authenticate(&self, user: &str, token: &str) -> bool {
-        self.shared.users.verify(user, token)
+        self.users.verify(user, token)
     }
 
     fn open_room(&mut self, name: &str) -> Result<Arc<Room>, ErrorCode> {

@@ -1,7 +1,9 @@
 //! The reactor: one thread, one mio `Poll`, its own listeners and a slab of connections.
 //!
-//! Each turn it waits for readiness, accepts, empties its mailbox (ACKs and rooms that
-//! advanced), runs the timers, then services every connection that has something to do:
+//! Each turn it waits for readiness, takes the newest limits and users table if either was
+//! replaced (ending the sessions of users removed or whose token changed), accepts, empties
+//! its mailbox (ACKs and rooms that advanced), runs the timers, then services every
+//! connection that has something to do:
 //! read what the session will take, write what it owes. Budgets bound every loop so that no
 //! connection, however busy, holds the others up. Only the reactor registers, deregisters and
 //! closes sockets; sessions just say what they want.
@@ -24,6 +26,8 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::auth::Table;
+use crate::config::Limits;
 use crate::mailbox::{ConnRef, Delivery};
 use crate::metrics::Shard;
 use crate::protocol::{ErrorCode, ServerFrame, encode_server};
@@ -72,6 +76,13 @@ pub struct Reactor {
     /// Set once shutdown begins: the time by which every connection is gone.
     stopping: Option<Instant>,
     tick: Duration,
+    /// The limits this turn runs under, and their generation in `shared`.
+    limits: Arc<Limits>,
+    limits_generation: u64,
+    /// The users table logins are checked against, and its generation in `shared`. Every
+    /// session in `Ready` logged in against it (or an older table with the same digest).
+    users: Arc<Table>,
+    users_generation: u64,
     /// When an accept failure was last logged: at fd exhaustion it fails every tick.
     accept_warned: Option<Instant>,
 }
@@ -99,7 +110,9 @@ impl Reactor {
             )?;
             registered.push(listener);
         }
-        let tick = tick_interval(&shared.limits);
+        let (limits_generation, limits) = shared.limits_snapshot();
+        let (users_generation, users) = shared.users.snapshot();
+        let tick = tick_interval(&limits);
         Ok(Reactor {
             id,
             poll,
@@ -114,6 +127,10 @@ impl Reactor {
             next_serial: 0,
             stopping: None,
             tick,
+            limits,
+            limits_generation,
+            users,
+            users_generation,
             accept_warned: None,
         })
     }
@@ -124,6 +141,7 @@ impl Reactor {
         let mut scratch = vec![0u8; SCRATCH_LEN];
         let mut delivery = Delivery::default();
         let mut next_tick = Instant::now() + self.tick;
+        log::debug!("reactor {}: serving", self.id);
         loop {
             let busy = !self.ready.is_empty() || self.accept_pending;
             let timeout = if busy {
@@ -139,6 +157,13 @@ impl Reactor {
                 break;
             }
             let now = Instant::now();
+            if self.shared.limits_changed_since(self.limits_generation) {
+                self.take_limits();
+                next_tick = next_tick.min(now + self.tick);
+            }
+            if self.shared.users.generation() != self.users_generation {
+                self.take_users(now);
+            }
             let mut woken = false;
             for event in events.iter() {
                 match event.token() {
@@ -235,7 +260,7 @@ impl Reactor {
 
     fn admit(&mut self, mut stream: TcpStream, peer: IpAddr, now: Instant) {
         let shard = self.shared.metrics.shard(self.id);
-        if let Err(why) = self.shared.admit(peer) {
+        if let Err(why) = self.shared.admit(peer, &self.limits) {
             if let Some(shard) = shard {
                 Shard::add(&shard.refused, 1);
             }
@@ -263,7 +288,7 @@ impl Reactor {
         }
         let serial = self.next_serial;
         self.next_serial += 1;
-        let session = Session::new(now, &self.shared.limits);
+        let session = Session::new(now, &self.limits);
         entry.insert(Conn::new(stream, peer, serial, session));
         log::debug!("reactor {}: open #{serial} from {peer}", self.id);
         schedule(&mut self.conns, &mut self.ready, key);
@@ -329,7 +354,7 @@ impl Reactor {
                 Phase::Ready => phases[1] += 1,
                 Phase::Closing => phases[2] += 1,
             }
-            match conn.session.tick(now, &self.shared.limits) {
+            match conn.session.tick(now, &self.limits) {
                 Tick::Idle => {}
                 Tick::Flush => {
                     if !conn.scheduled {
@@ -359,8 +384,49 @@ impl Reactor {
         self.accept_pending = !self.listeners.is_empty();
     }
 
+    /// Takes the limits SIGHUP put in force. Sessions read them from here from now on; a
+    /// lower connection cap refuses new connections and closes none.
+    fn take_limits(&mut self) {
+        let (generation, limits) = self.shared.limits_snapshot();
+        self.tick = tick_interval(&limits);
+        self.limits = limits;
+        self.limits_generation = generation;
+    }
+
+    /// Takes the users table the watcher published, and ends every logged-in session whose
+    /// user it removed or whose token it changed: ERROR AUTH_FAILED saying which, then close.
+    fn take_users(&mut self, now: Instant) {
+        let (generation, newer) = self.shared.users.snapshot();
+        for (key, conn) in self.conns.iter_mut() {
+            if conn.session.phase() != Phase::Ready {
+                continue;
+            }
+            let Some(why) = self.users.revoked(&newer, conn.session.user()) else {
+                continue;
+            };
+            if conn
+                .session
+                .revoke(ErrorCode::AuthFailed, why.message(), now)
+            {
+                log::info!(
+                    "reactor {}: ending #{} of user '{}': {}",
+                    self.id,
+                    conn.serial,
+                    conn.session.user(),
+                    why.message()
+                );
+                if !conn.scheduled {
+                    conn.scheduled = true;
+                    self.ready.push(key);
+                }
+            }
+        }
+        self.users = newer;
+        self.users_generation = generation;
+    }
+
     fn begin_shutdown(&mut self, now: Instant) {
-        self.stopping = Some(now + self.shared.limits.shutdown_timeout);
+        self.stopping = Some(now + self.limits.shutdown_timeout);
         for mut listener in self.listeners.drain(..) {
             if let Err(e) = self.poll.registry().deregister(&mut listener) {
                 log::debug!("deregistering a listener: {e}");
@@ -385,6 +451,8 @@ impl Reactor {
             conn.scheduled = false;
             let mut env = ConnEnv {
                 shared: &self.shared,
+                limits: &self.limits,
+                users: &self.users,
                 reactor: self.id,
                 conn: ConnRef {
                     key,
@@ -482,7 +550,7 @@ fn refuse(stream: &mut TcpStream, why: &str) {
 
 /// How often the timers run: often enough that a deadline fires within a fraction of its
 /// length, rarely enough that an idle server sleeps.
-fn tick_interval(limits: &crate::config::Limits) -> Duration {
+fn tick_interval(limits: &Limits) -> Duration {
     let shortest = limits
         .handshake_timeout
         .min(limits.idle_timeout)

@@ -662,6 +662,18 @@ impl Session {
         Tick::Idle
     }
 
+    /// The user's right to be here was withdrawn (removed, or their token changed) while
+    /// logged in: a fatal `code` with `message`, then close, as after any fatal error. Returns
+    /// whether it took effect: a session not logged in, or already on its way out, is left to
+    /// finish as it was.
+    pub fn revoke(&mut self, code: ErrorCode, message: &str, now: Instant) -> bool {
+        if self.state != State::Ready {
+            return false;
+        }
+        self.fatal(code, message, now);
+        true
+    }
+
     /// Whether the session has said all it will and the reactor may close.
     pub fn is_done(&self) -> bool {
         match self.state {

@@ -105,10 +105,29 @@ impl Daemon {
         self.dir.path().join("data")
     }
 
-    /// Adds a user through `chatd user add` and returns its token.
+    /// Adds a user through `chatd user add` and returns its token, once the daemon has loaded
+    /// the users file with it (its watcher looks every 250 ms).
     #[track_caller]
     pub fn add_user(&self, name: &str) -> String {
-        add_user(&self.data_dir(), name)
+        let token = add_user(&self.data_dir(), name);
+        let users = std::fs::read_to_string(self.data_dir().join("users")).expect("users file");
+        let count = users
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .count();
+        self.wait_for_users(count);
+        token
+    }
+
+    /// Waits until the daemon's users-file watcher has loaded a file of `count` users.
+    #[track_caller]
+    pub fn wait_for_users(&self, count: usize) {
+        let loaded = format!(": {count} users");
+        assert!(
+            self.wait_for_log_line(|l| l.contains("reloaded users file") && l.ends_with(&loaded)),
+            "the daemon did not load {count} users: {:#?}",
+            self.log_lines()
+        );
     }
 
     /// A raw connection, before HELLO.
@@ -143,11 +162,16 @@ impl Daemon {
 
     /// Waits until a stderr line contains `needle`; true if one did.
     pub fn wait_for_log(&self, needle: &str) -> bool {
+        self.wait_for_log_line(|l| l.contains(needle))
+    }
+
+    /// Waits until a stderr line satisfies `matches`; true if one did.
+    pub fn wait_for_log_line(&self, matches: impl Fn(&str) -> bool) -> bool {
         let (lines, cv) = &*self.log;
         let deadline = Instant::now() + PATIENCE;
         let mut guard = lines.lock().expect("log lock");
         loop {
-            if guard.iter().any(|l| l.contains(needle)) {
+            if guard.iter().any(|l| matches(l)) {
                 return true;
             }
             let left = deadline.saturating_duration_since(Instant::now());
