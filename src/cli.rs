@@ -26,7 +26,9 @@ USAGE:
                                      old one stops working and its sessions are ended
     chatd user list [--data-dir DIR]
     chatd log verify [DIR]           check a data directory's message log, changing nothing
-    chatd log repair [DIR]           cut off a torn tail as start-up would (daemon stopped)
+    chatd log repair [--force] [DIR] cut off a torn tail as start-up would (daemon stopped);
+                                     --force also cuts the log at damage before its tail,
+                                     dropping every record after it (says how many)
     chatd config check FILE          validate a configuration file without starting
     chatd --help | --version
 
@@ -57,7 +59,7 @@ OPTIONS:
                                    health check at /healthz (default: off)
     --listen ADDR                  address to listen on; repeat for more; IPv4 or [IPv6]:port
                                    (default {DEFAULT_LISTEN}; port 0 picks a free port)
-    --data-dir DIR                 where users and the epoch live; created on first run
+    --data-dir DIR                 where users and the message log live; created on first run
                                    (default ./{DEFAULT_DATA_DIR})
     --threads N                    reactor threads (default: one per core)
 
@@ -135,7 +137,7 @@ pub enum Command {
     UserRotate { data_dir: PathBuf, name: String },
     UserList { data_dir: PathBuf },
     LogVerify { data_dir: PathBuf },
-    LogRepair { data_dir: PathBuf },
+    LogRepair { data_dir: PathBuf, force: bool },
     ConfigCheck { path: PathBuf },
     Help(String),
     Version,
@@ -253,12 +255,25 @@ fn parse_serve(p: &mut Parser) -> Result<Command, String> {
 
 /// The words and `--data-dir` of a `user` or `log` command; `None` if help was asked for.
 fn words_and_dir(p: &mut Parser) -> Result<Option<(PathBuf, Vec<String>)>, String> {
+    words_dir_force(p, None)
+}
+
+/// As [`words_and_dir`], also taking `--force` into `force` when one is given.
+fn words_dir_force(
+    p: &mut Parser,
+    mut force: Option<&mut bool>,
+) -> Result<Option<(PathBuf, Vec<String>)>, String> {
     let mut data_dir = PathBuf::from(DEFAULT_DATA_DIR);
     let mut words: Vec<String> = Vec::new();
     while let Some(arg) = p.next().map_err(err)? {
         match arg {
             Arg::Short('h') | Arg::Long("help") => return Ok(None),
             Arg::Long("data-dir") => data_dir = p.value().map_err(err)?.into(),
+            Arg::Long("force") if force.is_some() => {
+                if let Some(f) = force.as_deref_mut() {
+                    *f = true;
+                }
+            }
             Arg::Value(v) => words.push(v.string().map_err(err)?),
             other => return Err(format!("{}\n\n{USAGE}", other.unexpected())),
         }
@@ -292,7 +307,8 @@ fn parse_user(p: &mut Parser) -> Result<Command, String> {
 }
 
 fn parse_log(p: &mut Parser) -> Result<Command, String> {
-    let Some((data_dir, words)) = words_and_dir(p)? else {
+    let mut force = false;
+    let Some((data_dir, words)) = words_dir_force(p, Some(&mut force))? else {
         return Ok(Command::Help(USAGE.to_string()));
     };
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
@@ -301,13 +317,19 @@ fn parse_log(p: &mut Parser) -> Result<Command, String> {
         [verb, dir] => (*verb, PathBuf::from(dir)),
         _ => {
             return Err(format!(
-                "expected `log verify [DIR]` or `log repair [DIR]`\n\n{USAGE}"
+                "expected `log verify [DIR]` or `log repair [--force] [DIR]`\n\n{USAGE}"
             ));
         }
     };
     match verb {
+        "verify" if force => {
+            Err("`log verify` changes nothing; --force is for `log repair`".into())
+        }
         "verify" => Ok(Command::LogVerify { data_dir: dir }),
-        "repair" => Ok(Command::LogRepair { data_dir: dir }),
+        "repair" => Ok(Command::LogRepair {
+            data_dir: dir,
+            force,
+        }),
         other => Err(format!(
             "unknown log command '{other}': use verify or repair"
         )),
@@ -511,9 +533,19 @@ mod tests {
         assert_eq!(
             run(&["log", "repair"]),
             Ok(Command::LogRepair {
-                data_dir: DEFAULT_DATA_DIR.into()
+                data_dir: DEFAULT_DATA_DIR.into(),
+                force: false
             })
         );
+        assert_eq!(
+            run(&["log", "repair", "--force", "d"]),
+            Ok(Command::LogRepair {
+                data_dir: "d".into(),
+                force: true
+            })
+        );
+        assert!(run(&["log", "verify", "--force"]).is_err());
+        assert!(run(&["user", "list", "--force"]).is_err());
         assert!(run(&["log", "burn"]).is_err());
     }
 

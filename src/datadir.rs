@@ -1,18 +1,19 @@
-//! The data directory: where everything chatd keeps on disk lives, and the epoch that names it.
+//! The data directory: where everything chatd keeps on disk lives.
 //!
-//! The epoch is a random non-zero id chosen once, when the directory is created, and sent in
-//! every WELCOME so that a client can tell one message store from another. This module must
-//! never replace an epoch that exists: an epoch file that does not parse is an error for the
-//! operator to look at, because a silently new epoch would make every client start over. It
-//! also owns [`write_atomic`], the one way chatd rewrites a small file, so that a crash leaves
-//! either the old contents or the new, never half of either.
+//! It makes nothing that names the message history: the epoch belongs to the log (see
+//! `crate::store::epoch`), so that `chatd user add` on a template directory, or a directory
+//! whose log was deleted, never hands one epoch to two histories. An older chatd kept the
+//! epoch here, in `epoch`; [`DataDir::legacy_epoch`] reads that file so that an existing store
+//! keeps its epoch on upgrade, and this module never writes or replaces it. It also owns
+//! [`write_atomic`], the one way chatd rewrites a small file, so that a crash leaves either the
+//! old contents or the new, never half of either.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-/// Name of the epoch file inside the data directory.
+/// Name of the epoch file an older chatd kept inside the data directory.
 const EPOCH_FILE: &str = "epoch";
 /// Name of the users file inside the data directory (see `crate::auth`).
 const USERS_FILE: &str = "users";
@@ -26,47 +27,38 @@ pub struct DirLock {
     _lock: nix::fcntl::Flock<File>,
 }
 
-/// An open data directory and the epoch it holds.
+/// An open data directory.
 #[derive(Debug, Clone)]
 pub struct DataDir {
     path: PathBuf,
-    epoch: u64,
 }
 
 impl DataDir {
-    /// Opens the data directory, creating it (mode 0700, parents too) and its epoch on first use.
+    /// Opens the data directory, creating it (mode 0700, parents too) on first use.
     ///
     /// A directory that already exists is used as it is; its mode is left alone.
     ///
     /// # Errors
     ///
-    /// An error names the path it concerns: the directory cannot be created, or the epoch file
-    /// cannot be read or written. An epoch file that is not 16 lowercase hex digits and a
-    /// newline, or that holds zero, is an [`io::ErrorKind::InvalidData`] error; it is left as it
-    /// is.
+    /// An error names the path it concerns: the directory cannot be created, or its new entry
+    /// cannot be synced.
     pub fn open(path: &Path) -> io::Result<DataDir> {
+        let existed = path.is_dir();
         DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(path)
             .map_err(|e| with_path(e, "cannot create data directory", path))?;
-        let epoch_path = path.join(EPOCH_FILE);
-        let epoch = match read_epoch(&epoch_path)? {
-            Some(epoch) => epoch,
-            None => {
-                let epoch = create_epoch(&epoch_path)?;
-                // The directory may be new too: make its own entry durable, or a crash could
-                // lose the whole store (and its fsynced epoch) after a client saw the epoch.
-                let parent = parent_dir(path);
-                File::open(parent)
-                    .and_then(|dir| dir.sync_all())
-                    .map_err(|e| with_path(e, "cannot sync directory", parent))?;
-                epoch
-            }
-        };
+        if !existed {
+            // Make the new directory's own entry durable, or a crash could lose the whole
+            // store after a client was told something was stored in it.
+            let parent = parent_dir(path);
+            File::open(parent)
+                .and_then(|dir| dir.sync_all())
+                .map_err(|e| with_path(e, "cannot sync directory", parent))?;
+        }
         Ok(DataDir {
             path: path.to_path_buf(),
-            epoch,
         })
     }
 
@@ -75,9 +67,14 @@ impl DataDir {
         &self.path
     }
 
-    /// The random non-zero id fixed when the directory was created.
-    pub fn epoch(&self) -> u64 {
-        self.epoch
+    /// The epoch an older chatd kept in `<dir>/epoch`, if that file exists; only for a log
+    /// that has no epoch of its own yet (see `crate::store::epoch`).
+    ///
+    /// # Errors
+    /// The file cannot be read, or is not 16 lowercase hex digits (not all zero) and a newline
+    /// ([`io::ErrorKind::InvalidData`], naming the file, which is left as it is).
+    pub fn legacy_epoch(&self) -> io::Result<Option<u64>> {
+        read_epoch(&self.path.join(EPOCH_FILE))
     }
 
     /// Where the users file lives: `<dir>/users`.
@@ -162,28 +159,6 @@ fn parse_epoch(bytes: &[u8]) -> Option<u64> {
         .filter(|&epoch| epoch != 0)
 }
 
-/// Chooses a fresh epoch and publishes it.
-fn create_epoch(path: &Path) -> io::Result<u64> {
-    let epoch = random_epoch()?;
-    write_atomic(path, format!("{epoch:016x}\n").as_bytes(), 0o600)
-        .map_err(|e| with_path(e, "cannot write epoch file", path))?;
-    Ok(epoch)
-}
-
-fn random_epoch() -> io::Result<u64> {
-    loop {
-        let mut bytes = [0u8; 8];
-        getrandom::fill(&mut bytes)
-            .map_err(|e| io::Error::other(format!("cannot get random bytes from the OS: {e}")))?;
-        let epoch = u64::from_le_bytes(bytes);
-        // Zero means "no epoch" to clients; the chance of drawing it is 2^-64, but it is free
-        // to rule out.
-        if epoch != 0 {
-            return Ok(epoch);
-        }
-    }
-}
-
 /// Replaces `path` with `contents` so that a reader or a crash sees the old file or the new one,
 /// never a mix: the bytes go to a temporary file in the same directory (created with `mode`),
 /// which is fsynced, renamed over `path`, and then the directory is fsynced so that the rename
@@ -250,21 +225,22 @@ mod tests {
     }
 
     #[test]
-    fn epoch_is_nonzero_and_stable_across_reopen() -> io::Result<()> {
+    fn opening_mints_no_epoch() -> io::Result<()> {
+        // `chatd user add` opens the directory: nothing it writes may decide the epoch.
         let tmp = tempfile::tempdir()?;
-        let first = DataDir::open(tmp.path())?;
-        assert_ne!(first.epoch(), 0);
-        let again = DataDir::open(tmp.path())?;
-        assert_eq!(again.epoch(), first.epoch());
+        let path = tmp.path().join("data");
+        let dir = DataDir::open(&path)?;
+        assert_eq!(dir.legacy_epoch()?, None);
+        assert_eq!(fs::read_dir(&path)?.count(), 0, "the directory stays empty");
         Ok(())
     }
 
     #[test]
-    fn epoch_file_is_sixteen_lowercase_hex_digits_and_a_newline() -> io::Result<()> {
+    fn a_legacy_epoch_file_is_read_as_it_is() -> io::Result<()> {
         let tmp = tempfile::tempdir()?;
+        fs::write(tmp.path().join(EPOCH_FILE), "00000000c0ffee01\n")?;
         let dir = DataDir::open(tmp.path())?;
-        let text = fs::read_to_string(tmp.path().join(EPOCH_FILE))?;
-        assert_eq!(text, format!("{:016x}\n", dir.epoch()));
+        assert_eq!(dir.legacy_epoch()?, Some(0xc0ff_ee01));
         Ok(())
     }
 
@@ -282,7 +258,7 @@ mod tests {
             let tmp = tempfile::tempdir()?;
             let epoch_path = tmp.path().join(EPOCH_FILE);
             fs::write(&epoch_path, corrupt)?;
-            let err = DataDir::open(tmp.path()).unwrap_err();
+            let err = DataDir::open(tmp.path())?.legacy_epoch().unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{corrupt:?}");
             assert!(
                 err.to_string().contains(&epoch_path.display().to_string()),

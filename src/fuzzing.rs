@@ -11,8 +11,10 @@
 //!
 //! The other bodies live in submodules: [`session_ops`] drives a connection's state machine
 //! through a script of operations, [`log_record`] and [`recovery`] feed the log format and
-//! start-up recovery arbitrary bytes and segment files.
+//! start-up recovery arbitrary bytes and segment files. [`fake`] is the fake server that the
+//! session fuzzer and the session tests share.
 
+pub mod fake;
 mod session;
 mod store;
 

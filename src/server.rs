@@ -94,7 +94,18 @@ impl Server {
         let lock = data.lock()?;
         let (watch, users) = Watch::open(data.users_path())?;
         let log_dir = store::log_dir(data.path());
-        let recovered = store::recover(&log_dir, data.epoch(), RecoveryMode::TruncateTail)?;
+        let opened = store::open(
+            &log_dir,
+            data.legacy_epoch()?,
+            RecoveryMode::TolerateTornTail,
+        )?;
+        let (ids, recovered) = match opened.ids {
+            Some(ids) => (ids, opened.recovered),
+            None => return Err(io::Error::other("the store opened without an epoch")),
+        };
+        if opened.minted {
+            log::info!("log: no history yet; its epoch is {:016x}", ids.epoch);
+        }
         if let Some(torn) = &recovered.torn {
             log::warn!(
                 "log: cut {} bytes of an unfinished write off the end of {} (at offset {}: {})",
@@ -127,7 +138,7 @@ impl Server {
         for (name, history) in &recovered.rooms {
             rooms.restore(name, history.first, history.head, history.index.clone());
         }
-        let log = LogWriter::open(&log_dir, data.epoch(), config.store, &recovered, &rooms)?;
+        let log = LogWriter::open(&log_dir, ids.segments, config.store, &recovered, &rooms)?;
         log::info!(
             "log: {} messages in {} rooms, {} segments, {} bytes",
             recovered.records,
@@ -138,7 +149,7 @@ impl Server {
         drop(recovered);
         let shared = Arc::new(Shared::new(
             limits,
-            data.epoch(),
+            ids.epoch,
             Published::new(users),
             rooms,
             mailboxes.into(),

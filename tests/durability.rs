@@ -1,7 +1,8 @@
 //! The durable log end to end against the real daemon: ACKed messages survive kill -9 exactly
 //! once, history beyond the in-memory window is replayed from disk, retention moves `first`,
-//! one daemon per data directory, torn tails are cut, corruption stops start-up, and a full
-//! disk answers STORAGE until it has room again.
+//! one daemon per data directory, torn tails are cut, corruption stops start-up until a forced
+//! repair, the epoch follows the history, and a full disk answers STORAGE until it has room
+//! again.
 //!
 //! Each test owns its data directory (a `TempDir` passed with `--data-dir`, which overrides the
 //! harness's), so that it outlives the daemons started on it.
@@ -231,13 +232,21 @@ fn chatd(args: &[&str]) -> Output {
 /// Runs `chatd log WORD DATA`, asserts its exit code and returns stdout + stderr.
 #[track_caller]
 fn log_cmd(word: &str, data: &Path, code: i32) -> String {
-    let out = chatd(&["log", word, path_str(data)]);
+    log_args(&[word, path_str(data)], code)
+}
+
+/// Runs `chatd log ARGS...`, asserts its exit code and returns stdout + stderr.
+#[track_caller]
+fn log_args(args: &[&str], code: i32) -> String {
+    let mut all = vec!["log"];
+    all.extend_from_slice(args);
+    let out = chatd(&all);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(out.status.code(), Some(code), "chatd log {word}: {text}");
+    assert_eq!(out.status.code(), Some(code), "chatd {all:?}: {text}");
     text
 }
 
@@ -544,6 +553,93 @@ fn corruption_in_an_old_segment_stops_startup_naming_file_and_offset() {
     assert!(names(&stderr), "want {oldest:?} offset {offset}: {stderr}");
     let out = log_cmd("verify", &data, 1);
     assert!(names(&out), "want {oldest:?} offset {offset}: {out}");
+}
+
+#[test]
+fn damage_mid_newest_segment_stops_startup_until_repair_force() {
+    const N: u64 = 20;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (data, token) = store(tmp.path());
+    let d = serve(&data, "--send-rate 0");
+    let mut alice = sender(&d, &token);
+    let texts: Vec<String> = (1..=N).map(|i| format!("t{i}")).collect();
+    send_in_order(&mut alice, &texts, 20);
+    stop(d);
+
+    // Bit rot in the middle of the newest segment: ten whole, ACKed records follow it.
+    let newest = segments(&data).pop().expect("a segment");
+    let mut bytes = std::fs::read(&newest).expect("read segment");
+    let (offset, len) = records(&bytes)[9];
+    bytes[offset + len - 1] ^= 0x20;
+    std::fs::write(&newest, &bytes).expect("write segment");
+    let names =
+        |text: &str| text.contains(path_str(&newest)) && text.contains(&format!("offset {offset}"));
+
+    let stderr = serve_fails(&data);
+    assert!(names(&stderr), "want {newest:?} offset {offset}: {stderr}");
+    assert!(stderr.contains("log repair --force"), "{stderr}");
+    let out = log_cmd("verify", &data, 1);
+    assert!(names(&out) && out.contains("10 whole records"), "{out}");
+    let out = log_cmd("repair", &data, 1);
+    assert!(names(&out), "{out}");
+    assert_eq!(
+        std::fs::read(&newest).expect("read"),
+        bytes,
+        "repair changed it"
+    );
+
+    let out = log_args(&["repair", "--force", path_str(&data)], 0);
+    let dropped = format!("dropping {} bytes: 10 whole records", bytes.len() - offset);
+    assert!(names(&out) && out.contains(&dropped), "{out}");
+    let out = log_cmd("verify", &data, 0);
+    assert!(out.contains("9 messages"), "{out}");
+    let d = serve(&data, "--send-rate 0");
+    let (_, _, msgs) = replay(&mut hello(d.addr, &token).0, 0, ALL);
+    assert_msgs(&msgs, numbered(1..=9, |s| format!("t{s}")));
+    stop(d);
+}
+
+#[test]
+fn the_epoch_names_the_history_not_the_directory() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (data, token) = store(tmp.path());
+    assert!(
+        !data.join("epoch").exists() && !data.join("log").exists(),
+        "`user add` made something that decides the epoch"
+    );
+    let d = serve(&data, "--send-rate 0");
+    let epoch = hello(d.addr, &token).1;
+    let mut alice = sender(&d, &token);
+    assert_eq!(
+        send_all(&mut alice, &["one".into(), "two".into()], 2),
+        [1, 2]
+    );
+    stop(d);
+
+    let mut d = serve(&data, "--send-rate 0");
+    assert_eq!(
+        hello(d.addr, &token).1,
+        epoch,
+        "a restart keeps the history"
+    );
+    d.signal(Signal::SIGKILL);
+    d.wait_exit().expect("chatd did not die on SIGKILL");
+    let d = serve(&data, "--send-rate 0");
+    assert_eq!(hello(d.addr, &token).1, epoch, "kill -9 keeps the history");
+    stop(d);
+    log_cmd("repair", &data, 0);
+
+    // The log deleted (to start over, or lost): seqs restart at 1, under a new epoch.
+    std::fs::remove_dir_all(data.join("log")).expect("delete the log");
+    let d = serve(&data, "--send-rate 0");
+    let (mut c, again) = hello(d.addr, &token);
+    assert_ne!(again, epoch, "a new history kept the old epoch");
+    join(&mut c, ROOM, 0, 0);
+    assert_eq!(send_one(&mut c, 1, "first again"), Ok(1));
+    stop(d);
+    let d = serve(&data, "--send-rate 0");
+    assert_eq!(hello(d.addr, &token).1, again);
+    stop(d);
 }
 
 /// A tmpfs mounted for one test, lazily unmounted however the test ends.

@@ -349,10 +349,15 @@ fn the_data_directory_and_its_epoch_are_created_on_first_run() {
             token,
         })
         .expect("send HELLO");
-        match recv(&mut c) {
+        let epoch = match recv(&mut c) {
             Reply::Welcome { epoch, .. } => epoch,
             other => panic!("expected WELCOME, got {other:?}"),
-        }
+        };
+        // The epoch names a history: store a message, or the next start begins a new one.
+        join(&mut c, "#r", 0, 0);
+        send(&mut c, "#r", 1, "kept");
+        while !matches!(recv(&mut c), Reply::Ack { .. }) {}
+        epoch
     };
 
     let d = Daemon::start(&["--data-dir", data_arg]);
@@ -362,10 +367,11 @@ fn the_data_directory_and_its_epoch_are_created_on_first_run() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o700, "data directory mode");
-    let file = std::fs::read_to_string(data.join("epoch")).expect("an epoch file");
+    let file = std::fs::read_to_string(data.join("log").join("epoch")).expect("an epoch file");
     let digits = file
-        .strip_suffix('\n')
-        .expect("epoch file ends with a newline");
+        .lines()
+        .find_map(|l| l.strip_prefix("epoch "))
+        .expect("an epoch line");
     let epoch = u64::from_str_radix(digits, 16).expect("epoch in hex");
     assert_ne!(epoch, 0);
     let token = util::add_user(&data, "alice");

@@ -131,8 +131,12 @@ fn welcome_reports_version_epoch_session_and_the_configured_limits() {
     assert_eq!(epoch2, epoch, "one store, one epoch");
     assert_ne!(session2, session, "each connection has its own session id");
 
-    let file = std::fs::read_to_string(d.data_dir().join("epoch")).expect("epoch file");
-    let digits = file.trim_end();
+    let path = d.data_dir().join("log").join("epoch");
+    let file = std::fs::read_to_string(path).expect("epoch file");
+    let digits = file
+        .lines()
+        .find_map(|l| l.strip_prefix("epoch "))
+        .expect("an epoch line");
     assert_eq!(digits.len(), 16, "epoch file holds 16 hex digits: {file:?}");
     assert_eq!(u64::from_str_radix(digits, 16), Ok(epoch));
 }
@@ -141,8 +145,12 @@ fn welcome_reports_version_epoch_session_and_the_configured_limits() {
 fn the_epoch_survives_a_restart_on_the_same_data_dir_and_differs_on_another() {
     let mut first = Daemon::start(&[]);
     let token = first.add_user("alice");
-    let (c, w) = welcome(&first, "alice", &token);
+    let (mut c, w) = welcome(&first, "alice", &token);
     let epoch = epoch_of(&w);
+    // The epoch names a history: without a stored message the next start begins a new one.
+    join(&mut c, "#r", 0, 0);
+    send(&mut c, "#r", 1, "kept");
+    while !matches!(recv(&mut c), Reply::Ack { .. }) {}
     drop(c);
     first.signal(Signal::SIGTERM);
     let status = first.wait_exit().expect("chatd exits on SIGTERM");

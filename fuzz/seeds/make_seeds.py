@@ -168,6 +168,10 @@ SEEDS["session"] = {
     + s_archive() + DRAIN,
     "history_gone_while_behind": s_hello() + s_join() + s_post() * 12 + s_write(255)
     + s_archive(1) + DRAIN,
+    # A member behind the window asks the archive while its own SEND is written but not yet
+    # synced; the sync fails and the seq goes to another message.
+    "archive_during_a_batch_that_fails": s_hello() + s_join() + s_post() * 12 + s_write(255)
+    + s_send(0, 1) + s_archive(2) + s_store(1) + s_post() + DRAIN,
     "send_to_room_not_joined": s_hello() + s_send(1, 5) + s_leave(1) + s_join(4) + DRAIN,
 }
 

@@ -37,7 +37,14 @@ fn main() -> ExitCode {
         Command::Serve(config) => serve(&config, args),
         Command::ConfigCheck { path } => check_config(&path),
         Command::LogVerify { data_dir } => check_log(&data_dir, RecoveryMode::ReadOnly),
-        Command::LogRepair { data_dir } => check_log(&data_dir, RecoveryMode::TruncateTail),
+        Command::LogRepair { data_dir, force } => {
+            let mode = if force {
+                RecoveryMode::ForceTruncate
+            } else {
+                RecoveryMode::TolerateTornTail
+            };
+            check_log(&data_dir, mode)
+        }
         Command::UserAdd { data_dir, name } => DataDir::open(&data_dir)
             .map_err(|e| e.to_string())
             .and_then(|d| auth::add_user(&d.users_path(), &name).map_err(|e| e.to_string()))
@@ -190,23 +197,29 @@ fn check_config(path: &std::path::Path) -> Result<(), String> {
     }
 }
 
-/// `chatd log verify` (read-only) and `chatd log repair` (cuts a torn tail, as start-up
-/// would, and nothing more). Either fails on corruption before the tail, naming file and
-/// offset; verify also fails on a torn tail, since repair would change something.
+/// `chatd log verify` (read-only), `chatd log repair` (cuts a torn tail, as start-up would,
+/// and nothing more) and `chatd log repair --force` (cuts the log at the first damage,
+/// wherever it is). The first two fail on damage before the tail, naming file and offset;
+/// verify also fails on a torn tail, since repair would change something.
 fn check_log(data_dir: &std::path::Path, mode: RecoveryMode) -> Result<(), String> {
-    if !data_dir.join("epoch").exists() {
+    let log_dir = store::log_dir(data_dir);
+    if !log_dir.is_dir() {
         return Err(format!(
-            "{} is not a chatd data directory (no epoch file)",
-            data_dir.display()
+            "{} holds no message log (no folder {}); a daemon creates it on its first start",
+            data_dir.display(),
+            log_dir.display()
         ));
     }
     let data = DataDir::open(data_dir).map_err(|e| e.to_string())?;
     let _lock = match mode {
-        RecoveryMode::TruncateTail => Some(data.lock().map_err(|e| e.to_string())?),
+        RecoveryMode::TolerateTornTail | RecoveryMode::ForceTruncate => {
+            Some(data.lock().map_err(|e| e.to_string())?)
+        }
         RecoveryMode::ReadOnly => None,
     };
-    let log_dir = store::log_dir(data.path());
-    let recovered = store::recover(&log_dir, data.epoch(), mode).map_err(|e| e.to_string())?;
+    let legacy = data.legacy_epoch().map_err(|e| e.to_string())?;
+    let opened = store::open(&log_dir, legacy, mode).map_err(|e| e.to_string())?;
+    let recovered = &opened.recovered;
     println!(
         "{}: {} messages in {} rooms, {} segments",
         log_dir.display(),
@@ -214,12 +227,35 @@ fn check_log(data_dir: &std::path::Path, mode: RecoveryMode) -> Result<(), Strin
         recovered.rooms.len(),
         recovered.segments.len()
     );
+    match (opened.ids, opened.minted) {
+        (Some(ids), false) => println!("epoch {:016x}", ids.epoch),
+        (Some(ids), true) => println!(
+            "epoch {:016x}: new, since the history started over; clients start over too",
+            ids.epoch
+        ),
+        (None, _) => {
+            println!("no epoch yet: the log holds no message, and the next start makes one")
+        }
+    }
     match (&recovered.torn, mode) {
         (None, _) => {
             println!("ok: every record is intact");
             Ok(())
         }
-        (Some(t), RecoveryMode::TruncateTail) => {
+        (Some(t), RecoveryMode::ForceTruncate) => {
+            println!(
+                "repaired by force: cut the log at {} offset {} ({}), dropping {} bytes: {} \
+                 whole records and {} later segments",
+                t.path.display(),
+                t.offset,
+                t.reason,
+                t.bytes,
+                t.records,
+                t.segments
+            );
+            Ok(())
+        }
+        (Some(t), RecoveryMode::TolerateTornTail) => {
             println!(
                 "repaired: cut {} bytes of an unfinished write off {} at offset {} ({})",
                 t.bytes,

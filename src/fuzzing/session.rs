@@ -1,11 +1,12 @@
 //! The `session` fuzz body: one [`Session`] driven by a script of operations read from the
 //! input, its output decoded as a client decodes it and checked against the contract.
 //!
-//! The environment is a small fake of the server: two users, a real [`Rooms`] registry with
-//! tiny limits (so TOO_MANY and SLOW_CONSUMER are reachable), and a sequencer played in line
-//! that stamps and appends each submitted frame and reports it back through `on_stored`. The
-//! fake log keeps every frame, so a member behind the ring's window is caught up through
-//! `fetch` and `on_fetched` as the archive thread would.
+//! The environment is the shared fake server ([`FakeEnv`]) with tiny limits (so TOO_MANY and
+//! SLOW_CONSUMER are reachable) and its archive on, so a member behind the ring's window is
+//! caught up through `fetch` and `on_fetched`. Its log can run ahead of the rings, as the
+//! real one does while a batch is synced: the client checks that every MSG it gets is the
+//! durable message of that seq, so an archive that served a batch still in flight (which may
+//! yet fail, its seqs going to other messages) is caught.
 //!
 //! Each operation is one input byte (`byte % 10`) followed by its arguments:
 //!
@@ -13,46 +14,43 @@
 //! |----|-----------------------------------------------------------------|----------------|
 //! | 0  | append raw bytes to the input and call `receive`                | len, bytes     |
 //! | 1,2| append one encoded client frame (valid-ish) and call `receive`   | 4 bytes        |
-//! | 3  | play the sequencer: store every pending SEND (some may fail)    | fail mask      |
+//! | 3  | play the sequencer: settle the batch in flight (fails if bit 0  | fail mask      |
+//! |    | is set), then store every pending SEND, one batch each          |                |
 //! | 4  | advance the clock by `n * 100 ms`, then `tick`                  | n              |
 //! | 5  | `fill`, then write the outbox into a socket that takes `cap`    | cap (0: block) |
 //! | 6  | another user posts to a room                                    | room           |
 //! | 7  | the peer sends FIN (`on_eof`)                                   | –              |
 //! | 8  | the server shuts down (`shut_down`)                             | –              |
-//! | 9  | the archive answers every log read (odd arg: history `Gone`)    | gone           |
+//! | 9  | the archive answers every log read (bit 0: history `Gone`; bit  | flags          |
+//! |    | 1: first write the pending SENDs as a batch left in flight)     |                |
 //!
-//! At the end the sequencer stores what is pending and the outbox is drained.
+//! At the end the sequencer settles what is in flight, stores what is pending, and the
+//! outbox is drained.
 
 use std::collections::HashMap;
 use std::io::{self, IoSlice, Write};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use super::fake::{EPOCH, FakeEnv, TS_MS};
 use crate::config::Limits;
-use crate::mailbox::Gone;
-use crate::protocol::codec::{parse_client, parse_server, stamp_msg};
-use crate::protocol::{
-    ClientFrame, Decoded, Deframer, ErrorCode, ServerFrame, encode_client, encode_server,
-};
-use crate::room::{RingLimits, Room, RoomId, Rooms};
-use crate::session::{Env, Session, Tick};
+use crate::protocol::codec::{parse_client, parse_server};
+use crate::protocol::{ClientFrame, Decoded, Deframer, ErrorCode, ServerFrame, encode_client};
+use crate::room::RingLimits;
+use crate::session::{Session, Tick};
 
-const EPOCH: u64 = 0x0123_4567_89ab_cdef;
-const TS_MS: u64 = 1_700_000_000_000;
 /// A small max_frame, so that long SENDs and TOO_LARGE are a few bytes away.
 const MAX_FRAME: u32 = 512;
 /// At most this many operations per input, to bound a run's time.
 const MAX_OPS: usize = 512;
 
-const USERS: [(&str, &str); 2] = [("alice", "s3cret"), ("bob", "hunter2")];
 const NAMES: [&str; 4] = ["alice", "bob", "eve", ""];
 const TOKENS: [&str; 3] = ["s3cret", "hunter2", ""];
 const ROOMS: [&str; 6] = ["#a", "#b", "#c", "#d", "nohash", ""];
 const TEXTS: [&str; 4] = ["hi", "", "héllo wörld", "a longer line of chat text"];
 
 /// The limits the fuzzed session runs under: small, so that every limit is reachable.
-fn limits() -> Limits {
-    Limits {
+fn limits(l: &mut Limits) {
+    *l = Limits {
         max_frame: MAX_FRAME,
         max_rooms_per_connection: 3,
         max_rooms: 3,
@@ -63,7 +61,7 @@ fn limits() -> Limits {
             bytes: 2048,
         },
         ..Limits::default()
-    }
+    };
 }
 
 /// Whether an ERROR of this code ends the connection (everything but the per-request ones).
@@ -80,121 +78,24 @@ fn is_fatal(code: u16) -> bool {
     )
 }
 
-struct FuzzEnv {
-    now: Instant,
-    limits: Limits,
-    rooms: Rooms,
-    /// SENDs handed to the sequencer and not yet stored.
-    submitted: Vec<(Arc<Room>, Arc<[u8]>, u64)>,
-    sessions: u64,
-    /// `joined` calls minus `left` calls.
-    members: i64,
-    /// Every frame each room ever stored, by seq - 1: the log the archive reads.
-    history: HashMap<RoomId, Vec<Arc<[u8]>>>,
-    /// Log reads asked for and not yet answered: room, from, max.
-    fetches: Vec<(Arc<Room>, u64, u64)>,
-}
-
-impl FuzzEnv {
-    fn new() -> FuzzEnv {
-        let limits = limits();
-        FuzzEnv {
-            now: Instant::now(),
-            rooms: Rooms::new(limits.max_rooms, 1, limits.ring),
-            limits,
-            submitted: Vec::new(),
-            sessions: 0,
-            members: 0,
-            history: HashMap::new(),
-            fetches: Vec::new(),
+/// Plays the archive: answers every pending log read, or with `Gone` when bit 0 of `flags`
+/// is set (see [`run`] for when it never does). With bit 1, the pending SENDs are first
+/// written as a batch left in flight.
+fn answer_fetches(
+    s: &mut Session,
+    env: &mut FakeEnv,
+    client: &mut Client,
+    flags: u8,
+    strict: bool,
+) {
+    if flags & 2 != 0 {
+        for id in env.write() {
+            // Every submitted id came from a SEND the session took.
+            assert!(client.sends.take(&id), "submitted id {id} for no SEND");
         }
     }
-
-    /// The sequencer's work: stamp the next seq into the frame, append it to the ring and
-    /// to the log.
-    fn append(&mut self, room: &Room, frame: Arc<[u8]>) -> u64 {
-        let (seq, frame) = append(room, frame, self.limits.ring);
-        let log = self.history.entry(room.id).or_default();
-        assert_eq!(log.len() as u64 + 1, seq, "the log skipped a seq");
-        log.push(frame);
-        seq
-    }
-}
-
-/// Stamps the next seq into the frame and appends it to the ring; returns both.
-fn append(room: &Room, mut frame: Arc<[u8]>, limits: RingLimits) -> (u64, Arc<[u8]>) {
-    room.write(|ring| {
-        let bytes = Arc::get_mut(&mut frame).expect("the session kept a copy of its frame");
-        let seq = ring.head() + 1;
-        assert!(
-            stamp_msg(bytes, room.name.len(), seq, TS_MS),
-            "a submitted frame is not a MSG of its room"
-        );
-        let copy = Arc::clone(&frame);
-        (ring.append(frame, limits, None), copy)
-    })
-}
-
-impl Env for FuzzEnv {
-    fn now(&self) -> Instant {
-        self.now
-    }
-    fn limits(&self) -> &Limits {
-        &self.limits
-    }
-    fn epoch(&self) -> u64 {
-        EPOCH
-    }
-    fn session_id(&mut self) -> u64 {
-        self.sessions += 1;
-        self.sessions
-    }
-    fn authenticate(&self, user: &str, token: &str) -> bool {
-        USERS.iter().any(|&(u, t)| u == user && t == token)
-    }
-    fn open_room(&mut self, name: &str) -> Result<Arc<Room>, ErrorCode> {
-        self.rooms.open(name)
-    }
-    fn joined(&mut self, _room: &Arc<Room>) {
-        self.members += 1;
-    }
-    fn left(&mut self, _room: &Arc<Room>) {
-        self.members -= 1;
-    }
-    fn submit(&mut self, room: &Arc<Room>, frame: Arc<[u8]>, id: u64) -> Result<(), ErrorCode> {
-        self.submitted.push((Arc::clone(room), frame, id));
-        Ok(())
-    }
-    fn fetch(&mut self, room: &Arc<Room>, from: u64, max: u64) -> bool {
-        assert!(from >= 1 && max >= 1, "fetch of nothing: {from} {max}");
-        self.fetches.push((Arc::clone(room), from, max));
-        true
-    }
-}
-
-/// Plays the archive: answers every pending log read from the history, or with `Gone` when
-/// `gone` is odd (see [`run`] for when it never does).
-fn answer_fetches(s: &mut Session, env: &mut FuzzEnv, gone: u8, strict: bool) {
-    let gone = gone & 1 == 1 && (strict || !s.is_closing());
-    for (room, from, max) in std::mem::take(&mut env.fetches) {
-        let frames = if gone {
-            Err(Gone)
-        } else {
-            let log = env
-                .history
-                .get(&room.id)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            let start = usize::try_from(from - 1)
-                .unwrap_or(usize::MAX)
-                .min(log.len());
-            let end = usize::try_from(max)
-                .unwrap_or(usize::MAX)
-                .saturating_add(start);
-            Ok(log[start..end.min(log.len())].to_vec())
-        };
-        s.on_fetched(room.id, from, frames, env.now);
-    }
+    let gone = flags & 1 == 1 && (strict || !s.is_closing());
+    env.answer_fetches(s, gone);
 }
 
 /// A socket that takes at most `cap` bytes per write, or blocks when `cap` is 0.
@@ -281,7 +182,7 @@ struct Client {
 
 impl Client {
     /// Takes the whole frames off `pending` and checks each.
-    fn read(&mut self, rooms: &Rooms) {
+    fn read(&mut self, env: &FakeEnv) {
         let deframer = Deframer::for_client(MAX_FRAME);
         let bytes = std::mem::take(&mut self.pending);
         let mut rest = &bytes[..];
@@ -293,13 +194,14 @@ impl Client {
             };
             let frame = parse_server(&raw).expect("the server wrote a malformed frame");
             self.frames += 1;
-            self.check(&frame, &format!("{frame:?}"), rooms);
+            let wire = rest.get(..raw.wire_len).unwrap_or_default();
+            self.check(&frame, wire, &format!("{frame:?}"), env);
             rest = rest.get(raw.wire_len..).unwrap_or_default();
         }
         self.pending = rest.to_vec();
     }
 
-    fn check(&mut self, frame: &ServerFrame<'_>, shown: &str, rooms: &Rooms) {
+    fn check(&mut self, frame: &ServerFrame<'_>, bytes: &[u8], shown: &str, env: &FakeEnv) {
         assert!(
             self.fatal.is_none(),
             "{shown} after the fatal ERROR {:?}",
@@ -346,8 +248,17 @@ impl Client {
                 let last = last.unwrap_or_else(|| panic!("{shown} for a room not joined"));
                 assert!(*last == 0 || seq == *last + 1, "{shown} after seq {last}");
                 assert!(seq > 0 && ts_ms == TS_MS, "{shown}");
-                let head = rooms.get(room).map(|r| r.read(|ring| ring.head()));
-                assert!(head.is_some_and(|h| seq <= h), "{shown} past the head");
+                let stored = env.rooms.get(room);
+                let head = stored.as_ref().map(|r| r.read(|ring| ring.head()));
+                assert!(
+                    head.is_some_and(|h| seq <= h),
+                    "{shown} past the durable head"
+                );
+                let durable = stored.as_ref().and_then(|r| env.durable(r, seq));
+                assert!(
+                    durable.is_some_and(|d| d[..] == *bytes),
+                    "{shown} is not the message stored as that seq"
+                );
                 assert!(NAMES.contains(&user) && !user.is_empty(), "{shown}");
                 *last = seq;
             }
@@ -497,7 +408,14 @@ pub fn session_ops(data: &[u8]) {
 /// FIN: that path showed a daemon bug (the session dropped the ACKs it still owed), fixed
 /// since; [`session_ops`] runs strictly.
 pub(crate) fn run(data: &[u8], strict: bool) -> (usize, Option<u16>) {
-    let mut env = FuzzEnv::new();
+    run_with(data, strict, |_| {})
+}
+
+/// [`run`], with the fake server changed by `tweak` first.
+fn run_with(data: &[u8], strict: bool, tweak: impl FnOnce(&mut FakeEnv)) -> (usize, Option<u16>) {
+    let mut env = FakeEnv::with(limits);
+    env.archive = true;
+    tweak(&mut env);
     let mut s = Session::new(env.now, &env.limits);
     let mut client = Client::default();
     let mut input = Vec::new();
@@ -533,7 +451,7 @@ pub(crate) fn run(data: &[u8], strict: bool) -> (usize, Option<u16>) {
             }
             7 => s.on_eof(env.now),
             8 => s.shut_down(env.now),
-            _ => answer_fetches(&mut s, &mut env, script.byte(), strict),
+            _ => answer_fetches(&mut s, &mut env, &mut client, script.byte(), strict),
         }
         closed |= s.is_done();
     }
@@ -570,7 +488,7 @@ pub(crate) fn run(data: &[u8], strict: bool) -> (usize, Option<u16>) {
     (client.frames, client.fatal)
 }
 
-fn receive(s: &mut Session, env: &mut FuzzEnv, client: &mut Client, input: &mut Vec<u8>) {
+fn receive(s: &mut Session, env: &mut FakeEnv, client: &mut Client, input: &mut Vec<u8>) {
     let closing = s.is_closing();
     let used = s.receive(input, env);
     assert!(used <= input.len(), "receive used more than it was given");
@@ -580,42 +498,33 @@ fn receive(s: &mut Session, env: &mut FuzzEnv, client: &mut Client, input: &mut 
     input.drain(..used);
 }
 
-/// Plays the sequencer: stores each pending SEND, failing those whose bit in `fail` is set.
-fn store(s: &mut Session, env: &mut FuzzEnv, client: &mut Client, fail: u8) {
-    for (i, (room, frame, id)) in std::mem::take(&mut env.submitted).into_iter().enumerate() {
-        let result = if fail & (1 << (i % 8)) != 0 {
-            client.errors_owed.add(id);
-            Err(ErrorCode::Storage)
-        } else {
-            let seq = env.append(&room, frame);
-            client.acks_owed.add((id, seq));
-            Ok(seq)
-        };
+/// Plays the sequencer: settles the batch in flight (failing it if bit 0 of `fail` is set),
+/// then stores each pending SEND as a batch of its own, failing those whose bit in `fail` is
+/// set.
+fn store(s: &mut Session, env: &mut FakeEnv, client: &mut Client, fail: u8) {
+    let mut answers = env.settle(s, fail & 1 == 0);
+    for (_, _, id) in &env.submitted {
         // Every submitted id came from a SEND the session took.
-        assert!(client.sends.take(&id), "submitted id {id} for no SEND");
-        s.on_stored(id, result, env.now);
+        assert!(client.sends.take(id), "submitted id {id} for no SEND");
+    }
+    answers.extend(env.store_each(s, |i| fail & (1 << (i % 8)) == 0));
+    for (id, result) in answers {
+        match result {
+            Ok(seq) => client.acks_owed.add((id, seq)),
+            Err(_) => client.errors_owed.add(id),
+        }
     }
 }
 
 /// Another member's message to `room`, if the room exists.
-fn post(env: &mut FuzzEnv, room: &str) {
-    let Some(room) = env.rooms.get(room) else {
-        return;
-    };
-    let mut frame = Vec::new();
-    let msg = ServerFrame::Msg {
-        room: &room.name,
-        seq: 0,
-        ts_ms: 0,
-        user: "bob",
-        text: "from elsewhere",
-    };
-    encode_server(&msg, &mut frame);
-    env.append(&room, frame.into());
+fn post(env: &mut FakeEnv, room: &str) {
+    if env.rooms.get(room).is_some() {
+        env.post(room, "bob", "from elsewhere");
+    }
 }
 
 /// Writes the outbox once into a socket taking `cap` bytes, as a reactor does.
-fn write(s: &mut Session, env: &FuzzEnv, client: &mut Client, cap: usize) {
+fn write(s: &mut Session, env: &FakeEnv, client: &mut Client, cap: usize) {
     if s.out.is_empty() {
         return;
     }
@@ -627,7 +536,7 @@ fn write(s: &mut Session, env: &FuzzEnv, client: &mut Client, cap: usize) {
         Ok(n) => s.on_written(n, !s.out.is_empty(), env.now),
         Err(_) => s.on_written(0, true, env.now),
     }
-    client.read(&env.rooms);
+    client.read(env);
 }
 
 #[cfg(test)]
@@ -639,6 +548,21 @@ mod tests {
             .join("fuzz/seeds/session")
             .join(name);
         std::fs::read(path).expect("seed")
+    }
+
+    /// The checks catch an archive that serves a batch still being synced: the member would
+    /// keep a message that was never stored, under a seq another message then takes.
+    #[test]
+    fn serving_past_the_durable_head_is_caught() {
+        let input = seed("archive_during_a_batch_that_fails");
+        let caught =
+            std::panic::catch_unwind(|| run_with(&input, true, |env| env.archive_past_head = true));
+        let message = caught.expect_err("a frame past the durable head went unnoticed");
+        let text = message.downcast_ref::<String>().map_or("", String::as_str);
+        assert!(
+            text.contains("not the message stored as that seq"),
+            "{text}"
+        );
     }
 
     /// The seeds reach what they are named for, so the fuzzer starts from every path.
@@ -665,6 +589,9 @@ mod tests {
             ("storage_failure", 5, None),
             // WELCOME, three JOINED, ERROR TOO_MANY (not fatal)
             ("too_many_rooms", 5, None),
+            // WELCOME JOINED, the window (8 MSGs), the 4 older ones from the log, STORAGE for
+            // the SEND whose sync failed, and the MSG that took its seq.
+            ("archive_during_a_batch_that_fails", 16, None),
         ];
         for (name, frames, end) in cases {
             let (saw, fatal) = run(&seed(name), true);

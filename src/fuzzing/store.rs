@@ -242,7 +242,8 @@ fn summary(r: &Recovered) -> (Vec<(String, u64, u64)>, u64) {
 /// # Panics
 /// When recovery panics; when read-only and repairing recovery disagree; when, after a
 /// repair, recovery still finds a torn tail or different rooms; when a room's history is
-/// not one run of seqs; or when intact files are not recovered whole.
+/// not one run of seqs; when intact files are not recovered whole; or when a forced repair
+/// fails or leaves a log that does not recover cleanly.
 pub fn recovery(data: &[u8]) {
     check_recovery(data, true);
 }
@@ -259,7 +260,7 @@ pub(crate) fn check_recovery(data: &[u8], strict: bool) {
         std::fs::write(segment_path(&dir, *id), bytes).expect("write segment");
     }
     let read_only = recover(&dir, EPOCH, RecoveryMode::ReadOnly);
-    let repaired = recover(&dir, EPOCH, RecoveryMode::TruncateTail);
+    let repaired = recover(&dir, EPOCH, RecoveryMode::TolerateTornTail);
     if !plan.damaged {
         let r = repaired.as_ref().expect("intact segments must recover");
         assert!(r.torn.is_none(), "intact segments have no torn tail");
@@ -277,7 +278,7 @@ pub(crate) fn check_recovery(data: &[u8], strict: bool) {
             for h in first.rooms.values() {
                 assert!(h.first >= 1 && h.first <= h.head, "{h:?}");
             }
-            let again = recover(&dir, EPOCH, RecoveryMode::TruncateTail)
+            let again = recover(&dir, EPOCH, RecoveryMode::TolerateTornTail)
                 .expect("a repaired log recovers again");
             let known_bug = again
                 .torn
@@ -293,4 +294,26 @@ pub(crate) fn check_recovery(data: &[u8], strict: bool) {
         (Err(_), Err(_)) => {}
         (ro, first) => panic!("verify and repair disagree: {ro:?} / {first:?}"),
     }
+    // Whatever is left, a forced repair cuts it to a log that recovers cleanly.
+    let tolerated = recover(&dir, EPOCH, RecoveryMode::TolerateTornTail).ok();
+    let forced = recover(&dir, EPOCH, RecoveryMode::ForceTruncate).expect("a forced repair");
+    if let Some(tolerated) = tolerated {
+        assert!(forced.torn.is_none(), "force cut a log start-up accepts");
+        assert_eq!(
+            summary(&tolerated),
+            summary(&forced),
+            "force changed a clean log"
+        );
+    }
+    let clean = recover(&dir, EPOCH, RecoveryMode::ReadOnly).expect("a forced log recovers");
+    assert!(
+        clean.torn.is_none(),
+        "damage left after force: {:?}",
+        clean.torn
+    );
+    assert_eq!(
+        summary(&forced),
+        summary(&clean),
+        "force and verify disagree"
+    );
 }

@@ -1,5 +1,6 @@
-//! Tests of the I/O-free session, driven by a fake [`Env`]: a clock the test advances, an
-//! in-memory user table, a real room registry, and a sequencer the test plays by hand. Output
+//! Tests of the I/O-free session, driven by the fake [`Env`] the session fuzzer uses too
+//! (`crate::fuzzing::fake`): a clock the test advances, two users, a real room registry, a
+//! sequencer the test plays by hand, and a log whose archive is off unless a test turns it on. Output
 //! is read the way a reactor reads it (fill, then write the outbox) and decoded as a client
 //! decodes it, into a line of text with one entry per frame, e.g. "JOINED r 0 2; MSG r 1 bob hi;
 //! MSG r 2 alice yo; ERROR NOT_JOINED 5".
@@ -9,114 +10,11 @@ use std::collections::{HashMap, HashSet};
 use proptest::prelude::*;
 
 use super::*;
-use crate::protocol::codec::{parse_server, stamp_msg};
-use crate::protocol::{ClientFrame, DEFAULT_MAX_FRAME, encode_client, encode_server};
-use crate::room::{RingLimits, Rooms};
+use crate::fuzzing::fake::{FakeEnv, TS_MS};
+use crate::protocol::codec::parse_server;
+use crate::protocol::{ClientFrame, DEFAULT_MAX_FRAME, encode_client};
 
-const EPOCH: u64 = 0x1122_3344_5566_7788;
-const TS_MS: u64 = 1_700_000_000_000;
 const ALL: u32 = u32::MAX;
-
-struct FakeEnv {
-    now: Instant,
-    limits: Limits,
-    users: HashMap<&'static str, &'static str>,
-    rooms: Rooms,
-    /// SENDs handed to the sequencer and not yet stored.
-    submitted: Vec<(Arc<Room>, Arc<[u8]>, u64)>,
-    sessions: u64,
-    /// `joined` calls minus `left` calls.
-    members: i64,
-}
-
-impl FakeEnv {
-    /// An environment with the default limits, changed by `tweak`.
-    fn with(tweak: impl FnOnce(&mut Limits)) -> FakeEnv {
-        let mut limits = Limits::default();
-        tweak(&mut limits);
-        FakeEnv {
-            now: Instant::now(),
-            rooms: Rooms::new(limits.max_rooms, 1, limits.ring),
-            limits,
-            users: HashMap::from([("alice", "s3cret"), ("bob", "hunter2")]),
-            submitted: Vec::new(),
-            sessions: 0,
-            members: 0,
-        }
-    }
-
-    fn new() -> FakeEnv {
-        FakeEnv::with(|_| {})
-    }
-
-    fn advance(&mut self, secs: u64) {
-        self.now += Duration::from_secs(secs);
-    }
-
-    /// Plays the sequencer: stores every pending SEND and reports it to `s`.
-    fn store(&mut self, s: &mut Session) {
-        for (room, frame, id) in std::mem::take(&mut self.submitted) {
-            let seq = append(&room, frame, self.limits.ring);
-            s.on_stored(id, Ok(seq), self.now);
-        }
-    }
-
-    /// Stores a message from someone else, as another member's SEND would.
-    fn post(&self, room: &str, user: &str, text: &str) {
-        let room = self.rooms.open(room).expect("room");
-        let (mut frame, seq, ts_ms) = (Vec::new(), 0, 0);
-        let msg = ServerFrame::Msg {
-            room: &room.name,
-            seq,
-            ts_ms,
-            user,
-            text,
-        };
-        encode_server(&msg, &mut frame);
-        append(&room, frame.into(), self.limits.ring);
-    }
-}
-
-/// What the sequencer does with one message: stamp it with the next seq, append it.
-fn append(room: &Room, mut frame: Arc<[u8]>, limits: RingLimits) -> u64 {
-    room.write(|ring| {
-        let bytes = Arc::get_mut(&mut frame).expect("the session kept no copy of its frame");
-        assert!(stamp_msg(bytes, room.name.len(), ring.head() + 1, TS_MS));
-        ring.append(frame, limits, None)
-    })
-}
-
-impl Env for FakeEnv {
-    fn now(&self) -> Instant {
-        self.now
-    }
-    fn limits(&self) -> &Limits {
-        &self.limits
-    }
-    fn epoch(&self) -> u64 {
-        EPOCH
-    }
-    fn session_id(&mut self) -> u64 {
-        self.sessions += 1;
-        self.sessions
-    }
-    fn authenticate(&self, user: &str, token: &str) -> bool {
-        self.users.get(user) == Some(&token)
-    }
-    fn open_room(&mut self, name: &str) -> Result<Arc<Room>, ErrorCode> {
-        self.rooms.open(name)
-    }
-    fn joined(&mut self, _room: &Arc<Room>) {
-        self.members += 1;
-    }
-    fn left(&mut self, _room: &Arc<Room>) {
-        self.members -= 1;
-    }
-    fn submit(&mut self, room: &Arc<Room>, frame: Arc<[u8]>, id: u64) -> Result<(), ErrorCode> {
-        self.submitted.push((Arc::clone(room), frame, id));
-        Ok(())
-    }
-}
 
 fn hello<'a>(user: &'a str, token: &'a str) -> ClientFrame<'a> {
     ClientFrame::Hello {
@@ -631,6 +529,36 @@ fn a_member_behind_the_ring_after_bye_still_gets_its_acks() {
     assert!(
         s.is_done(),
         "nothing more is owed in a room whose history is gone"
+    );
+}
+
+#[test]
+fn a_member_caught_up_from_the_log_never_gets_a_batch_still_being_synced() {
+    let mut env = FakeEnv::with(|l| l.ring.messages = 4);
+    env.archive = true;
+    let mut s = login(&mut env);
+    feed(&mut s, &mut env, &[join("r", 0, 0)]);
+    assert_eq!(read(&mut s, &mut env), "JOINED r 0 0");
+    (1..=6).for_each(|n| env.post("r", "bob", &format!("m{n}")));
+    assert_eq!(
+        read(&mut s, &mut env),
+        "",
+        "behind the window: waiting on the log"
+    );
+    assert_eq!(env.fetches.len(), 1);
+    // The member's own SEND is written as seq 7, and its sync is still running when the
+    // archive answers: the log holds seq 7, the ring's head is 6.
+    feed(&mut s, &mut env, &[send("r", 1, "never stored")]);
+    assert_eq!(env.write(), [1]);
+    env.answer_fetches(&mut s, false);
+    let replay: Vec<String> = (1..=6).map(|n| format!("MSG r {n} bob m{n}")).collect();
+    assert_eq!(read(&mut s, &mut env), replay.join("; "));
+    // The sync fails: seq 7 goes to another message, which is what the member gets.
+    env.settle(&mut s, false);
+    env.post("r", "bob", "stored");
+    assert_eq!(
+        read(&mut s, &mut env),
+        "ERROR STORAGE 1; MSG r 7 bob stored"
     );
 }
 

@@ -49,7 +49,7 @@ pub fn run(requests: Receiver<Fetch>, mailboxes: Arc<[Mailbox]>, dir: PathBuf) {
 
 /// Keeps the last segment opened, since consecutive fetches usually read the same one.
 #[derive(Default)]
-struct SegmentReader {
+pub(super) struct SegmentReader {
     open: Option<(u64, File)>,
 }
 
@@ -67,16 +67,19 @@ impl SegmentReader {
 }
 
 /// Reads the frames of `room` with seq `from..`, at most `max` of them and about
-/// `FETCH_BYTES` in all.
-fn read_history(
+/// `FETCH_BYTES` in all, and never past the room's durable head: the ring's head as this
+/// fetch starts. The log may already hold a batch the sequencer has written and is still
+/// syncing; if that sync fails the batch is cut off and its seqs given to other messages, so a
+/// frame past the head must never reach a member.
+pub(super) fn read_history(
     dir: &Path,
     room: &Room,
     from: u64,
     max: u64,
     reader: &mut SegmentReader,
 ) -> Result<Vec<Arc<[u8]>>, Gone> {
-    let (start, first) = room.read(|ring| (ring.locate(from), ring.bounds().0));
-    let Some(mut pos) = start.filter(|_| first != 0 && from >= first) else {
+    let (start, (first, head)) = room.read(|ring| (ring.locate(from), ring.bounds()));
+    let Some(mut pos) = start.filter(|_| first != 0 && from >= first && from <= head) else {
         return Err(Gone);
     };
     let mut frames: Vec<Arc<[u8]>> = Vec::new();
@@ -88,7 +91,7 @@ fn read_history(
             break;
         };
         loop {
-            if frames.len() as u64 >= max || bytes >= FETCH_BYTES {
+            if frames.len() as u64 >= max || bytes >= FETCH_BYTES || next > head {
                 break 'segments;
             }
             match read_record(&mut file, &mut buf) {

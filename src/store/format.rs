@@ -27,6 +27,11 @@ pub const RECORD_HEADER_LEN: usize = 8;
 /// No record is larger: the largest MSG frame any configuration allows, plus its prefix.
 pub const MAX_PAYLOAD: usize = crate::protocol::MAX_FRAME_CEILING as usize + FRAME_HEADER_LEN;
 
+/// No room ever reaches a larger seq (at a million messages a second it would take some
+/// 290,000 years); a record claiming one is damage, whatever its checksum says, and refusing
+/// it keeps every `seq + 1` of recovery and the rings far from overflow.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
     pub epoch: u64,
@@ -144,6 +149,53 @@ pub fn decode_record(buf: &[u8]) -> Result<(Record<'_>, usize), RecordError> {
     Ok((record, RECORD_HEADER_LEN + len))
 }
 
+/// How many whole, checksummed records start anywhere in `buf`, found by trying every offset
+/// (and jumping over each record found). Recovery uses it to tell a torn tail (nothing valid
+/// after the first bad byte) from damage in the middle of a segment (valid records follow).
+/// A cheap check of the record's length against its MSG frame's own prefix and kind comes
+/// before the checksum, so random bytes cost a few comparisons per offset.
+pub fn count_records(buf: &[u8]) -> u64 {
+    let mut found = 0;
+    let mut at = 0;
+    while let Some(rest) = buf.get(at..) {
+        if rest.len() < RECORD_HEADER_LEN + FRAME_HEADER_LEN + 1 {
+            break;
+        }
+        let used = plausible(rest)
+            .then(|| decode_record(rest).ok())
+            .flatten()
+            .map(|(_, used)| used);
+        match used {
+            Some(used) => {
+                found += 1;
+                at += used;
+            }
+            None => at += 1,
+        }
+    }
+    found
+}
+
+/// Whether `buf` starts like a record holding a MSG frame: the record's length is the frame's
+/// length prefix plus the prefix itself, and the kind is MSG.
+fn plausible(buf: &[u8]) -> bool {
+    let field = |at: usize| {
+        buf.get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)
+    };
+    match (
+        field(0),
+        field(RECORD_HEADER_LEN),
+        buf.get(RECORD_HEADER_LEN + 4),
+    ) {
+        (Some(len), Some(prefix), Some(&k)) => {
+            k == kind::MSG && u64::from(len) == u64::from(prefix) + FRAME_HEADER_LEN as u64
+        }
+        _ => false,
+    }
+}
+
 fn parse_payload(frame: &[u8]) -> Option<Record<'_>> {
     let (prefix, rest) = frame.split_first_chunk::<FRAME_HEADER_LEN>()?;
     let length = usize::try_from(u32::from_be_bytes(*prefix)).ok()?;
@@ -243,6 +295,23 @@ mod tests {
                 "flip at byte {i} went unnoticed"
             );
         }
+    }
+
+    #[test]
+    fn count_records_finds_whole_records_among_garbage_and_nothing_in_a_torn_one() {
+        let mut buf = vec![0u8; 13];
+        encode_record(&msg("#r", 1, "abc"), &mut buf);
+        buf.extend_from_slice(b"garbage");
+        encode_record(&msg("#r", 2, "def"), &mut buf);
+        assert_eq!(count_records(&buf), 2);
+        let mut one = Vec::new();
+        encode_record(&msg("#r", 3, "ghi"), &mut one);
+        for cut in 0..one.len() {
+            assert_eq!(count_records(&one[..cut]), 0, "cut {cut}");
+        }
+        let mut flipped = one.clone();
+        flipped[RECORD_HEADER_LEN + 7] ^= 1;
+        assert_eq!(count_records(&flipped), 0);
     }
 
     #[test]

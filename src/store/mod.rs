@@ -4,16 +4,19 @@
 //! under `--fsync always`). The in-memory rings are a window onto this log; what falls out of
 //! a window is read back from here, by the archive thread, when a member needs it.
 //!
-//! Layout: `<data>/log/<segment id, 20 digits>.seg`, ids counting up from 1. Only the newest
+//! Layout: `<data>/log/<segment id, 20 digits>.seg`, ids counting up from 1, and
+//! `<data>/log/epoch`, the name of the history they hold (see [`epoch`]). Only the newest
 //! segment is ever written; retention deletes whole segments from the oldest end.
 
 pub mod archive;
+pub mod epoch;
 pub mod format;
 pub mod recovery;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
 
+pub use epoch::{Ids, Opened, open};
 pub use recovery::{Recovered, RecoveryMode, recover};
 pub use writer::{FsyncPolicy, LogWriter, Retention, StoreLimits};
 

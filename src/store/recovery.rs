@@ -1,32 +1,52 @@
 //! Recovery: reading the log back at start-up (and for `chatd log verify|repair`).
 //!
 //! Every record of every segment is checked: its checksum, that it is a MSG, and that each
-//! room's seqs run on by exactly one. The rules, from the contract's promise that an ACKed
-//! message is never lost:
+//! room's seqs run on by exactly one from a possible seq. The rules, from the contract's
+//! promise that an ACKed message is never lost:
 //!
-//! - The newest segment may end in a torn record (a crash mid-write). Everything from the
-//!   first bad record of the newest segment on was never ACKed as durable; in
-//!   `RecoveryMode::TruncateTail` it is cut off (and synced), with a warning saying how much.
-//! - A bad record anywhere else is corruption: recovery stops with an error that names the
-//!   file and offset, and changes nothing. An operator decides what to do.
+//! - The newest segment may end in a torn record (a crash mid-write): bad bytes with no valid
+//!   record anywhere after them. That tail was never ACKed as durable; from
+//!   `RecoveryMode::TolerateTornTail` on it is cut off (and synced), with a warning saying
+//!   how much.
+//! - Anything else is damage: a bad record with valid records after it (bit rot in the middle
+//!   of a file, whose neighbours may well have been ACKed), a record with a good checksum but
+//!   an impossible seq, a bad older segment, a missing one. Recovery stops with an error that
+//!   names the file and offset and changes nothing, unless the operator asked for
+//!   `RecoveryMode::ForceTruncate` (`chatd log repair --force`): then the log is cut at the
+//!   damage, every record after it dropped, and how much is reported.
+//!
+//! This module must never drop a record that passes every check except in `ForceTruncate`.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::format::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader, decode_record};
+use super::format::{
+    MAX_SEQ, RECORD_HEADER_LEN, RecordError, SEGMENT_HEADER_LEN, SegmentHeader, count_records,
+    decode_record,
+};
 use super::list_segments;
 use crate::room::{INDEX_STRIDE, Pos};
 
 /// What recovery may change on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecoveryMode {
-    /// Start-up and `chatd log repair`: cut a torn tail off the newest segment.
-    TruncateTail,
     /// `chatd log verify`: change nothing; report what start-up would do.
     ReadOnly,
+    /// Start-up and `chatd log repair`: cut a torn tail off the newest segment; refuse any
+    /// other damage.
+    TolerateTornTail,
+    /// `chatd log repair --force`: cut the log at the first damage, wherever it is, dropping
+    /// every record after it (later segments included).
+    ForceTruncate,
+}
+
+impl RecoveryMode {
+    fn changes_files(self) -> bool {
+        self != RecoveryMode::ReadOnly
+    }
 }
 
 /// One room as the log holds it.
@@ -48,13 +68,18 @@ pub struct SegmentSummary {
     pub newest_ts_ms: u64,
 }
 
-/// A torn tail found (and, in `TruncateTail` mode, cut off).
+/// Where the log was (or, read-only, would be) cut: a torn tail, or, forced, damage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Torn {
     pub path: PathBuf,
     pub offset: u64,
+    /// Bytes dropped: the rest of this segment and every later one.
     pub bytes: u64,
-    pub reason: &'static str,
+    /// Whole, checksummed records among them (0 for a torn tail).
+    pub records: u64,
+    /// Later segment files removed with them.
+    pub segments: u64,
+    pub reason: String,
 }
 
 #[derive(Debug, Default)]
@@ -88,8 +113,10 @@ impl fmt::Display for RecoveryError {
                 reason,
             } => write!(
                 f,
-                "{} at offset {offset}: {reason}; the log is damaged before its tail, which \
-                 recovery will not repair (restore the data directory from a backup)",
+                "{} at offset {offset}: {reason}. The log is damaged before its tail and \
+                 chatd will not start on it: restore the data directory from a backup, or run \
+                 `chatd log repair --force` to cut the log here, dropping every record after \
+                 this point (`chatd log verify` says how many)",
                 path.display()
             ),
         }
@@ -108,64 +135,123 @@ impl From<RecoveryError> for io::Error {
     }
 }
 
+/// The first problem found in a segment: where, why, and whether it may be a torn write.
+struct Bad {
+    offset: u64,
+    reason: String,
+    /// Bytes that are not a record (checksum, length, cut short): a torn write if nothing
+    /// valid follows. A record with a good checksum and a wrong seq is never torn.
+    unreadable: bool,
+}
+
 /// Reads every segment in `dir` (created if missing, unless read-only).
 ///
 /// # Errors
-/// A segment cannot be read, or is damaged anywhere but at the tail of the newest one.
+/// A segment cannot be read, or is damaged anywhere but in a torn tail of the newest one
+/// (unless `ForceTruncate`).
 pub fn recover(dir: &Path, epoch: u64, mode: RecoveryMode) -> Result<Recovered, RecoveryError> {
-    let io_err = |source| RecoveryError::Io {
-        path: dir.to_path_buf(),
-        source,
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RecoveryError::Io { path, source }
     };
-    if mode == RecoveryMode::TruncateTail {
-        std::fs::create_dir_all(dir).map_err(io_err)?;
+    if mode.changes_files() {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     } else if !dir.exists() {
         return Ok(Recovered::default());
     }
-    let segments = list_segments(dir).map_err(io_err)?;
+    let segments = list_segments(dir).map_err(io_err(dir))?;
     let mut out = Recovered::default();
     let count = segments.len();
     let mut expected_id = None;
-    for (i, (id, path)) in segments.into_iter().enumerate() {
-        let corrupt = |offset, reason: &str| RecoveryError::Corrupt {
-            path: path.clone(),
-            offset,
-            reason: reason.to_string(),
-        };
-        if let Some(expected) = expected_id
-            && id != expected
-        {
-            return Err(corrupt(
-                0,
-                &format!("segment {expected} is missing before it"),
-            ));
-        }
-        expected_id = Some(id + 1);
+    for (i, (id, path)) in segments.iter().enumerate() {
         let newest = i + 1 == count;
-        let scan = scan_segment(&path, id, epoch, &mut out)?;
-        if !newest && scan.file_len == 0 {
-            return Err(corrupt(0, "an older segment is empty"));
-        }
-        match scan.bad {
-            None => {}
-            Some((offset, reason)) if newest => {
-                let bytes = scan.file_len - offset;
-                if mode == RecoveryMode::TruncateTail {
-                    truncate(&path, offset).map_err(|source| RecoveryError::Io {
-                        path: path.clone(),
-                        source,
-                    })?;
-                }
-                out.torn = Some(Torn {
-                    path: path.clone(),
-                    offset,
-                    bytes,
-                    reason,
-                });
+        let bad = match expected_id {
+            Some(expected) if *id != expected => Some(Bad {
+                offset: 0,
+                reason: format!("segment {expected} is missing before it"),
+                unreadable: false,
+            }),
+            _ => None,
+        };
+        expected_id = Some(id + 1);
+        let (summary, bad) = match bad {
+            Some(bad) => (SegmentSummary::default(), Some(bad)),
+            None => {
+                let scan = scan_segment(path, *id, epoch, &mut out)?;
+                let bad = match scan.bad {
+                    None if !newest && scan.file_len == 0 => Some(Bad {
+                        offset: 0,
+                        reason: "an older segment is empty".into(),
+                        unreadable: false,
+                    }),
+                    bad => bad,
+                };
+                (scan.summary, bad)
             }
-            Some((offset, reason)) => return Err(corrupt(offset, reason)),
+        };
+        let Some(bad) = bad else {
+            out.segments.push(summary);
+            continue;
+        };
+        let rest = read_from(path, bad.offset).map_err(io_err(path))?;
+        let valid_after = count_records(&rest);
+        let later = segments.get(i + 1..).unwrap_or_default();
+        if newest && bad.unreadable && valid_after == 0 {
+            if mode.changes_files() {
+                truncate(path, bad.offset).map_err(io_err(path))?;
+            }
+            out.torn = Some(Torn {
+                path: path.clone(),
+                offset: bad.offset,
+                bytes: rest.len() as u64,
+                records: 0,
+                segments: 0,
+                reason: bad.reason,
+            });
+            out.segments.push(summary);
+            break;
         }
-        out.segments.push(scan.summary);
+        let mut torn = Torn {
+            path: path.clone(),
+            offset: bad.offset,
+            bytes: rest.len() as u64,
+            records: valid_after,
+            segments: later.len() as u64,
+            reason: bad.reason,
+        };
+        for (_, later_path) in later {
+            let bytes = read_from(later_path, 0).map_err(io_err(later_path))?;
+            torn.bytes += bytes.len() as u64;
+            torn.records += count_records(&bytes);
+        }
+        if mode != RecoveryMode::ForceTruncate {
+            let reason = if torn.records > 0 {
+                format!(
+                    "{}; {} whole records ({} bytes) follow it, which a torn write cannot leave",
+                    torn.reason, torn.records, torn.bytes
+                )
+            } else {
+                torn.reason
+            };
+            return Err(RecoveryError::Corrupt {
+                path: torn.path,
+                offset: torn.offset,
+                reason,
+            });
+        }
+        // Newest first, so that a crash midway leaves a log whose segments are contiguous.
+        for (_, later_path) in later.iter().rev() {
+            std::fs::remove_file(later_path).map_err(io_err(later_path))?;
+        }
+        if bad.offset == 0 {
+            std::fs::remove_file(path).map_err(io_err(path))?;
+        } else {
+            truncate(path, bad.offset).map_err(io_err(path))?;
+            out.segments.push(summary);
+        }
+        sync_dir(dir).map_err(io_err(dir))?;
+        out.torn = Some(torn);
+        break;
     }
     Ok(out)
 }
@@ -173,8 +259,8 @@ pub fn recover(dir: &Path, epoch: u64, mode: RecoveryMode) -> Result<Recovered, 
 struct Scan {
     summary: SegmentSummary,
     file_len: u64,
-    /// Offset and reason of the first bad record, if any.
-    bad: Option<(u64, &'static str)>,
+    /// The first problem, if any.
+    bad: Option<Bad>,
 }
 
 fn scan_segment(
@@ -202,27 +288,37 @@ fn scan_segment(
         // An empty file is a segment whose creation was cut off before its header: it holds
         // nothing, and the writer gives it its header again. Only a partial header is torn.
         summary.len = 0;
-        let bad = (got > 0).then_some((0, "segment header cut short"));
+        let bad = (got > 0).then(|| Bad {
+            offset: 0,
+            reason: "segment header cut short".into(),
+            unreadable: true,
+        });
         return Ok(Scan {
             summary,
             file_len,
             bad,
         });
     }
-    let corrupt = |offset, reason: &str| RecoveryError::Corrupt {
-        path: path.to_path_buf(),
-        offset,
-        reason: reason.to_string(),
+    let header_bad = match SegmentHeader::decode(&header) {
+        Err(why) => Some((why, true)),
+        Ok(parsed) if parsed.epoch != epoch => Some((
+            "segment belongs to another store (its header's epoch differs)",
+            false,
+        )),
+        Ok(parsed) if parsed.id != id => Some(("segment header names another segment id", false)),
+        Ok(_) => None,
     };
-    let parsed = SegmentHeader::decode(&header).map_err(|why| corrupt(0, why))?;
-    if parsed.epoch != epoch {
-        return Err(corrupt(
-            0,
-            "segment belongs to another store (epoch differs)",
-        ));
-    }
-    if parsed.id != id {
-        return Err(corrupt(0, "segment header names another segment id"));
+    if let Some((reason, unreadable)) = header_bad {
+        summary.len = 0;
+        return Ok(Scan {
+            summary,
+            file_len,
+            bad: Some(Bad {
+                offset: 0,
+                reason: reason.into(),
+                unreadable,
+            }),
+        });
     }
     let mut offset = SEGMENT_HEADER_LEN as u64;
     let mut buf = Vec::new();
@@ -253,19 +349,42 @@ fn scan_segment(
                 return Ok(Scan {
                     summary,
                     file_len,
-                    bad: Some((offset, e.describe())),
+                    bad: Some(Bad {
+                        offset,
+                        reason: e.describe().into(),
+                        // A checksummed record that is no MSG was written whole: not torn.
+                        unreadable: e != RecordError::BadPayload,
+                    }),
                 });
             }
         };
-        let room = out.rooms.entry(record.room.into()).or_default();
-        if room.head != 0 && record.seq != room.head + 1 {
+        let head = out.rooms.get(record.room).map_or(0, |r| r.head);
+        let impossible = if record.seq > MAX_SEQ {
+            Some(format!(
+                "record of room {} claims seq {}, past any seq a room can reach",
+                record.room, record.seq
+            ))
+        } else if head != 0 && record.seq != head + 1 {
+            Some(format!(
+                "record of room {} has seq {} after seq {head}: room sequence out of order",
+                record.room, record.seq
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = impossible {
             summary.len = offset;
             return Ok(Scan {
                 summary,
                 file_len,
-                bad: Some((offset, "room sequence out of order")),
+                bad: Some(Bad {
+                    offset,
+                    reason,
+                    unreadable: false,
+                }),
             });
         }
+        let room = out.rooms.entry(record.room.into()).or_default();
         if room.head == 0 {
             room.first = record.seq;
         }
@@ -304,6 +423,20 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+/// The bytes of `path` from `offset` to its end (to tell a torn tail from damage, and to say
+/// how much a forced cut drops; only read when something is wrong).
+fn read_from(path: &Path, offset: u64) -> io::Result<Vec<u8>> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 fn truncate(path: &Path, len: u64) -> io::Result<()> {

@@ -279,10 +279,11 @@ impl LogWriter {
         self.segments.back().map_or(0, |s| s.len)
     }
 
+    /// Closes the active segment and starts the next. The old segment is synced first under
+    /// every policy: recovery treats only the newest segment's tail as possibly torn, so an
+    /// older segment must be whole on disk before a newer one exists.
     fn roll(&mut self) -> io::Result<()> {
-        if self.limits.fsync != FsyncPolicy::Never {
-            self.timed_sync()?;
-        }
+        self.timed_sync()?;
         let id = self.segments.back().map_or(1, |s| s.id + 1);
         self.file = create_segment(&self.dir, self.epoch, id)?;
         self.segments.push_back(Segment {
