@@ -25,3 +25,4 @@ pub mod server;
 pub mod session;
 pub mod shared;
 pub mod store;
+pub mod tls;
