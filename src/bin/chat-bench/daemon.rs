@@ -17,6 +17,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::os::{Usage, usage_of};
+use crate::pki::Pki;
 
 /// How long the daemon may take to report its address, or to exit after SIGTERM.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -56,11 +57,13 @@ impl Daemon {
         user: &str,
         connections: usize,
     ) -> Result<(Daemon, String), String> {
-        Daemon::start_pinned(chatd, policy, user, connections, None)
+        Daemon::start_pinned(chatd, policy, user, connections, None, None)
     }
 
     /// `start`, with the daemon pinned to `cpu` when given (`os::command_on_cpu`), and
-    /// `--max-connections` raised as well when `connections` needs it.
+    /// `--max-connections` raised as well when `connections` needs it. With `tls`, a TLS
+    /// listener presenting that certificate is opened beside the plain one, and `addr` is the
+    /// TLS listener's.
     ///
     /// # Errors
     /// As `start`.
@@ -70,6 +73,7 @@ impl Daemon {
         user: &str,
         connections: usize,
         cpu: Option<usize>,
+        tls: Option<&Pki>,
     ) -> Result<(Daemon, String), String> {
         let dir = fresh_dir()?;
         let data = dir.join("data");
@@ -83,6 +87,12 @@ impl Daemon {
         cmd.arg("serve");
         if connections > 1000 {
             cmd.args(["--max-connections", &per_ip]);
+        }
+        if let Some(pki) = tls {
+            cmd.args(["--tls-listen", "127.0.0.1:0", "--tls-cert"])
+                .arg(&pki.cert)
+                .arg("--tls-key")
+                .arg(&pki.key);
         }
         let spawned = cmd
             .arg("--data-dir")
@@ -107,10 +117,11 @@ impl Daemon {
         };
         let (tx, rx) = mpsc::channel();
         if let Some(out) = child.stdout.take() {
+            let want_tls = tls.is_some();
             std::thread::spawn(move || {
                 for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    if let Some(addr) = line.strip_prefix("listening on ") {
-                        let _ = tx.send(addr.trim().to_string());
+                    if let Some(addr) = listener(&line, want_tls) {
+                        let _ = tx.send(addr.to_string());
                     }
                 }
             });
@@ -191,8 +202,19 @@ impl Drop for Daemon {
     }
 }
 
+/// The address in chatd's `listening on ADDR` (plain) or `listening on ADDR (TLS)` line,
+/// if the line is about a listener of the kind wanted.
+fn listener(line: &str, tls: bool) -> Option<&str> {
+    let addr = line.trim().strip_prefix("listening on ")?;
+    match addr.strip_suffix(" (TLS)") {
+        Some(addr) if tls => Some(addr.trim()),
+        None if !tls => Some(addr.trim()),
+        _ => None,
+    }
+}
+
 /// A directory no other run uses: pid, a counter and the clock in its name.
-fn fresh_dir() -> Result<PathBuf, String> {
+pub fn fresh_dir() -> Result<PathBuf, String> {
     static RUNS: AtomicU64 = AtomicU64::new(0);
     let n = RUNS.fetch_add(1, Ordering::Relaxed);
     let nanos = SystemTime::now()
@@ -254,6 +276,17 @@ pub fn log_stats(line: &str) -> Option<LogStats> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_address_comes_from_the_listener_of_the_kind_asked_for() {
+        let plain = "listening on 127.0.0.1:4000";
+        let tls = "listening on 127.0.0.1:4001 (TLS)";
+        assert_eq!(listener(plain, false), Some("127.0.0.1:4000"));
+        assert_eq!(listener(tls, false), None);
+        assert_eq!(listener(tls, true), Some("127.0.0.1:4001"));
+        assert_eq!(listener(plain, true), None);
+        assert_eq!(listener("ready", true), None);
+    }
 
     #[test]
     fn the_log_line_is_read_whatever_its_prefix() {

@@ -7,11 +7,12 @@ use std::path::PathBuf;
 
 use lexopt::prelude::*;
 
-use crate::net::own_cpu_secs;
+use crate::net::{Endpoint, own_cpu_secs};
 use crate::record::{Record, Val};
 use crate::scenario::idle::{Holders, set_up, settled_rss};
 use crate::scenario::pubsub::PubSub;
 use crate::server::{Server, ServerSpec};
+use crate::tls::TlsClient;
 use crate::wire::Kind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +65,8 @@ pub fn defaults(which: Which, kind: Kind) -> Live {
             redis_bin: "redis-server".into(),
             nats_bin: "nats-server".into(),
             server_cpu: None,
+            tls: false,
+            tls_ca: None,
         },
         ps: PubSub {
             kind,
@@ -105,6 +108,8 @@ pub fn parse(which: Which, p: &mut lexopt::Parser) -> Result<Live, String> {
             Long("nats-server") => l.server.nats_bin = PathBuf::from(text(p)?),
             Long("server-cpu") => l.server.server_cpu = Some(number(p, "--server-cpu", 0)?),
             Long("cpu") => l.cpu = Some(number(p, "--cpu", 0)?),
+            Long("tls") => l.server.tls = true,
+            Long("tls-ca") => l.server.tls_ca = Some(PathBuf::from(text(p)?)),
             Long("publishers") => l.ps.publishers = number(p, "--publishers", 1)?,
             Long("subscribers") => l.ps.subscribers = number(p, "--subscribers", 1)?,
             Long("rooms") => rooms = Some(number(p, "--rooms", 1)?),
@@ -134,6 +139,12 @@ pub fn parse(which: Which, p: &mut lexopt::Parser) -> Result<Live, String> {
     if which == Which::Hold && l.server.addr.is_none() {
         return Err("idle-hold needs --addr".into());
     }
+    if l.server.tls_ca.is_some() && !l.server.tls {
+        return Err("--tls-ca is for --tls runs".into());
+    }
+    if spawn && l.server.tls_ca.is_some() {
+        return Err("--spawn makes its own CA for --tls: drop --tls-ca".into());
+    }
     Ok(l)
 }
 
@@ -145,8 +156,13 @@ pub fn run(l: &Live) -> Result<Record, String> {
     if l.which == Which::Hold {
         let addr = l.server.addr.as_deref().unwrap_or_default();
         let addr = addr.parse().map_err(|e| format!("--addr {addr}: {e}"))?;
-        let code =
-            crate::scenario::idle::hold_child(l.server.kind, addr, l.connections, &l.ps.room);
+        let tls = match (&l.server.tls_ca, l.server.tls) {
+            (Some(ca), true) => Some(TlsClient::new(l.server.kind, ca)?),
+            (None, true) => return Err("idle-hold --tls needs --tls-ca".into()),
+            _ => None,
+        };
+        let to = Endpoint { addr, tls };
+        let code = crate::scenario::idle::hold_child(l.server.kind, &to, l.connections, &l.ps.room);
         std::process::exit(code);
     }
     let conns = match l.which {
@@ -157,6 +173,7 @@ pub fn run(l: &Live) -> Result<Record, String> {
     let mut r = Record::default();
     r.text("scenario", l.which.name());
     r.text("target", l.server.kind.name());
+    r.text("transport", if l.server.tls { "tls" } else { "tcp" });
     let result = match l.which {
         Which::Fanout | Which::Rooms => pubsub(l, &server, &mut r),
         Which::Idle => idle(l, &server, &mut r),
@@ -205,6 +222,8 @@ fn pubsub(l: &Live, server: &Server, r: &mut Record) -> Result<(), String> {
     r.num("bench_cpu_pct", per_cent(Some(m.bench_cpu_secs), m.secs), 0);
     r.num("server_cpu_secs", m.server_cpu_secs, 2);
     r.num("server_cpu_pct", per_cent(m.server_cpu_secs, m.secs), 0);
+    let bench_pct = per_cent(Some(m.bench_cpu_secs), m.secs);
+    r.text("generator_bound", generator_bound(bench_pct));
     r.int("errors", m.errors);
     r.int("failures", m.failures.len() as u64);
     Ok(())
@@ -214,12 +233,26 @@ fn per_cent(cpu: Option<f64>, secs: f64) -> Option<f64> {
     cpu.filter(|_| secs > 0.0).map(|c| 100.0 * c / secs)
 }
 
+/// The bench's one thread busy at or above this share of its core sets the pace itself.
+const GENERATOR_SATURATED_PCT: f64 = 90.0;
+
+/// `yes` when the bench's own CPU, not the server, likely set the pace of the run: then its
+/// rate is a lower bound of what the server can do.
+fn generator_bound(bench_cpu_pct: Option<f64>) -> &'static str {
+    match bench_cpu_pct {
+        Some(p) if p >= GENERATOR_SATURATED_PCT => "yes",
+        Some(_) => "no",
+        None => "-",
+    }
+}
+
 fn idle(l: &Live, server: &Server, r: &mut Record) -> Result<(), String> {
     let before = settled_rss(server);
     let t0 = std::time::Instant::now();
     let holders = Holders::start(
         l.server.kind,
         server.addr,
+        server.tls_ca.as_deref(),
         &server.creds,
         l.connections,
         l.procs,
@@ -250,7 +283,7 @@ fn connect(l: &Live, server: &Server, r: &mut Record) -> Result<(), String> {
     let t0 = std::time::Instant::now();
     let (_, failures, latency) = set_up(
         l.server.kind,
-        server.addr,
+        &server.endpoint(),
         &server.creds,
         l.connections,
         None,
@@ -270,12 +303,13 @@ fn connect(l: &Live, server: &Server, r: &mut Record) -> Result<(), String> {
     r.int("p50_us", p.p50_us);
     r.int("p99_us", p.p99_us);
     r.int("max_us", p.max_us);
-    r.num(
-        "bench_cpu_pct",
-        per_cent(Some(own_cpu_secs() - cpu0), secs),
-        0,
-    );
+    let bench_pct = per_cent(Some(own_cpu_secs() - cpu0), secs);
+    r.num("bench_cpu_pct", bench_pct, 0);
     let srv = srv0.and_then(|c0| Some(server.usage()?.cpu_secs? - c0));
     r.num("server_cpu_pct", per_cent(srv, secs), 0);
+    // Set-ups per second of server CPU: what one server core would do if the bench kept up.
+    let per_core = srv.filter(|s| *s > 0.0).map(|s| p.count as f64 / s);
+    r.num("conns_per_server_cpu_sec", per_core, 0);
+    r.text("generator_bound", generator_bound(bench_pct));
     Ok(())
 }

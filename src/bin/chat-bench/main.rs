@@ -15,6 +15,8 @@ mod matrix;
 mod net;
 mod os;
 mod payload;
+mod peer_args;
+mod pki;
 mod plot;
 mod record;
 mod report;
@@ -23,6 +25,7 @@ mod scenario;
 mod server;
 mod standard;
 mod stats;
+mod tls;
 mod track;
 mod wire;
 

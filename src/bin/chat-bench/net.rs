@@ -1,6 +1,7 @@
-//! A non-blocking connection on a mio `Poll` with its two buffers, shared by the pub/sub,
-//! idle and connect drivers; plus the bench's own CPU time and pinning. Connecting is blocking
-//! (a loopback connect completes at once); everything after it is not.
+//! A non-blocking connection on a mio `Poll` with its two buffers of protocol bytes, plain or
+//! through a TLS session (`tls::Session`), shared by the pub/sub, idle and connect drivers;
+//! plus the bench's own CPU time and pinning. Connecting is blocking (a loopback connect
+//! completes at once); everything after it, the TLS handshake included, is not.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -8,19 +9,37 @@ use std::net::SocketAddr;
 use mio::net::TcpStream;
 use mio::{Interest, Poll, Token};
 
+use crate::tls::{Session, TlsClient};
+
+/// Where the bench's connections go: the server's address, and how to speak TLS to it when
+/// the run is `--tls`.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub tls: Option<TlsClient>,
+}
+
 pub struct Link {
     pub stream: TcpStream,
+    /// Protocol bytes received (decrypted, under TLS) and not parsed yet.
     pub inbuf: Vec<u8>,
+    /// Protocol bytes to send.
     pub out: Vec<u8>,
+    tls: Option<Box<Session>>,
 }
 
 impl Link {
-    /// Connects to `addr` and registers the stream under `token`.
+    /// Connects to `to` and registers the stream under `token`; under TLS the handshake
+    /// starts with the first `flush`.
     ///
     /// # Errors
     /// The connect or the registration failed.
-    pub fn open(poll: &Poll, addr: SocketAddr, token: usize) -> io::Result<Link> {
-        let s = std::net::TcpStream::connect(addr)?;
+    pub fn open(poll: &Poll, to: &Endpoint, token: usize) -> io::Result<Link> {
+        let tls = match &to.tls {
+            Some(client) => Some(Box::new(client.session()?)),
+            None => None,
+        };
+        let s = std::net::TcpStream::connect(to.addr)?;
         s.set_nodelay(true)?;
         s.set_nonblocking(true)?;
         let mut stream = TcpStream::from_std(s);
@@ -31,6 +50,7 @@ impl Link {
             stream,
             inbuf: Vec::new(),
             out: Vec::new(),
+            tls,
         })
     }
 
@@ -39,6 +59,9 @@ impl Link {
     /// # Errors
     /// A socket error.
     pub fn read(&mut self, scratch: &mut [u8]) -> io::Result<bool> {
+        if let Some(tls) = self.tls.as_mut() {
+            return tls.read(&mut self.stream, scratch, &mut self.inbuf);
+        }
         loop {
             match self.stream.read(scratch) {
                 Ok(0) => return Ok(true),
@@ -57,6 +80,9 @@ impl Link {
     /// # Errors
     /// A socket error.
     pub fn flush(&mut self) -> io::Result<()> {
+        if let Some(tls) = self.tls.as_mut() {
+            return tls.flush(&mut self.stream, &mut self.out);
+        }
         let mut written = 0;
         while written < self.out.len() {
             match self

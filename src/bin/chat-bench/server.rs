@@ -1,6 +1,8 @@
 //! The server a pub/sub scenario runs against, whichever system it is: a chatd the bench
 //! spawned (`daemon`), a `redis-server` or `nats-server` it spawned on a free loopback port,
-//! or one already running at `--addr` (with `--server-pid` to read its CPU and memory). A
+//! or one already running at `--addr` (with `--server-pid` to read its CPU and memory). With
+//! `--tls`, a spawned server listens with TLS only, presenting a throwaway certificate
+//! (`pki`) that the bench's clients trust alone (a running one needs `--tls-ca`). A
 //! spawned server may be pinned to a core (`taskset -c`, FreeBSD `cpuset -l`); it is stopped with SIGTERM and,
 //! failing that, killed. Only the bench's own children are ever signalled.
 
@@ -13,8 +15,12 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::daemon::Daemon;
+use crate::net::Endpoint;
 use crate::os::{Usage, usage_of};
+use crate::peer_args;
+use crate::pki::Pki;
 use crate::runner::SPAWN_USER;
+use crate::tls::TlsClient;
 use crate::wire::{Creds, Kind};
 
 /// How to get a server for a run.
@@ -31,6 +37,10 @@ pub struct ServerSpec {
     pub nats_bin: PathBuf,
     /// Pin a spawned server to this core.
     pub server_cpu: Option<usize>,
+    /// Speak TLS to the server.
+    pub tls: bool,
+    /// The CA to trust for a running server (a spawned one's is made for the run).
+    pub tls_ca: Option<PathBuf>,
 }
 
 enum Guard {
@@ -45,8 +55,14 @@ struct PeerChild(Child);
 pub struct Server {
     pub addr: SocketAddr,
     pub creds: Creds,
+    /// How clients speak TLS to it, in a `--tls` run.
+    pub tls: Option<TlsClient>,
+    /// The CA file clients trust, in a `--tls` run.
+    pub tls_ca: Option<PathBuf>,
     pid: Option<u32>,
     guard: Guard,
+    /// The spawned server's certificate and key, removed once it is stopped.
+    pki: Option<Pki>,
 }
 
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -57,29 +73,26 @@ impl Server {
     /// # Errors
     /// A missing binary (with a hint how to get it), or a server that did not come up.
     pub fn get(spec: &ServerSpec, connections: usize) -> Result<Server, String> {
-        if let Some(addr) = &spec.addr {
-            return running(spec, addr);
+        let mut server = match &spec.addr {
+            Some(addr) => running(spec, addr)?,
+            None => spawned(spec, connections)?,
+        };
+        if spec.tls {
+            let ca = server.pki.as_ref().map(|p| p.ca.clone());
+            let ca = ca
+                .or_else(|| spec.tls_ca.clone())
+                .ok_or("--tls against a running server needs --tls-ca FILE")?;
+            server.tls = Some(TlsClient::new(spec.kind, &ca)?);
+            server.tls_ca = Some(ca);
         }
-        match spec.kind {
-            Kind::Chatd => {
-                let (d, token) = Daemon::start_pinned(
-                    &spec.chatd,
-                    "never",
-                    SPAWN_USER,
-                    connections,
-                    spec.server_cpu,
-                )?;
-                Ok(Server {
-                    addr: d.addr,
-                    creds: Creds {
-                        user: SPAWN_USER.into(),
-                        token,
-                    },
-                    pid: Some(d.pid()),
-                    guard: Guard::Chatd(d),
-                })
-            }
-            Kind::Redis | Kind::Nats => peer(spec),
+        Ok(server)
+    }
+
+    /// Where the clients connect, and how.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            addr: self.addr,
+            tls: self.tls.clone(),
         }
     }
 
@@ -116,6 +129,35 @@ impl Server {
     }
 }
 
+fn spawned(spec: &ServerSpec, connections: usize) -> Result<Server, String> {
+    let pki = if spec.tls { Some(Pki::new()?) } else { None };
+    match spec.kind {
+        Kind::Chatd => {
+            let (d, token) = Daemon::start_pinned(
+                &spec.chatd,
+                "never",
+                SPAWN_USER,
+                connections,
+                spec.server_cpu,
+                pki.as_ref(),
+            )?;
+            Ok(Server {
+                addr: d.addr,
+                creds: Creds {
+                    user: SPAWN_USER.into(),
+                    token,
+                },
+                tls: None,
+                tls_ca: None,
+                pid: Some(d.pid()),
+                guard: Guard::Chatd(d),
+                pki,
+            })
+        }
+        Kind::Redis | Kind::Nats => peer(spec, pki),
+    }
+}
+
 impl Drop for PeerChild {
     fn drop(&mut self) {
         if let Ok(None) = self.0.try_wait() {
@@ -143,8 +185,11 @@ fn running(spec: &ServerSpec, addr: &str) -> Result<Server, String> {
             user: spec.user.clone(),
             token,
         },
+        tls: None,
+        tls_ca: None,
         pid: spec.server_pid,
         guard: Guard::Running,
+        pki: None,
     })
 }
 
@@ -160,7 +205,7 @@ fn find(bin: &std::path::Path) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn peer(spec: &ServerSpec) -> Result<Server, String> {
+fn peer(spec: &ServerSpec, pki: Option<Pki>) -> Result<Server, String> {
     let (bin, package) = match spec.kind {
         Kind::Redis => (&spec.redis_bin, "redis-server"),
         _ => (&spec.nats_bin, "nats-server"),
@@ -175,15 +220,17 @@ fn peer(spec: &ServerSpec) -> Result<Server, String> {
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("finding a free port: {e}"))?
         .port();
-    let port_s = port.to_string();
     let mut cmd = crate::os::command_on_cpu(&path, spec.server_cpu)?;
-    if spec.kind == Kind::Redis {
-        cmd.args(["--port", &port_s, "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "no", "--maxclients", "19000"])
-            .args(["--protected-mode", "no", "--daemonize", "no"]);
-    } else {
-        cmd.args(["-a", "127.0.0.1", "-p", &port_s]);
-    }
+    match (spec.kind, &pki) {
+        (Kind::Redis, tls) => cmd.args(peer_args::redis(port, tls.as_ref())),
+        (_, None) => cmd.args(peer_args::nats_plain(port)),
+        (_, Some(pki)) => {
+            let conf = pki.dir().join("nats.conf");
+            std::fs::write(&conf, peer_args::nats_tls_config(port, pki))
+                .map_err(|e| format!("{}: {e}", conf.display()))?;
+            cmd.arg("-c").arg(conf)
+        }
+    };
     let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -194,8 +241,11 @@ fn peer(spec: &ServerSpec) -> Result<Server, String> {
     let server = Server {
         addr,
         creds: Creds::default(),
+        tls: None,
+        tls_ca: None,
         pid: Some(child.id()),
         guard: Guard::Peer(PeerChild(child)),
+        pki,
     };
     let deadline = Instant::now() + PATIENCE;
     while TcpStream::connect(addr).is_err() {

@@ -4,16 +4,18 @@
 //! of the bench (`chat-bench idle-hold`), so that no process needs more than the 20,000 open
 //! files the limit allows. `connect`: connections set up per second, each one connect, hello
 //! and its answer (chatd WELCOME, Redis +PONG, NATS PONG), then a reset, with `concurrency`
-//! of them under way at once.
+//! of them under way at once. Under `--tls` each setup starts with a full TLS handshake (no
+//! session is ever resumed), so `connect --tls` counts handshakes per second.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Poll};
 
-use crate::net::Link;
+use crate::net::{Endpoint, Link};
 use crate::stats::Latency;
 use crate::wire::{Creds, In, Kind, Wire};
 
@@ -35,7 +37,7 @@ struct Setup {
 /// Returns the held links, the failures, and each setup's latency.
 pub fn set_up(
     kind: Kind,
-    addr: SocketAddr,
+    to: &Endpoint,
     creds: &Creds,
     count: usize,
     room: Option<&str>,
@@ -66,7 +68,7 @@ pub fn set_up(
             }
             opened += 1;
             let started = Instant::now();
-            match Link::open(&poll, addr, i) {
+            match Link::open(&poll, to, i) {
                 Ok(mut link) => {
                     let mut wire = crate::wire::new(kind, false, creds);
                     wire.hello(&mut link.out);
@@ -171,12 +173,12 @@ fn advance(s: &mut Setup, scratch: &mut [u8]) -> Result<bool, String> {
 
 /// The `idle-hold` child: sets up `count` connections, prints `ready OK FAILED`, and holds
 /// them until its stdin closes.
-pub fn hold_child(kind: Kind, addr: SocketAddr, count: usize, room: &str) -> i32 {
+pub fn hold_child(kind: Kind, to: &Endpoint, count: usize, room: &str) -> i32 {
     let creds = Creds {
         user: std::env::var("CHAT_BENCH_USER").unwrap_or_else(|_| "bench".into()),
         token: std::env::var("CHAT_BENCH_TOKEN").unwrap_or_default(),
     };
-    let (held, failures, _) = set_up(kind, addr, &creds, count, Some(room), SETUP_AT_ONCE, true);
+    let (held, failures, _) = set_up(kind, to, &creds, count, Some(room), SETUP_AT_ONCE, true);
     if let Some(f) = failures.first() {
         eprintln!(
             "chat-bench idle-hold: {} failed, first: {f}",
@@ -199,13 +201,15 @@ pub struct Holders {
 }
 
 impl Holders {
-    /// Spreads `count` connections over `procs` children and waits until all are set up.
+    /// Spreads `count` connections over `procs` children and waits until all are set up;
+    /// with `tls_ca`, they speak TLS and trust that CA.
     ///
     /// # Errors
     /// A child could not be started or did not report.
     pub fn start(
         kind: Kind,
         addr: SocketAddr,
+        tls_ca: Option<&Path>,
         creds: &Creds,
         count: usize,
         procs: usize,
@@ -220,15 +224,19 @@ impl Holders {
         let mut readers = Vec::new();
         for i in 0..procs {
             let n = count / procs + usize::from(i < count % procs);
-            let mut child = Command::new(&exe)
-                .args([
-                    "idle-hold",
-                    "--target",
-                    kind.name(),
-                    "--addr",
-                    &addr.to_string(),
-                ])
-                .args(["--connections", &n.to_string(), "--room", room])
+            let mut cmd = Command::new(&exe);
+            cmd.args([
+                "idle-hold",
+                "--target",
+                kind.name(),
+                "--addr",
+                &addr.to_string(),
+            ])
+            .args(["--connections", &n.to_string(), "--room", room]);
+            if let Some(ca) = tls_ca {
+                cmd.arg("--tls").arg("--tls-ca").arg(ca);
+            }
+            let mut child = cmd
                 .env("CHAT_BENCH_USER", &creds.user)
                 .env("CHAT_BENCH_TOKEN", &creds.token)
                 .stdin(Stdio::piped())

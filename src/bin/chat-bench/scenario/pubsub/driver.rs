@@ -84,6 +84,7 @@ pub fn drive(ps: &PubSub, server: &Server) -> Result<Measured, String> {
         failures: Vec::new(),
         last_delivery: None,
     };
+    let to = server.endpoint();
     let mut conns = Vec::with_capacity(ps.publishers + ps.subscribers);
     for i in 0..ps.publishers + ps.subscribers {
         let publisher = i < ps.publishers;
@@ -111,7 +112,7 @@ pub fn drive(ps: &PubSub, server: &Server) -> Result<Measured, String> {
             phase: Phase::Hello,
             pending: 0,
         };
-        match Link::open(&poll, server.addr, i) {
+        match Link::open(&poll, &to, i) {
             Ok(mut link) => {
                 c.wire.hello(&mut link.out);
                 if let Err(e) = link.flush() {
