@@ -5,7 +5,7 @@
 //! synced, under `always`), and a failed batch must leave no trace: it is cut off again
 //! before the next batch, so a failed write can never become corruption in the middle.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::format::{SEGMENT_HEADER_LEN, SegmentHeader};
+use super::heads::{self, Heads};
 use super::recovery::Recovered;
 use super::segment_path;
 use crate::room::{Pos, Room, Rooms};
@@ -74,6 +75,8 @@ pub struct LogWriter {
     /// A failed batch that could not be cut off yet: retried before anything else is written.
     cut_back_to: Option<u64>,
     failing: bool,
+    /// What `log/heads` holds: the heads of rooms with no record in a synced segment.
+    kept: Heads,
     pub stats: Stats,
     /// How long each fsync since the last look took, in microseconds, for the metrics.
     pub fsync_micros: Vec<u64>,
@@ -148,6 +151,7 @@ impl LogWriter {
             last_sync: Instant::now(),
             cut_back_to: None,
             failing: false,
+            kept: recovered.kept.clone(),
             stats: Stats::default(),
             fsync_micros: Vec::new(),
         })
@@ -318,7 +322,15 @@ impl LogWriter {
             if !too_big && !too_old {
                 break;
             }
-            let path = segment_path(&self.dir, oldest.id);
+            let id = oldest.id;
+            if let Err(e) = self.keep_heads_of_oldest() {
+                log::warn!(
+                    "log: cannot save the heads of the rooms whose last messages are in segment \
+                     {id}, so retention keeps it for now: {e}"
+                );
+                break;
+            }
+            let path = segment_path(&self.dir, id);
             if let Err(e) = std::fs::remove_file(&path) {
                 log::warn!("log: cannot delete {} for retention: {e}", path.display());
                 break;
@@ -336,6 +348,39 @@ impl LogWriter {
             }
             sync_dir(&self.dir);
         }
+    }
+}
+
+impl LogWriter {
+    /// Makes `log/heads` durably name the head of every room that has a record in the oldest
+    /// segment and none in a later synced one, before that segment may be deleted: after it,
+    /// recovery would find no record to take those heads from. The active segment does not
+    /// count, as what is in it may not be on the disk yet. Rooms with a record in a later
+    /// synced segment take their head from it and leave the file; a kept head never goes
+    /// down. Nothing is written when nothing changes.
+    fn keep_heads_of_oldest(&mut self) -> io::Result<()> {
+        let Some(oldest) = self.segments.front() else {
+            return Ok(());
+        };
+        let later_synced = self.segments.len().saturating_sub(2);
+        let recorded: HashSet<&str> = self
+            .segments
+            .iter()
+            .skip(1)
+            .take(later_synced)
+            .flat_map(|s| s.last_seq.values().map(|(room, _)| &*room.name))
+            .collect();
+        let mut next = self.kept.clone();
+        for (room, last) in oldest.last_seq.values() {
+            let head = next.entry(room.name.clone()).or_insert(0);
+            *head = (*head).max(*last);
+        }
+        next.retain(|room, _| !recorded.contains(&**room));
+        if next != self.kept {
+            heads::write(&self.dir, self.epoch, &next)?;
+            self.kept = next;
+        }
+        Ok(())
     }
 }
 
