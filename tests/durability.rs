@@ -1,8 +1,8 @@
 //! The durable log end to end against the real daemon: ACKed messages survive kill -9 exactly
 //! once, history beyond the in-memory window is replayed from disk, retention moves `first`
-//! and a room it emptied keeps its seqs across restarts, one daemon per data directory, torn tails are cut, corruption stops start-up until a forced
-//! repair, the epoch follows the history, and a full disk answers STORAGE until it has room
-//! again.
+//! and a room it emptied keeps its seqs across restarts, one daemon per data directory, torn
+//! tails are cut, corruption stops start-up until a forced repair, the epoch follows the
+//! history, and a full disk answers STORAGE until it has room again.
 //!
 //! Each test owns its data directory (a `TempDir` passed with `--data-dir`, which overrides the
 //! harness's), so that it outlives the daemons started on it.
