@@ -5,7 +5,8 @@
 //! would be sent new messages under seqs it already saw. Before retention deletes a segment,
 //! the writer therefore saves here the heads of the rooms that will have no record left in a
 //! synced segment, merged with what is here already, and only then deletes the segment.
-//! Recovery restores such a room with that head and `first` 0 (nothing retained).
+//! Recovery restores such a room with that head and `first` 0 (nothing retained); a room
+//! that has records again takes its head from them, which are always higher.
 //!
 //! It lives in `log/heads` next to the segments, checksummed, and is only ever replaced with
 //! `write_atomic` (temporary file, fsync, rename, folder fsync):
@@ -17,9 +18,9 @@
 //! crc32c 89abcdef             over every line above
 //! ```
 //!
-//! It holds at most one line per room. A room that has records in a synced segment again
-//! takes its head from them, and its line is dropped at the next write. This module must
-//! never lower a kept head, and a file it cannot read whole is refused, never guessed at.
+//! It holds at most one line per room, and lines are never removed while the history lasts
+//! (a new epoch removes the whole file). This module must never lower a kept head, and a
+//! file it cannot read whole is refused, never guessed at.
 
 use std::collections::BTreeMap;
 use std::fs::File;

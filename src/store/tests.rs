@@ -736,24 +736,78 @@ fn a_room_whose_every_record_retention_deleted_keeps_its_head_across_restarts() 
 }
 
 #[test]
-fn the_heads_file_lists_only_rooms_without_a_record_in_a_synced_segment() {
+fn the_heads_file_keeps_rooms_retention_emptied_and_only_raises_their_heads() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (rooms, mut log) = restart_with_retention(tmp.path());
     send_to(&mut log, &rooms, "#a", 5);
     send_to(&mut log, &rooms, "#b", 600);
-    let kept = super::heads::read(tmp.path(), EPOCH).expect("read");
-    assert_eq!(kept.get("#a"), Some(&5));
+    let only_a = |head| {
+        [("#a".into(), head)]
+            .into_iter()
+            .collect::<super::heads::Heads>()
+    };
     // #b has records in every segment: it is never kept while they are there.
-    assert_eq!(kept.get("#b"), None, "{kept:?}");
-    send_to(&mut log, &rooms, "#a", 1);
-    // About one segment of #b: #a's segment is synced by the roll and kept, an older one goes.
-    send_to(&mut log, &rooms, "#b", 100);
-    assert!(
-        log_holds(tmp.path(), "#a"),
-        "#a's seq 6 is still in a segment"
+    assert_eq!(
+        super::heads::read(tmp.path(), EPOCH).expect("read"),
+        only_a(5)
     );
+    // #a has records again: they give its head, the stale line is harmless and stays.
+    send_to(&mut log, &rooms, "#a", 1);
+    send_to(&mut log, &rooms, "#b", 100);
+    assert!(log_holds(tmp.path(), "#a"), "#a's seq 6 is in a segment");
+    assert_eq!(
+        super::heads::read(tmp.path(), EPOCH).expect("read"),
+        only_a(5)
+    );
+    let recovered = recover(tmp.path(), EPOCH, RecoveryMode::ReadOnly).expect("recover");
+    assert_eq!(
+        recovered.rooms.get("#a").map(|h| (h.first, h.head)),
+        Some((6, 6))
+    );
+    send_to(&mut log, &rooms, "#b", 600);
+    assert!(!log_holds(tmp.path(), "#a"));
+    assert_eq!(
+        super::heads::read(tmp.path(), EPOCH).expect("read"),
+        only_a(6)
+    );
+}
+
+#[test]
+fn records_only_in_the_unsynced_active_segment_do_not_stand_for_a_head() {
+    // Under `--fsync never` the active segment may lose its tail in a power cut: a room whose
+    // other records retention deletes must be kept even though the active segment has more.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let recovered = recover(tmp.path(), EPOCH, RecoveryMode::TolerateTornTail).expect("recover");
+    let rooms = Rooms::new(10, 1, RING);
+    let mut limits = limits(4096);
+    limits.fsync = FsyncPolicy::Never;
+    limits.retention.max_bytes = Some(6000);
+    let mut log = LogWriter::open(tmp.path(), EPOCH, limits, &recovered, &rooms).expect("open");
+    send_to(&mut log, &rooms, "#a", 5);
+    while list_segments(tmp.path()).expect("list").len() < 2 {
+        send_to(&mut log, &rooms, "#b", 1);
+    }
+    send_to(&mut log, &rooms, "#a", 1);
+    while log.total_bytes() <= 6000 {
+        send_to(&mut log, &rooms, "#b", 1);
+    }
+    assert_eq!(list_segments(tmp.path()).expect("list").len(), 2, "no roll");
+    log.tick(Instant::now());
+    assert!(!segment_path(tmp.path(), 1).exists(), "retention ran");
     let kept = super::heads::read(tmp.path(), EPOCH).expect("read");
-    assert_eq!(kept.get("#a"), None, "#a has a synced record again");
+    assert_eq!(kept.get("#a"), Some(&5), "{kept:?}");
+    drop(log);
+    // The power cut: nothing of the active segment reached the disk.
+    let active = OpenOptions::new()
+        .write(true)
+        .open(segment_path(tmp.path(), 2))
+        .expect("open");
+    active.set_len(SEGMENT_HEADER_LEN as u64).expect("lose it");
+    let recovered = recover(tmp.path(), EPOCH, RecoveryMode::ReadOnly).expect("recover");
+    assert_eq!(
+        recovered.rooms.get("#a").map(|h| (h.first, h.head)),
+        Some((0, 5))
+    );
 }
 
 /// Whether a record of `room` is still in some segment.

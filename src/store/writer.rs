@@ -75,7 +75,8 @@ pub struct LogWriter {
     /// A failed batch that could not be cut off yet: retried before anything else is written.
     cut_back_to: Option<u64>,
     failing: bool,
-    /// What `log/heads` holds: the heads of rooms with no record in a synced segment.
+    /// What `log/heads` holds: the heads of rooms that had no record left in a synced
+    /// segment when retention deleted one.
     kept: Heads,
     pub stats: Stats,
     /// How long each fsync since the last look took, in microseconds, for the metrics.
@@ -355,9 +356,11 @@ impl LogWriter {
     /// Makes `log/heads` durably name the head of every room that has a record in the oldest
     /// segment and none in a later synced one, before that segment may be deleted: after it,
     /// recovery would find no record to take those heads from. The active segment does not
-    /// count, as what is in it may not be on the disk yet. Rooms with a record in a later
-    /// synced segment take their head from it and leave the file; a kept head never goes
-    /// down. Nothing is written when nothing changes.
+    /// count, as what is in it may not be on the disk yet. A kept head is only ever raised,
+    /// and a room stays in the file when it has records again: a stale head is harmless
+    /// (recovery takes the records' higher one), while dropping it would make the file's
+    /// correctness depend on segments that a backup copy may not hold. Nothing is written
+    /// when nothing changes.
     fn keep_heads_of_oldest(&mut self) -> io::Result<()> {
         let Some(oldest) = self.segments.front() else {
             return Ok(());
@@ -372,10 +375,11 @@ impl LogWriter {
             .collect();
         let mut next = self.kept.clone();
         for (room, last) in oldest.last_seq.values() {
-            let head = next.entry(room.name.clone()).or_insert(0);
-            *head = (*head).max(*last);
+            if !recorded.contains(&*room.name) {
+                let head = next.entry(room.name.clone()).or_insert(0);
+                *head = (*head).max(*last);
+            }
         }
-        next.retain(|room, _| !recorded.contains(&**room));
         if next != self.kept {
             heads::write(&self.dir, self.epoch, &next)?;
             self.kept = next;
