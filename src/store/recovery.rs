@@ -15,7 +15,11 @@
 //!   `RecoveryMode::ForceTruncate` (`chatd log repair --force`): then the log is cut at the
 //!   damage, every record after it dropped, and how much is reported.
 //!
-//! This module must never drop a record that passes every check except in `ForceTruncate`.
+//! Rooms whose every record retention deleted come back from `log/heads` (see
+//! [`super::heads`]) with their kept head and `first` 0, so their seqs go on where they were.
+//!
+//! This module must never drop a record that passes every check except in `ForceTruncate`,
+//! nor give a room a head below the one it kept.
 
 use std::collections::HashMap;
 use std::fmt;

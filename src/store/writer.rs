@@ -5,7 +5,7 @@
 //! synced, under `always`), and a failed batch must leave no trace: it is cut off again
 //! before the next batch, so a failed write can never become corruption in the middle.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -78,6 +78,7 @@ pub struct LogWriter {
     /// What `log/heads` holds: the heads of rooms that had no record left in a synced
     /// segment when retention deleted one.
     kept: Heads,
+    heads_failing: bool,
     pub stats: Stats,
     /// How long each fsync since the last look took, in microseconds, for the metrics.
     pub fsync_micros: Vec<u64>,
@@ -153,6 +154,7 @@ impl LogWriter {
             cut_back_to: None,
             failing: false,
             kept: recovered.kept.clone(),
+            heads_failing: false,
             stats: Stats::default(),
             fsync_micros: Vec::new(),
         })
@@ -324,12 +326,23 @@ impl LogWriter {
                 break;
             }
             let id = oldest.id;
-            if let Err(e) = self.keep_heads_of_oldest() {
-                log::warn!(
-                    "log: cannot save the heads of the rooms whose last messages are in segment \
-                     {id}, so retention keeps it for now: {e}"
-                );
-                break;
+            match self.keep_heads_of_oldest() {
+                Ok(()) if self.heads_failing => {
+                    self.heads_failing = false;
+                    log::info!("log: saved the heads of emptied rooms; retention goes on");
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    // Retried after every batch: say it once, not each time.
+                    if !self.heads_failing {
+                        self.heads_failing = true;
+                        log::warn!(
+                            "log: cannot save the heads of the rooms whose last messages are in \
+                             segment {id}, so retention keeps it until it can: {e}"
+                        );
+                    }
+                    break;
+                }
             }
             let path = segment_path(&self.dir, id);
             if let Err(e) = std::fs::remove_file(&path) {
@@ -350,9 +363,7 @@ impl LogWriter {
             sync_dir(&self.dir);
         }
     }
-}
 
-impl LogWriter {
     /// Makes `log/heads` durably name the head of every room that has a record in the oldest
     /// segment and none in a later synced one, before that segment may be deleted: after it,
     /// recovery would find no record to take those heads from. The active segment does not
@@ -366,24 +377,30 @@ impl LogWriter {
             return Ok(());
         };
         let later_synced = self.segments.len().saturating_sub(2);
-        let recorded: HashSet<&str> = self
-            .segments
+        // Usually a room of the oldest segment is found in the next one, so this stops early.
+        let raised: Vec<(&Arc<Room>, u64)> = oldest
+            .last_seq
             .iter()
-            .skip(1)
-            .take(later_synced)
-            .flat_map(|s| s.last_seq.values().map(|(room, _)| &*room.name))
+            .filter(|(id, _)| {
+                !self
+                    .segments
+                    .iter()
+                    .skip(1)
+                    .take(later_synced)
+                    .any(|s| s.last_seq.contains_key(id))
+            })
+            .map(|(_, (room, last))| (room, *last))
+            .filter(|(room, last)| self.kept.get(&*room.name).is_none_or(|kept| kept < last))
             .collect();
+        if raised.is_empty() {
+            return Ok(());
+        }
         let mut next = self.kept.clone();
-        for (room, last) in oldest.last_seq.values() {
-            if !recorded.contains(&*room.name) {
-                let head = next.entry(room.name.clone()).or_insert(0);
-                *head = (*head).max(*last);
-            }
+        for (room, last) in raised {
+            next.insert(room.name.clone(), last);
         }
-        if next != self.kept {
-            heads::write(&self.dir, self.epoch, &next)?;
-            self.kept = next;
-        }
+        heads::write(&self.dir, self.epoch, &next)?;
+        self.kept = next;
         Ok(())
     }
 }
