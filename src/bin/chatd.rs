@@ -227,6 +227,14 @@ fn check_log(data_dir: &std::path::Path, mode: RecoveryMode) -> Result<(), Strin
         recovered.rooms.len(),
         recovered.segments.len()
     );
+    let emptied = recovered.emptied_rooms();
+    if emptied > 0 {
+        println!(
+            "{emptied} of those rooms have no message left (retention deleted them all) and \
+             keep their newest seq in {}",
+            log_dir.join(store::heads::HEADS_FILE).display()
+        );
+    }
     match (opened.ids, opened.minted) {
         (Some(ids), false) => println!("epoch {:016x}", ids.epoch),
         (Some(ids), true) => println!(
