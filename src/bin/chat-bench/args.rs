@@ -41,6 +41,14 @@ LOAD OPTIONS:
     --driver poll|threads  one poll loop for all connections (default), or a thread with a
                            blocking socket per connection
 
+PUB/SUB, IDLE AND CONNECT (see docs/benchmarks.md for every flag):
+    chat-bench fanout|rooms|idle|connect (--spawn | --addr ADDR ...) [--target chatd|redis|nats]
+    --tls                  speak TLS to the server: a spawned one (chatd --tls-listen,
+                           redis-server --tls-port, nats-server tls {}) presents a throwaway
+                           ECDSA P-256 certificate made with the openssl command for the run;
+                           every handshake is full (no session resumption)
+    --tls-ca F             with --tls against --addr: the CA certificate to trust
+
 MATRIX OPTIONS:
     --policies LIST        fsync policies to run (default always,interval,never)
     --sender-counts LIST   sender counts to run (default 1,16,256)
@@ -333,5 +341,28 @@ mod tests {
         assert!(run(&["durable", "--spawn", "--fsync", "sometimes"]).is_err());
         assert!(run(&["durable", "--spawn", "--window", "0"]).is_err());
         assert!(run(&["fanout"]).is_err());
+        assert!(run(&["fanout", "--spawn", "--tls-ca", "ca.pem"]).is_err());
+        assert!(run(&["fanout", "--spawn", "--tls", "--tls-ca", "ca.pem"]).is_err());
+    }
+
+    #[test]
+    fn tls_is_asked_for_per_run_and_a_running_server_brings_its_ca() {
+        let live = |words: &[&str]| match run(words) {
+            Ok(Command::Live(l)) => l,
+            other => panic!("expected a live scenario, got {other:?}"),
+        };
+        let l = live(&["idle", "--spawn", "--target", "nats", "--tls"]);
+        assert!(l.server.tls);
+        assert_eq!(l.server.tls_ca, None);
+        let l = live(&[
+            "connect",
+            "--addr",
+            "127.0.0.1:1",
+            "--tls",
+            "--tls-ca",
+            "ca.pem",
+        ]);
+        assert_eq!(l.server.tls_ca, Some(PathBuf::from("ca.pem")));
+        assert!(!live(&["fanout", "--spawn"]).server.tls);
     }
 }

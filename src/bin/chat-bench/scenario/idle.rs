@@ -189,6 +189,11 @@ pub fn hold_child(kind: Kind, to: &Endpoint, count: usize, room: &str) -> i32 {
     let _ = std::io::stdout().flush();
     let mut sink = String::new();
     while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {}
+    // A reset, not a FIN: 18,000 connections in TIME_WAIT would hold the loopback's ephemeral
+    // ports for a minute, and the next run would find none free.
+    for link in &held {
+        link.reset_on_close();
+    }
     drop(held);
     0
 }
