@@ -39,7 +39,7 @@ impl Link {
             Some(client) => Some(Box::new(client.session()?)),
             None => None,
         };
-        let s = std::net::TcpStream::connect(to.addr)?;
+        let s = connect(to.addr)?;
         s.set_nodelay(true)?;
         s.set_nonblocking(true)?;
         let mut stream = TcpStream::from_std(s);
@@ -108,6 +108,23 @@ impl Link {
             l_linger: 0,
         };
         let _ = setsockopt(&self.stream, Linger, &l);
+    }
+}
+
+/// Tries a loopback connect this many times when the kernel finds no free local port: other
+/// processes on the machine take and release ephemeral ports all the time, and each try draws
+/// a new one. A connection that still fails counts as failed in the run.
+const CONNECT_TRIES: usize = 8;
+
+fn connect(addr: SocketAddr) -> io::Result<std::net::TcpStream> {
+    let mut tries = 1;
+    loop {
+        match std::net::TcpStream::connect(addr) {
+            Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable && tries < CONNECT_TRIES => {
+                tries += 1;
+            }
+            other => return other,
+        }
     }
 }
 
