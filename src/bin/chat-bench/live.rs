@@ -222,6 +222,14 @@ fn pubsub(l: &Live, server: &Server, r: &mut Record) -> Result<(), String> {
     r.num("bench_cpu_pct", per_cent(Some(m.bench_cpu_secs), m.secs), 0);
     r.num("server_cpu_secs", m.server_cpu_secs, 2);
     r.num("server_cpu_pct", per_cent(m.server_cpu_secs, m.secs), 0);
+    // Deliveries per second of server CPU: the rate a whole server core would give, which
+    // holds still when other processes on the machine take turns on that core.
+    let per_core = m.server_cpu_secs.filter(|s| *s > 0.0);
+    r.num(
+        "delivered_per_server_cpu_sec",
+        per_core.map(|s| m.tally.received as f64 / s),
+        0,
+    );
     let bench_pct = per_cent(Some(m.bench_cpu_secs), m.secs);
     r.text("generator_bound", generator_bound(bench_pct));
     r.int("errors", m.errors);
