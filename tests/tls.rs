@@ -314,3 +314,54 @@ fn a_slow_tls_reader_behind_a_busy_room_is_caught_up_from_the_log() {
     let seqs: Vec<u64> = got.iter().map(|(s, _)| *s).collect();
     assert_eq!(seqs, (1..=400).collect::<Vec<_>>());
 }
+
+#[test]
+fn config_check_and_start_up_refuse_a_key_of_another_certificate_naming_it() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::new(certs.path());
+    let (a, b) = (pki.leaf("a", &["localhost"]), pki.leaf("b", &["localhost"]));
+    let file = certs.path().join("chatd.toml");
+    let config = |key: &std::path::Path| {
+        format!(
+            "tls-listen = [\"127.0.0.1:0\"]\ntls-cert = \"{}\"\ntls-key = \"{}\"\n",
+            a.cert.display(),
+            key.display()
+        )
+    };
+    std::fs::write(&file, config(&a.key)).expect("write");
+    let check = |file: &std::path::Path| {
+        std::process::Command::new(util::BIN)
+            .args(["config", "check"])
+            .arg(file)
+            .output()
+            .expect("run")
+    };
+    let out = check(&file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("127.0.0.1:0 (TLS)"));
+
+    std::fs::write(&file, config(&b.key)).expect("write");
+    let out = check(&file);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("b.key") && err.contains("does not belong"),
+        "{err}"
+    );
+
+    let data = certs.path().join("data");
+    let out = std::process::Command::new(util::BIN)
+        .args(["serve", "--config"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "a mismatched key stops start-up");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("b.key"), "{err}");
+}
