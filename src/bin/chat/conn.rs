@@ -3,15 +3,16 @@
 //! reconnects by itself (that is `link`'s job), and every wait in it has a deadline.
 
 use std::io::{self, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
-use chatd::client::{Client, Reply};
+use chatd::client::{Client, Reply, Transport};
 use chatd::protocol::{ClientFrame, ErrorCode, VERSION, encode_client};
 
 use crate::events::Event;
 use crate::failure::{Exit, Failure, describe};
+use crate::link::Target;
 
 /// How long one address may take to accept the TCP connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,39 +28,43 @@ pub struct Welcome {
     pub idle_timeout: Duration,
 }
 
-/// The writing half of a connection; its reading half lives in a thread.
+/// The writing half of a connection, plain or TLS; its reading half lives in a thread.
 #[derive(Debug)]
 pub struct Conn {
-    stream: TcpStream,
+    stream: Transport,
     /// Tags this connection's events, so that a late event of an old one can be told apart.
     pub id: u64,
 }
 
 impl Conn {
-    /// Connects to `addr`, logs in, and starts the reader thread that sends
-    /// [`Event::Frame`]s and finally one [`Event::Closed`] tagged with `id`.
+    /// Connects to the target's address (over TLS if it says so), logs in, and starts the
+    /// reader thread that sends [`Event::Frame`]s and finally one [`Event::Closed`] tagged
+    /// with `id`.
     ///
     /// # Errors
-    /// The server cannot be reached, refuses the login, or breaks the handshake.
+    /// The server cannot be reached, refuses the certificate check or the login, or breaks
+    /// the handshake.
     pub fn open(
-        addr: &str,
-        user: &str,
-        token: &str,
+        target: &Target,
         id: u64,
         events: &Sender<Event>,
     ) -> Result<(Conn, Welcome), Failure> {
-        let stream = connect(addr)?;
+        let (addr, user, token) = (&target.addr, &target.user, &target.token);
+        let tcp = connect(addr)?;
         let lost = |e: io::Error| {
             Failure::new(
                 Exit::Lost,
                 format!("lost the connection to chatd at {addr}: {}", describe(&e)),
             )
         };
-        let mut reader = Client::from_stream(stream.try_clone().map_err(lost)?);
+        // Both timeouts hold for the TLS handshake as well.
+        tcp.set_write_timeout(Some(WRITE_TIMEOUT)).map_err(lost)?;
+        let stream = match &target.tls {
+            Some(secure) => Transport::Tls(secure.handshake(tcp, addr)?),
+            None => Transport::Plain(tcp),
+        };
+        let mut reader = Client::from_transport(stream.try_clone().map_err(lost)?);
         reader.set_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(lost)?;
-        stream
-            .set_write_timeout(Some(WRITE_TIMEOUT))
-            .map_err(lost)?;
         let mut conn = Conn { stream, id };
         let hello = ClientFrame::Hello {
             version: VERSION,
@@ -135,7 +140,7 @@ impl Conn {
 
     /// Closes both directions, which also ends the reader thread.
     pub fn close(&self) {
-        let _ = self.stream.shutdown(Shutdown::Both);
+        self.stream.close();
     }
 }
 
