@@ -191,16 +191,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(Options, Comma
             other => return Err(other.unexpected().to_string()),
         }
     }
-    if opts.tls == Some(false) {
-        if let Some(flag) = [
-            (opts.ca_file.is_some(), "--ca-file"),
-            (opts.server_name.is_some(), "--server-name"),
-        ]
-        .iter()
-        .find_map(|(set, flag)| set.then_some(flag))
-        {
-            return Err(format!("{flag} is for TLS and cannot go with --no-tls"));
-        }
+    let tls_only = [
+        (opts.ca_file.is_some(), "--ca-file"),
+        (opts.server_name.is_some(), "--server-name"),
+    ];
+    if opts.tls == Some(false)
+        && let Some((_, flag)) = tls_only.iter().find(|(set, _)| *set)
+    {
+        return Err(format!("{flag} is for TLS and cannot go with --no-tls"));
     }
     let tail_only = [
         (after.is_some(), "--after"),
