@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use lexopt::{Arg, Parser, ValueExt};
 
-use crate::config::{Config, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_STORE, Limits};
+use crate::config::{
+    Config, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_STORE, DEFAULT_TLS_HANDSHAKES, Limits,
+};
 use crate::protocol::MAX_FRAME_CEILING;
 use crate::store::FsyncPolicy;
 
@@ -59,6 +61,13 @@ OPTIONS:
                                    health check at /healthz (default: off)
     --listen ADDR                  address to listen on; repeat for more; IPv4 or [IPv6]:port
                                    (default {DEFAULT_LISTEN}; port 0 picks a free port)
+    --tls-listen ADDR              address to speak protocol v1 inside TLS on (ALPN chatd/1);
+                                   repeat for more; beside --listen or instead of it
+    --tls-cert FILE                PEM certificate chain for --tls-listen, leaf first; reread
+                                   on SIGHUP (a bad file keeps the certificate in force)
+    --tls-key FILE                 PEM private key of that certificate (PKCS#8, SEC1 or RSA)
+    --tls-handshakes N             TLS handshakes each reactor works on at once; past it the
+                                   reactor stops accepting TLS until one finishes (default {tls_hs})
     --data-dir DIR                 where users and the message log live; created on first run
                                    (default ./{DEFAULT_DATA_DIR})
     --threads N                    reactor threads (default: one per core)
@@ -102,6 +111,7 @@ line names what was applied and what needs a restart.
 SIGINT or SIGTERM stops the server gracefully: clients get the ACKs they are owed, then
 SHUTTING_DOWN. A second signal stops it at once.
 ",
+        tls_hs = DEFAULT_TLS_HANDSHAKES,
         max_frame = d.max_frame,
         max_conn = d.max_connections,
         per_ip = d.max_connections_per_ip,
@@ -178,6 +188,12 @@ fn parse_serve(p: &mut Parser) -> Result<Command, String> {
         match arg {
             Arg::Short('h') | Arg::Long("help") => return Ok(Command::Help(serve_help())),
             Arg::Long("listen") => c.listen.push(addr(p)?),
+            Arg::Long("tls-listen") => c.tls_listen.push(addr(p)?),
+            Arg::Long("tls-cert") => c.tls_cert = Some(p.value().map_err(err)?.into()),
+            Arg::Long("tls-key") => c.tls_key = Some(p.value().map_err(err)?.into()),
+            Arg::Long("tls-handshakes") => {
+                c.tls_handshakes = number(p, "--tls-handshakes", 1, 1 << 20)?;
+            }
             Arg::Long("metrics") => c.metrics = Some(addr(p)?),
             Arg::Long("config") => c.config_file = Some(p.value().map_err(err)?.into()),
             Arg::Long("user") => {
@@ -250,7 +266,20 @@ fn parse_serve(p: &mut Parser) -> Result<Command, String> {
             ));
         }
     };
+    check_tls(&c)?;
     Ok(Command::Serve(Box::new(c)))
+}
+
+/// TLS flags come as a set: listeners need a certificate and key, and a certificate with no
+/// TLS listener is surely a mistake in the configuration.
+fn check_tls(c: &Config) -> Result<(), String> {
+    match (&c.tls_cert, &c.tls_key, c.tls_listen.is_empty()) {
+        (Some(_), Some(_), false) | (None, None, true) => Ok(()),
+        (_, _, false) => Err("--tls-listen needs both --tls-cert FILE and --tls-key FILE".into()),
+        (Some(_), None, true) | (None, Some(_), true) | (Some(_), Some(_), true) => {
+            Err("--tls-cert and --tls-key are for --tls-listen, which is not given".into())
+        }
+    }
 }
 
 /// The words and `--data-dir` of a `user` or `log` command; `None` if help was asked for.
@@ -347,14 +376,15 @@ fn parse_config(p: &mut Parser) -> Result<Command, String> {
 }
 
 /// For `serve --config FILE`: puts the file's flags in front of the command line's, so that
-/// flags given on the command line win. A `--listen` on the command line replaces the file's
-/// addresses instead of adding to them.
+/// flags given on the command line win. A `--listen` (or `--tls-listen`) on the command line
+/// replaces the file's addresses of that kind instead of adding to them.
 fn with_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     if args.first().and_then(|a| a.to_str()) != Some("serve") {
         return Ok(args);
     }
     let mut path = None;
     let mut cli_listens = false;
+    let mut cli_tls_listens = false;
     let mut iter = args.iter().skip(1);
     while let Some(arg) = iter.next() {
         match arg.to_str() {
@@ -362,6 +392,8 @@ fn with_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
             Some(a) if a.starts_with("--config=") => path = a.get(9..).map(OsString::from),
             Some("--listen") => cli_listens = true,
             Some(a) if a.starts_with("--listen=") => cli_listens = true,
+            Some("--tls-listen") => cli_tls_listens = true,
+            Some(a) if a.starts_with("--tls-listen=") => cli_tls_listens = true,
             _ => {}
         }
     }
@@ -374,6 +406,9 @@ fn with_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     let mut pairs = flags.chunks(2);
     for pair in pairs.by_ref() {
         if cli_listens && pair.first().is_some_and(|f| f == "--listen") {
+            continue;
+        }
+        if cli_tls_listens && pair.first().is_some_and(|f| f == "--tls-listen") {
             continue;
         }
         out.extend(pair.iter().map(OsString::from));

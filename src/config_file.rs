@@ -11,6 +11,10 @@ use toml::Value;
 /// The keys a file may hold: every `chatd serve` flag except `--config` itself.
 pub const KEYS: &[&str] = &[
     "listen",
+    "tls-listen",
+    "tls-cert",
+    "tls-key",
+    "tls-handshakes",
     "data-dir",
     "threads",
     "max-frame",
@@ -37,8 +41,9 @@ pub const KEYS: &[&str] = &[
     "metrics",
 ];
 
-/// The flags a configuration file stands for (keys in sorted order; each appears once). `listen` may be a string or a
-/// list of strings; `_` and `-` are the same in keys.
+/// The flags a configuration file stands for (keys in sorted order; each appears once).
+/// `listen` and `tls-listen` may be a string or a list of strings; `_` and `-` are the same in
+/// keys.
 ///
 /// # Errors
 /// The file is not TOML, holds a key that is not a flag, or a value of the wrong kind; the
@@ -54,7 +59,9 @@ pub fn to_flags(text: &str) -> Result<Vec<String>, String> {
             ));
         }
         let values = match value {
-            Value::Array(items) if name == "listen" => items.iter().collect(),
+            Value::Array(items) if name == "listen" || name == "tls-listen" => {
+                items.iter().collect()
+            }
             other => vec![other],
         };
         for v in values {

@@ -26,3 +26,4 @@ pub mod session;
 pub mod shared;
 pub mod store;
 pub mod tls;
+pub mod transport;

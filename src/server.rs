@@ -24,11 +24,12 @@ use crate::mailbox::Mailbox;
 use crate::metrics::Metrics;
 use crate::metrics::http::MetricsServer;
 use crate::published::Published;
-use crate::reactor::{self, Reactor};
+use crate::reactor::{self, Reactor, Speaks};
 use crate::room::Rooms;
 use crate::sequencer::Sequencer;
 use crate::shared::Shared;
 use crate::store::{self, LogWriter, RecoveryMode};
+use crate::tls::server::ServerTls;
 
 /// Asks a running server to stop or to take new settings; cheap to clone, usable from a
 /// signal thread (never from a reactor: reloading the users file reads the disk).
@@ -47,6 +48,12 @@ impl StopHandle {
         self.shared.users.get().len()
     }
 
+    /// Rereads the TLS certificate and key (SIGHUP). `None` if TLS is not configured; an
+    /// error keeps the certificate in force and says why, naming the file.
+    pub fn reload_tls(&self) -> Option<Result<(), String>> {
+        self.shared.tls.as_ref().map(ServerTls::reload)
+    }
+
     /// Puts new limits in force; reactors take them at their next turn.
     pub fn apply_limits(&self, limits: Limits) {
         self.shared.apply_limits(limits);
@@ -60,6 +67,7 @@ impl StopHandle {
 /// A running server.
 pub struct Server {
     addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
     shared: Arc<Shared>,
     reactors: Vec<JoinHandle<()>>,
     sequencer: JoinHandle<LogWriter>,
@@ -115,15 +123,29 @@ impl Server {
                 torn.reason
             );
         }
+        // Certificate problems fail the start, before anything is bound.
+        let tls = match config.tls_files() {
+            Some(files) if !config.tls_listen.is_empty() => {
+                Some(ServerTls::load(&files).map_err(io::Error::other)?)
+            }
+            _ => None,
+        };
         let count = config.reactor_count();
         let mut groups = Vec::new();
         for addr in config.listen_addrs() {
-            groups.push(reactor::listener::bind_group(addr, count)?);
+            groups.push((reactor::listener::bind_group(addr, count)?, Speaks::Plain));
         }
-        let addrs = groups
-            .iter()
-            .filter_map(|g| g.first().and_then(|l| l.local_addr().ok()))
-            .collect::<Vec<_>>();
+        for &addr in &config.tls_listen {
+            groups.push((reactor::listener::bind_group(addr, count)?, Speaks::Tls));
+        }
+        let bound = |kind: Speaks| {
+            groups
+                .iter()
+                .filter(|(_, speaks)| *speaks == kind)
+                .filter_map(|(g, _)| g.first().and_then(|l| l.local_addr().ok()))
+                .collect::<Vec<_>>()
+        };
+        let (addrs, tls_addrs) = (bound(Speaks::Plain), bound(Speaks::Tls));
 
         let mut polls = Vec::with_capacity(count);
         let mut mailboxes = Vec::with_capacity(count);
@@ -147,14 +169,17 @@ impl Server {
             log.total_bytes()
         );
         drop(recovered);
-        let shared = Arc::new(Shared::new(
-            limits,
-            ids.epoch,
-            Published::new(users),
-            rooms,
-            mailboxes.into(),
-            Arc::new(Metrics::new(count)),
-        ));
+        let shared = Arc::new(
+            Shared::new(
+                limits,
+                ids.epoch,
+                Published::new(users),
+                rooms,
+                mailboxes.into(),
+                Arc::new(Metrics::new(count)),
+            )
+            .with_tls(tls, config.tls_handshakes),
+        );
 
         let metrics = match config.metrics {
             Some(addr) => {
@@ -196,7 +221,10 @@ impl Server {
 
         let mut reactors = Vec::with_capacity(count);
         for (id, poll) in polls.into_iter().enumerate() {
-            let listeners = groups.iter_mut().filter_map(|g| g.pop()).collect();
+            let listeners = groups
+                .iter_mut()
+                .filter_map(|(g, speaks)| Some((g.pop()?, *speaks)))
+                .collect();
             let reactor = Reactor::new(
                 id,
                 poll,
@@ -222,6 +250,7 @@ impl Server {
         };
         Ok(Server {
             addrs,
+            tls_addrs,
             shared,
             reactors,
             sequencer,
@@ -236,6 +265,11 @@ impl Server {
     /// The addresses actually bound, one per `--listen` (port 0 resolved).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The TLS addresses actually bound, one per `--tls-listen`.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
     }
 
     /// Where `/metrics` is served, if it is.

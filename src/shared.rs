@@ -17,6 +17,7 @@ use crate::mailbox::Mailbox;
 use crate::metrics::Metrics;
 use crate::published::Published;
 use crate::room::Rooms;
+use crate::tls::server::ServerTls;
 
 /// What every reactor and the sequencer share.
 pub struct Shared {
@@ -28,6 +29,10 @@ pub struct Shared {
     pub rooms: Rooms,
     pub mailboxes: Arc<[Mailbox]>,
     pub metrics: Arc<Metrics>,
+    /// The TLS configuration for `--tls-listen`, if any, and the handshakes each reactor
+    /// works on at once.
+    pub tls: Option<ServerTls>,
+    pub tls_handshakes: usize,
     sessions: AtomicU64,
     stopping: AtomicBool,
     connections: Mutex<Connections>,
@@ -55,10 +60,19 @@ impl Shared {
             rooms,
             mailboxes,
             metrics,
+            tls: None,
+            tls_handshakes: crate::config::DEFAULT_TLS_HANDSHAKES,
             sessions: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             connections: Mutex::new(Connections::default()),
         }
+    }
+
+    /// Serves TLS with `tls`, each reactor working on at most `handshakes` at once.
+    pub fn with_tls(mut self, tls: Option<ServerTls>, handshakes: usize) -> Shared {
+        self.tls = tls;
+        self.tls_handshakes = handshakes.max(1);
+        self
     }
 
     /// The limits in force and their generation, which moves each time they are replaced.

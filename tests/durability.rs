@@ -1,8 +1,8 @@
 //! The durable log end to end against the real daemon: ACKed messages survive kill -9 exactly
-//! once, history beyond the in-memory window is replayed from disk, retention moves `first`,
-//! one daemon per data directory, torn tails are cut, corruption stops start-up until a forced
-//! repair, the epoch follows the history, and a full disk answers STORAGE until it has room
-//! again.
+//! once, history beyond the in-memory window is replayed from disk, retention moves `first`
+//! and a room it emptied keeps its seqs across restarts, one daemon per data directory, torn
+//! tails are cut, corruption stops start-up until a forced repair, the epoch follows the
+//! history, and a full disk answers STORAGE until it has room again.
 //!
 //! Each test owns its data directory (a `TempDir` passed with `--data-dir`, which overrides the
 //! harness's), so that it outlives the daemons started on it.
@@ -468,6 +468,84 @@ fn retention_deletes_old_segments_and_first_follows() {
     assert!(first > 1, "retention deleted nothing: first = {first}");
     assert_eq!(head, N);
     assert_msgs(&msgs, numbered(first..=N, |s| padded(s, 100)));
+}
+
+/// Pipelines SENDs of `texts` to `room` (ids 1..) in windows of 16 and returns the seqs in
+/// id order. The sender's own MSGs are skipped.
+#[track_caller]
+fn send_to(c: &mut Client, room: &str, texts: &[String]) -> Vec<u64> {
+    let mut seqs = Vec::with_capacity(texts.len());
+    for (n, chunk) in texts.chunks(16).enumerate() {
+        let mut bytes = Vec::new();
+        for (i, text) in chunk.iter().enumerate() {
+            let id = (n * 16 + i + 1) as u64;
+            encode_client(&ClientFrame::Send { room, id, text }, &mut bytes);
+        }
+        c.send_raw(&bytes).expect("send SENDs");
+        let mut acked = vec![0; chunk.len()];
+        while acked.contains(&0) {
+            match recv(c) {
+                Reply::Ack { id, seq } => {
+                    let slot = acked
+                        .get_mut(id as usize - n * 16 - 1)
+                        .expect("ACK of an id sent");
+                    assert_eq!(*slot, 0, "ACK {id} came twice");
+                    *slot = seq;
+                }
+                Reply::Msg { .. } => {}
+                other => panic!("expected ACKs, got {other:?}"),
+            }
+        }
+        seqs.extend(acked);
+    }
+    seqs
+}
+
+#[test]
+fn a_room_whose_messages_retention_deleted_keeps_its_seqs_across_restarts() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (data, token) = store(tmp.path());
+    let flags = "--segment-bytes 8192 --retention-bytes 40000 --send-rate 0";
+    let d = serve(&data, flags);
+    let (mut alice, epoch) = hello(d.addr, &token);
+    join(&mut alice, "#a", 0, 0);
+    join(&mut alice, "#b", 0, 0);
+    let few: Vec<String> = (1..=5).map(|i| format!("a{i}")).collect();
+    assert_eq!(send_to(&mut alice, "#a", &few), [1, 2, 3, 4, 5]);
+    let many: Vec<String> = (1..=2000).map(|i| padded(i, 100)).collect();
+    send_to(&mut alice, "#b", &many);
+    let mut bob = hello(d.addr, &token).0;
+    assert_eq!(
+        join(&mut bob, "#a", 0, ALL),
+        (0, 5),
+        "retention deleted every message of #a"
+    );
+    // kill -9: the heads file must already be on disk when the segments went.
+    let mut d = d;
+    d.signal(Signal::SIGKILL);
+    d.wait_exit().expect("chatd did not die on SIGKILL");
+
+    let verify = log_cmd("verify", &data, 0);
+    assert!(
+        verify.contains("1 of those rooms have no message left"),
+        "{verify}"
+    );
+    let d = serve(&data, flags);
+    let (mut carol, again) = hello(d.addr, &token);
+    assert_eq!(again, epoch, "the history goes on under its epoch");
+    assert_eq!(join(&mut carol, "#a", 5000, ALL), (0, 5), "JOINED #a 0 5");
+    assert_eq!(send_to(&mut carol, "#a", &["after".into()]), [6]);
+    let mut dave = hello(d.addr, &token).0;
+    assert_eq!(join(&mut dave, "#a", 5, ALL), (6, 6));
+    match recv(&mut dave) {
+        Reply::Msg {
+            room, seq, text, ..
+        } => {
+            assert_eq!((room.as_str(), seq, text.as_str()), ("#a", 6, "after"));
+        }
+        other => panic!("expected MSG #a 6, got {other:?}"),
+    }
+    stop(d);
 }
 
 #[test]

@@ -106,6 +106,9 @@ fn serve(config: &Config, args: Vec<OsString>) -> Result<(), String> {
         // resolved) from here.
         println!("listening on {addr}");
     }
+    for addr in server.tls_addrs() {
+        println!("listening on {addr} (TLS)");
+    }
     let _ = std::io::stdout().flush();
     log::info!(
         "chatd {} serving with {} reactors, data in {}",
@@ -149,6 +152,13 @@ fn serve(config: &Config, args: Vec<OsString>) -> Result<(), String> {
 fn reload(stop: &StopHandle, running: &mut Config, args: &[OsString]) {
     let users = stop.reload_users();
     log::info!("SIGHUP: users file checked ({users} users)");
+    match stop.reload_tls() {
+        Some(Ok(())) => log::info!("SIGHUP: TLS certificate reloaded; new handshakes use it"),
+        Some(Err(e)) => {
+            log::warn!("SIGHUP: TLS certificate not reloaded, keeping the old one: {e}")
+        }
+        None => {}
+    }
     let Some(path) = &running.config_file else {
         log::info!("SIGHUP: no --config file; settings unchanged");
         return;
@@ -183,7 +193,13 @@ fn check_config(path: &std::path::Path) -> Result<(), String> {
     ];
     match cli::parse(args)? {
         Command::Serve(c) => {
-            let listen: Vec<String> = c.listen_addrs().iter().map(ToString::to_string).collect();
+            let mut listen: Vec<String> =
+                c.listen_addrs().iter().map(ToString::to_string).collect();
+            if let Some(files) = c.tls_files() {
+                chatd::tls::server::load_certified_key(&files)
+                    .map_err(|e| format!("{}: TLS: {e}", path.display()))?;
+                listen.extend(c.tls_listen.iter().map(|a| format!("{a} (TLS)")));
+            }
             println!(
                 "{}: ok (listen {}, data in {}, fsync {:?})",
                 path.display(),
@@ -227,6 +243,14 @@ fn check_log(data_dir: &std::path::Path, mode: RecoveryMode) -> Result<(), Strin
         recovered.rooms.len(),
         recovered.segments.len()
     );
+    let emptied = recovered.emptied_rooms();
+    if emptied > 0 {
+        println!(
+            "{emptied} of those rooms have no message left (retention deleted them all) and \
+             keep their newest seq in {}",
+            log_dir.join(store::heads::HEADS_FILE).display()
+        );
+    }
     match (opened.ids, opened.minted) {
         (Some(ids), false) => println!("epoch {:016x}", ids.epoch),
         (Some(ids), true) => println!(

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::protocol::ErrorCode;
+use crate::transport::tls::Failure;
 
 /// Client frame kinds are 1..=6; index 0 counts nothing (kept so kinds index directly).
 const KINDS: usize = 7;
@@ -42,6 +43,11 @@ pub struct Shard {
     pub handshake: AtomicU64,
     pub ready: AtomicU64,
     pub closing: AtomicU64,
+    /// TLS: handshakes completed, handshakes failed by `Failure` (in `Failure::ALL` order),
+    /// and a gauge of TLS connections open.
+    pub tls_established: AtomicU64,
+    pub tls_failures: [AtomicU64; Failure::ALL.len()],
+    pub tls_open: AtomicU64,
 }
 
 impl Shard {
@@ -59,6 +65,13 @@ impl Shard {
 
     pub fn error(&self, code: ErrorCode) {
         if let Some(c) = self.errors.get(usize::from(code.as_u16())) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn tls_failed(&self, failure: Failure) {
+        let i = Failure::ALL.iter().position(|&f| f == failure);
+        if let Some(c) = i.and_then(|i| self.tls_failures.get(i)) {
             c.fetch_add(1, Relaxed);
         }
     }
@@ -195,10 +208,40 @@ impl Metrics {
                 self.store.log_bytes.load(Relaxed),
             ),
             ("rooms", "gauge", "Rooms the server holds.", rooms as u64),
+            (
+                "tls_connections",
+                "gauge",
+                "TLS connections open, in their handshake or established.",
+                self.sum(|s| &s.tls_open),
+            ),
+            (
+                "tls_handshakes_total",
+                "counter",
+                "TLS handshakes completed.",
+                self.sum(|s| &s.tls_established),
+            ),
         ];
         for (name, kind, help, value) in lines {
             family(&mut out, name, kind, help);
             let _ = writeln!(out, "chatd_{name} {value}");
+        }
+        family(
+            &mut out,
+            "tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes that failed, by reason.",
+        );
+        for (i, failure) in Failure::ALL.iter().enumerate() {
+            let n: u64 = self
+                .shards
+                .iter()
+                .map(|s| s.tls_failures.get(i).map_or(0, |c| c.load(Relaxed)))
+                .sum();
+            let reason = failure.name();
+            let _ = writeln!(
+                out,
+                "chatd_tls_handshake_failures_total{{reason=\"{reason}\"}} {n}"
+            );
         }
         family(
             &mut out,

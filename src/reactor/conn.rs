@@ -1,13 +1,16 @@
-//! A connection as the reactor sees it: a socket, its session, and the few flags that say
-//! what the socket is ready for. This is where bytes move between the kernel and a session.
+//! A connection as the reactor sees it: a socket, its transport, its session, and the few
+//! flags that say what the socket is ready for. This is where bytes move between the kernel
+//! and a session, in the clear or through TLS (`crate::transport`).
 
-use std::io::{self, Read};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, Shutdown};
 
 use mio::Interest;
 use mio::net::TcpStream;
 
 use crate::session::{Env, Session};
+use crate::transport::Transport;
+use crate::transport::tls::{Failure, SEAL_CHUNK, TlsConn};
 
 /// Reads per connection per turn: enough to take a burst, few enough that one flooding
 /// client cannot hold the reactor while others wait.
@@ -16,11 +19,38 @@ const READS_PER_TURN: usize = 4;
 /// Bytes written per connection per turn, for the same reason.
 const WRITE_BUDGET: usize = 1 << 20;
 
+/// Buffers the reactor lends to whichever connection it is servicing, so that no connection
+/// owns I/O buffers of its own, and the turn's TLS handshake budget.
+pub struct Scratch {
+    /// Socket reads land here (after a TLS connection's partial record).
+    pub read: Vec<u8>,
+    /// A TLS connection's frames gathered for sealing.
+    pub plain: Vec<u8>,
+    /// Ciphertext on its way to a TLS socket.
+    pub cipher: Vec<u8>,
+    /// TLS connections that may still work on their handshake this turn: handshakes cost
+    /// real CPU, and a flood of them must not delay established members.
+    pub handshakes: usize,
+}
+
+impl Scratch {
+    /// Room for one read of `read_len` bytes behind a partial TLS record.
+    pub fn new(read_len: usize) -> Scratch {
+        Scratch {
+            read: vec![0; read_len + crate::transport::tls::MAX_RECORD],
+            plain: Vec::with_capacity(SEAL_CHUNK),
+            cipher: Vec::with_capacity(SEAL_CHUNK + 1024),
+            handshakes: 0,
+        }
+    }
+}
+
 pub struct Conn {
     pub stream: TcpStream,
     pub peer: IpAddr,
     pub serial: u64,
     pub session: Session,
+    pub transport: Transport,
     /// A partial frame carried over between reads; empty (and unallocated) almost always.
     inbuf: Vec<u8>,
     /// The socket may hold bytes we have not read (we have not seen `WouldBlock` since).
@@ -48,13 +78,28 @@ pub enum Serviced {
     Close,
 }
 
+/// What one read from the socket came to.
+enum Read1 {
+    Data,
+    Eof,
+    Drained,
+    Failed,
+}
+
 impl Conn {
-    pub fn new(stream: TcpStream, peer: IpAddr, serial: u64, session: Session) -> Conn {
+    pub fn new(
+        stream: TcpStream,
+        peer: IpAddr,
+        serial: u64,
+        session: Session,
+        transport: Transport,
+    ) -> Conn {
         Conn {
             stream,
             peer,
             serial,
             session,
+            transport,
             inbuf: Vec::new(),
             // An edge may have passed before we registered: look once.
             readable: true,
@@ -67,44 +112,68 @@ impl Conn {
     }
 
     /// Reads what the session will take, then writes what it owes, within this turn's budgets.
-    pub fn service(&mut self, scratch: &mut [u8], env: &mut impl Env) -> Serviced {
+    pub fn service(&mut self, scratch: &mut Scratch, env: &mut impl Env) -> Serviced {
         let now = env.now();
+        if let Transport::Tls(tls) = &mut self.transport
+            && tls.is_handshaking()
+        {
+            // The session's HELLO deadline covers the TLS handshake too: it fired.
+            if self.session.is_closing() {
+                tls.failure = Some(Failure::Timeout);
+                return Serviced::Close;
+            }
+            if scratch.handshakes == 0 {
+                return Serviced::Again;
+            }
+            scratch.handshakes -= 1;
+        }
         if !self.inbuf.is_empty() && self.session.wants_input() {
             let used = self.session.receive(&self.inbuf, env);
             self.inbuf.drain(..used.min(self.inbuf.len()));
         }
         let mut again = false;
         let mut reads = 0;
-        while self.readable && (self.session.wants_input() || self.session.is_closing()) {
+        while self.readable
+            && (self.transport.is_handshaking()
+                || self.session.wants_input()
+                || self.session.is_closing())
+        {
             if reads == READS_PER_TURN {
                 again = true;
                 break;
             }
             reads += 1;
-            match self.stream.read(scratch) {
-                Ok(0) => {
+            let read = match &mut self.transport {
+                Transport::Plain => self.read_plain(scratch, env),
+                Transport::Tls(_) => self.read_tls(scratch, env),
+            };
+            match read {
+                Read1::Data => {}
+                Read1::Drained => self.readable = false,
+                Read1::Eof => {
                     self.readable = false;
                     self.eof = true;
+                    if let Some(tls) = self.transport.tls()
+                        && tls.is_handshaking()
+                    {
+                        tls.failure = Some(Failure::Eof);
+                        return Serviced::Close;
+                    }
                     // A peer that half-closes is owed the answers to what it sent, as after BYE.
                     self.session.on_eof(now);
                 }
-                Ok(n) => {
-                    env.transferred(n as u64, 0);
-                    self.feed(scratch.get(..n).unwrap_or_default(), env);
-                }
-                // Drained: the next edge will tell us when there is more.
-                Err(e) if would_block(&e) => self.readable = false,
-                // A signal interrupted the read: just try again.
-                Err(e) if interrupted(&e) => {}
-                // Reset or worse: this connection is over.
-                Err(_) => return Serviced::Close,
+                Read1::Failed => return Serviced::Close,
             }
         }
         if self.inbuf.is_empty() && self.inbuf.capacity() > 0 {
             self.inbuf = Vec::new();
         }
         let paused = !self.session.wants_input();
-        match self.flush(env) {
+        let flushed = match &self.transport {
+            Transport::Plain => self.flush_plain(env),
+            Transport::Tls(_) => self.flush_tls(scratch, env),
+        };
+        match flushed {
             Ok(true) => again = true,
             Ok(false) => {}
             Err(_) => return Serviced::Close,
@@ -115,6 +184,12 @@ impl Conn {
             again = true;
         }
         if self.session.is_done() {
+            match self.finish(scratch) {
+                Ok(true) => {}
+                // The close_notify waits for the socket to take what is queued before it.
+                Ok(false) => return Serviced::Wait,
+                Err(_) => return Serviced::Close,
+            }
             if self.eof {
                 return Serviced::Close;
             }
@@ -134,25 +209,89 @@ impl Conn {
         }
     }
 
-    /// Hands freshly read bytes to the session, keeping any partial frame for later.
-    fn feed(&mut self, data: &[u8], env: &mut impl Env) {
-        if self.session.is_closing() {
-            return;
+    /// One read of plaintext, straight into the scratch buffer and on to the session.
+    fn read_plain(&mut self, scratch: &mut Scratch, env: &mut impl Env) -> Read1 {
+        loop {
+            match self.stream.read(&mut scratch.read) {
+                Ok(0) => return Read1::Eof,
+                Ok(n) => {
+                    env.transferred(n as u64, 0);
+                    let data = scratch.read.get(..n).unwrap_or_default();
+                    feed(&mut self.session, &mut self.inbuf, data, env);
+                    return Read1::Data;
+                }
+                // Drained: the next edge will tell us when there is more.
+                Err(e) if would_block(&e) => return Read1::Drained,
+                // A signal interrupted the read: just try again.
+                Err(e) if interrupted(&e) => {}
+                // Reset or worse: this connection is over.
+                Err(_) => return Read1::Failed,
+            }
         }
-        if self.inbuf.is_empty() {
-            let used = self.session.receive(data, env);
-            self.inbuf
-                .extend_from_slice(data.get(used..).unwrap_or_default());
-        } else {
-            self.inbuf.extend_from_slice(data);
-            let used = self.session.receive(&self.inbuf, env);
-            self.inbuf.drain(..used.min(self.inbuf.len()));
+    }
+
+    /// One read of ciphertext behind the partial record kept from last time; whole records
+    /// are decrypted in the scratch buffer and their plaintext fed to the session, handshake
+    /// answers are sent, and only a new partial record is kept.
+    fn read_tls(&mut self, scratch: &mut Scratch, env: &mut impl Env) -> Read1 {
+        let Transport::Tls(tls) = &mut self.transport else {
+            return Read1::Failed;
+        };
+        let kept = tls.rx.len();
+        let Some(front) = scratch.read.get_mut(..kept) else {
+            return Read1::Failed;
+        };
+        front.copy_from_slice(&tls.rx);
+        let n = loop {
+            match self
+                .stream
+                .read(scratch.read.get_mut(kept..).unwrap_or_default())
+            {
+                Ok(0) => return Read1::Eof,
+                Ok(n) => break n,
+                Err(e) if would_block(&e) => return Read1::Drained,
+                Err(e) if interrupted(&e) => {}
+                Err(_) => return Read1::Failed,
+            }
+        };
+        env.transferred(n as u64, 0);
+        let total = kept + n;
+        scratch.cipher.clear();
+        let (session, inbuf) = (&mut self.session, &mut self.inbuf);
+        let incoming = scratch.read.get_mut(..total).unwrap_or_default();
+        let received = tls.receive(incoming, &mut scratch.cipher, |plain| {
+            feed(session, inbuf, plain, env);
+        });
+        let received = match received {
+            Ok(r) => r,
+            Err(e) => {
+                log::debug!("TLS from {}: {}", self.peer, e.detail);
+                tls.failure = Some(e.failure);
+                return Read1::Failed;
+            }
+        };
+        tls.rx.clear();
+        tls.rx.extend_from_slice(
+            scratch
+                .read
+                .get(received.consumed..total)
+                .unwrap_or_default(),
+        );
+        if tls.rx.is_empty() {
+            tls.rx = Vec::new();
         }
+        // Handshake records (and alerts) go out now, ahead of anything the session queues.
+        tls.tx.extend_from_slice(&scratch.cipher);
+        if received.peer_closed {
+            // close_notify: the peer says it will send nothing more, as a FIN would.
+            self.session.on_eof(env.now());
+        }
+        Read1::Data
     }
 
     /// Tops up and writes the outbox until it is empty, the socket refuses, or the budget is
     /// spent. Returns whether the budget ran out with bytes left.
-    fn flush(&mut self, env: &mut impl Env) -> io::Result<bool> {
+    fn flush_plain(&mut self, env: &mut impl Env) -> io::Result<bool> {
         let now = env.now();
         let mut budget = WRITE_BUDGET;
         loop {
@@ -187,6 +326,91 @@ impl Conn {
         }
     }
 
+    /// Like `flush_plain`, through TLS: ciphertext the socket refused goes first; then the
+    /// session's frames are gathered into up to `SEAL_CHUNK` bytes, sealed into as few
+    /// records as that takes, and written with one call.
+    fn flush_tls(&mut self, scratch: &mut Scratch, env: &mut impl Env) -> io::Result<bool> {
+        let now = env.now();
+        let mut budget = WRITE_BUDGET;
+        let Transport::Tls(tls) = &mut self.transport else {
+            return Ok(false);
+        };
+        loop {
+            if !tls.tx.is_empty() {
+                if self.write_blocked {
+                    return Ok(false);
+                }
+                if budget == 0 {
+                    return Ok(true);
+                }
+                match write_tx(&mut self.stream, tls) {
+                    Ok(n) => {
+                        env.transferred(0, n as u64);
+                        budget = budget.saturating_sub(n);
+                        self.session.on_written(n, false, now);
+                    }
+                    Err(e) if would_block(&e) => {
+                        self.write_blocked = true;
+                        self.session.on_written(0, true, now);
+                        return Ok(false);
+                    }
+                    Err(e) if interrupted(&e) => {}
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
+            if tls.is_handshaking() {
+                return Ok(false);
+            }
+            self.session.fill(env);
+            if self.session.out.is_empty() || self.write_blocked || self.shut_write {
+                return Ok(false);
+            }
+            if budget == 0 {
+                return Ok(true);
+            }
+            scratch.plain.clear();
+            let mut gather = Gather {
+                into: &mut scratch.plain,
+                cap: SEAL_CHUNK,
+            };
+            self.session
+                .out
+                .write_counted(&mut gather, |kind| env.frame_out(kind))?;
+            scratch.cipher.clear();
+            tls.seal(&scratch.plain, &mut scratch.cipher)
+                .map_err(|e| io::Error::other(e.detail))?;
+            tls.tx.extend_from_slice(&scratch.cipher);
+        }
+    }
+
+    /// Before the FIN of a TLS connection, a close_notify, once the socket has taken every
+    /// record before it. Returns whether the connection may send its FIN now.
+    fn finish(&mut self, scratch: &mut Scratch) -> io::Result<bool> {
+        let Transport::Tls(tls) = &mut self.transport else {
+            return Ok(true);
+        };
+        if self.shut_write {
+            return Ok(true);
+        }
+        scratch.cipher.clear();
+        tls.close_notify(&mut scratch.cipher)
+            .map_err(|e| io::Error::other(e.detail))?;
+        tls.tx.extend_from_slice(&scratch.cipher);
+        while !tls.tx.is_empty() {
+            match write_tx(&mut self.stream, tls) {
+                Ok(_) => {}
+                Err(e) if would_block(&e) => {
+                    self.write_blocked = true;
+                    return Ok(false);
+                }
+                Err(e) if interrupted(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
     /// The interest the connection needs now, derived from its state, and whether that
     /// differs from what is registered (the caller re-registers then).
     pub fn interest_change(&mut self) -> Option<Interest> {
@@ -200,6 +424,66 @@ impl Conn {
         } else {
             Interest::READABLE
         })
+    }
+}
+
+/// Hands freshly read (or decrypted) bytes to the session, keeping any partial frame in
+/// `inbuf` for later.
+fn feed(session: &mut Session, inbuf: &mut Vec<u8>, data: &[u8], env: &mut impl Env) {
+    if session.is_closing() {
+        return;
+    }
+    if inbuf.is_empty() {
+        let used = session.receive(data, env);
+        inbuf.extend_from_slice(data.get(used..).unwrap_or_default());
+    } else {
+        inbuf.extend_from_slice(data);
+        let used = session.receive(inbuf, env);
+        inbuf.drain(..used.min(inbuf.len()));
+    }
+}
+
+/// Writes the front of a TLS connection's unsent ciphertext; frees the queue once empty.
+fn write_tx(stream: &mut TcpStream, tls: &mut TlsConn) -> io::Result<usize> {
+    let n = stream.write(&tls.tx)?;
+    if n == 0 {
+        return Err(io::ErrorKind::WriteZero.into());
+    }
+    tls.tx.drain(..n.min(tls.tx.len()));
+    if tls.tx.is_empty() {
+        tls.tx = Vec::new();
+    }
+    Ok(n)
+}
+
+/// A `Write` that copies what the outbox offers into a buffer, up to `cap` bytes in all: how
+/// frames are gathered for sealing without the outbox knowing about TLS.
+struct Gather<'a> {
+    into: &'a mut Vec<u8>,
+    cap: usize,
+}
+
+impl Write for Gather<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut taken = 0;
+        for buf in bufs {
+            let room = self.cap.saturating_sub(self.into.len());
+            if room == 0 {
+                break;
+            }
+            let take = buf.get(..room.min(buf.len())).unwrap_or_default();
+            self.into.extend_from_slice(take);
+            taken += take.len();
+        }
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

@@ -35,7 +35,9 @@ use crate::sequencer::Submit;
 use crate::session::{Phase, Session, Tick};
 use crate::shared::Shared;
 use crate::store::archive::Fetch;
-use conn::{Conn, Serviced, interrupted, would_block};
+use crate::transport::tls::Failure;
+use crate::transport::{TlsConn, Transport};
+use conn::{Conn, Scratch, Serviced, interrupted, would_block};
 use env::{ConnEnv, forget_member};
 
 /// The waker's token: the sequencer (or shutdown) has something for us.
@@ -58,10 +60,27 @@ const EVENTS_CAPACITY: usize = 1024;
 /// from it, so an idle connection owns no read buffer at all.
 const SCRATCH_LEN: usize = 64 * 1024;
 
+/// Connections that may work on their TLS handshake in one turn, however many are ready: a
+/// full handshake costs ~0.1-0.2 ms, so this bounds a turn's handshake work to a few ms.
+const HANDSHAKES_PER_TURN: usize = 16;
+
+/// What a listener's connections speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaks {
+    /// Protocol v1 in the clear.
+    Plain,
+    /// Protocol v1 inside TLS.
+    Tls,
+}
+
 pub struct Reactor {
     id: usize,
     poll: Poll,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<(TcpListener, Speaks)>,
+    /// TLS connections still in their handshake, and whether accepting on the TLS listeners
+    /// is paused because there are `--tls-handshakes` of them.
+    handshaking: usize,
+    tls_paused: bool,
     conns: Slab<Conn>,
     shared: Arc<Shared>,
     sequencer: Sender<Submit>,
@@ -95,20 +114,20 @@ impl Reactor {
     pub fn new(
         id: usize,
         poll: Poll,
-        listeners: Vec<StdListener>,
+        listeners: Vec<(StdListener, Speaks)>,
         shared: Arc<Shared>,
         sequencer: Sender<Submit>,
         archive: Sender<Fetch>,
     ) -> io::Result<Reactor> {
         let mut registered = Vec::with_capacity(listeners.len());
-        for (i, listener) in listeners.into_iter().enumerate() {
+        for (i, (listener, speaks)) in listeners.into_iter().enumerate() {
             let mut listener = TcpListener::from_std(listener);
             poll.registry().register(
                 &mut listener,
                 Token(LISTENER_BASE + i),
                 Interest::READABLE,
             )?;
-            registered.push(listener);
+            registered.push((listener, speaks));
         }
         let (limits_generation, limits) = shared.limits_snapshot();
         let (users_generation, users) = shared.users.snapshot();
@@ -117,6 +136,8 @@ impl Reactor {
             id,
             poll,
             listeners: registered,
+            handshaking: 0,
+            tls_paused: false,
             conns: Slab::new(),
             shared,
             sequencer,
@@ -138,7 +159,7 @@ impl Reactor {
     /// Runs until shutdown has closed every connection (or its deadline passed).
     pub fn run(mut self) {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
-        let mut scratch = vec![0u8; SCRATCH_LEN];
+        let mut scratch = Scratch::new(SCRATCH_LEN);
         let mut delivery = Delivery::default();
         let mut next_tick = Instant::now() + self.tick;
         log::debug!("reactor {}: serving", self.id);
@@ -198,6 +219,7 @@ impl Reactor {
                 self.on_tick(now);
                 next_tick = now + self.tick;
             }
+            scratch.handshakes = HANDSHAKES_PER_TURN;
             self.service_ready(&mut scratch, now);
             if let Some(deadline) = self.stopping
                 && (self.conns.is_empty() || now >= deadline)
@@ -227,13 +249,20 @@ impl Reactor {
                     self.accept_pending = true;
                     return;
                 }
-                let Some(listener) = self.listeners.get(i) else {
+                let Some((listener, speaks)) = self.listeners.get(i) else {
                     break;
                 };
+                let speaks = *speaks;
+                if speaks == Speaks::Tls && self.handshaking >= self.shared.tls_handshakes {
+                    // Enough handshakes in flight: the kernel's backlog holds the rest until
+                    // one finishes (`handshake_over` resumes accepting).
+                    self.tls_paused = true;
+                    break;
+                }
                 match listener.accept() {
                     Ok((stream, peer)) => {
                         budget -= 1;
-                        self.admit(stream, peer.ip(), now);
+                        self.admit(stream, peer.ip(), speaks, now);
                     }
                     // This listener is drained.
                     Err(e) if would_block(&e) => break,
@@ -258,16 +287,35 @@ impl Reactor {
         }
     }
 
-    fn admit(&mut self, mut stream: TcpStream, peer: IpAddr, now: Instant) {
+    fn admit(&mut self, mut stream: TcpStream, peer: IpAddr, speaks: Speaks, now: Instant) {
         let shard = self.shared.metrics.shard(self.id);
         if let Err(why) = self.shared.admit(peer, &self.limits) {
             if let Some(shard) = shard {
                 Shard::add(&shard.refused, 1);
             }
             log::debug!("refused {peer}: {why}");
-            refuse(&mut stream, why);
+            // A TLS client cannot read a frame before its handshake: it just sees the close.
+            if speaks == Speaks::Plain {
+                refuse(&mut stream, why);
+            }
             return;
         }
+        let transport = match (speaks, &self.shared.tls) {
+            (Speaks::Plain, _) => Transport::Plain,
+            (Speaks::Tls, Some(tls)) => match TlsConn::new(Arc::clone(&tls.config)) {
+                Ok(conn) => Transport::Tls(Box::new(conn)),
+                Err(e) => {
+                    log::warn!("cannot start TLS for {peer}: {}", e.detail);
+                    self.shared.release(peer);
+                    return;
+                }
+            },
+            (Speaks::Tls, None) => {
+                log::error!("a TLS listener without a TLS configuration: refusing {peer}");
+                self.shared.release(peer);
+                return;
+            }
+        };
         // Chat frames are small and latency matters more than packet count.
         if let Err(e) = stream.set_nodelay(true) {
             log::debug!("TCP_NODELAY on a connection from {peer}: {e}");
@@ -289,7 +337,10 @@ impl Reactor {
         let serial = self.next_serial;
         self.next_serial += 1;
         let session = Session::new(now, &self.limits);
-        entry.insert(Conn::new(stream, peer, serial, session));
+        if transport.is_handshaking() {
+            self.handshaking += 1;
+        }
+        entry.insert(Conn::new(stream, peer, serial, session, transport));
         log::debug!("reactor {}: open #{serial} from {peer}", self.id);
         schedule(&mut self.conns, &mut self.ready, key);
     }
@@ -348,7 +399,9 @@ impl Reactor {
     fn on_tick(&mut self, now: Instant) {
         let mut closing = Vec::new();
         let mut phases = [0u64; 3];
+        let mut tls_open = 0;
         for (key, conn) in self.conns.iter_mut() {
+            tls_open += u64::from(matches!(conn.transport, Transport::Tls(_)));
             match conn.session.phase() {
                 Phase::Handshake => phases[0] += 1,
                 Phase::Ready => phases[1] += 1,
@@ -379,6 +432,9 @@ impl Reactor {
             shard
                 .closing
                 .store(closing, std::sync::atomic::Ordering::Relaxed);
+            shard
+                .tls_open
+                .store(tls_open, std::sync::atomic::Ordering::Relaxed);
         }
         // Retry accepts that failed for want of descriptors.
         self.accept_pending = !self.listeners.is_empty();
@@ -427,7 +483,7 @@ impl Reactor {
 
     fn begin_shutdown(&mut self, now: Instant) {
         self.stopping = Some(now + self.limits.shutdown_timeout);
-        for mut listener in self.listeners.drain(..) {
+        for (mut listener, _) in self.listeners.drain(..) {
             if let Err(e) = self.poll.registry().deregister(&mut listener) {
                 log::debug!("deregistering a listener: {e}");
             }
@@ -442,7 +498,7 @@ impl Reactor {
         }
     }
 
-    fn service_ready(&mut self, scratch: &mut [u8], now: Instant) {
+    fn service_ready(&mut self, scratch: &mut Scratch, now: Instant) {
         let ready = std::mem::take(&mut self.ready);
         for &key in &ready {
             let Some(conn) = self.conns.get_mut(key) else {
@@ -463,14 +519,22 @@ impl Reactor {
                 archive: &self.archive,
                 now,
             };
+            let was_handshaking = conn.transport.is_handshaking();
             let serviced = conn.service(scratch, &mut env);
+            let established = was_handshaking && !conn.transport.is_handshaking();
             let interest = conn.interest_change();
+            if serviced == Serviced::Again {
+                conn.scheduled = true;
+            }
+            if established {
+                if let Some(shard) = self.shared.metrics.shard(self.id) {
+                    Shard::add(&shard.tls_established, 1);
+                }
+                self.handshake_over();
+            }
             match serviced {
                 Serviced::Wait => {}
-                Serviced::Again => {
-                    conn.scheduled = true;
-                    self.ready.push(key);
-                }
+                Serviced::Again => self.ready.push(key),
                 Serviced::Close => {
                     self.close(key, "closed");
                     continue;
@@ -504,6 +568,24 @@ impl Reactor {
         if let Err(e) = self.poll.registry().deregister(&mut conn.stream) {
             log::debug!("deregistering a connection: {e}");
         }
+        if let Some(tls) = conn.transport.tls()
+            && tls.is_handshaking()
+        {
+            let failure = tls.failure.unwrap_or(match why {
+                "deadline" => Failure::Timeout,
+                _ => Failure::Other,
+            });
+            if let Some(shard) = self.shared.metrics.shard(self.id) {
+                shard.tls_failed(failure);
+            }
+            log::debug!(
+                "reactor {}: TLS handshake from {} failed ({})",
+                self.id,
+                conn.peer,
+                failure.name()
+            );
+            self.handshake_over();
+        }
         for room in conn.session.rooms() {
             forget_member(&mut self.members, room, self.id, key);
         }
@@ -521,6 +603,18 @@ impl Reactor {
             }
             Some(code) => log::debug!("reactor {id}: close #{serial} from {peer} ({code})"),
             None => log::debug!("reactor {id}: close #{serial} from {peer} ({why})"),
+        }
+    }
+}
+
+impl Reactor {
+    /// A TLS handshake ended, either way: one more may start, so resume accepting TLS if the
+    /// limit had paused it.
+    fn handshake_over(&mut self) {
+        self.handshaking = self.handshaking.saturating_sub(1);
+        if self.tls_paused && self.handshaking < self.shared.tls_handshakes {
+            self.tls_paused = false;
+            self.accept_pending = true;
         }
     }
 }

@@ -5,8 +5,9 @@
 //! therefore minted with the history, not with the data directory: whenever the store opens
 //! on no history at all (no log folder, or a log holding no record, whether it was deleted,
 //! lost, emptied by retention, or copied from a template), a new random epoch is minted and
-//! fsynced before anyone can see it, and the old (empty) segments are removed. A forced
-//! repair that drops whole records changes the history too, and so the epoch.
+//! fsynced before anyone can see it, and the old (empty) segments and the kept heads of its
+//! rooms (`log/heads`, see [`super::heads`]) are removed first. A forced repair that drops
+//! whole records changes the history too, and so the epoch.
 //!
 //! It lives in `log/epoch` next to the segments, as two ids and a checksum:
 //!
@@ -32,6 +33,7 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use super::format::{SEGMENT_HEADER_LEN, SegmentHeader};
+use super::heads::{self, HEADS_FILE};
 use super::list_segments;
 use super::recovery::{Recovered, RecoveryError, RecoveryMode, recover};
 use crate::datadir::{parent_dir, write_atomic};
@@ -97,6 +99,9 @@ pub fn open(
     };
     let mut recovered = recover(log_dir, segment_epoch, mode)?;
     if recovered.records == 0 {
+        // A new history starts every room over at 1: the kept heads of the old one go too.
+        recovered.rooms.clear();
+        recovered.kept.clear();
         if !writes {
             return Ok(Opened {
                 ids: None,
@@ -114,6 +119,8 @@ pub fn open(
         {
             std::fs::remove_file(segment).map_err(io_err(segment))?;
         }
+        let heads_path = log_dir.join(HEADS_FILE);
+        heads::remove(log_dir).map_err(io_err(&heads_path))?;
         recovered.segments.clear();
         let epoch = mint().map_err(io_err(&path))?;
         let ids = Ids {

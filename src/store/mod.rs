@@ -5,12 +5,14 @@
 //! a window is read back from here, by the archive thread, when a member needs it.
 //!
 //! Layout: `<data>/log/<segment id, 20 digits>.seg`, ids counting up from 1, and
-//! `<data>/log/epoch`, the name of the history they hold (see [`epoch`]). Only the newest
-//! segment is ever written; retention deletes whole segments from the oldest end.
+//! `<data>/log/epoch`, the name of the history they hold (see [`epoch`]), and `<data>/log/heads`,
+//! the newest seq of each room whose every record retention deleted (see [`heads`]). Only the
+//! newest segment is ever written; retention deletes whole segments from the oldest end.
 
 pub mod archive;
 pub mod epoch;
 pub mod format;
+pub mod heads;
 pub mod recovery;
 pub mod writer;
 

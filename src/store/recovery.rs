@@ -15,7 +15,11 @@
 //!   `RecoveryMode::ForceTruncate` (`chatd log repair --force`): then the log is cut at the
 //!   damage, every record after it dropped, and how much is reported.
 //!
-//! This module must never drop a record that passes every check except in `ForceTruncate`.
+//! Rooms whose every record retention deleted come back from `log/heads` (see
+//! [`super::heads`]) with their kept head and `first` 0, so their seqs go on where they were.
+//!
+//! This module must never drop a record that passes every check except in `ForceTruncate`,
+//! nor give a room a head below the one it kept.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -27,6 +31,7 @@ use super::format::{
     MAX_SEQ, RECORD_HEADER_LEN, RecordError, SEGMENT_HEADER_LEN, SegmentHeader, count_records,
     decode_record,
 };
+use super::heads::{self, Heads};
 use super::list_segments;
 use crate::room::{INDEX_STRIDE, Pos};
 
@@ -84,10 +89,20 @@ pub struct Torn {
 
 #[derive(Debug, Default)]
 pub struct Recovered {
+    /// Every room with a record, and every room of `kept` without one (`first` 0).
     pub rooms: HashMap<Box<str>, RoomHistory>,
     pub segments: Vec<SegmentSummary>,
     pub torn: Option<Torn>,
     pub records: u64,
+    /// The heads file as read (see [`super::heads`]); the writer carries it on.
+    pub kept: Heads,
+}
+
+impl Recovered {
+    /// Rooms that have no record left and keep only their head (from the heads file).
+    pub fn emptied_rooms(&self) -> usize {
+        self.rooms.values().filter(|h| h.first == 0).count()
+    }
 }
 
 #[derive(Debug)]
@@ -99,6 +114,12 @@ pub enum RecoveryError {
     Corrupt {
         path: PathBuf,
         offset: u64,
+        reason: String,
+    },
+    /// A small file kept beside the segments (`log/heads`) is not what chatd wrote; left as
+    /// it is.
+    BadFile {
+        path: PathBuf,
         reason: String,
     },
 }
@@ -119,6 +140,13 @@ impl fmt::Display for RecoveryError {
                  this point (`chatd log verify` says how many)",
                 path.display()
             ),
+            RecoveryError::BadFile { path, reason } => write!(
+                f,
+                "{}: {reason}. chatd will not start on it: restore the data directory from a \
+                 backup. Removing the file instead lets the rooms it names give out their seqs \
+                 again from 1 under the same epoch, so clients that resume them miss messages",
+                path.display()
+            ),
         }
     }
 }
@@ -129,7 +157,9 @@ impl From<RecoveryError> for io::Error {
     fn from(e: RecoveryError) -> io::Error {
         let kind = match &e {
             RecoveryError::Io { source, .. } => source.kind(),
-            RecoveryError::Corrupt { .. } => io::ErrorKind::InvalidData,
+            RecoveryError::Corrupt { .. } | RecoveryError::BadFile { .. } => {
+                io::ErrorKind::InvalidData
+            }
         };
         io::Error::new(kind, e.to_string())
     }
@@ -159,6 +189,8 @@ pub fn recover(dir: &Path, epoch: u64, mode: RecoveryMode) -> Result<Recovered, 
     } else if !dir.exists() {
         return Ok(Recovered::default());
     }
+    // Read before anything is changed, so that a bad heads file leaves the log untouched.
+    let kept = heads::read(dir, epoch)?;
     let segments = list_segments(dir).map_err(io_err(dir))?;
     let mut out = Recovered::default();
     let count = segments.len();
@@ -253,7 +285,41 @@ pub fn recover(dir: &Path, epoch: u64, mode: RecoveryMode) -> Result<Recovered, 
         out.torn = Some(torn);
         break;
     }
+    restore_kept(dir, &mut out, kept)?;
     Ok(out)
+}
+
+/// Gives every room of the heads file with no record left its kept head, `first` 0. A room
+/// whose records end below its kept head cannot come from chatd (its records after the kept
+/// head would have to be gone while older ones stayed): that is damage, and refused.
+fn restore_kept(dir: &Path, out: &mut Recovered, kept: Heads) -> Result<(), RecoveryError> {
+    for (room, &head) in &kept {
+        match out.rooms.get(room) {
+            None => {
+                out.rooms.insert(
+                    room.clone(),
+                    RoomHistory {
+                        first: 0,
+                        head,
+                        index: Vec::new(),
+                    },
+                );
+            }
+            Some(history) if history.head >= head => {}
+            Some(history) => {
+                return Err(RecoveryError::BadFile {
+                    path: dir.join(heads::HEADS_FILE),
+                    reason: format!(
+                        "room {room} reached seq {head} before, but its records in the log \
+                         end at seq {}: the heads file or the log is damaged",
+                        history.head
+                    ),
+                });
+            }
+        }
+    }
+    out.kept = kept;
+    Ok(())
 }
 
 struct Scan {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::format::{SEGMENT_HEADER_LEN, SegmentHeader};
+use super::heads::{self, Heads};
 use super::recovery::Recovered;
 use super::segment_path;
 use crate::room::{Pos, Room, Rooms};
@@ -74,6 +75,10 @@ pub struct LogWriter {
     /// A failed batch that could not be cut off yet: retried before anything else is written.
     cut_back_to: Option<u64>,
     failing: bool,
+    /// What `log/heads` holds: the heads of rooms that had no record left in a synced
+    /// segment when retention deleted one.
+    kept: Heads,
+    heads_failing: bool,
     pub stats: Stats,
     /// How long each fsync since the last look took, in microseconds, for the metrics.
     pub fsync_micros: Vec<u64>,
@@ -148,6 +153,8 @@ impl LogWriter {
             last_sync: Instant::now(),
             cut_back_to: None,
             failing: false,
+            kept: recovered.kept.clone(),
+            heads_failing: false,
             stats: Stats::default(),
             fsync_micros: Vec::new(),
         })
@@ -318,7 +325,26 @@ impl LogWriter {
             if !too_big && !too_old {
                 break;
             }
-            let path = segment_path(&self.dir, oldest.id);
+            let id = oldest.id;
+            match self.keep_heads_of_oldest() {
+                Ok(()) if self.heads_failing => {
+                    self.heads_failing = false;
+                    log::info!("log: saved the heads of emptied rooms; retention goes on");
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    // Retried after every batch: say it once, not each time.
+                    if !self.heads_failing {
+                        self.heads_failing = true;
+                        log::warn!(
+                            "log: cannot save the heads of the rooms whose last messages are in \
+                             segment {id}, so retention keeps it until it can: {e}"
+                        );
+                    }
+                    break;
+                }
+            }
+            let path = segment_path(&self.dir, id);
             if let Err(e) = std::fs::remove_file(&path) {
                 log::warn!("log: cannot delete {} for retention: {e}", path.display());
                 break;
@@ -336,6 +362,46 @@ impl LogWriter {
             }
             sync_dir(&self.dir);
         }
+    }
+
+    /// Makes `log/heads` durably name the head of every room that has a record in the oldest
+    /// segment and none in a later synced one, before that segment may be deleted: after it,
+    /// recovery would find no record to take those heads from. The active segment does not
+    /// count, as what is in it may not be on the disk yet. A kept head is only ever raised,
+    /// and a room stays in the file when it has records again: a stale head is harmless
+    /// (recovery takes the records' higher one), while dropping it would make the file's
+    /// correctness depend on segments that a backup copy may not hold. Nothing is written
+    /// when nothing changes.
+    fn keep_heads_of_oldest(&mut self) -> io::Result<()> {
+        let Some(oldest) = self.segments.front() else {
+            return Ok(());
+        };
+        let later_synced = self.segments.len().saturating_sub(2);
+        // Usually a room of the oldest segment is found in the next one, so this stops early.
+        let raised: Vec<(&Arc<Room>, u64)> = oldest
+            .last_seq
+            .iter()
+            .filter(|(id, _)| {
+                !self
+                    .segments
+                    .iter()
+                    .skip(1)
+                    .take(later_synced)
+                    .any(|s| s.last_seq.contains_key(id))
+            })
+            .map(|(_, (room, last))| (room, *last))
+            .filter(|(room, last)| self.kept.get(&*room.name).is_none_or(|kept| kept < last))
+            .collect();
+        if raised.is_empty() {
+            return Ok(());
+        }
+        let mut next = self.kept.clone();
+        for (room, last) in raised {
+            next.insert(room.name.clone(), last);
+        }
+        heads::write(&self.dir, self.epoch, &next)?;
+        self.kept = next;
+        Ok(())
     }
 }
 

@@ -20,12 +20,18 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_chatd");
 
+/// Put among `Daemon::start`'s flags (with `--tls-listen`) to start without a plain listener;
+/// it is not passed to chatd.
+pub const TLS_ONLY: &str = "<tls only>";
+
 type Log = Arc<(Mutex<Vec<String>>, Condvar)>;
 
 pub struct Daemon {
     child: Child,
     pub addr: SocketAddr,
     pub addrs: Vec<SocketAddr>,
+    /// One per `--tls-listen`.
+    pub tls_addrs: Vec<SocketAddr>,
     pub dir: tempfile::TempDir,
     log: Log,
 }
@@ -47,9 +53,12 @@ impl Daemon {
             "--data-dir".into(),
             data.display().to_string(),
         ];
-        if !extra.contains(&"--listen") {
+        // A plain listener unless the test names its own, or asks for TLS only.
+        let tls_only = extra.contains(&"--tls-listen") && extra.contains(&TLS_ONLY);
+        if !extra.contains(&"--listen") && !tls_only {
             args.extend(["--listen".into(), "127.0.0.1:0".into()]);
         }
+        let extra: Vec<&str> = extra.iter().copied().filter(|a| *a != TLS_ONLY).collect();
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut child = Command::new(BIN)
             .args(&args)
@@ -64,10 +73,15 @@ impl Daemon {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("listening on ")
-                    && let Ok(addr) = addr.parse::<SocketAddr>()
-                {
-                    let _ = tx.send(addr);
+                let Some(rest) = line.strip_prefix("listening on ") else {
+                    continue;
+                };
+                let (addr, tls) = match rest.strip_suffix(" (TLS)") {
+                    Some(addr) => (addr, true),
+                    None => (rest, false),
+                };
+                if let Ok(addr) = addr.parse::<SocketAddr>() {
+                    let _ = tx.send((addr, tls));
                 }
             }
         });
@@ -80,11 +94,16 @@ impl Daemon {
                 cv.notify_all();
             }
         });
-        let listens = args.iter().filter(|a| *a == "--listen").count();
+        let listens = args
+            .iter()
+            .filter(|a| *a == "--listen" || *a == "--tls-listen")
+            .count();
         let mut addrs = Vec::new();
+        let mut tls_addrs = Vec::new();
         for _ in 0..listens {
             match rx.recv_timeout(PATIENCE) {
-                Ok(addr) => addrs.push(addr),
+                Ok((addr, false)) => addrs.push(addr),
+                Ok((addr, true)) => tls_addrs.push(addr),
                 Err(_) => {
                     let _ = child.kill();
                     let lines = log.0.lock().expect("log lock").join("\n");
@@ -94,8 +113,13 @@ impl Daemon {
         }
         Daemon {
             child,
-            addr: addrs[0],
+            addr: addrs
+                .first()
+                .or(tls_addrs.first())
+                .copied()
+                .expect("an address"),
             addrs,
+            tls_addrs,
             dir,
             log,
         }
