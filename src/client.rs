@@ -2,6 +2,7 @@
 //! client, the integration tests and the examples in the docs all talk to the daemon through
 //! it. It is deliberately simple (no reactor); a client has one connection, plain or TLS.
 
+pub mod refusal;
 pub mod tls;
 pub mod transport;
 
@@ -13,7 +14,8 @@ use std::time::Duration;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 
-pub use tls::{HandshakeError, TlsStream, handshake_error};
+pub use refusal::{HandshakeError, handshake_error};
+pub use tls::TlsStream;
 pub use transport::Transport;
 
 use crate::protocol::codec::{FrameError, parse_server};

@@ -16,35 +16,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 
-use crate::tls::client::explain;
+use super::refusal::{HandshakeError, readable};
 
 /// How many bytes one read takes from the socket: one full TLS record and its header fit.
 const READ_CHUNK: usize = 16 * 1024 + 512;
-
-/// The handshake failed for a reason that trying again will not fix: the certificate is not
-/// trusted or not valid for the name, or the server does not speak TLS (or not chatd's ALPN).
-/// It travels inside the `io::Error` that `connect` returns; its `Display` is the one line
-/// for a person.
-#[derive(Debug)]
-pub struct HandshakeError {
-    /// One line for a person, from [`crate::tls::client::explain`].
-    pub line: String,
-    /// What rustls said, for code that wants to branch on it.
-    pub cause: rustls::Error,
-}
-
-impl fmt::Display for HandshakeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.line)
-    }
-}
-
-impl std::error::Error for HandshakeError {}
-
-/// The handshake failure inside `e`, if `e` is one (and not, say, a refused connection).
-pub fn handshake_error(e: &io::Error) -> Option<&HandshakeError> {
-    e.get_ref()?.downcast_ref::<HandshakeError>()
-}
 
 /// The rustls session and the bytes read from the socket that it has not taken yet.
 struct Session {
@@ -103,43 +78,9 @@ impl Session {
     }
 
     fn rustls_error(&self, cause: rustls::Error) -> io::Error {
-        let line = explain(&tidy(&cause), &self.server);
+        let line = readable(&cause, &self.server);
         io::Error::new(io::ErrorKind::InvalidData, HandshakeError { line, cause })
     }
-}
-
-/// `cause` with the certificate's names as a person writes them: webpki hands them over in
-/// their debug form (`DnsName("localhost")`, `IpAddress(127.0.0.1)`).
-fn tidy(cause: &rustls::Error) -> rustls::Error {
-    use rustls::{CertificateError, Error};
-    match cause {
-        Error::InvalidCertificate(CertificateError::NotValidForNameContext {
-            expected,
-            presented,
-        }) => {
-            let mut names: Vec<String> = presented.iter().filter_map(|n| plain_name(n)).collect();
-            if names.is_empty() {
-                names.push("no DNS name or IP address".into());
-            }
-            Error::InvalidCertificate(CertificateError::NotValidForNameContext {
-                expected: expected.clone(),
-                presented: names,
-            })
-        }
-        other => other.clone(),
-    }
-}
-
-/// `localhost` for `DnsName("localhost")`, `127.0.0.1` for `IpAddress(127.0.0.1)`; `None`
-/// for names no server is reached by (a directory name).
-fn plain_name(debug: &str) -> Option<String> {
-    let (kind, rest) = debug.split_once('(')?;
-    let inner = rest.strip_suffix(')')?;
-    let inner = inner
-        .strip_prefix('"')
-        .and_then(|i| i.strip_suffix('"'))
-        .unwrap_or(inner);
-    matches!(kind, "DnsName" | "IpAddress" | "UniformResourceIdentifier").then(|| inner.to_string())
 }
 
 /// A TLS connection to chatd. Clones share the session and each has its own handle on the
@@ -286,25 +227,5 @@ impl Write for TlsStream {
 
     fn flush(&mut self) -> io::Result<()> {
         self.lock()?.flush(&self.tcp)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::plain_name;
-
-    #[test]
-    fn certificate_names_lose_their_debug_form() {
-        assert_eq!(
-            plain_name("DnsName(\"localhost\")").as_deref(),
-            Some("localhost")
-        );
-        assert_eq!(
-            plain_name("IpAddress(127.0.0.1)").as_deref(),
-            Some("127.0.0.1")
-        );
-        assert_eq!(plain_name("IpAddress(::1)").as_deref(), Some("::1"));
-        assert_eq!(plain_name("DirectoryName"), None);
-        assert_eq!(plain_name("Unsupported(0x87)"), None);
     }
 }

@@ -97,7 +97,14 @@ impl Conn {
                     || {
                         Failure::new(
                             Exit::Lost,
-                            format!("chatd at {addr} closed the connection during the login"),
+                            format!(
+                                "chatd at {addr} closed the connection during the login{}",
+                                if target.tls.is_none() {
+                                    " (if that is a TLS port, use --tls)"
+                                } else {
+                                    ""
+                                }
+                            ),
                         )
                     },
                     lost,
