@@ -3,10 +3,13 @@
 //! other), with the handshake finished before the stream is handed out so that a bad
 //! certificate is an error of `connect`, in one readable line.
 //!
-//! The session sits behind a mutex that is never held across a blocking socket read: a reader
-//! waits for bytes on its own clone of the socket, then takes the lock only to decrypt them.
-//! Writes encrypt and send under the lock, bounded by the socket's write timeout. It never
-//! panics on what the peer sends, and never shows a rustls debug dump to a person.
+//! The session sits behind a mutex that is held only for work in memory, never across a
+//! socket read or write: a reader waits for bytes on its own clone of the socket and then
+//! takes the lock to decrypt them; a writer encrypts under the lock and sends after it. So a
+//! reader blocked on a silent server never holds up a writer, and a writer blocked on a full
+//! socket never stops the reader from draining the other direction. Sending has a lock of its
+//! own that keeps TLS records in order on the wire. It never panics on what the peer sends,
+//! and never shows a rustls debug dump to a person.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -31,9 +34,8 @@ struct Session {
 }
 
 impl Session {
-    /// Feeds unread ciphertext to rustls until some plaintext is ready or none is left, then
-    /// sends what the session owes the peer (an alert, a key update answer).
-    fn feed(&mut self, tcp: &TcpStream) -> io::Result<()> {
+    /// Feeds unread ciphertext to rustls until some plaintext is ready or none is left.
+    fn feed(&mut self) -> io::Result<()> {
         let mut rest = self.unread.as_slice();
         let mut failed = None;
         while !rest.is_empty() {
@@ -52,12 +54,7 @@ impl Session {
         }
         let used = self.unread.len() - rest.len();
         self.unread.drain(..used);
-        // Even after an error: rustls queues the alert that tells the server why.
-        let flushed = self.flush(tcp);
-        match failed {
-            Some(e) => Err(e),
-            None => flushed,
-        }
+        failed.map_or(Ok(()), Err)
     }
 
     /// Tells rustls the socket reached its end.
@@ -69,12 +66,15 @@ impl Session {
             .map_err(|e| self.rustls_error(e))
     }
 
-    /// Writes every TLS byte the session has queued.
-    fn flush(&mut self, mut tcp: &TcpStream) -> io::Result<()> {
+    /// Moves the TLS bytes the session has queued (records, alerts, key update answers) to
+    /// `out`, in order.
+    fn owed(&mut self, out: &mut Vec<u8>) {
         while self.tls.wants_write() {
-            self.tls.write_tls(&mut tcp)?;
+            // Writing to a Vec cannot fail; should it, the bytes stay queued for next time.
+            if self.tls.write_tls(out).is_err() {
+                return;
+            }
         }
-        Ok(())
     }
 
     fn rustls_error(&self, cause: rustls::Error) -> io::Error {
@@ -83,11 +83,19 @@ impl Session {
     }
 }
 
+/// What the clones of one connection share.
+struct Shared {
+    session: Mutex<Session>,
+    /// The turn to send, with the buffer the bytes are sent from: whoever holds it takes the
+    /// session's queued bytes and writes them, so records reach the socket in order.
+    sending: Mutex<Vec<u8>>,
+}
+
 /// A TLS connection to chatd. Clones share the session and each has its own handle on the
 /// socket; only one of them should read.
 pub struct TlsStream {
     tcp: TcpStream,
-    session: Arc<Mutex<Session>>,
+    shared: Arc<Shared>,
 }
 
 impl fmt::Debug for TlsStream {
@@ -101,9 +109,9 @@ impl TlsStream {
     /// long as `tcp`'s read timeout allows.
     ///
     /// # Errors
-    /// A [`HandshakeError`] (see [`handshake_error`]) when the certificate or the protocol is
-    /// refused; otherwise the socket's error (refused, reset, timed out), or `UnexpectedEof`
-    /// when the server closed the connection during the handshake.
+    /// A [`HandshakeError`] (see [`super::handshake_error`]) when the certificate or the
+    /// protocol is refused; otherwise the socket's error (refused, reset, timed out), or
+    /// `UnexpectedEof` when the server closed the connection during the handshake.
     pub fn connect(
         tcp: TcpStream,
         config: Arc<ClientConfig>,
@@ -117,11 +125,17 @@ impl TlsStream {
             unread: Vec::new(),
             server,
         };
+        let mut out = Vec::new();
         let mut chunk = [0u8; READ_CHUNK];
-        session.flush(&tcp)?;
-        while session.tls.is_handshaking() {
+        loop {
+            out.clear();
+            session.owed(&mut out);
+            (&tcp).write_all(&out)?;
+            if !session.tls.is_handshaking() {
+                break;
+            }
             if session.unread.is_empty() {
-                let n = read_some(&tcp, &mut chunk)?;
+                let n = (&tcp).read(&mut chunk)?;
                 if n == 0 {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -135,11 +149,21 @@ impl TlsStream {
                     .unread
                     .extend_from_slice(chunk.get(..n).unwrap_or_default());
             }
-            session.feed(&tcp)?;
+            if let Err(e) = session.feed() {
+                // Tell the server why, if it still listens: rustls queued the alert.
+                out.clear();
+                session.owed(&mut out);
+                let _ = (&tcp).write_all(&out);
+                return Err(e);
+            }
         }
+        out.clear();
         Ok(TlsStream {
             tcp,
-            session: Arc::new(Mutex::new(session)),
+            shared: Arc::new(Shared {
+                session: Mutex::new(session),
+                sending: Mutex::new(out),
+            }),
         })
     }
 
@@ -150,7 +174,7 @@ impl TlsStream {
     pub fn try_clone(&self) -> io::Result<TlsStream> {
         Ok(TlsStream {
             tcp: self.tcp.try_clone()?,
-            session: Arc::clone(&self.session),
+            shared: Arc::clone(&self.shared),
         })
     }
 
@@ -161,22 +185,54 @@ impl TlsStream {
     }
 
     /// The ALPN protocol the server chose, if any.
+    ///
+    /// # Errors
+    /// The session was broken by a thread that panicked.
     pub fn alpn_protocol(&self) -> io::Result<Option<Vec<u8>>> {
-        Ok(self.lock()?.tls.alpn_protocol().map(<[u8]>::to_vec))
+        Ok(self.session()?.tls.alpn_protocol().map(<[u8]>::to_vec))
     }
 
-    fn lock(&self) -> io::Result<MutexGuard<'_, Session>> {
+    fn session(&self) -> io::Result<MutexGuard<'_, Session>> {
         // A poisoned lock means another thread panicked mid-record: the session cannot be
         // trusted any more, so the connection is over.
-        self.session
-            .lock()
-            .map_err(|_| io::Error::other("TLS session broken by a failed thread"))
+        self.shared.session.lock().map_err(|_| broken())
+    }
+
+    /// Sends what the session owes the server after reading (an alert, a key update
+    /// answer) unless a writer is sending right now: its next write takes the bytes along.
+    /// A reader never waits for the sending turn.
+    fn settle(&self, mut session: MutexGuard<'_, Session>) {
+        let Ok(mut out) = self.shared.sending.try_lock() else {
+            return;
+        };
+        out.clear();
+        session.owed(&mut out);
+        drop(session);
+        // A failure here is the writer's to find: the reader reports what it reads.
+        let _ = (&self.tcp).write_all(&out);
+    }
+
+    /// Encrypts `plain` (nothing, to just send what is queued) and sends it all.
+    fn send(&self, plain: &[u8]) -> io::Result<usize> {
+        let mut out = self.shared.sending.lock().map_err(|_| broken())?;
+        out.clear();
+        let n = {
+            let mut s = self.session()?;
+            let n = if plain.is_empty() {
+                0
+            } else {
+                s.tls.writer().write(plain)?
+            };
+            s.owed(&mut out);
+            n
+        };
+        (&self.tcp).write_all(&out)?;
+        Ok(n)
     }
 }
 
-/// One read from the socket, without holding the session.
-fn read_some(mut tcp: &TcpStream, chunk: &mut [u8]) -> io::Result<usize> {
-    tcp.read(chunk)
+fn broken() -> io::Error {
+    io::Error::other("TLS session broken by a failed thread")
 }
 
 impl Read for TlsStream {
@@ -186,24 +242,27 @@ impl Read for TlsStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut chunk = [0u8; READ_CHUNK];
         loop {
-            {
-                let mut s = self.lock()?;
-                match s.tls.reader().read(buf) {
-                    Ok(n) => return Ok(n),
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
-                }
-                if !s.unread.is_empty() {
-                    s.feed(&self.tcp)?;
-                    continue;
-                }
+            let mut s = self.session()?;
+            match s.tls.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
             }
+            if !s.unread.is_empty() {
+                let fed = s.feed();
+                self.settle(s);
+                fed?;
+                continue;
+            }
+            drop(s);
             // Timeouts and interruptions surface here, with the session untouched.
-            let n = read_some(&self.tcp, &mut chunk)?;
-            let mut s = self.lock()?;
+            let n = (&self.tcp).read(&mut chunk)?;
+            let mut s = self.session()?;
             if n == 0 {
-                s.end()?;
+                let ended = s.end();
+                self.settle(s);
+                ended?;
             } else {
                 s.unread
                     .extend_from_slice(chunk.get(..n).unwrap_or_default());
@@ -219,13 +278,13 @@ impl Write for TlsStream {
     /// The socket failed or stayed full past its write timeout; the connection is then of no
     /// further use.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut s = self.lock()?;
-        let n = s.tls.writer().write(buf)?;
-        s.flush(&self.tcp)?;
-        Ok(n)
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.send(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.lock()?.flush(&self.tcp)
+        self.send(&[]).map(|_| ())
     }
 }
