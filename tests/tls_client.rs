@@ -292,6 +292,72 @@ fn a_reader_thread_blocked_on_the_socket_does_not_block_the_writer() {
 }
 
 #[test]
+fn a_writer_stuck_on_a_full_socket_does_not_stop_the_reader() {
+    use nix::sys::socket::{setsockopt, sockopt};
+    const MSGS: u64 = 200;
+    let s = setup();
+    let (go, wait) = mpsc::channel::<()>();
+    let (addr, server) = serve(&s.tls, move |stream| {
+        setsockopt(&stream.sock, sockopt::RcvBuf, &(16 * 1024)).expect("SO_RCVBUF");
+        let mut buf = Vec::new();
+        read_frame(stream, &mut buf);
+        write_frame(stream, &welcome());
+        // From here on the server reads nothing, so the client's writes pile up.
+        let _ = wait.recv_timeout(PATIENCE);
+        let text = "y".repeat(1000);
+        for seq in 1..=MSGS {
+            let msg = ServerFrame::Msg {
+                room: "#r",
+                seq,
+                ts_ms: seq,
+                user: "bob",
+                text: &text,
+            };
+            write_frame(stream, &msg);
+        }
+        let _ = wait.recv_timeout(PATIENCE);
+    });
+    let config = client_config(Some(&s.pki.ca_pem)).expect("config");
+    let tcp = TcpStream::connect(addr).expect("connect");
+    setsockopt(&tcp, sockopt::SndBuf, &(16 * 1024)).expect("SO_SNDBUF");
+    tcp.set_write_timeout(Some(PATIENCE)).expect("timeout");
+    let tls = TlsStream::connect(tcp, config, server_name("localhost").expect("name"))
+        .expect("handshake");
+    let mut reader = Client::from_transport(Transport::Tls(tls.try_clone().expect("clone")));
+    reader.set_timeout(Some(PATIENCE)).expect("timeout");
+    hello(&mut reader);
+    assert!(matches!(
+        reader.recv().expect("recv"),
+        Some(Reply::Welcome { .. })
+    ));
+    let mut writer = Transport::Tls(tls);
+    let closer = writer.try_clone().expect("clone");
+    let (started, writing) = mpsc::channel();
+    let stuck = std::thread::spawn(move || {
+        let blob = vec![0u8; 64 * 1024];
+        let _ = started.send(());
+        // Far more than the socket buffers hold: this blocks until the socket is shut.
+        for _ in 0..512 {
+            if writer.write_all(&blob).is_err() {
+                return;
+            }
+        }
+    });
+    writing.recv_timeout(PATIENCE).expect("writer started");
+    go.send(()).expect("server waits");
+    for want in 1..=MSGS {
+        match reader.recv() {
+            Ok(Some(Reply::Msg { seq, .. })) => assert_eq!(seq, want),
+            other => panic!("expected MSG {want} while the writer is stuck, got {other:?}"),
+        }
+    }
+    closer.close();
+    stuck.join().expect("writer");
+    let _ = go.send(());
+    server.join().expect("server");
+}
+
+#[test]
 fn recv_times_out_over_tls_and_the_session_survives_it() {
     let s = setup();
     let (go, wait) = mpsc::channel::<()>();
