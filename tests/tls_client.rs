@@ -147,7 +147,13 @@ fn frames_round_trip_over_tls_with_the_chatd_alpn() {
         (hello, ping, alpn)
     });
     let mut c = connect(&s, addr, "localhost").expect("TLS connect");
-    assert!(c.transport().is_tls());
+    let Transport::Tls(tls) = c.transport() else {
+        panic!("a TLS client has a TLS transport");
+    };
+    assert_eq!(
+        tls.alpn_protocol().expect("alpn").as_deref(),
+        Some(&b"chatd/1"[..])
+    );
     assert_eq!(c.peer_addr().expect("peer"), addr);
     assert_eq!(
         c.stream().peer_addr().expect("the TCP socket beneath"),

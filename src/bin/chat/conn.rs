@@ -1,6 +1,7 @@
-//! One connection to chatd: connect, HELLO, WELCOME, then a reader thread that turns the
-//! socket into [`Event`]s while the owner writes frames. A connection never retries or
-//! reconnects by itself (that is `link`'s job), and every wait in it has a deadline.
+//! One connection to chatd: connect (and the TLS handshake, if asked), HELLO, WELCOME, then
+//! a reader thread that turns the socket into [`Event`]s while the owner writes frames. A
+//! connection never retries or reconnects by itself (that is `link`'s job), and every wait
+//! in it has a deadline.
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -57,7 +58,7 @@ impl Conn {
                 format!("lost the connection to chatd at {addr}: {}", describe(&e)),
             )
         };
-        // Both timeouts hold for the TLS handshake as well.
+        // The write timeout holds for the TLS handshake too; its read timeout is set there.
         tcp.set_write_timeout(Some(WRITE_TIMEOUT)).map_err(lost)?;
         let stream = match &target.tls {
             Some(secure) => Transport::Tls(secure.handshake(tcp, addr)?),
