@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 
-use super::refusal::{HandshakeError, readable};
+use super::refusal::HandshakeError;
+use crate::tls::client::explain;
 
 /// How many bytes one read takes from the socket: one full TLS record and its header fit.
 const READ_CHUNK: usize = 16 * 1024 + 512;
@@ -78,7 +79,7 @@ impl Session {
     }
 
     fn rustls_error(&self, cause: rustls::Error) -> io::Error {
-        let line = readable(&cause, &self.server);
+        let line = explain(&cause, &self.server);
         io::Error::new(io::ErrorKind::InvalidData, HandshakeError { line, cause })
     }
 }
