@@ -144,24 +144,17 @@ fn tls_handshakes_failures_and_the_handshake_cap_show_in_the_metrics() {
     let certs = tempfile::tempdir().expect("temp dir");
     let pki = pki::Pki::new(certs.path());
     let leaf = pki.leaf("server", &["localhost"]);
-    let (cert, key) = (
-        leaf.cert.display().to_string(),
-        leaf.key.display().to_string(),
-    );
-    let d = Daemon::start(&[
+    let flags = leaf.serve_flags();
+    let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    args.extend([
         "--metrics",
         "127.0.0.1:0",
         "--threads",
         "1",
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        &cert,
-        "--tls-key",
-        &key,
         "--tls-handshakes",
         "4",
     ]);
+    let d = Daemon::start(&args);
     let url = format!("http://{}/metrics", metrics_addr(&d));
     let tls_addr = d.tls_addrs[0];
     let token = d.add_user("good");

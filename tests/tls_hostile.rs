@@ -36,18 +36,8 @@ impl Arena {
         let certs = tempfile::tempdir().expect("temp dir");
         let pki = Pki::new(certs.path());
         let leaf = pki.leaf("server", &["localhost"]);
-        let (cert, key) = (
-            leaf.cert.display().to_string(),
-            leaf.key.display().to_string(),
-        );
-        let mut args = vec![
-            "--tls-listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-        ];
+        let flags = leaf.serve_flags();
+        let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
         args.extend_from_slice(extra);
         let d = Daemon::start(&args);
         let mut alice = d.login("alice");

@@ -185,10 +185,12 @@ impl Conn {
             again = true;
         }
         if self.session.is_done() {
-            match self.finish(scratch) {
+            match self.finish(scratch, env) {
                 Ok(true) => {}
-                // The close_notify waits for the socket to take what is queued before it.
-                Ok(false) => return Serviced::Wait,
+                // The close_notify waits for the socket (or the next turn's budget) to take
+                // what is queued before it.
+                Ok(false) if self.write_blocked => return Serviced::Wait,
+                Ok(false) => return Serviced::Again,
                 Err(_) => return Serviced::Close,
             }
             if self.eof {
@@ -394,7 +396,7 @@ impl Conn {
 
     /// Before the FIN of a TLS connection, a close_notify, once the socket has taken every
     /// record before it. Returns whether the connection may send its FIN now.
-    fn finish(&mut self, scratch: &mut Scratch) -> io::Result<bool> {
+    fn finish(&mut self, scratch: &mut Scratch, env: &mut impl Env) -> io::Result<bool> {
         let Transport::Tls(tls) = &mut self.transport else {
             return Ok(true);
         };
@@ -405,18 +407,9 @@ impl Conn {
         tls.close_notify(&mut scratch.cipher)
             .map_err(|e| io::Error::other(e.detail))?;
         tls.tx.extend_from_slice(&scratch.cipher);
-        while !tls.tx.is_empty() {
-            match write_tx(&mut self.stream, tls) {
-                Ok(_) => {}
-                Err(e) if would_block(&e) => {
-                    self.write_blocked = true;
-                    return Ok(false);
-                }
-                Err(e) if interrupted(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(true)
+        // The alert leaves like any ciphertext, behind what was queued before it.
+        self.flush_tls(scratch, env)?;
+        Ok(self.transport.tls().is_none_or(|tls| tls.tx.is_empty()))
     }
 
     /// The interest the connection needs now, derived from its state, and whether that
