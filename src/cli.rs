@@ -468,6 +468,44 @@ mod tests {
     }
 
     #[test]
+    fn tls_flags_come_as_a_set() {
+        let Ok(Command::Serve(c)) = run(&[
+            "serve",
+            "--tls-listen",
+            "127.0.0.1:7668",
+            "--tls-listen",
+            "[::1]:7668",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-handshakes",
+            "8",
+        ]) else {
+            panic!("TLS flags parse");
+        };
+        assert_eq!(c.tls_listen.len(), 2);
+        assert!(
+            c.listen_addrs().is_empty(),
+            "TLS alone: no default plain listener"
+        );
+        assert_eq!(c.tls_handshakes, 8);
+        assert!(c.tls_files().is_some());
+        let no_key = run(&[
+            "serve",
+            "--tls-listen",
+            "127.0.0.1:1",
+            "--tls-cert",
+            "c.pem",
+        ]);
+        assert!(no_key.is_err_and(|e| e.contains("--tls-key")));
+        let no_listener = run(&["serve", "--tls-cert", "c.pem", "--tls-key", "k.pem"]);
+        assert!(no_listener.is_err_and(|e| e.contains("--tls-listen")));
+        let bad = run(&["serve", "--tls-handshakes", "0"]);
+        assert!(bad.is_err_and(|e| e.contains("--tls-handshakes")));
+    }
+
+    #[test]
     fn serve_flags_set_limits() {
         let Ok(Command::Serve(c)) = run(&[
             "serve",

@@ -1,10 +1,22 @@
 //! A small blocking client: one socket, the codec, owned frames out. The `chat` command line
 //! client, the integration tests and the examples in the docs all talk to the daemon through
-//! it. It is deliberately simple (no reactor); a client has one connection.
+//! it. It is deliberately simple (no reactor); a client has one connection, plain or TLS.
+
+pub mod refusal;
+pub mod tls;
+pub mod transport;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+
+pub use refusal::{HandshakeError, handshake_error};
+pub use tls::TlsStream;
+pub use transport::Transport;
 
 use crate::protocol::codec::{FrameError, parse_server};
 use crate::protocol::{ClientFrame, Decoded, Deframer, ServerFrame, encode_client};
@@ -106,7 +118,7 @@ impl From<ServerFrame<'_>> for Reply {
 }
 
 pub struct Client {
-    stream: TcpStream,
+    stream: Transport,
     buf: Vec<u8>,
     deframer: Deframer,
 }
@@ -122,7 +134,30 @@ impl Client {
         Ok(Client::from_stream(stream))
     }
 
+    /// Connects to the first address of `addr` that answers and completes the TLS handshake
+    /// there, verifying the server's certificate against `name`.
+    ///
+    /// # Errors
+    /// No address answered, or the handshake failed: a certificate or protocol refusal is an
+    /// `InvalidData` error carrying a [`HandshakeError`] whose message is one readable line.
+    pub fn connect_tls(
+        addr: impl ToSocketAddrs,
+        config: Arc<ClientConfig>,
+        name: ServerName<'static>,
+    ) -> io::Result<Client> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        let tls = TlsStream::connect(stream, config, name)?;
+        Ok(Client::from_transport(Transport::Tls(tls)))
+    }
+
+    /// A plain client on a connected socket.
     pub fn from_stream(stream: TcpStream) -> Client {
+        Client::from_transport(Transport::Plain(stream))
+    }
+
+    /// A client on a connection that is plain or has finished its TLS handshake.
+    pub fn from_transport(stream: Transport) -> Client {
         Client {
             stream,
             buf: Vec::new(),
@@ -131,17 +166,23 @@ impl Client {
     }
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.peer_addr()
+        self.stream.tcp().peer_addr()
     }
 
-    /// The socket, for tests that need to misbehave on it.
+    /// The TCP socket (beneath TLS, for a TLS client), for tests that need to misbehave on
+    /// it and for socket options.
     pub fn stream(&self) -> &TcpStream {
+        self.stream.tcp()
+    }
+
+    /// The connection, plain or TLS.
+    pub fn transport(&self) -> &Transport {
         &self.stream
     }
 
     /// How long `recv` waits before failing with `WouldBlock`/`TimedOut`; `None` waits forever.
     pub fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.stream.set_read_timeout(timeout)
+        self.stream.tcp().set_read_timeout(timeout)
     }
 
     pub fn send(&mut self, frame: &ClientFrame<'_>) -> io::Result<()> {

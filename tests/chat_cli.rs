@@ -3,6 +3,8 @@
 //! the connection drops. Each `chat` runs with HOME and the XDG dirs in a temporary
 //! directory, and every wait is on an output line or an exit, with a deadline.
 
+#[path = "util/pki.rs"]
+mod pki;
 mod util;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 use chatd::client::Reply;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use pki::{Leaf, Pki};
 use util::{Daemon, PATIENCE, join, recv, send};
 
 const CHAT: &str = env!("CARGO_BIN_EXE_chat");
@@ -541,4 +544,203 @@ fn tail_follow_resumes_after_the_daemon_is_killed() {
     tail.signal(Signal::SIGTERM);
     let done = tail.close();
     assert!(done.stderr.contains("reconnecting in"), "{}", done.stderr);
+}
+
+/// A daemon with a plain listener and a TLS one whose certificate (for localhost and
+/// 127.0.0.1) is signed by a fresh test CA.
+struct TlsDaemon {
+    d: Daemon,
+    pki: Pki,
+    leaf: Leaf,
+    _certs: tempfile::TempDir,
+}
+
+impl TlsDaemon {
+    #[track_caller]
+    fn start() -> TlsDaemon {
+        let certs = tempfile::tempdir().expect("temp dir");
+        let pki = Pki::new(certs.path());
+        let leaf = pki.leaf("server", &["localhost", "127.0.0.1"]);
+        let d = start_tls(tempfile::tempdir().expect("tmp"), &leaf, 0, 0);
+        TlsDaemon {
+            d,
+            pki,
+            leaf,
+            _certs: certs,
+        }
+    }
+
+    fn tls_addr(&self) -> SocketAddr {
+        self.d.tls_addrs[0]
+    }
+
+    fn ca(&self) -> String {
+        self.pki.ca_pem.display().to_string()
+    }
+
+    #[track_caller]
+    fn stop(&mut self, signal: Signal) {
+        self.d.signal(signal);
+        assert!(self.d.wait_exit().is_some(), "daemon stops");
+    }
+
+    /// Starts the stopped daemon again on the same data dir and ports, presenting `leaf`.
+    #[track_caller]
+    fn start_again(&mut self, leaf: &Leaf) {
+        let dir = std::mem::replace(&mut self.d.dir, tempfile::tempdir().expect("tmp"));
+        let (plain, tls) = (self.d.addr.port(), self.tls_addr().port());
+        self.d = start_tls(dir, leaf, plain, tls);
+    }
+}
+
+/// `chatd serve` in `dir` with a plain and a TLS listener on those ports (0: any).
+#[track_caller]
+fn start_tls(dir: tempfile::TempDir, leaf: &Leaf, plain: u16, tls: u16) -> Daemon {
+    let flags = [
+        "--send-rate".to_string(),
+        "0".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{plain}"),
+        "--tls-listen".into(),
+        format!("127.0.0.1:{tls}"),
+        "--tls-cert".into(),
+        leaf.cert.display().to_string(),
+        "--tls-key".into(),
+        leaf.key.display().to_string(),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Daemon::start_in(dir, &flags)
+}
+
+#[test]
+fn send_tail_and_interactive_mode_work_over_tls_from_flags_or_the_config_file() {
+    let t = TlsDaemon::start();
+    let token = t.d.add_user("alice");
+    let alice = Account::with_token(t.tls_addr(), "alice", &token);
+    let ca = t.ca();
+    assert_ok(&alice.run(&["--ca-file", &ca, "send", "#s", "over", "tls"], ""));
+    let by_name = ["--tls", "--ca-file", &ca, "--server-name", "localhost"];
+    let done = alice.run(&[&by_name[..], &["tail", "#s"]].concat(), "");
+    assert_ok(&done);
+    assert!(
+        done.lines.len() == 1 && done.lines[0].ends_with("[#s] alice: over tls"),
+        "{:?}",
+        done.lines
+    );
+
+    let done = alice.run(&["--ca-file", &ca, "#s"], "typed over tls\n");
+    assert_ok(&done);
+    assert!(
+        done.lines
+            .iter()
+            .any(|l| l.starts_with(&format!("-- connected to {} over TLS", t.tls_addr()))),
+        "{:?}",
+        done.lines
+    );
+    assert_eq!(
+        texts_by(&done.lines, "#s", "alice"),
+        ["over tls", "typed over tls"]
+    );
+
+    let config_dir = alice.home.path().join("config").join("chat");
+    std::fs::create_dir_all(&config_dir).expect("mkdir");
+    let config = format!("tls = yes\nca_file = {ca}\nserver_name = localhost\n");
+    std::fs::write(config_dir.join("config"), config).expect("config");
+    let done = alice.run(&["tail", "#s", "--json"], "");
+    assert_ok(&done);
+    assert_eq!(
+        json_field(&done.lines, "text"),
+        ["over tls", "typed over tls"]
+    );
+    let done = alice.run(&["--no-tls", "tail", "#s"], "");
+    assert_exit(&done, 8, "if that is a TLS port, use --tls");
+}
+
+#[test]
+fn a_refused_certificate_or_a_server_without_tls_is_one_line_and_exit_9() {
+    let t = TlsDaemon::start();
+    let token = t.d.add_user("alice");
+    let alice = Account::with_token(t.tls_addr(), "alice", &token);
+    let ca = t.ca();
+
+    let done = alice.run(
+        &[
+            "--ca-file",
+            &ca,
+            "--server-name",
+            "10.0.0.5",
+            "send",
+            "#r",
+            "x",
+        ],
+        "",
+    );
+    assert_exit(
+        &done,
+        9,
+        "certificate for localhost, 127.0.0.1 is not valid for 10.0.0.5",
+    );
+
+    let other = tempfile::tempdir().expect("tmp");
+    let stranger = Pki::new(other.path());
+    let stranger_ca = stranger.ca_pem.display().to_string();
+    let done = alice.run(&["--ca-file", &stranger_ca, "tail", "#r"], "");
+    assert_exit(&done, 9, "unknown issuer: pass --ca-file");
+    // Interactive mode gives up at once too, instead of retrying.
+    let done = alice.run(&["--ca-file", &stranger_ca, "#r"], "");
+    assert_exit(&done, 9, "unknown issuer");
+
+    let plain = Account::with_token(t.d.addr, "alice", &token);
+    let done = plain.run(&["--tls", "--ca-file", &ca, "send", "#r", "x"], "");
+    assert_exit(&done, 9, "did not answer with TLS");
+
+    let done = alice.run(&["--ca-file", "/nonexistent/ca.pem", "send", "#r", "x"], "");
+    assert_exit(&done, 2, "/nonexistent/ca.pem");
+    assert!(!done.stderr.contains('{'), "{}", done.stderr);
+}
+
+#[test]
+fn tail_follow_over_tls_resumes_after_a_restart_retries_a_dead_port_and_stops_at_a_bad_certificate()
+{
+    let mut t = TlsDaemon::start();
+    let token = t.d.add_user("alice");
+    let alice = Account::with_token(t.tls_addr(), "alice", &token);
+    let mut bob = t.d.login("bob");
+    join(&mut bob, "#t", 0, 0);
+    send(&mut bob, "#t", 1, "before");
+    let ca = t.ca();
+    let mut tail = alice.spawn(&["--ca-file", &ca, "tail", "#t", "--follow", "--json"]);
+    tail.expect("\"before\"");
+
+    let leaf = Leaf {
+        cert: t.leaf.cert.clone(),
+        key: t.leaf.key.clone(),
+    };
+    t.stop(Signal::SIGKILL);
+    t.start_again(&leaf);
+    let mut carol = t.d.login("carol");
+    join(&mut carol, "#t", 0, 0);
+    send(&mut carol, "#t", 1, "after the restart");
+    tail.expect("\"after the restart\"");
+
+    // The TLS port now hangs up on every connection: chat keeps trying, as for any server
+    // that is away.
+    let port = t.tls_addr();
+    t.stop(Signal::SIGKILL);
+    let hangs_up = std::net::TcpListener::bind(port).expect("the TLS port again");
+    for _ in 0..2 {
+        let (conn, _) = hangs_up.accept().expect("chat tries again");
+        drop(conn);
+    }
+    drop(hangs_up);
+
+    // Back with a certificate from a CA chat does not trust: that is not worth retrying.
+    let other = tempfile::tempdir().expect("tmp");
+    let stranger = Pki::new(other.path()).leaf("server", &["localhost", "127.0.0.1"]);
+    t.start_again(&stranger);
+    let done = tail.close();
+    assert_eq!(done.status.code(), Some(9), "{}", done.stderr);
+    let last = done.stderr.lines().last().unwrap_or_default();
+    assert!(last.contains("unknown issuer"), "{}", done.stderr);
+    assert_eq!(json_field(&done.lines, "seq"), [1, 2], "each message once");
 }

@@ -1,5 +1,9 @@
 //! The metrics endpoint, scraped with a real HTTP client (curl) while load runs.
 
+#[path = "util/pki.rs"]
+mod pki;
+#[path = "util/tls.rs"]
+mod tls;
 mod util;
 
 use std::process::Command;
@@ -133,4 +137,59 @@ fn metrics_count_connections_frames_messages_fsyncs_and_errors_under_load() {
     scrape_until(&url, "RATE_LIMITED errors", |b| {
         sample(b, "chatd_errors_total{code=\"RATE_LIMITED\"}").is_some_and(|n| n >= 1.0)
     });
+}
+
+#[test]
+fn tls_handshakes_failures_and_the_handshake_cap_show_in_the_metrics() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    let pki = pki::Pki::new(certs.path());
+    let leaf = pki.leaf("server", &["localhost"]);
+    let flags = leaf.serve_flags();
+    let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    args.extend([
+        "--metrics",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--tls-handshakes",
+        "4",
+    ]);
+    let d = Daemon::start(&args);
+    let url = format!("http://{}/metrics", metrics_addr(&d));
+    let tls_addr = d.tls_addrs[0];
+    let token = d.add_user("good");
+    let mut good = tls::TlsClient::connect(tls_addr, &pki.ca_pem, "localhost").expect("handshake");
+    good.login("good", &token);
+    let mut plain = std::net::TcpStream::connect(tls_addr).expect("connect");
+    std::io::Write::write_all(&mut plain, b"\0\0\0\x05\x05hello").expect("plaintext");
+    scrape_until(&url, "a completed and a not_tls handshake", |body| {
+        sample(body, "chatd_tls_handshakes_total") >= Some(1.0)
+            && sample(
+                body,
+                "chatd_tls_handshake_failures_total{reason=\"not_tls\"}",
+            ) >= Some(1.0)
+    });
+    // Half handshakes that never finish: the reactor works on 4 at once and leaves the rest
+    // in the kernel's backlog.
+    let config = chatd::tls::client::client_config(Some(&pki.ca_pem)).expect("config");
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        let name = chatd::tls::client::server_name("localhost").expect("name");
+        let mut conn =
+            rustls::ClientConnection::new(std::sync::Arc::clone(&config), name).expect("client");
+        let mut s = std::net::TcpStream::connect(tls_addr).expect("connect");
+        let mut hello = Vec::new();
+        conn.write_tls(&mut hello).expect("to memory");
+        std::io::Write::write_all(&mut s, &hello).expect("ClientHello");
+        held.push(s);
+    }
+    let handshaking = "chatd_connections{reactor=\"0\",state=\"handshake\"}";
+    let body = scrape_until(&url, "4 connections in their handshake", |body| {
+        sample(body, handshaking) >= Some(4.0)
+    });
+    assert_eq!(sample(&body, handshaking), Some(4.0), "{body}");
+    assert!(
+        sample(&body, "chatd_tls_connections") >= Some(5.0),
+        "{body}"
+    );
 }

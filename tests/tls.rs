@@ -28,18 +28,8 @@ impl TlsDaemon {
         let certs = tempfile::tempdir().expect("temp dir");
         let pki = Pki::new(certs.path());
         let leaf = pki.leaf("server", &["localhost", "127.0.0.1"]);
-        let (cert, key) = (
-            leaf.cert.display().to_string(),
-            leaf.key.display().to_string(),
-        );
-        let mut args = vec![
-            "--tls-listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-        ];
+        let flags = leaf.serve_flags();
+        let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
         args.extend_from_slice(extra);
         let d = Daemon::start(&args);
         TlsDaemon {
@@ -171,4 +161,197 @@ fn a_server_may_listen_on_tls_alone() {
     let mut alice = t.login("alice");
     join(&mut alice, "#only", 0, 0);
     assert_eq!(post(&mut alice, "#only", &["hi"]), vec![1]);
+}
+
+/// The leaf certificate the server presented to `c`.
+fn presented(c: &TlsClient) -> Vec<u8> {
+    c.tls
+        .conn
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .expect("a certificate")
+        .to_vec()
+}
+
+fn der(path: &std::path::Path) -> Vec<u8> {
+    chatd::tls::pem::load_certs(path).expect("certs")[0].to_vec()
+}
+
+#[test]
+fn sighup_reloads_the_certificate_for_new_handshakes_and_keeps_old_sessions() {
+    let t = TlsDaemon::start(&[]);
+    let mut old = t.login("alice");
+    assert_eq!(presented(&old), der(&t.leaf.cert));
+    // Renewal writes new files at the same paths, then signals the daemon.
+    let renewed = t.pki.leaf("renewed", &["localhost"]);
+    std::fs::copy(&renewed.cert, &t.leaf.cert).expect("copy cert");
+    std::fs::copy(&renewed.key, &t.leaf.key).expect("copy key");
+    t.d.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(
+        t.d.wait_for_log("TLS certificate reloaded"),
+        "{:#?}",
+        t.d.log_lines()
+    );
+    let new = t.connect();
+    assert_eq!(
+        presented(&new),
+        der(&renewed.cert),
+        "a new handshake sees the new one"
+    );
+    old.send(&ClientFrame::Ping { nonce: 1 }).expect("PING");
+    assert_eq!(
+        old.expect(),
+        Reply::Pong { nonce: 1 },
+        "the old session goes on"
+    );
+
+    std::fs::write(&t.leaf.key, "garbage\n").expect("break the key");
+    t.d.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(
+        t.d.wait_for_log_line(|l| l.contains("not reloaded") && l.contains("server.key")),
+        "{:#?}",
+        t.d.log_lines()
+    );
+    let after = t.connect();
+    assert_eq!(
+        presented(&after),
+        der(&renewed.cert),
+        "a bad file keeps the good one"
+    );
+}
+
+#[test]
+fn frames_split_at_every_byte_across_tls_records_are_reassembled() {
+    let t = TlsDaemon::start(&[]);
+    let token = t.d.add_user("alice");
+    let mut pipeline = Vec::new();
+    for frame in [
+        ClientFrame::Hello {
+            version: 1,
+            user: "alice",
+            token: &token,
+        },
+        ClientFrame::Join {
+            room: "#split",
+            after: 0,
+            limit: 0,
+        },
+        ClientFrame::Ping { nonce: 3 },
+    ] {
+        chatd::protocol::encode_client(&frame, &mut pipeline);
+    }
+    for cut in 1..pipeline.len() {
+        let mut c = t.connect();
+        // Two writes, two TLS records, the frame boundary anywhere in between.
+        c.send_raw(&pipeline[..cut]).expect("first record");
+        c.send_raw(&pipeline[cut..]).expect("second record");
+        assert!(matches!(c.expect(), Reply::Welcome { .. }), "cut at {cut}");
+        assert!(matches!(c.expect(), Reply::Joined { .. }), "cut at {cut}");
+        assert_eq!(c.expect(), Reply::Pong { nonce: 3 }, "cut at {cut}");
+    }
+}
+
+#[test]
+fn max_size_frames_cross_many_records_both_ways() {
+    let t = TlsDaemon::start(&["--max-frame", "100000"]);
+    let mut alice = t.login("alice");
+    join(&mut alice, "#big", 0, 0);
+    // A MSG of alice's in "#big" is 30 bytes plus the text: this text makes it exactly the
+    // limit, about six TLS records.
+    let text = "y".repeat(100_000 - 30);
+    alice
+        .send(&ClientFrame::Send {
+            room: "#big",
+            id: 1,
+            text: &text,
+        })
+        .expect("SEND");
+    let mut got = (false, false);
+    while got != (true, true) {
+        match alice.expect() {
+            Reply::Ack { id: 1, seq: 1 } => got.0 = true,
+            Reply::Msg { text: t, .. } => {
+                assert_eq!(t.len(), text.len());
+                got.1 = true;
+            }
+            other => panic!("expected ACK and MSG, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_slow_tls_reader_behind_a_busy_room_is_caught_up_from_the_log() {
+    let t = TlsDaemon::start(&["--ring-messages", "8", "--send-rate", "0"]);
+    let token = t.d.add_user("slow");
+    let mut slow = TlsClient::connect_small_window(t.tls_addr(), &t.pki.ca_pem, "localhost", 4096)
+        .expect("connect");
+    slow.login("slow", &token);
+    join(&mut slow, "#busy", 0, 0);
+    let mut alice = t.d.login("alice");
+    util::join(&mut alice, "#busy", 0, 0);
+    let text = "z".repeat(1000);
+    for id in 1..=400 {
+        util::send(&mut alice, "#busy", id, &text);
+    }
+    // alice has all her ACKs: every message is stored, most far behind the 8-message window.
+    let mut acks = 0;
+    while acks < 400 {
+        if let Reply::Ack { .. } = util::recv(&mut alice) {
+            acks += 1;
+        }
+    }
+    let got = msgs(&mut slow, 400);
+    let seqs: Vec<u64> = got.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (1..=400).collect::<Vec<_>>());
+}
+
+#[test]
+fn config_check_and_start_up_refuse_a_key_of_another_certificate_naming_it() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::new(certs.path());
+    let (a, b) = (pki.leaf("a", &["localhost"]), pki.leaf("b", &["localhost"]));
+    let file = certs.path().join("chatd.toml");
+    let config = |key: &std::path::Path| {
+        format!(
+            "tls-listen = [\"127.0.0.1:0\"]\ntls-cert = \"{}\"\ntls-key = \"{}\"\n",
+            a.cert.display(),
+            key.display()
+        )
+    };
+    std::fs::write(&file, config(&a.key)).expect("write");
+    let check = |file: &std::path::Path| {
+        std::process::Command::new(util::BIN)
+            .args(["config", "check"])
+            .arg(file)
+            .output()
+            .expect("run")
+    };
+    let out = check(&file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("127.0.0.1:0 (TLS)"));
+
+    std::fs::write(&file, config(&b.key)).expect("write");
+    let out = check(&file);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("b.key") && err.contains("does not belong"),
+        "{err}"
+    );
+
+    let data = certs.path().join("data");
+    let out = std::process::Command::new(util::BIN)
+        .args(["serve", "--config"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "a mismatched key stops start-up");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("b.key"), "{err}");
 }

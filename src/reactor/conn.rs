@@ -50,9 +50,8 @@ pub struct Conn {
     pub peer: IpAddr,
     pub serial: u64,
     pub session: Session,
+    /// Plain or TLS; it also keeps the partial frame carried over between reads.
     pub transport: Transport,
-    /// A partial frame carried over between reads; empty (and unallocated) almost always.
-    inbuf: Vec<u8>,
     /// The socket may hold bytes we have not read (we have not seen `WouldBlock` since).
     pub readable: bool,
     /// The last write was refused; WRITABLE is armed and we wait for it.
@@ -100,7 +99,6 @@ impl Conn {
             serial,
             session,
             transport,
-            inbuf: Vec::new(),
             // An edge may have passed before we registered: look once.
             readable: true,
             write_blocked: false,
@@ -127,9 +125,10 @@ impl Conn {
             }
             scratch.handshakes -= 1;
         }
-        if !self.inbuf.is_empty() && self.session.wants_input() {
-            let used = self.session.receive(&self.inbuf, env);
-            self.inbuf.drain(..used.min(self.inbuf.len()));
+        let inbuf = self.transport.inbuf();
+        if !inbuf.is_empty() && self.session.wants_input() {
+            let used = self.session.receive(inbuf, env);
+            inbuf.drain(..used.min(inbuf.len()));
         }
         let mut again = false;
         let mut reads = 0;
@@ -144,7 +143,7 @@ impl Conn {
             }
             reads += 1;
             let read = match &mut self.transport {
-                Transport::Plain => self.read_plain(scratch, env),
+                Transport::Plain(_) => self.read_plain(scratch, env),
                 Transport::Tls(_) => self.read_tls(scratch, env),
             };
             match read {
@@ -165,12 +164,13 @@ impl Conn {
                 Read1::Failed => return Serviced::Close,
             }
         }
-        if self.inbuf.is_empty() && self.inbuf.capacity() > 0 {
-            self.inbuf = Vec::new();
+        let inbuf = self.transport.inbuf();
+        if inbuf.is_empty() && inbuf.capacity() > 0 {
+            *inbuf = Vec::new();
         }
         let paused = !self.session.wants_input();
         let flushed = match &self.transport {
-            Transport::Plain => self.flush_plain(env),
+            Transport::Plain(_) => self.flush_plain(env),
             Transport::Tls(_) => self.flush_tls(scratch, env),
         };
         match flushed {
@@ -180,14 +180,17 @@ impl Conn {
         }
         // Writing can lift a pause (a PONG's barrier settled, the backlog drained): input that
         // waited, buffered or still in the socket, is taken on the next turn.
-        if paused && self.session.wants_input() && (self.readable || !self.inbuf.is_empty()) {
+        let waiting = self.readable || !self.transport.inbuf().is_empty();
+        if paused && self.session.wants_input() && waiting {
             again = true;
         }
         if self.session.is_done() {
-            match self.finish(scratch) {
+            match self.finish(scratch, env) {
                 Ok(true) => {}
-                // The close_notify waits for the socket to take what is queued before it.
-                Ok(false) => return Serviced::Wait,
+                // The close_notify waits for the socket (or the next turn's budget) to take
+                // what is queued before it.
+                Ok(false) if self.write_blocked => return Serviced::Wait,
+                Ok(false) => return Serviced::Again,
                 Err(_) => return Serviced::Close,
             }
             if self.eof {
@@ -211,13 +214,16 @@ impl Conn {
 
     /// One read of plaintext, straight into the scratch buffer and on to the session.
     fn read_plain(&mut self, scratch: &mut Scratch, env: &mut impl Env) -> Read1 {
+        let Transport::Plain(inbuf) = &mut self.transport else {
+            return Read1::Failed;
+        };
         loop {
             match self.stream.read(&mut scratch.read) {
                 Ok(0) => return Read1::Eof,
                 Ok(n) => {
                     env.transferred(n as u64, 0);
                     let data = scratch.read.get(..n).unwrap_or_default();
-                    feed(&mut self.session, &mut self.inbuf, data, env);
+                    feed(&mut self.session, inbuf, data, env);
                     return Read1::Data;
                 }
                 // Drained: the next edge will tell us when there is more.
@@ -257,11 +263,15 @@ impl Conn {
         env.transferred(n as u64, 0);
         let total = kept + n;
         scratch.cipher.clear();
-        let (session, inbuf) = (&mut self.session, &mut self.inbuf);
+        // Out of the state for the call, since rustls holds the state while it hands out
+        // plaintext; put back right after.
+        let mut inbuf = std::mem::take(&mut tls.inbuf);
+        let session = &mut self.session;
         let incoming = scratch.read.get_mut(..total).unwrap_or_default();
         let received = tls.receive(incoming, &mut scratch.cipher, |plain| {
-            feed(session, inbuf, plain, env);
+            feed(session, &mut inbuf, plain, env);
         });
+        tls.inbuf = inbuf;
         let received = match received {
             Ok(r) => r,
             Err(e) => {
@@ -386,7 +396,7 @@ impl Conn {
 
     /// Before the FIN of a TLS connection, a close_notify, once the socket has taken every
     /// record before it. Returns whether the connection may send its FIN now.
-    fn finish(&mut self, scratch: &mut Scratch) -> io::Result<bool> {
+    fn finish(&mut self, scratch: &mut Scratch, env: &mut impl Env) -> io::Result<bool> {
         let Transport::Tls(tls) = &mut self.transport else {
             return Ok(true);
         };
@@ -397,18 +407,9 @@ impl Conn {
         tls.close_notify(&mut scratch.cipher)
             .map_err(|e| io::Error::other(e.detail))?;
         tls.tx.extend_from_slice(&scratch.cipher);
-        while !tls.tx.is_empty() {
-            match write_tx(&mut self.stream, tls) {
-                Ok(_) => {}
-                Err(e) if would_block(&e) => {
-                    self.write_blocked = true;
-                    return Ok(false);
-                }
-                Err(e) if interrupted(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(true)
+        // The alert leaves like any ciphertext, behind what was queued before it.
+        self.flush_tls(scratch, env)?;
+        Ok(self.transport.tls().is_none_or(|tls| tls.tx.is_empty()))
     }
 
     /// The interest the connection needs now, derived from its state, and whether that

@@ -301,7 +301,7 @@ impl Reactor {
             return;
         }
         let transport = match (speaks, &self.shared.tls) {
-            (Speaks::Plain, _) => Transport::Plain,
+            (Speaks::Plain, _) => Transport::Plain(Vec::new()),
             (Speaks::Tls, Some(tls)) => match TlsConn::new(Arc::clone(&tls.config)) {
                 Ok(conn) => Transport::Tls(Box::new(conn)),
                 Err(e) => {

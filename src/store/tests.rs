@@ -61,17 +61,7 @@ fn write_messages(
     }
     let mut log =
         LogWriter::open(dir, EPOCH, limits(segment_bytes), &recovered, rooms).expect("open");
-    let r = rooms.open(room).expect("room");
-    for _ in 0..count {
-        let seq = r.read(|ring| ring.head()) + 1;
-        let frame = msg(room, seq, &format!("message {seq}"));
-        let pos = log.next_pos().expect("pos");
-        let mut batch = Vec::new();
-        encode_record(&frame, &mut batch);
-        log.write(&batch, Instant::now()).expect("write");
-        r.write(|ring| ring.append(Arc::from(frame), RING, Some(pos)));
-        log.note(&r, seq, 0);
-    }
+    send_to(&mut log, rooms, room, count);
     log
 }
 
@@ -202,16 +192,8 @@ fn retention_deletes_whole_old_segments_and_moves_first() {
     let mut limits = limits(4096);
     limits.retention.max_bytes = Some(12_000);
     let mut log = LogWriter::open(tmp.path(), EPOCH, limits, &recovered, &rooms).expect("open");
+    send_to(&mut log, &rooms, "#a", 300);
     let r = rooms.open("#a").expect("room");
-    for seq in 1..=300 {
-        let frame = msg("#a", seq, &format!("message {seq}"));
-        let pos = log.next_pos().expect("pos");
-        let mut batch = Vec::new();
-        encode_record(&frame, &mut batch);
-        log.write(&batch, Instant::now()).expect("write");
-        r.write(|ring| ring.append(Arc::from(frame), RING, Some(pos)));
-        log.note(&r, seq, 0);
-    }
     let on_disk: u64 = list_segments(tmp.path())
         .expect("list")
         .iter()
@@ -323,16 +305,7 @@ fn a_roll_syncs_the_old_segment_even_under_fsync_never() {
     let mut limits = limits(4096);
     limits.fsync = FsyncPolicy::Never;
     let mut log = LogWriter::open(tmp.path(), EPOCH, limits, &recovered, &rooms).expect("open");
-    let r = rooms.open("#a").expect("room");
-    for seq in 1..=200 {
-        let frame = msg("#a", seq, &format!("message {seq}"));
-        let pos = log.next_pos().expect("pos");
-        let mut batch = Vec::new();
-        encode_record(&frame, &mut batch);
-        log.write(&batch, Instant::now()).expect("write");
-        r.write(|ring| ring.append(Arc::from(frame), RING, Some(pos)));
-        log.note(&r, seq, 0);
-    }
+    send_to(&mut log, &rooms, "#a", 200);
     let rolls = list_segments(tmp.path()).expect("list").len() as u64 - 1;
     assert!(rolls >= 2, "small segments roll: {rolls}");
     assert_eq!(log.stats.fsyncs, rolls, "one sync per roll, none per batch");
@@ -472,17 +445,7 @@ fn start_and_write(data: &Path, legacy: Option<u64>, count: u64) -> super::Ids {
     }
     let mut log = LogWriter::open(&dir, ids.segments, limits(4096), &opened.recovered, &rooms)
         .expect("writer");
-    let r = rooms.open("#a").expect("room");
-    for _ in 0..count {
-        let seq = r.read(|ring| ring.head()) + 1;
-        let frame = msg("#a", seq, &format!("message {seq}"));
-        let pos = log.next_pos().expect("pos");
-        let mut batch = Vec::new();
-        encode_record(&frame, &mut batch);
-        log.write(&batch, Instant::now()).expect("write");
-        r.write(|ring| ring.append(Arc::from(frame), RING, Some(pos)));
-        log.note(&r, seq, 0);
-    }
+    send_to(&mut log, &rooms, "#a", count);
     ids
 }
 

@@ -1,11 +1,11 @@
-//! The client's TLS configuration (whom to trust, which protocol to ask for) and the
-//! explanation of a failed handshake in one readable line.
+//! The client's TLS configuration: whom to trust, which protocol to ask for, and which name
+//! to verify. Why a handshake failed is put in words by `super::explain`.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
-use rustls::{CertificateError, ClientConfig, RootCertStore};
+use rustls::{ClientConfig, RootCertStore};
 
 use super::pem::load_certs;
 use super::{ALPN, provider};
@@ -53,47 +53,4 @@ pub fn server_name(name: &str) -> Result<ServerName<'static>, String> {
         .map_err(|_| format!("'{name}' is not a valid server name for TLS"))
 }
 
-/// One line saying why a TLS handshake with `server` failed, for a person.
-pub fn explain(e: &rustls::Error, server: &str) -> String {
-    use rustls::Error;
-    match e {
-        Error::InvalidCertificate(cert) => explain_certificate(cert, server),
-        Error::NoApplicationProtocol => {
-            format!("{server} speaks TLS but not chatd/1 (wrong port?)")
-        }
-        Error::AlertReceived(alert) => {
-            format!("{server} refused the TLS handshake (alert: {alert:?})")
-        }
-        Error::InvalidMessage(_) | Error::InappropriateMessage { .. } => {
-            format!("{server} did not answer with TLS (is it a plain chatd port? drop --tls)")
-        }
-        Error::PeerIncompatible(why) => {
-            format!("{server} has no TLS version or cipher in common with us ({why:?})")
-        }
-        other => format!("TLS with {server} failed: {other}"),
-    }
-}
-
-fn explain_certificate(e: &CertificateError, server: &str) -> String {
-    match e {
-        CertificateError::UnknownIssuer => format!(
-            "the certificate of {server} has an unknown issuer: pass --ca-file with the CA \
-             (or the server's self-signed certificate)"
-        ),
-        CertificateError::NotValidForNameContext { presented, .. } => format!(
-            "certificate for {} is not valid for {server} (use --server-name to verify \
-             another name)",
-            presented.join(", ")
-        ),
-        CertificateError::NotValidForName => {
-            format!("the certificate of {server} is not valid for that name")
-        }
-        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-            format!("the certificate of {server} has expired")
-        }
-        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-            format!("the certificate of {server} is not valid yet (check the clocks)")
-        }
-        other => format!("the certificate of {server} is not acceptable: {other}"),
-    }
-}
+pub use super::explain::explain;

@@ -6,6 +6,7 @@
 //! reads files and must therefore never run on a reactor thread.
 
 pub mod client;
+pub mod explain;
 pub mod pem;
 pub mod server;
 

@@ -103,6 +103,8 @@ pub struct TlsConn {
     pub rx: Vec<u8>,
     /// Ciphertext the socket has not taken yet; sent before anything newer.
     pub tx: Vec<u8>,
+    /// Decrypted bytes the session has not taken yet (a partial frame, usually).
+    pub inbuf: Vec<u8>,
     /// Why the connection failed, once it has: read when the reactor closes it.
     pub failure: Option<Failure>,
     close_notify_sent: bool,
@@ -118,6 +120,7 @@ impl TlsConn {
             conn: UnbufferedServerConnection::new(config)?,
             rx: Vec::new(),
             tx: Vec::new(),
+            inbuf: Vec::new(),
             failure: None,
             close_notify_sent: false,
         })
@@ -243,7 +246,7 @@ impl TlsConn {
 
     /// Heap bytes this connection holds in its queues (for tests of the footprint).
     pub fn queued_bytes(&self) -> usize {
-        self.rx.capacity() + self.tx.capacity()
+        self.rx.capacity() + self.tx.capacity() + self.inbuf.capacity()
     }
 }
 

@@ -60,3 +60,17 @@ impl Pki {
         leaf
     }
 }
+
+impl Leaf {
+    /// `chatd serve` flags for one TLS listener on a free loopback port with this certificate.
+    pub fn serve_flags(&self) -> Vec<String> {
+        vec![
+            "--tls-listen".into(),
+            "127.0.0.1:0".into(),
+            "--tls-cert".into(),
+            self.cert.display().to_string(),
+            "--tls-key".into(),
+            self.key.display().to_string(),
+        ]
+    }
+}

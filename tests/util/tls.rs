@@ -35,14 +35,48 @@ impl TlsClient {
         config: Arc<rustls::ClientConfig>,
         name: &str,
     ) -> io::Result<TlsClient> {
+        TlsClient::over(TcpStream::connect(addr)?, config, name)
+    }
+
+    /// Like `connect`, with a receive buffer of `rcvbuf` bytes: a reader the server must
+    /// pace, so that what it is owed stays behind in the room.
+    pub fn connect_small_window(
+        addr: SocketAddr,
+        ca: &Path,
+        name: &str,
+        rcvbuf: usize,
+    ) -> io::Result<TlsClient> {
+        use nix::sys::socket::{
+            AddressFamily, SockFlag, SockType, SockaddrStorage, connect, setsockopt, socket,
+            sockopt,
+        };
+        use std::os::fd::AsRawFd;
+        let family = if addr.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        let fd = socket(family, SockType::Stream, SockFlag::empty(), None)?;
+        setsockopt(&fd, sockopt::RcvBuf, &rcvbuf)?;
+        connect(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+        let config = chatd::tls::client::client_config(Some(ca)).map_err(io::Error::other)?;
+        TlsClient::over(TcpStream::from(fd), config, name)
+    }
+
+    fn over(
+        tcp: TcpStream,
+        config: Arc<rustls::ClientConfig>,
+        name: &str,
+    ) -> io::Result<TlsClient> {
         let server = chatd::tls::client::server_name(name).map_err(io::Error::other)?;
         let conn = ClientConnection::new(config, server).map_err(io::Error::other)?;
-        let tcp = TcpStream::connect(addr)?;
         tcp.set_read_timeout(Some(crate::util::PATIENCE))?;
         tcp.set_nodelay(true)?;
         let mut tls = StreamOwned::new(conn, tcp);
         while tls.conn.is_handshaking() {
-            tls.conn.complete_io(&mut tls.sock)?;
+            tls.conn
+                .complete_io(&mut tls.sock)
+                .map_err(|e| explained(e, name))?;
         }
         Ok(TlsClient {
             tls,
@@ -115,5 +149,17 @@ impl TlsClient {
             "expected WELCOME, got {w:?}"
         );
         w
+    }
+}
+
+/// A handshake's I/O error, with rustls's error (if that is what it is) in chatd's words.
+fn explained(e: io::Error, server: &str) -> io::Error {
+    let line = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .map(|tls| chatd::tls::client::explain(tls, server));
+    match line {
+        Some(line) => io::Error::new(e.kind(), line),
+        None => e,
     }
 }

@@ -23,6 +23,14 @@ OPTIONS:
     --token-file FILE    a file whose first line is your token
     --config FILE        the config file to read (default: see FILES)
     --history N          messages of each room to show on joining (default 20)
+    --tls                talk to the server over TLS (the server's TLS port), verifying
+                         its certificate against the system's trusted roots
+    --ca-file FILE       trust the CA certificate (or the server's self-signed certificate)
+                         in FILE, PEM, instead of the system's roots; implies --tls
+    --server-name NAME   the name the server's certificate must be valid for, when it is
+                         not the host of --server (e.g. connecting by IP address to a
+                         certificate for chat.example.org); implies --tls
+    --no-tls             plain TCP even if the config file asks for TLS
     -h, --help           this text
     -V, --version        the version
 
@@ -80,6 +88,10 @@ FILES:
             token_file = ~/.config/chat/token     (relative to the config file's folder)
             rooms = #general #dev                 (joined when no ROOM is given)
             history = 20
+            tls = yes                             (yes/no, true/false, on/off)
+            ca_file = ~/.config/chat/ca.pem       (relative to the config file's folder)
+            server_name = chat.example.org
+        A ca_file or server_name in the file turns TLS on too, unless `tls = no`.
     $XDG_STATE_HOME/chat/ (default ~/.local/state/chat/)
         one file per user and server (e.g. alice@127.0.0.1_7667): the server's epoch and
         the last message seen in each room. Interactive mode reads it on start to show what
@@ -90,7 +102,9 @@ EXIT STATUS:
     0 success; 1 any other error; 2 bad usage, config or missing token; 3 cannot reach the
     server; 4 authentication failed (AUTH_FAILED); 5 invalid room name or message (INVALID);
     6 rate limited (RATE_LIMITED, after retrying); 7 the server is shutting down
-    (SHUTTING_DOWN); 8 the connection dropped before the work was done.
+    (SHUTTING_DOWN); 8 the connection dropped before the work was done; 9 the TLS
+    handshake failed: the server's certificate is not trusted (--ca-file) or not valid for
+    its name (--server-name), or the server does not speak TLS. Exit 9 is never retried.
 ";
 
 /// Options that apply to every command.
@@ -101,6 +115,10 @@ pub struct Options {
     pub token_file: Option<PathBuf>,
     pub config: Option<PathBuf>,
     pub history: Option<u32>,
+    /// `--tls` (true) or `--no-tls` (false); `None` leaves it to the config file.
+    pub tls: Option<bool>,
+    pub ca_file: Option<PathBuf>,
+    pub server_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +160,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(Options, Comma
             Long("token-file") => opts.token_file = Some(p.value().map_err(err)?.into()),
             Long("config") => opts.config = Some(p.value().map_err(err)?.into()),
             Long("history") => opts.history = Some(number(&mut p, "--history")?),
+            Long("tls") => opts.tls = Some(true),
+            Long("no-tls") => opts.tls = Some(false),
+            Long("ca-file") => opts.ca_file = Some(p.value().map_err(err)?.into()),
+            Long("server-name") => opts.server_name = Some(string(&mut p, "--server-name")?),
             Long("after") => after = Some(number(&mut p, "--after")?),
             Long("limit") => {
                 let v = string(&mut p, "--limit")?;
@@ -168,6 +190,15 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(Options, Comma
             ),
             other => return Err(other.unexpected().to_string()),
         }
+    }
+    let tls_only = [
+        (opts.ca_file.is_some(), "--ca-file"),
+        (opts.server_name.is_some(), "--server-name"),
+    ];
+    if opts.tls == Some(false)
+        && let Some((_, flag)) = tls_only.iter().find(|(set, _)| *set)
+    {
+        return Err(format!("{flag} is for TLS and cannot go with --no-tls"));
     }
     let tail_only = [
         (after.is_some(), "--after"),
@@ -286,6 +317,30 @@ mod tests {
         assert!(e.contains("--follow"), "{e}");
         assert!(run(&["tail", "#a", "#b"]).is_err());
         assert!(run(&["tail", "#a", "--limit", "many"]).is_err());
+    }
+
+    #[test]
+    fn tls_flags_parse_and_contradictions_are_refused() {
+        let (o, _) = run(&[
+            "--tls",
+            "--ca-file",
+            "ca.pem",
+            "--server-name",
+            "chat.example.org",
+        ])
+        .expect("ok");
+        assert_eq!(o.tls, Some(true));
+        assert_eq!(o.ca_file, Some(PathBuf::from("ca.pem")));
+        assert_eq!(o.server_name.as_deref(), Some("chat.example.org"));
+        let (o, _) = run(&["--no-tls"]).expect("ok");
+        assert_eq!(o.tls, Some(false));
+        let (o, _) = run(&["send", "#a", "hi"]).expect("ok");
+        assert_eq!(o.tls, None);
+        let e = run(&["--no-tls", "--ca-file", "ca.pem"]).expect_err("contradiction");
+        assert!(e.contains("--ca-file") && e.contains("--no-tls"), "{e}");
+        for flag in ["--tls", "--ca-file", "--server-name", "--no-tls"] {
+            assert!(USAGE.contains(flag), "{flag} is explained");
+        }
     }
 
     #[test]

@@ -24,6 +24,17 @@ pub struct Settings {
     pub history: u32,
     /// Where the state files live; `None` when neither XDG_STATE_HOME nor HOME is set.
     pub state_dir: Option<PathBuf>,
+    /// `None`: plain TCP.
+    pub tls: Option<TlsSettings>,
+}
+
+/// How to talk TLS to the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// The CA (or self-signed server certificate) to trust; `None`: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// The name to verify; `None`: the host of `server`.
+    pub server_name: Option<String>,
 }
 
 /// What a config file says; every field optional.
@@ -34,6 +45,9 @@ pub struct FileConfig {
     pub token_file: Option<PathBuf>,
     pub rooms: Vec<String>,
     pub history: Option<u32>,
+    pub tls: Option<bool>,
+    pub ca_file: Option<PathBuf>,
+    pub server_name: Option<String>,
 }
 
 /// Reads the environment; a function so that tests can pass their own.
@@ -53,6 +67,7 @@ pub fn resolve(opts: &Options, env: Env<'_>) -> Result<Settings, Failure> {
         Some(p) => read_config(p, explicit, home.as_deref())?,
         None => FileConfig::default(),
     };
+    let tls = tls_settings(opts, &file);
     let server = opts
         .server
         .clone()
@@ -95,6 +110,28 @@ pub fn resolve(opts: &Options, env: Env<'_>) -> Result<Settings, Failure> {
         rooms: file.rooms,
         history: opts.history.or(file.history).unwrap_or(DEFAULT_HISTORY),
         state_dir: state_dir(env, home.as_deref()),
+        tls,
+    })
+}
+
+/// TLS is on with `--tls`, or with `--ca-file` or `--server-name` (which mean nothing
+/// without it); else as the config file says, where a `ca_file` or `server_name` turns it on
+/// unless `tls = no`. `--no-tls` turns it off whatever the file says.
+fn tls_settings(opts: &Options, file: &FileConfig) -> Option<TlsSettings> {
+    let flagged = opts.ca_file.is_some() || opts.server_name.is_some();
+    let on = match opts.tls {
+        Some(on) => on,
+        None if flagged => true,
+        None => file
+            .tls
+            .unwrap_or(file.ca_file.is_some() || file.server_name.is_some()),
+    };
+    on.then(|| TlsSettings {
+        ca_file: opts.ca_file.clone().or_else(|| file.ca_file.clone()),
+        server_name: opts
+            .server_name
+            .clone()
+            .or_else(|| file.server_name.clone()),
     })
 }
 
@@ -183,6 +220,14 @@ pub fn parse(text: &str, base: &Path, home: Option<&Path>) -> Result<FileConfig,
                         format!("{n}: history wants a whole number, not {value:?}")
                     })?);
             }
+            "tls" => {
+                c.tls = Some(
+                    yes_no(value)
+                        .ok_or_else(|| format!("{n}: tls wants yes or no, not {value:?}"))?,
+                )
+            }
+            "ca_file" => c.ca_file = Some(expand(value, base, home)),
+            "server_name" => c.server_name = Some(value.to_string()),
             "token" => {
                 return Err(format!(
                     "{n}: a token does not go in the config file; put it in a file of its \
@@ -191,12 +236,21 @@ pub fn parse(text: &str, base: &Path, home: Option<&Path>) -> Result<FileConfig,
             }
             _ => {
                 return Err(format!(
-                    "{n}: unknown key {key:?} (known: server, user, token_file, rooms, history)"
+                    "{n}: unknown key {key:?} (known: server, user, token_file, rooms, history, tls, \
+                     ca_file, server_name)"
                 ));
             }
         }
     }
     Ok(c)
+}
+
+fn yes_no(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "yes" | "true" | "on" | "1" => Some(true),
+        "no" | "false" | "off" | "0" => Some(false),
+        _ => None,
+    }
 }
 
 fn expand(value: &str, base: &Path, home: Option<&Path>) -> PathBuf {
@@ -305,6 +359,68 @@ mod tests {
             ("flag:7667", "flagger")
         );
         assert_eq!(s.history, 9);
+    }
+
+    #[test]
+    fn tls_comes_from_flags_or_the_file_and_no_tls_wins() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = dir.path().join("chat");
+        std::fs::create_dir_all(&cfg).expect("mkdir");
+        let xdg = dir.path().display().to_string();
+        let env = env_of(&[
+            ("XDG_CONFIG_HOME", &xdg),
+            ("CHAT_TOKEN", "tok"),
+            ("USER", "a"),
+        ]);
+        let write = |text: &str| std::fs::write(cfg.join("config"), text).expect("write");
+
+        write("");
+        assert_eq!(resolve(&Options::default(), &env).expect("ok").tls, None);
+        let flags = Options {
+            ca_file: Some("flag.pem".into()),
+            ..Options::default()
+        };
+        let tls = resolve(&flags, &env)
+            .expect("ok")
+            .tls
+            .expect("--ca-file implies TLS");
+        assert_eq!(tls.ca_file, Some(PathBuf::from("flag.pem")));
+        assert_eq!(tls.server_name, None);
+
+        write("tls = yes\nserver_name = chat.example.org\n");
+        let tls = resolve(&Options::default(), &env)
+            .expect("ok")
+            .tls
+            .expect("on");
+        assert_eq!(tls.server_name.as_deref(), Some("chat.example.org"));
+        assert_eq!(tls.ca_file, None);
+        let off = Options {
+            tls: Some(false),
+            ..Options::default()
+        };
+        assert_eq!(resolve(&off, &env).expect("ok").tls, None, "--no-tls wins");
+
+        write("ca_file = ca.pem\n");
+        let tls = resolve(&Options::default(), &env)
+            .expect("ok")
+            .tls
+            .expect("on");
+        assert_eq!(
+            tls.ca_file,
+            Some(cfg.join("ca.pem")),
+            "relative to the file"
+        );
+        write("ca_file = ca.pem\ntls = no\n");
+        assert_eq!(resolve(&Options::default(), &env).expect("ok").tls, None);
+        let on = Options {
+            tls: Some(true),
+            ..Options::default()
+        };
+        let tls = resolve(&on, &env).expect("ok").tls.expect("--tls wins");
+        assert_eq!(tls.ca_file, Some(cfg.join("ca.pem")));
+
+        let e = parse("tls = maybe", Path::new("/"), None).expect_err("not yes/no");
+        assert!(e.starts_with("1:") && e.contains("yes or no"), "{e}");
     }
 
     #[test]

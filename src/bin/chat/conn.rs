@@ -1,17 +1,19 @@
-//! One connection to chatd: connect, HELLO, WELCOME, then a reader thread that turns the
-//! socket into [`Event`]s while the owner writes frames. A connection never retries or
-//! reconnects by itself (that is `link`'s job), and every wait in it has a deadline.
+//! One connection to chatd: connect (and the TLS handshake, if asked), HELLO, WELCOME, then
+//! a reader thread that turns the socket into [`Event`]s while the owner writes frames. A
+//! connection never retries or reconnects by itself (that is `link`'s job), and every wait
+//! in it has a deadline.
 
 use std::io::{self, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
-use chatd::client::{Client, Reply};
+use chatd::client::{Client, Reply, Transport};
 use chatd::protocol::{ClientFrame, ErrorCode, VERSION, encode_client};
 
 use crate::events::Event;
 use crate::failure::{Exit, Failure, describe};
+use crate::link::Target;
 
 /// How long one address may take to accept the TCP connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,39 +29,43 @@ pub struct Welcome {
     pub idle_timeout: Duration,
 }
 
-/// The writing half of a connection; its reading half lives in a thread.
+/// The writing half of a connection, plain or TLS; its reading half lives in a thread.
 #[derive(Debug)]
 pub struct Conn {
-    stream: TcpStream,
+    stream: Transport,
     /// Tags this connection's events, so that a late event of an old one can be told apart.
     pub id: u64,
 }
 
 impl Conn {
-    /// Connects to `addr`, logs in, and starts the reader thread that sends
-    /// [`Event::Frame`]s and finally one [`Event::Closed`] tagged with `id`.
+    /// Connects to the target's address (over TLS if it says so), logs in, and starts the
+    /// reader thread that sends [`Event::Frame`]s and finally one [`Event::Closed`] tagged
+    /// with `id`.
     ///
     /// # Errors
-    /// The server cannot be reached, refuses the login, or breaks the handshake.
+    /// The server cannot be reached, refuses the certificate check or the login, or breaks
+    /// the handshake.
     pub fn open(
-        addr: &str,
-        user: &str,
-        token: &str,
+        target: &Target,
         id: u64,
         events: &Sender<Event>,
     ) -> Result<(Conn, Welcome), Failure> {
-        let stream = connect(addr)?;
+        let (addr, user, token) = (&target.addr, &target.user, &target.token);
+        let tcp = connect(addr)?;
         let lost = |e: io::Error| {
             Failure::new(
                 Exit::Lost,
                 format!("lost the connection to chatd at {addr}: {}", describe(&e)),
             )
         };
-        let mut reader = Client::from_stream(stream.try_clone().map_err(lost)?);
+        // The write timeout holds for the TLS handshake too; its read timeout is set there.
+        tcp.set_write_timeout(Some(WRITE_TIMEOUT)).map_err(lost)?;
+        let stream = match &target.tls {
+            Some(secure) => Transport::Tls(secure.handshake(tcp, addr)?),
+            None => Transport::Plain(tcp),
+        };
+        let mut reader = Client::from_transport(stream.try_clone().map_err(lost)?);
         reader.set_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(lost)?;
-        stream
-            .set_write_timeout(Some(WRITE_TIMEOUT))
-            .map_err(lost)?;
         let mut conn = Conn { stream, id };
         let hello = ClientFrame::Hello {
             version: VERSION,
@@ -92,7 +98,14 @@ impl Conn {
                     || {
                         Failure::new(
                             Exit::Lost,
-                            format!("chatd at {addr} closed the connection during the login"),
+                            format!(
+                                "chatd at {addr} closed the connection during the login{}",
+                                if target.tls.is_none() {
+                                    " (if that is a TLS port, use --tls)"
+                                } else {
+                                    ""
+                                }
+                            ),
                         )
                     },
                     lost,
@@ -135,7 +148,7 @@ impl Conn {
 
     /// Closes both directions, which also ends the reader thread.
     pub fn close(&self) {
-        let _ = self.stream.shutdown(Shutdown::Both);
+        self.stream.close();
     }
 }
 

@@ -25,6 +25,9 @@ pub enum Exit {
     ShuttingDown = 7,
     /// The connection dropped before the work was done.
     Lost = 8,
+    /// The TLS handshake failed: the certificate is not trusted or not valid for the name,
+    /// or the server does not speak TLS. Waiting does not fix it, so it is never retried.
+    Tls = 9,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +135,13 @@ mod tests {
         assert_eq!(Failure::server(13, "", "x").exit, Exit::ShuttingDown);
         assert_eq!(Failure::server(8, "", "x").exit, Exit::Other);
         assert_eq!(Failure::server(99, "", "x").message, "x: error 99");
+    }
+
+    #[test]
+    fn a_refused_certificate_is_not_worth_retrying_but_a_refused_connection_is() {
+        assert!(!Failure::new(Exit::Tls, "unknown issuer").is_transient());
+        assert!(Failure::new(Exit::Unreachable, "connection refused").is_transient());
+        assert_eq!(Exit::Tls as u8, 9);
     }
 
     #[test]

@@ -89,7 +89,7 @@ pub fn run(s: &Settings, rooms: Vec<String>) -> Result<(), Failure> {
         .map(|r| (r.clone(), start_for(saved.as_ref(), None, r, s.history)))
         .collect();
     let (tx, rx) = mpsc::channel();
-    let link = Link::open(target(s), tx.clone(), Mode::Resilient, s.history, starts)?;
+    let link = Link::open(target(s)?, tx.clone(), Mode::Resilient, s.history, starts)?;
     let terminal = Terminal::save();
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let (screen, prompts) = if tty {
@@ -120,8 +120,9 @@ pub fn run(s: &Settings, rooms: Vec<String>) -> Result<(), Failure> {
         last_day: None,
         quit_by: None,
     };
+    let over = if s.tls.is_some() { " over TLS" } else { "" };
     chat.say(&format!(
-        "-- connected to {} as {}; /help lists the commands",
+        "-- connected to {}{over} as {}; /help lists the commands",
         s.server, s.user
     ));
     if wanted.is_empty() {

@@ -16,6 +16,7 @@ use chatd::protocol::{ClientFrame, ErrorCode};
 use crate::conn::Conn;
 use crate::events::Event;
 use crate::failure::{Exit, Failure};
+use crate::tls::Secure;
 
 /// The first pause before reconnecting; it doubles per failed attempt.
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
@@ -33,6 +34,8 @@ pub struct Target {
     pub addr: String,
     pub user: String,
     pub token: String,
+    /// `None`: plain TCP.
+    pub tls: Option<Secure>,
 }
 
 /// Where a room's first JOIN starts.
@@ -445,7 +448,7 @@ impl Link {
     fn connect(&mut self) -> Result<(), Failure> {
         self.conn_ids += 1;
         let t = &self.target;
-        let (conn, welcome) = Conn::open(&t.addr, &t.user, &t.token, self.conn_ids, &self.events)?;
+        let (conn, welcome) = Conn::open(t, self.conn_ids, &self.events)?;
         let again = self.epoch.is_some();
         let epoch_changed = self.epoch.is_some_and(|e| e != welcome.epoch);
         if epoch_changed {

@@ -15,6 +15,7 @@ mod link;
 mod render;
 mod script;
 mod state;
+mod tls;
 
 use std::io::Write;
 use std::process::ExitCode;

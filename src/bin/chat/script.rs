@@ -16,6 +16,7 @@ use crate::events::{Driver, Step};
 use crate::failure::{Exit, Failure, check_room, reason};
 use crate::link::{Link, Mode, Note, Start, Target};
 use crate::render::{json_line, tail_line};
+use crate::tls::Secure;
 
 /// How often one message is retried after RATE_LIMITED before `send` gives up.
 const RATE_TRIES: u32 = 12;
@@ -24,12 +25,21 @@ const PACE_MIN: Duration = Duration::from_millis(50);
 /// The longest pause between two sends.
 const PACE_MAX: Duration = Duration::from_secs(2);
 
-pub fn target(s: &Settings) -> Target {
-    Target {
+/// Whom to connect to and how, from the settings; the CA file is read here, once.
+///
+/// # Errors
+/// The TLS settings are unusable (see [`Secure::new`]).
+pub fn target(s: &Settings) -> Result<Target, Failure> {
+    let tls = match &s.tls {
+        Some(t) => Some(Secure::new(t, &s.server)?),
+        None => None,
+    };
+    Ok(Target {
         addr: s.server.clone(),
         user: s.user.clone(),
         token: s.token.clone(),
-    }
+        tls,
+    })
 }
 
 /// Posts `text`, or each non-empty line of stdin, to `room`.
@@ -47,7 +57,7 @@ pub fn send(s: &Settings, room: &str, text: Option<String>) -> Result<(), Failur
     let (tx, rx) = mpsc::channel();
     let live_only = Start::Window { after: 0, limit: 0 };
     let link = Link::open(
-        target(s),
+        target(s)?,
         tx.clone(),
         Mode::OneShot,
         0,
@@ -228,7 +238,7 @@ pub fn tail(s: &Settings, room: &str, t: &Tail) -> Result<(), Failure> {
         Mode::OneShot
     };
     let (tx, rx) = mpsc::channel();
-    let link = Link::open(target(s), tx, mode, limit, vec![(room.into(), start)])?;
+    let link = Link::open(target(s)?, tx, mode, limit, vec![(room.into(), start)])?;
     let mut d = Driver::new(link, rx);
     let mut head = None;
     let mut out = io::stdout().lock();
