@@ -49,6 +49,12 @@ PUB/SUB, IDLE AND CONNECT (see docs/benchmarks.md for every flag):
                            every handshake is full (no session resumption)
     --tls-ca F             with --tls against --addr: the CA certificate to trust
 
+TLS HANDSHAKES ALONE:
+    chat-bench handshakes [--count N] [--cpu C]
+                           N full TLS 1.3 handshakes (default 2000) between a rustls client
+                           and chatd's own server configuration, in memory in this process,
+                           timing the server's side only: its handshake CPU per core
+
 MATRIX OPTIONS:
     --policies LIST        fsync policies to run (default always,interval,never)
     --sender-counts LIST   sender counts to run (default 1,16,256)
@@ -112,6 +118,7 @@ pub struct Matrix {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Durable { target: Target, load: Load },
+    Handshakes { count: u32, cpu: Option<usize> },
     Matrix(Matrix),
     Live(Box<crate::live::Live>),
     Standard(crate::standard::Standard),
@@ -157,6 +164,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     }
     if word == "standard" {
         return crate::standard::parse(&mut p).map(Command::Standard);
+    }
+    if word == "handshakes" {
+        return parse_handshakes(&mut p);
     }
     let matrix = match word.as_str() {
         "durable" => false,
@@ -284,6 +294,20 @@ fn default_chatd() -> PathBuf {
         .ok()
         .and_then(|exe| exe.parent().map(|d| d.join("chatd")))
         .unwrap_or_else(|| PathBuf::from("chatd"))
+}
+
+/// `handshakes [--count N] [--cpu C]`.
+fn parse_handshakes(p: &mut lexopt::Parser) -> Result<Command, String> {
+    let (mut count, mut cpu) = (2000u32, None);
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("count") => count = number(p, "--count", 1)?,
+            Long("cpu") => cpu = Some(number(p, "--cpu", 0)?),
+            Long("help") | Short('h') => return Ok(Command::Help),
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    Ok(Command::Handshakes { count, cpu })
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 
 mod args;
 mod daemon;
+mod handshakes;
 mod ledger;
 mod live;
 mod login;
@@ -50,6 +51,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Durable { target, load } => durable(&target, &load),
+        Command::Handshakes { count, cpu } => match handshakes::run(count, cpu) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("chat-bench: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Live(l) => live(&l),
         Command::Standard(s) => match standard::run_set(&s) {
             Ok(()) => ExitCode::SUCCESS,
