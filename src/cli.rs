@@ -9,7 +9,8 @@ use std::time::Duration;
 use lexopt::{Arg, Parser, ValueExt};
 
 use crate::config::{
-    Config, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_STORE, DEFAULT_TLS_HANDSHAKES, Limits,
+    Config, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_STORE, DEFAULT_TLS_HANDSHAKES, Driver,
+    Limits,
 };
 use crate::protocol::MAX_FRAME_CEILING;
 use crate::store::FsyncPolicy;
@@ -71,6 +72,10 @@ OPTIONS:
     --data-dir DIR                 where users and the message log live; created on first run
                                    (default ./{DEFAULT_DATA_DIR})
     --threads N                    reactor threads (default: one per core)
+    --driver reactor|threads       what serves connections (default reactor). reactor: the
+                                   reactor threads above; it is what to run. threads: one OS
+                                   thread per connection, for study (see \"Drivers\" in
+                                   docs/architecture.md); --threads does not apply to it
 
 LIMITS (a client that hits one gets the ERROR named):
     --max-frame BYTES              longest frame either way (default {max_frame}) [TOO_LARGE]
@@ -204,6 +209,17 @@ fn parse_serve(p: &mut Parser) -> Result<Command, String> {
             }
             Arg::Long("data-dir") => c.data_dir = p.value().map_err(err)?.into(),
             Arg::Long("threads") => c.threads = number(p, "--threads", 1, 1024)?,
+            Arg::Long("driver") => {
+                c.driver = match p.value().map_err(err)?.string().map_err(err)?.as_str() {
+                    "reactor" => Driver::Reactor,
+                    "threads" => Driver::Threads,
+                    other => {
+                        return Err(format!(
+                            "--driver: '{other}' is not one of reactor, threads"
+                        ));
+                    }
+                };
+            }
             Arg::Long("max-frame") => {
                 l.max_frame = number(p, "--max-frame", 256, MAX_FRAME_CEILING)?
             }
@@ -537,6 +553,8 @@ mod tests {
         assert!(e.contains("--threads"), "{e}");
         let e = run(&["serve", "--idle-timeout", "0"]).expect_err("zero");
         assert!(e.contains("--idle-timeout"), "{e}");
+        let e = run(&["serve", "--driver", "fibers"]).expect_err("no such driver");
+        assert!(e.contains("--driver") && e.contains("reactor, threads"), "{e}");
         let e = run(&["serve", "--bogus"]).expect_err("unknown flag");
         assert!(e.contains("--bogus"), "{e}");
         let e = run(&["serve", "--max-frame", "10"]).expect_err("too small for WELCOME");

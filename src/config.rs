@@ -21,6 +21,27 @@ pub const DEFAULT_DATA_DIR: &str = "chatd-data";
 /// full handshake costs ~0.1-0.2 ms of CPU, so 64 is a few milliseconds of work queued.
 pub const DEFAULT_TLS_HANDSHAKES: usize = 64;
 
+/// Which driver serves connections (`--driver`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Driver {
+    /// Reactor threads on mio: what to run.
+    #[default]
+    Reactor,
+    /// One OS thread per connection, for study (docs/lab.md): it drives the same sessions,
+    /// rooms and sequencer, and costs a thread and its stack per client.
+    Threads,
+}
+
+impl Driver {
+    /// The flag's word for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Reactor => "reactor",
+            Driver::Threads => "threads",
+        }
+    }
+}
+
 /// Every per-client and per-server limit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
@@ -86,6 +107,8 @@ pub struct Config {
     pub tls_handshakes: usize,
     /// Reactor threads; 0 means one per core.
     pub threads: usize,
+    /// What serves the connections: reactors, or a thread each.
+    pub driver: Driver,
     pub data_dir: PathBuf,
     pub limits: Limits,
     pub store: StoreLimits,
@@ -124,6 +147,7 @@ impl Default for Config {
             tls_key: None,
             tls_handshakes: DEFAULT_TLS_HANDSHAKES,
             threads: 0,
+            driver: Driver::Reactor,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             limits: Limits::default(),
             store: DEFAULT_STORE,
@@ -156,9 +180,12 @@ impl Config {
         }
     }
 
-    /// The number of reactor threads to run.
+    /// The number of reactor threads to run; the threads driver counts as one reactor (its
+    /// dispatcher holds the one mailbox, and its connections count as that reactor's members).
     pub fn reactor_count(&self) -> usize {
-        if self.threads > 0 {
+        if self.driver == Driver::Threads {
+            1
+        } else if self.threads > 0 {
             self.threads
         } else {
             std::thread::available_parallelism()
@@ -252,7 +279,7 @@ impl Reload {
             .map(|s| s.name)
             .collect();
         let (sa, sb) = (&running.store, &new.store);
-        let fixed: [(&'static str, bool); 17] = [
+        let fixed: [(&'static str, bool); 18] = [
             ("listen", running.listen_addrs() != new.listen_addrs()),
             ("tls-listen", running.tls_listen != new.tls_listen),
             ("tls-cert", running.tls_cert != new.tls_cert),
@@ -262,7 +289,11 @@ impl Reload {
                 running.tls_handshakes != new.tls_handshakes,
             ),
             ("data-dir", running.data_dir != new.data_dir),
-            ("threads", running.reactor_count() != new.reactor_count()),
+            (
+                "threads",
+                running.driver == new.driver && running.reactor_count() != new.reactor_count(),
+            ),
+            ("driver", running.driver != new.driver),
             ("metrics", running.metrics != new.metrics),
             ("user", running.run_as.user != new.run_as.user),
             ("group", running.run_as.group != new.run_as.group),
@@ -322,6 +353,17 @@ impl Reload {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changing_the_driver_needs_a_restart() {
+        let running = Config::default();
+        let mut new = running.clone();
+        new.driver = Driver::Threads;
+        let reload = Reload::between(&running, &new);
+        assert!(reload.applied.is_empty());
+        assert_eq!(reload.needs_restart, ["driver"]);
+        assert_eq!(Reload::apply(&running, &new).driver, Driver::Reactor);
+    }
 
     #[test]
     fn reload_applies_limits_and_names_what_needs_a_restart() {

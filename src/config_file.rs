@@ -17,6 +17,7 @@ pub const KEYS: &[&str] = &[
     "tls-handshakes",
     "data-dir",
     "threads",
+    "driver",
     "max-frame",
     "max-connections",
     "max-connections-per-ip",

@@ -25,5 +25,6 @@ pub mod server;
 pub mod session;
 pub mod shared;
 pub mod store;
+pub mod threads;
 pub mod tls;
 pub mod transport;

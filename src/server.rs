@@ -2,7 +2,7 @@
 //!
 //! `Server::start` opens the data directory, binds every listener (so that a bad address fails
 //! before anything runs), then starts the sequencer, the users-file watcher and one reactor
-//! per core. Between the two phases it runs the caller's `before_serving` hook (the daemon
+//! per core (or, with `--driver threads`, the threads driver in their place). Between the two phases it runs the caller's `before_serving` hook (the daemon
 //! drops root there): no thread of the server exists yet, so no byte is served with more
 //! privilege than the hook leaves. Stopping is a flag plus a wake-up to every reactor; each
 //! drains its connections and returns, and the sequencer ends once the last reactor has
@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use mio::{Poll, Waker};
 
 use crate::auth::{self, Watch};
-use crate::config::{Config, Limits};
+use crate::config::{Config, Driver, Limits};
 use crate::datadir::DataDir;
 use crate::datadir::DirLock;
 use crate::mailbox::Mailbox;
@@ -29,6 +29,7 @@ use crate::room::Rooms;
 use crate::sequencer::Sequencer;
 use crate::shared::Shared;
 use crate::store::{self, LogWriter, RecoveryMode};
+use crate::threads::Threads;
 use crate::tls::server::ServerTls;
 
 /// Asks a running server to stop or to take new settings; cheap to clone, usable from a
@@ -220,6 +221,27 @@ impl Server {
             .spawn(move || store::archive::run(requests, mailboxes, log_dir))?;
 
         let mut reactors = Vec::with_capacity(count);
+        if config.driver == Driver::Threads {
+            // One listener per address (`reactor_count` is 1) and the one mailbox.
+            let listeners = groups
+                .iter_mut()
+                .filter_map(|(g, speaks)| Some((g.pop()?, *speaks)))
+                .collect();
+            let poll = polls
+                .pop()
+                .ok_or_else(|| io::Error::other("the threads driver has no mailbox"))?;
+            let driver = Threads::new(
+                poll,
+                listeners,
+                Arc::clone(&shared),
+                submit.clone(),
+                fetch.clone(),
+            )?;
+            let handle = std::thread::Builder::new()
+                .name("threads-driver".into())
+                .spawn(move || driver.run())?;
+            reactors.push(handle);
+        }
         for (id, poll) in polls.into_iter().enumerate() {
             let listeners = groups
                 .iter_mut()

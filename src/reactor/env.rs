@@ -1,5 +1,6 @@
 //! The reactor's side of [`Env`]: what a session may ask of the server while the reactor is
-//! servicing it.
+//! servicing it. The threads driver (`crate::threads`) uses it too: only where a driver keeps
+//! its members of each room differs, behind [`Members`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +18,36 @@ use crate::session::Env;
 use crate::shared::Shared;
 use crate::store::archive::Fetch;
 
-pub struct ConnEnv<'a> {
+/// Where a driver keeps its members of each room, so that it can wake them when a room
+/// advances: a reactor's own map, or the threads driver's map shared with its dispatcher.
+pub trait Members {
+    fn add(&mut self, room: RoomId, key: usize);
+    fn remove(&mut self, room: RoomId, key: usize);
+}
+
+/// A reactor's members: its own map, touched by its thread alone.
+pub type LocalMembers = HashMap<RoomId, Vec<usize>>;
+
+impl Members for LocalMembers {
+    fn add(&mut self, room: RoomId, key: usize) {
+        self.entry(room).or_default().push(key);
+    }
+
+    fn remove(&mut self, room: RoomId, key: usize) {
+        if let Some(keys) = self.get_mut(&room) {
+            if let Some(i) = keys.iter().position(|&k| k == key) {
+                keys.swap_remove(i);
+            }
+            if keys.is_empty() {
+                self.remove(&room);
+            }
+        }
+    }
+}
+
+/// Generic over where members are kept so that the reactor's path compiles to exactly what it
+/// was before a second driver existed: no lock, no indirection.
+pub struct ConnEnv<'a, M: Members = LocalMembers> {
     pub shared: &'a Shared,
     /// The reactor's snapshot of the limits for this turn.
     pub limits: &'a Limits,
@@ -26,13 +56,13 @@ pub struct ConnEnv<'a> {
     pub reactor: usize,
     pub conn: ConnRef,
     /// This reactor's members of each room, for fanout.
-    pub members: &'a mut HashMap<RoomId, Vec<usize>>,
+    pub members: &'a mut M,
     pub sequencer: &'a Sender<Submit>,
     pub archive: &'a Sender<Fetch>,
     pub now: Instant,
 }
 
-impl Env for ConnEnv<'_> {
+impl<M: Members> Env for ConnEnv<'_, M> {
     fn now(&self) -> Instant {
         self.now
     }
@@ -59,7 +89,7 @@ impl Env for ConnEnv<'_> {
 
     fn joined(&mut self, room: &Arc<Room>) {
         room.add_member(self.reactor);
-        self.members.entry(room.id).or_default().push(self.conn.key);
+        self.members.add(room.id, self.conn.key);
     }
 
     fn left(&mut self, room: &Arc<Room>) {
@@ -123,19 +153,7 @@ impl Env for ConnEnv<'_> {
 }
 
 /// Removes connection `key` from `room`'s members on this reactor.
-pub fn forget_member(
-    members: &mut HashMap<RoomId, Vec<usize>>,
-    room: &Room,
-    reactor: usize,
-    key: usize,
-) {
+pub fn forget_member(members: &mut impl Members, room: &Room, reactor: usize, key: usize) {
     room.remove_member(reactor);
-    if let Some(keys) = members.get_mut(&room.id) {
-        if let Some(i) = keys.iter().position(|&k| k == key) {
-            keys.swap_remove(i);
-        }
-        if keys.is_empty() {
-            members.remove(&room.id);
-        }
-    }
+    members.remove(room.id, key);
 }

@@ -12,7 +12,7 @@
 //! never panic: a dead reactor is a bug that takes its connections with it.
 
 pub mod conn;
-mod env;
+pub mod env;
 pub mod listener;
 
 use std::collections::HashMap;
@@ -86,7 +86,7 @@ pub struct Reactor {
     sequencer: Sender<Submit>,
     archive: Sender<Fetch>,
     /// This reactor's members of each room.
-    members: HashMap<crate::room::RoomId, Vec<usize>>,
+    members: env::LocalMembers,
     /// Connections to service this turn.
     ready: Vec<usize>,
     /// A listener may still hold connections we did not accept.
@@ -629,7 +629,7 @@ fn schedule(conns: &mut Slab<Conn>, ready: &mut Vec<usize>, key: usize) {
 }
 
 /// Tells a connection we will not take why, in one best-effort write, before dropping it.
-fn refuse(stream: &mut TcpStream, why: &str) {
+pub(crate) fn refuse(stream: &mut TcpStream, why: &str) {
     let mut frame = Vec::new();
     let error = ServerFrame::Error {
         code: ErrorCode::TooMany.as_u16(),
@@ -644,7 +644,7 @@ fn refuse(stream: &mut TcpStream, why: &str) {
 
 /// How often the timers run: often enough that a deadline fires within a fraction of its
 /// length, rarely enough that an idle server sleeps.
-fn tick_interval(limits: &Limits) -> Duration {
+pub(crate) fn tick_interval(limits: &Limits) -> Duration {
     let shortest = limits
         .handshake_timeout
         .min(limits.idle_timeout)
