@@ -9,8 +9,7 @@ use std::time::Duration;
 use lexopt::{Arg, Parser, ValueExt};
 
 use crate::config::{
-    Config, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_STORE, DEFAULT_TLS_HANDSHAKES, Driver,
-    Limits,
+    Config, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_STORE, DEFAULT_TLS_HANDSHAKES, Driver, Limits,
 };
 use crate::protocol::MAX_FRAME_CEILING;
 use crate::store::FsyncPolicy;
@@ -554,7 +553,10 @@ mod tests {
         let e = run(&["serve", "--idle-timeout", "0"]).expect_err("zero");
         assert!(e.contains("--idle-timeout"), "{e}");
         let e = run(&["serve", "--driver", "fibers"]).expect_err("no such driver");
-        assert!(e.contains("--driver") && e.contains("reactor, threads"), "{e}");
+        assert!(
+            e.contains("--driver") && e.contains("reactor, threads"),
+            "{e}"
+        );
         let e = run(&["serve", "--bogus"]).expect_err("unknown flag");
         assert!(e.contains("--bogus"), "{e}");
         let e = run(&["serve", "--max-frame", "10"]).expect_err("too small for WELCOME");

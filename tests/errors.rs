@@ -8,6 +8,7 @@
 
 #[path = "util/frames.rs"]
 mod frames;
+#[macro_use]
 mod util;
 
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use chatd::client::{Client, Reply};
 use chatd::protocol::{ClientFrame, ErrorCode, kind};
 use frames::{assert_alive, raw, str_field};
 use nix::sys::signal::Signal;
-use util::{Daemon, expect_error, expect_fatal, join, recv, recv_until_close, send};
+use util::{Driver, expect_error, expect_fatal, join, recv, recv_until_close, send};
 
 fn hello<'a>(user: &'a str, token: &'a str) -> ClientFrame<'a> {
     ClientFrame::Hello {
@@ -33,16 +34,17 @@ fn assert_fatal(c: &mut Client, bytes: &[u8], code: ErrorCode) {
     expect_fatal(c, code);
 }
 
-#[test]
-fn a_zero_length_frame_is_malformed() {
-    let d = Daemon::start(&[]);
+per_driver! {
+fn a_zero_length_frame_is_malformed(driver: Driver) {
+    let d = driver.start(&[]);
     assert_fatal(&mut d.connect(), &[0, 0, 0, 0], ErrorCode::Malformed);
     assert_fatal(&mut d.login("alice"), &[0, 0, 0, 0], ErrorCode::Malformed);
 }
+}
 
-#[test]
-fn a_hello_with_bytes_left_over_is_malformed() {
-    let d = Daemon::start(&[]);
+per_driver! {
+fn a_hello_with_bytes_left_over_is_malformed(driver: Driver) {
+    let d = driver.start(&[]);
     let token = d.add_user("alice");
     let mut body = vec![1];
     body.extend(str_field(b"alice"));
@@ -54,10 +56,11 @@ fn a_hello_with_bytes_left_over_is_malformed() {
         ErrorCode::Malformed,
     );
 }
+}
 
-#[test]
-fn invalid_utf8_in_the_text_of_a_send_is_malformed() {
-    let d = Daemon::start(&[]);
+per_driver! {
+fn invalid_utf8_in_the_text_of_a_send_is_malformed(driver: Driver) {
+    let d = driver.start(&[]);
     let mut c = d.login("alice");
     join(&mut c, "#r", 0, 0);
     let mut body = str_field(b"#r");
@@ -65,38 +68,42 @@ fn invalid_utf8_in_the_text_of_a_send_is_malformed() {
     body.extend([b'o', b'k', 0xff, 0xfe]);
     assert_fatal(&mut c, &raw(kind::SEND, &body), ErrorCode::Malformed);
 }
+}
 
-#[test]
-fn a_str_running_past_the_body_is_malformed() {
-    let d = Daemon::start(&[]);
+per_driver! {
+fn a_str_running_past_the_body_is_malformed(driver: Driver) {
+    let d = driver.start(&[]);
     let mut c = d.login("alice");
     // A room claiming 200 bytes in a body of 2 + 3.
     let mut body = 200u16.to_be_bytes().to_vec();
     body.extend(b"#ro");
     assert_fatal(&mut c, &raw(kind::JOIN, &body), ErrorCode::Malformed);
 }
+}
 
-#[test]
-fn a_bye_with_a_body_is_malformed() {
-    let d = Daemon::start(&[]);
+per_driver! {
+fn a_bye_with_a_body_is_malformed(driver: Driver) {
+    let d = driver.start(&[]);
     assert_fatal(
         &mut d.login("alice"),
         &raw(kind::BYE, &[0]),
         ErrorCode::Malformed,
     );
 }
+}
 
-#[test]
-fn a_declared_length_over_max_frame_is_too_large_before_any_body() {
-    let d = Daemon::start(&["--max-frame", "1024"]);
+per_driver! {
+fn a_declared_length_over_max_frame_is_too_large_before_any_body(driver: Driver) {
+    let d = driver.start(&["--max-frame", "1024"]);
     let mut c = d.login("alice");
     // The header alone: no kind byte, no body follows.
     assert_fatal(&mut c, &1025u32.to_be_bytes(), ErrorCode::TooLarge);
 }
+}
 
-#[test]
-fn a_kind_the_server_does_not_take_is_unknown_kind() {
-    let d = Daemon::start(&[]);
+per_driver! {
+fn a_kind_the_server_does_not_take_is_unknown_kind(driver: Driver) {
+    let d = driver.start(&[]);
     assert_fatal(
         &mut d.login("alice"),
         &raw(0x07, &[]),
@@ -107,10 +114,11 @@ fn a_kind_the_server_does_not_take_is_unknown_kind() {
     header.push(kind::WELCOME);
     assert_fatal(&mut d.login("bob"), &header, ErrorCode::UnknownKind);
 }
+}
 
-#[test]
-fn hello_version_2_is_unsupported_version() {
-    let d = Daemon::start(&[]);
+per_driver! {
+fn hello_version_2_is_unsupported_version(driver: Driver) {
+    let d = driver.start(&[]);
     let token = d.add_user("alice");
     let mut c = d.connect();
     c.send(&ClientFrame::Hello {
@@ -121,10 +129,11 @@ fn hello_version_2_is_unsupported_version() {
     .expect("HELLO");
     expect_fatal(&mut c, ErrorCode::UnsupportedVersion);
 }
+}
 
-#[test]
-fn a_wrong_token_an_unknown_user_or_an_invalid_name_is_auth_failed() {
-    let d = Daemon::start(&[]);
+per_driver! {
+fn a_wrong_token_an_unknown_user_or_an_invalid_name_is_auth_failed(driver: Driver) {
+    let d = driver.start(&[]);
     let token = d.add_user("alice");
     let wrong = format!("{token}x");
     for (user, token) in [
@@ -139,10 +148,11 @@ fn a_wrong_token_an_unknown_user_or_an_invalid_name_is_auth_failed() {
         expect_fatal(&mut c, ErrorCode::AuthFailed);
     }
 }
+}
 
-#[test]
-fn a_frame_before_hello_or_a_second_hello_is_not_authenticated() {
-    let d = Daemon::start(&[]);
+per_driver! {
+fn a_frame_before_hello_or_a_second_hello_is_not_authenticated(driver: Driver) {
+    let d = driver.start(&[]);
     let token = d.add_user("alice");
     let mut c = d.connect();
     c.send(&ClientFrame::Join {
@@ -157,10 +167,11 @@ fn a_frame_before_hello_or_a_second_hello_is_not_authenticated() {
     c.send(&hello("alice", &token)).expect("second HELLO");
     expect_fatal(&mut c, ErrorCode::NotAuthenticated);
 }
+}
 
-#[test]
-fn a_bad_room_name_is_invalid_and_not_fatal() {
-    let d = Daemon::start(&[]);
+per_driver! {
+fn a_bad_room_name_is_invalid_and_not_fatal(driver: Driver) {
+    let d = driver.start(&[]);
     let mut c = d.login("alice");
     let long = "r".repeat(65);
     for room in ["", "has space", "caf\u{e9}", "a/b", long.as_str()] {
@@ -183,20 +194,22 @@ fn a_bad_room_name_is_invalid_and_not_fatal() {
         "64 bytes is fine"
     );
 }
+}
 
-#[test]
-fn an_empty_text_is_invalid_with_the_send_id() {
-    let d = Daemon::start(&[]);
+per_driver! {
+fn an_empty_text_is_invalid_with_the_send_id(driver: Driver) {
+    let d = driver.start(&[]);
     let mut c = d.login("alice");
     join(&mut c, "#r", 0, 0);
     send(&mut c, "#r", 5, "");
     expect_error(&mut c, ErrorCode::Invalid, 5);
     assert_alive(&mut c);
 }
+}
 
-#[test]
-fn a_send_whose_msg_would_exceed_max_frame_is_invalid_with_the_send_id() {
-    let d = Daemon::start(&["--max-frame", "1024"]);
+per_driver! {
+fn a_send_whose_msg_would_exceed_max_frame_is_invalid_with_the_send_id(driver: Driver) {
+    let d = driver.start(&["--max-frame", "1024"]);
     let mut c = d.login("alice");
     join(&mut c, "#r", 0, 0);
     // MSG length = 21 + room + user + text = 28 + text for "#r" from "alice".
@@ -213,10 +226,11 @@ fn a_send_whose_msg_would_exceed_max_frame_is_invalid_with_the_send_id() {
     expect_error(&mut c, ErrorCode::Invalid, 2);
     assert_alive(&mut c);
 }
+}
 
-#[test]
-fn send_or_leave_of_a_room_not_joined_is_not_joined() {
-    let d = Daemon::start(&[]);
+per_driver! {
+fn send_or_leave_of_a_room_not_joined_is_not_joined(driver: Driver) {
+    let d = driver.start(&[]);
     let mut c = d.login("alice");
     send(&mut c, "#r", 9, "hi");
     expect_error(&mut c, ErrorCode::NotJoined, 9);
@@ -229,10 +243,11 @@ fn send_or_leave_of_a_room_not_joined_is_not_joined() {
     expect_error(&mut c, ErrorCode::NotJoined, 10);
     assert_alive(&mut c);
 }
+}
 
-#[test]
-fn sends_beyond_the_burst_are_rate_limited_and_not_stored() {
-    let d = Daemon::start(&["--send-rate", "1", "--send-burst", "3"]);
+per_driver! {
+fn sends_beyond_the_burst_are_rate_limited_and_not_stored(driver: Driver) {
+    let d = driver.start(&["--send-rate", "1", "--send-burst", "3"]);
     let mut c = d.login("alice");
     join(&mut c, "#r", 0, 0);
     let sends: Vec<ClientFrame<'_>> = (1..=4)
@@ -267,10 +282,11 @@ fn sends_beyond_the_burst_are_rate_limited_and_not_stored() {
         "the refused SEND was not stored"
     );
 }
+}
 
-#[test]
-fn joining_more_rooms_than_a_connection_may_is_too_many_and_not_fatal() {
-    let d = Daemon::start(&["--max-rooms-per-connection", "2"]);
+per_driver! {
+fn joining_more_rooms_than_a_connection_may_is_too_many_and_not_fatal(driver: Driver) {
+    let d = driver.start(&["--max-rooms-per-connection", "2"]);
     let mut c = d.login("alice");
     join(&mut c, "#a", 0, 0);
     join(&mut c, "#b", 0, 0);
@@ -291,10 +307,11 @@ fn joining_more_rooms_than_a_connection_may_is_too_many_and_not_fatal() {
     assert_eq!(recv(&mut c), Reply::Left { room: "#a".into() });
     assert_eq!(join(&mut c, "#c", 0, 0), (0, 0), "a slot freed by LEAVE");
 }
+}
 
-#[test]
-fn a_new_room_beyond_the_server_limit_is_too_many_and_not_fatal() {
-    let d = Daemon::start(&["--max-rooms", "2"]);
+per_driver! {
+fn a_new_room_beyond_the_server_limit_is_too_many_and_not_fatal(driver: Driver) {
+    let d = driver.start(&["--max-rooms", "2"]);
     let mut alice = d.login("alice");
     join(&mut alice, "#a", 0, 0);
     join(&mut alice, "#b", 0, 0);
@@ -313,12 +330,13 @@ fn a_new_room_beyond_the_server_limit_is_too_many_and_not_fatal() {
         "an existing room is open"
     );
 }
+}
 
 /// With room for `limit` connections (in all or from this address), one more is refused at
 /// once, before it sends anything, and one is accepted again once a slot is closed.
 #[track_caller]
-fn assert_connection_limit(flag: &str, limit: usize) {
-    let d = Daemon::start(&[flag, &limit.to_string()]);
+fn assert_connection_limit(driver: Driver, flag: &str, limit: usize) {
+    let d = driver.start(&[flag, &limit.to_string()]);
     let token = d.add_user("alice");
     let mut first = d.login_with("alice", &token);
     let _others: Vec<Client> = (1..limit).map(|_| d.login_with("alice", &token)).collect();
@@ -333,19 +351,21 @@ fn assert_connection_limit(flag: &str, limit: usize) {
     assert_alive(&mut again);
 }
 
-#[test]
-fn connections_beyond_max_connections_get_too_many_at_accept() {
-    assert_connection_limit("--max-connections", 2);
+per_driver! {
+fn connections_beyond_max_connections_get_too_many_at_accept(driver: Driver) {
+    assert_connection_limit(driver, "--max-connections", 2);
+}
 }
 
-#[test]
-fn connections_beyond_the_per_address_limit_get_too_many_at_accept() {
-    assert_connection_limit("--max-connections-per-ip", 1);
+per_driver! {
+fn connections_beyond_the_per_address_limit_get_too_many_at_accept(driver: Driver) {
+    assert_connection_limit(driver, "--max-connections-per-ip", 1);
+}
 }
 
-#[test]
-fn no_hello_within_the_handshake_timeout_is_timeout() {
-    let d = Daemon::start(&["--handshake-timeout", "300ms"]);
+per_driver! {
+fn no_hello_within_the_handshake_timeout_is_timeout(driver: Driver) {
+    let d = driver.start(&["--handshake-timeout", "300ms"]);
     let start = Instant::now();
     let mut c = d.connect();
     expect_fatal(&mut c, ErrorCode::Timeout);
@@ -354,10 +374,11 @@ fn no_hello_within_the_handshake_timeout_is_timeout() {
         "not before the deadline"
     );
 }
+}
 
-#[test]
-fn no_frame_within_the_idle_timeout_is_timeout() {
-    let d = Daemon::start(&["--idle-timeout", "500ms"]);
+per_driver! {
+fn no_frame_within_the_idle_timeout_is_timeout(driver: Driver) {
+    let d = driver.start(&["--idle-timeout", "500ms"]);
     let token = d.add_user("alice");
     let mut c = d.connect();
     let start = Instant::now();
@@ -369,10 +390,11 @@ fn no_frame_within_the_idle_timeout_is_timeout() {
         "not before the deadline"
     );
 }
+}
 
-#[test]
-fn a_client_trickling_a_partial_frame_is_still_idle() {
-    let d = Daemon::start(&["--idle-timeout", "500ms"]);
+per_driver! {
+fn a_client_trickling_a_partial_frame_is_still_idle(driver: Driver) {
+    let d = driver.start(&["--idle-timeout", "500ms"]);
     let mut c = d.login("alice");
     // A SEND announcing 2000 bytes, of which a byte goes out whenever 50 ms pass in silence.
     let mut partial = 2000u32.to_be_bytes().to_vec();
@@ -410,10 +432,11 @@ fn a_client_trickling_a_partial_frame_is_still_idle() {
         "nothing after a fatal error"
     );
 }
+}
 
-#[test]
-fn sigterm_sends_shutting_down_and_the_daemon_exits_zero() {
-    let mut d = Daemon::start(&[]);
+per_driver! {
+fn sigterm_sends_shutting_down_and_the_daemon_exits_zero(driver: Driver) {
+    let mut d = driver.start(&[]);
     let mut c = d.login("alice");
     join(&mut c, "#r", 0, 0);
     assert_alive(&mut c);
@@ -422,4 +445,5 @@ fn sigterm_sends_shutting_down_and_the_daemon_exits_zero() {
     drop(c);
     let status = d.wait_exit().expect("chatd exits after SIGTERM");
     assert!(status.success(), "exit status {status}");
+}
 }

@@ -3,6 +3,7 @@
 
 #[path = "util/frames.rs"]
 mod frames;
+#[macro_use]
 mod util;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use chatd::client::{Client, Reply};
 use chatd::protocol::{ClientFrame, ErrorCode};
 use nix::sys::signal::Signal;
-use util::{BIN, Daemon, expect_fatal, join, recv, recv_until_close, send};
+use util::{BIN, Daemon, Driver, expect_fatal, join, recv, recv_until_close, send};
 
 const ALL: u32 = u32::MAX;
 
@@ -98,9 +99,9 @@ fn now_ms() -> u64 {
     u64::try_from(since.as_millis()).expect("ms fit")
 }
 
-#[test]
-fn welcome_reports_version_epoch_session_and_the_configured_limits() {
-    let d = Daemon::start(&["--max-frame", "4096", "--idle-timeout", "7s"]);
+per_driver! {
+fn welcome_reports_version_epoch_session_and_the_configured_limits(driver: Driver) {
+    let d = driver.start(&["--max-frame", "4096", "--idle-timeout", "7s"]);
     let token = d.add_user("alice");
     let (_a, first) = welcome(&d, "alice", &token);
     let (_b, second) = welcome(&d, "alice", &token);
@@ -140,10 +141,11 @@ fn welcome_reports_version_epoch_session_and_the_configured_limits() {
     assert_eq!(digits.len(), 16, "epoch file holds 16 hex digits: {file:?}");
     assert_eq!(u64::from_str_radix(digits, 16), Ok(epoch));
 }
+}
 
-#[test]
-fn the_epoch_survives_a_restart_on_the_same_data_dir_and_differs_on_another() {
-    let mut first = Daemon::start(&[]);
+per_driver! {
+fn the_epoch_survives_a_restart_on_the_same_data_dir_and_differs_on_another(driver: Driver) {
+    let mut first = driver.start(&[]);
     let token = first.add_user("alice");
     let (mut c, w) = welcome(&first, "alice", &token);
     let epoch = epoch_of(&w);
@@ -158,28 +160,30 @@ fn the_epoch_survives_a_restart_on_the_same_data_dir_and_differs_on_another() {
 
     // `first` keeps its temporary directory alive; the later --data-dir wins over the harness's.
     let data = first.data_dir().display().to_string();
-    let again = Daemon::start(&["--data-dir", &data]);
+    let again = driver.start(&["--data-dir", &data]);
     let (_c, w) = welcome(&again, "alice", &token);
     assert_eq!(epoch_of(&w), epoch, "same data directory, same epoch");
 
-    let other = Daemon::start(&[]);
+    let other = driver.start(&[]);
     let (_c, w) = welcome(&other, "bob", &other.add_user("bob"));
     assert_ne!(epoch_of(&w), epoch, "a new store has a new epoch");
 }
+}
 
-#[test]
-fn joined_reports_first_and_head_of_a_room() {
-    let d = Daemon::start(&[]);
+per_driver! {
+fn joined_reports_first_and_head_of_a_room(driver: Driver) {
+    let d = driver.start(&[]);
     let mut alice = d.login("alice");
     let mut bob = d.login("bob");
     assert_eq!(join(&mut alice, "#r", 0, ALL), (0, 0), "an empty room");
     assert_eq!(post(&mut alice, "#r", 1, &["a", "b", "c"]), vec![1, 2, 3]);
     assert_eq!(join(&mut bob, "#r", 0, 0), (1, 3));
 }
+}
 
-#[test]
-fn join_replays_from_max_of_after_and_head_minus_limit_then_goes_live_without_gap() {
-    let d = Daemon::start(&["--send-rate", "0"]);
+per_driver! {
+fn join_replays_from_max_of_after_and_head_minus_limit_then_goes_live_without_gap(driver: Driver) {
+    let d = driver.start(&["--send-rate", "0"]);
     let mut alice = d.login("alice");
     join(&mut alice, "#r", 0, 0);
     let texts = ["one", "two", "three", "four", "five"];
@@ -214,10 +218,11 @@ fn join_replays_from_max_of_after_and_head_minus_limit_then_goes_live_without_ga
         }
     }
 }
+}
 
-#[test]
-fn joining_a_joined_room_again_answers_joined_and_replays_per_the_new_request() {
-    let d = Daemon::start(&[]);
+per_driver! {
+fn joining_a_joined_room_again_answers_joined_and_replays_per_the_new_request(driver: Driver) {
+    let d = driver.start(&[]);
     let mut alice = d.login("alice");
     let mut bob = d.login("bob");
     join(&mut alice, "#r", 0, 0);
@@ -235,10 +240,11 @@ fn joining_a_joined_room_again_answers_joined_and_replays_per_the_new_request() 
     assert_eq!(seqs(&msgs_through(&mut bob, "#r", 7)), [7]);
     frames::assert_alive(&mut bob);
 }
+}
 
-#[test]
-fn after_left_no_msg_of_that_room_arrives() {
-    let d = Daemon::start(&[]);
+per_driver! {
+fn after_left_no_msg_of_that_room_arrives(driver: Driver) {
+    let d = driver.start(&[]);
     let mut alice = d.login("alice");
     let mut bob = d.login("bob");
     join(&mut alice, "#r", 0, 0);
@@ -257,10 +263,11 @@ fn after_left_no_msg_of_that_room_arrives() {
     // owed to him up to then: nothing of a room he left.
     assert_eq!(frames::ping(&mut bob, 1), vec![], "nothing of a room left");
 }
+}
 
-#[test]
-fn sends_are_acked_with_seqs_counting_from_one_in_each_room() {
-    let d = Daemon::start(&[]);
+per_driver! {
+fn sends_are_acked_with_seqs_counting_from_one_in_each_room(driver: Driver) {
+    let d = driver.start(&[]);
     let mut alice = d.login("alice");
     let mut bob = d.login("bob");
     for room in ["#a", "#b"] {
@@ -303,24 +310,27 @@ fn sends_are_acked_with_seqs_counting_from_one_in_each_room() {
     let users: Vec<&str> = got.iter().map(|m| m.1.as_str()).collect();
     assert_eq!((seqs(&got), users), (vec![1, 2, 3], vec!["alice"; 3]));
 }
+}
 
-#[test]
-fn ping_is_answered_with_its_nonce() {
-    let d = Daemon::start(&[]);
+per_driver! {
+fn ping_is_answered_with_its_nonce(driver: Driver) {
+    let d = driver.start(&[]);
     let mut c = d.login("alice");
     for nonce in [0, 42, 0x0123_4567_89ab_cdef, u64::MAX] {
         c.send(&ClientFrame::Ping { nonce }).expect("PING");
         assert_eq!(recv(&mut c), Reply::Pong { nonce });
     }
 }
+}
 
-#[test]
-fn bye_is_answered_by_a_close() {
-    let d = Daemon::start(&[]);
+per_driver! {
+fn bye_is_answered_by_a_close(driver: Driver) {
+    let d = driver.start(&[]);
     let mut c = d.login("alice");
     join(&mut c, "#r", 0, 0);
     c.send(&ClientFrame::Bye).expect("BYE");
     assert_eq!(recv_until_close(&mut c), vec![]);
+}
 }
 
 /// The answers to a pipelined HELLO (alice), JOIN "#p", SEND id 7 "hi" and PING 9: WELCOME,
@@ -370,9 +380,9 @@ fn pipeline(token: &str) -> Vec<u8> {
     ])
 }
 
-#[test]
-fn pipelined_hello_join_send_ping_bye_in_one_write_are_all_answered_then_closed() {
-    let d = Daemon::start(&[]);
+per_driver! {
+fn pipelined_hello_join_send_ping_bye_in_one_write_are_all_answered_then_closed(driver: Driver) {
+    let d = driver.start(&[]);
     let token = d.add_user("alice");
     let mut c = d.connect();
     let mut bytes = pipeline(&token);
@@ -380,10 +390,11 @@ fn pipelined_hello_join_send_ping_bye_in_one_write_are_all_answered_then_closed(
     c.send_raw(&bytes).expect("one write");
     assert_pipeline_answers(&recv_until_close(&mut c));
 }
+}
 
-#[test]
-fn frames_split_at_every_byte_are_reassembled() {
-    let d = Daemon::start(&[]);
+per_driver! {
+fn frames_split_at_every_byte_are_reassembled(driver: Driver) {
+    let d = driver.start(&[]);
     let token = d.add_user("alice");
     let mut c = d.connect();
     let bytes = pipeline(&token);
@@ -394,10 +405,11 @@ fn frames_split_at_every_byte_are_reassembled() {
     assert_pipeline_answers(&got);
     frames::assert_alive(&mut c);
 }
+}
 
-#[test]
-fn users_added_or_removed_while_running_take_effect_once_reloaded() {
-    let d = Daemon::start(&[]);
+per_driver! {
+fn users_added_or_removed_while_running_take_effect_once_reloaded(driver: Driver) {
+    let d = driver.start(&[]);
     let token = d.add_user("carol");
     let (mut c, _) = welcome(&d, "carol", &token);
     frames::assert_alive(&mut c);
@@ -418,20 +430,22 @@ fn users_added_or_removed_while_running_take_effect_once_reloaded() {
     again.send(&hello("carol", &token)).expect("HELLO");
     expect_fatal(&mut again, ErrorCode::AuthFailed);
 }
+}
 
+per_driver! {
 /// A client with a tiny receive window asks for a long history, then PINGs and says BYE in
 /// the same write: the PONG must come after the whole replay, as "everything I asked before
 /// is answered" (the way Redis and NATS clients use PING).
-#[test]
-fn pong_follows_the_replay_of_a_join_sent_before_it() {
+fn pong_follows_the_replay_of_a_join_sent_before_it(driver: Driver) {
     // From the in-memory window, and from the log (a window of 4 leaves 16 on disk only).
-    pong_after_replay(&[]);
-    pong_after_replay(&["--ring-messages", "4"]);
+    pong_after_replay(driver, &[]);
+    pong_after_replay(driver, &["--ring-messages", "4"]);
+}
 }
 
 #[track_caller]
-fn pong_after_replay(flags: &[&str]) {
-    let d = Daemon::start(flags);
+fn pong_after_replay(driver: Driver, flags: &[&str]) {
+    let d = driver.start(flags);
     let mut alice = d.login("alice");
     join(&mut alice, "#big", 0, 0);
     let text = "x".repeat(30_000);

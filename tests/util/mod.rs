@@ -415,3 +415,57 @@ pub fn recv_msgs(
     }
     msgs
 }
+
+/// What serves the connections of the daemon a test starts (`chatd serve --driver`): tests
+/// of the protocol run against each, through [`per_driver!`], so that a second driver can
+/// never drift from the contract unnoticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    Reactor,
+    Threads,
+}
+
+impl Driver {
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Reactor => "reactor",
+            Driver::Threads => "threads",
+        }
+    }
+
+    /// `Daemon::start` with this driver.
+    #[track_caller]
+    pub fn start(self, extra: &[&str]) -> Daemon {
+        let mut flags = extra.to_vec();
+        flags.extend(["--driver", self.name()]);
+        Daemon::start(&flags)
+    }
+}
+
+/// Defines a test once and runs it against every driver: `fn name(driver: Driver) { .. }`
+/// becomes the tests `name::reactor` and `name::threads`, each calling the body with its
+/// driver (which starts daemons with `driver.start(..)`).
+#[allow(unused_macros)]
+macro_rules! per_driver {
+    ($($(#[$meta:meta])* fn $name:ident($driver:ident: Driver) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                #[test]
+                fn reactor() {
+                    body(util::Driver::Reactor);
+                }
+
+                #[test]
+                fn threads() {
+                    body(util::Driver::Threads);
+                }
+
+                $(#[$meta])*
+                fn body($driver: util::Driver) $body
+            }
+        )*
+    };
+}
