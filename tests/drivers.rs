@@ -5,7 +5,7 @@
 
 mod util;
 
-use std::io::Read;
+use std::io::{ErrorKind, Read};
 use std::time::{Duration, Instant};
 
 use chatd::client::{Client, Reply};
@@ -138,13 +138,18 @@ fn under_the_threads_driver_a_member_that_never_reads_is_dropped_as_a_slow_consu
             d.wait_for_log("(SLOW_CONSUMER)");
         }
     }
-    // Its connection ends, however much it had not read.
-    loop {
+    // Its connection ends (a close or a reset), however much it had not read; a timeout here
+    // would mean it was left open.
+    let end = loop {
         match lurker.recv() {
             Ok(Some(_)) => {}
-            Ok(None) | Err(_) => break,
+            other => break other,
         }
-    }
+    };
+    assert!(
+        !matches!(&end, Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)),
+        "the lurker's connection was not closed: {end:?}"
+    );
     sender.send(&ClientFrame::Bye).expect("BYE");
     draining.join().expect("drain thread");
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use chatd::auth;
 use chatd::cli::{self, Command};
-use chatd::config::{Config, Reload};
+use chatd::config::{Config, Driver, Reload};
 use chatd::datadir::DataDir;
 use chatd::server::{Server, StopHandle};
 use chatd::store::{self, RecoveryMode};
@@ -110,10 +110,13 @@ fn serve(config: &Config, args: Vec<OsString>) -> Result<(), String> {
         println!("listening on {addr} (TLS)");
     }
     let _ = std::io::stdout().flush();
+    let serving = match config.driver {
+        Driver::Reactor => format!("{} reactors", config.reactor_count()),
+        Driver::Threads => "a thread per connection (--driver threads)".to_string(),
+    };
     log::info!(
-        "chatd {} serving with {} reactors, data in {}",
+        "chatd {} serving with {serving}, data in {}",
         env!("CARGO_PKG_VERSION"),
-        config.reactor_count(),
         config.data_dir.display()
     );
 
