@@ -3,6 +3,10 @@
 //! limits a reactor keeps when a client stops reading. The protocol itself is checked against
 //! both drivers by tests/protocol.rs and tests/errors.rs.
 
+#[path = "util/pki.rs"]
+mod pki;
+#[path = "util/tls.rs"]
+mod tls;
 mod util;
 
 use std::io::{ErrorKind, Read};
@@ -10,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use chatd::client::{Client, Reply};
 use chatd::protocol::ClientFrame;
+use pki::Pki;
+use tls::TlsClient;
 use util::{Daemon, Driver, PATIENCE, join, recv, recv_until_close};
 
 /// The daemon's threads, from /proc; None where there is no /proc (FreeBSD).
@@ -152,4 +158,41 @@ fn under_the_threads_driver_a_member_that_never_reads_is_dropped_as_a_slow_consu
     );
     sender.send(&ClientFrame::Bye).expect("BYE");
     draining.join().expect("drain thread");
+}
+
+#[test]
+fn under_the_threads_driver_tls_and_plain_clients_share_a_room() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::new(certs.path());
+    let leaf = pki.leaf("server", &["localhost", "127.0.0.1"]);
+    let flags = leaf.serve_flags();
+    let args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let d = Driver::Threads.start(&args);
+    let token = d.add_user("alice");
+    let mut alice =
+        TlsClient::connect(d.tls_addrs[0], &pki.ca_pem, "localhost").expect("TLS connect");
+    alice.login("alice", &token);
+    let mut bob = d.login("bob");
+    alice
+        .send(&ClientFrame::Join {
+            room: "#r",
+            after: 0,
+            limit: 0,
+        })
+        .expect("JOIN");
+    assert!(matches!(alice.expect(), Reply::Joined { .. }));
+    join(&mut bob, "#r", 0, 0);
+    util::send(&mut bob, "#r", 1, "in the clear");
+    let text = loop {
+        if let Reply::Msg { text, .. } = alice.expect() {
+            break text;
+        }
+    };
+    assert_eq!(text, "in the clear");
+    alice.send(&ClientFrame::Bye).expect("BYE");
+    assert_eq!(
+        alice.recv().expect("clean close"),
+        None,
+        "close_notify, then EOF"
+    );
 }
