@@ -57,8 +57,8 @@ TLS HANDSHAKES ALONE:
 
 THE CONCURRENCY LAB (see docs/lab.md):
     chat-bench lab [--models LIST] [--conns LIST] [--mbps R] [--secs S] [--sample-ms MS]
-                   [--size B] [--fsync POLICY] [--server-cpu C|none] [--cpu C|none]
-                   [--chatd PATH]
+                   [--size B] [--fsync POLICY] [--ring-messages N]
+                   [--server-cpu C|none] [--cpu C|none] [--chatd PATH]
                            for each model and connection count N: a chatd of its own on
                            CPU C (--server-cpu, default 0; the bench on --cpu, default 1),
                            N connections each in a room of its own sending B bytes of text
@@ -71,6 +71,8 @@ THE CONCURRENCY LAB (see docs/lab.md):
     --conns LIST           connection counts (default 1,2,4,8,16,32,64)
     --fsync POLICY         the daemon's --fsync (default never: the paper's servers stored
                            nothing; the log is still written)
+    --ring-messages N      the daemon's --ring-messages (default 100): each connection's room
+                           keeps this much history in memory, the same for every model
 
 MATRIX OPTIONS:
     --policies LIST        fsync policies to run (default always,interval,never)

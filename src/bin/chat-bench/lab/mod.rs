@@ -41,6 +41,8 @@ pub struct Lab {
     pub sample_ms: u64,
     pub size: usize,
     pub fsync: String,
+    /// The daemon's `--ring-messages`: history kept in memory per room.
+    pub ring_messages: u64,
     pub server_cpu: Option<usize>,
     pub cpu: Option<usize>,
 }
@@ -59,6 +61,7 @@ pub fn parse(p: &mut lexopt::Parser) -> Result<Lab, String> {
         sample_ms: 500,
         size: 1000,
         fsync: "never".into(),
+        ring_messages: 100,
         server_cpu: Some(0),
         cpu: Some(1),
     };
@@ -72,6 +75,7 @@ pub fn parse(p: &mut lexopt::Parser) -> Result<Lab, String> {
             Long("sample-ms") => lab.sample_ms = number(p, "--sample-ms", 10)?,
             Long("size") => lab.size = number(p, "--size", 1)?,
             Long("fsync") => lab.fsync = crate::args::policy(&text(p)?)?,
+            Long("ring-messages") => lab.ring_messages = number(p, "--ring-messages", 1)?,
             Long("server-cpu") => lab.server_cpu = cpu(&text(p)?, "--server-cpu")?,
             Long("cpu") => lab.cpu = cpu(&text(p)?, "--cpu")?,
             Long("help") | Short('h') => return Err("help".into()),
@@ -156,11 +160,14 @@ pub fn run(lab: &Lab) -> Result<bool, String> {
 
 /// One model at one N: spawn, connect, load and sample, drain, stop.
 fn one(lab: &Lab, model: &str, n: usize) -> Result<Record, String> {
+    // Every connection has a room of its own, and each room keeps its history in memory: a
+    // small ring keeps that from growing with the run's length and hiding the per-connection
+    // cost of the model.
+    let mut extra = vec!["--ring-messages".to_string(), lab.ring_messages.to_string()];
     // Today's daemon is the reactor and knows no --driver flag: ask for other models only.
-    let extra: Vec<String> = match model {
-        "reactor" => Vec::new(),
-        m => vec!["--driver".into(), m.into()],
-    };
+    if model != "reactor" {
+        extra.extend(["--driver".to_string(), model.to_string()]);
+    }
     let (daemon, token) = Daemon::start_with(
         &lab.chatd,
         &lab.fsync,
