@@ -62,15 +62,16 @@ THE CONCURRENCY LAB (see docs/lab.md):
                            for each model and connection count N: a chatd of its own on
                            CPU C (--server-cpu, default 0; the bench on --cpu, default 1),
                            N connections each in a room of its own sending B bytes of text
-                           (default 1000) at R Mbit/s each (default 1), open loop, for S
-                           seconds (default 60), the server's whole process tree sampled from
-                           /proc every MS ms (default 500); one JSON line per (model, N)
+                           (default 1000, at most 60000) at R Mbit/s each (default 1), open
+                           loop, for S seconds (default 60), the server's whole process tree
+                           sampled from /proc every MS ms (default 500); one JSON line per
+                           (model, N). The daemon runs with --send-rate 0 (no limit)
     --models LIST          chatd --driver values (default reactor,threads,fork); reactor is
                            started without the flag; a model the daemon refuses is a line
                            with an \"error\" field and the lab goes on
     --conns LIST           connection counts (default 1,2,4,8,16,32,64)
-    --fsync POLICY         the daemon's --fsync (default never: the paper's servers stored
-                           nothing; the log is still written)
+    --fsync POLICY         the daemon's --fsync (default never: the lab measures the I/O
+                           model, not the disk; every message is still written to the log)
     --ring-messages N      the daemon's --ring-messages (default 100): each connection's room
                            keeps this much history in memory, the same for every model
 

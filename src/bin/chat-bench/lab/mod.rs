@@ -73,7 +73,7 @@ pub fn parse(p: &mut lexopt::Parser) -> Result<Lab, String> {
             Long("mbps") => lab.mbps = positive(&text(p)?, "--mbps")?,
             Long("secs") => lab.secs = positive(&text(p)?, "--secs")?,
             Long("sample-ms") => lab.sample_ms = number(p, "--sample-ms", 10)?,
-            Long("size") => lab.size = number(p, "--size", 1)?,
+            Long("size") => lab.size = size(&text(p)?)?,
             Long("fsync") => lab.fsync = crate::args::policy(&text(p)?)?,
             Long("ring-messages") => lab.ring_messages = number(p, "--ring-messages", 1)?,
             Long("server-cpu") => lab.server_cpu = cpu(&text(p)?, "--server-cpu")?,
@@ -103,6 +103,19 @@ fn counts(v: &str) -> Result<Vec<usize>, String> {
             _ => Err(format!("--conns: '{s}' is not a connection count >= 1")),
         })
         .collect()
+}
+
+/// The longest text the lab sends: with the frame's header and room name it stays inside the
+/// daemon's default --max-frame (64 KiB), which the lab leaves alone.
+const MAX_SIZE: usize = 60_000;
+
+fn size(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if (1..=MAX_SIZE).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "--size: '{v}' is not a text size of 1 to {MAX_SIZE} bytes"
+        )),
+    }
 }
 
 fn positive(v: &str, flag: &str) -> Result<f64, String> {
@@ -308,6 +321,7 @@ mod tests {
             &["--models", "reactor,,fork"],
             &["--server-cpu", "first"],
             &["--sample-ms", "1"],
+            &["--size", "70000"],
             &["--fsync", "sometimes"],
         ] {
             assert!(lab(bad).is_err(), "{bad:?} accepted");

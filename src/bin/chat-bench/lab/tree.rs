@@ -156,6 +156,7 @@ fn read(path: &str) -> Option<String> {
 }
 
 /// `root` and, breadth first, every pid whose parent chain leads to it.
+#[cfg(any(target_os = "linux", test))]
 pub fn descendants(root: u32, parents: &[(u32, u32)]) -> Vec<u32> {
     let mut out = vec![root];
     let mut i = 0;
@@ -171,6 +172,7 @@ pub fn descendants(root: u32, parents: &[(u32, u32)]) -> Vec<u32> {
 }
 
 /// The fields of /proc/PID/stat the lab needs, in clock ticks.
+#[cfg(any(target_os = "linux", test))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stat {
     pub ppid: u32,
@@ -183,6 +185,7 @@ pub struct Stat {
 
 /// Parses /proc/PID/stat, counting fields after the command name's closing parenthesis
 /// (the name itself may hold spaces and parentheses).
+#[cfg(any(target_os = "linux", test))]
 pub fn parse_stat(stat: &str) -> Option<Stat> {
     let after = stat.get(stat.rfind(')')? + 1..)?;
     let f: Vec<&str> = after.split_whitespace().collect();
@@ -202,19 +205,23 @@ pub fn parse_stat(stat: &str) -> Option<Stat> {
 }
 
 /// The unit of the times in /proc/PID/stat: USER_HZ, fixed at 100 for userspace.
+#[cfg(target_os = "linux")]
 const USER_HZ: f64 = 100.0;
 
+#[cfg(target_os = "linux")]
 fn ticks_to_secs(ticks: u64) -> f64 {
     ticks as f64 / USER_HZ
 }
 
 /// A `kB` field such as `Pss:` of smaps_rollup or `VmRSS:` of status.
+#[cfg(any(target_os = "linux", test))]
 pub fn kib_of(text: &str, field: &str) -> Option<u64> {
     let v = text.lines().find_map(|l| l.strip_prefix(field))?;
     v.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
 /// `voluntary_ctxt_switches` and `nonvoluntary_ctxt_switches` of a task's status.
+#[cfg(any(target_os = "linux", test))]
 pub fn switch_counts(status: &str) -> Option<(u64, u64)> {
     let field = |name: &str| {
         status
