@@ -28,6 +28,18 @@ bench:
 	$(CARGO) run --release --bin chat-bench -- durable-matrix --spawn --repeat 3
 	./target/release/chat-bench standard --server-cpu 0 --cpu 1 --out docs/benchmarks.md --plots docs/plots
 
+# The concurrency lab (docs/lab.md): each server model at 1..64 connections of 1 Mbit/s each,
+# 60 s per run, the server pinned to CPU 0 and the bench to CPU 1, the server's whole process
+# tree sampled from /proc every 500 ms. Prints one JSON line per (model, N) on stdout and
+# keeps them in target/lab.jsonl; the table in docs/lab.md is pasted from them by hand.
+# LAB_FLAGS adds to or overrides the flags (LAB_FLAGS="--secs 10").
+LAB_FLAGS ?=
+lab:
+	$(CARGO) build --release --bins
+	./target/release/chat-bench lab --models reactor,threads,fork \
+		--conns 1,2,4,8,16,32,64 --mbps 1 --secs 60 --sample-ms 500 $(LAB_FLAGS) \
+		> target/lab.jsonl; status=$$?; cat target/lab.jsonl; exit $$status
+
 # Formatting and lints, as CI checks them: for this machine, and cross-checked for FreeBSD
 # (`rustup target add x86_64-unknown-freebsd` once) so FreeBSD never stops compiling unnoticed.
 lint:
@@ -53,4 +65,4 @@ clean:
 	$(CARGO) clean
 	rm -rf fuzz/target
 
-.PHONY: run build test bench lint fuzz fuzz-smoke clean
+.PHONY: run build test bench lab lint fuzz fuzz-smoke clean

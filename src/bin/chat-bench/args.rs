@@ -55,6 +55,26 @@ TLS HANDSHAKES ALONE:
                            and chatd's own server configuration, in memory in this process,
                            timing the server's side only: its handshake CPU per core
 
+THE CONCURRENCY LAB (see docs/lab.md):
+    chat-bench lab [--models LIST] [--conns LIST] [--mbps R] [--secs S] [--sample-ms MS]
+                   [--size B] [--fsync POLICY] [--ring-messages N]
+                   [--server-cpu C|none] [--cpu C|none] [--chatd PATH]
+                           for each model and connection count N: a chatd of its own on
+                           CPU C (--server-cpu, default 0; the bench on --cpu, default 1),
+                           N connections each in a room of its own sending B bytes of text
+                           (default 1000, at most 60000) at R Mbit/s each (default 1), open
+                           loop, for S seconds (default 60), the server's whole process tree
+                           sampled from /proc every MS ms (default 500); one JSON line per
+                           (model, N). The daemon runs with --send-rate 0 (no limit)
+    --models LIST          chatd --driver values (default reactor,threads,fork); reactor is
+                           started without the flag; a model the daemon refuses is a line
+                           with an \"error\" field and the lab goes on
+    --conns LIST           connection counts (default 1,2,4,8,16,32,64)
+    --fsync POLICY         the daemon's --fsync (default never: the lab measures the I/O
+                           model, not the disk; every message is still written to the log)
+    --ring-messages N      the daemon's --ring-messages (default 100): each connection's room
+                           keeps this much history in memory, the same for every model
+
 MATRIX OPTIONS:
     --policies LIST        fsync policies to run (default always,interval,never)
     --sender-counts LIST   sender counts to run (default 1,16,256)
@@ -122,6 +142,7 @@ pub enum Command {
     Matrix(Matrix),
     Live(Box<crate::live::Live>),
     Standard(crate::standard::Standard),
+    Lab(crate::lab::Lab),
     Help,
 }
 
@@ -167,6 +188,12 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     }
     if word == "handshakes" {
         return parse_handshakes(&mut p);
+    }
+    if word == "lab" {
+        return match crate::lab::parse(&mut p) {
+            Err(e) if e == "help" => Ok(Command::Help),
+            other => other.map(Command::Lab),
+        };
     }
     let matrix = match word.as_str() {
         "durable" => false,
@@ -259,7 +286,7 @@ pub(crate) fn number<T: std::str::FromStr + PartialOrd + From<u8>>(
     }
 }
 
-fn policy(v: &str) -> Result<String, String> {
+pub(crate) fn policy(v: &str) -> Result<String, String> {
     if POLICIES.contains(&v) {
         Ok(v.to_string())
     } else {
@@ -289,7 +316,7 @@ fn list<T>(v: &str, one: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, S
 }
 
 /// `chatd` in the directory of this executable: where cargo puts both.
-fn default_chatd() -> PathBuf {
+pub(crate) fn default_chatd() -> PathBuf {
     std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|d| d.join("chatd")))

@@ -75,6 +75,23 @@ impl Daemon {
         cpu: Option<usize>,
         tls: Option<&Pki>,
     ) -> Result<(Daemon, String), String> {
+        Daemon::start_with(chatd, policy, user, connections, cpu, tls, &[])
+    }
+
+    /// `start_pinned`, with `extra` flags for `chatd serve` (the lab's `--driver M`). A daemon
+    /// that refuses one exits at once, and the error carries its stderr.
+    ///
+    /// # Errors
+    /// As `start`.
+    pub fn start_with(
+        chatd: &Path,
+        policy: &str,
+        user: &str,
+        connections: usize,
+        cpu: Option<usize>,
+        tls: Option<&Pki>,
+        extra: &[String],
+    ) -> Result<(Daemon, String), String> {
         let dir = fresh_dir()?;
         let data = dir.join("data");
         let token = add_user(chatd, &data, user).inspect_err(|_| {
@@ -99,6 +116,7 @@ impl Daemon {
             .arg(&data)
             .args(["--listen", "127.0.0.1:0", "--send-rate", "0"])
             .args(["--fsync", policy, "--max-connections-per-ip", &per_ip])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -9,6 +9,7 @@
 mod args;
 mod daemon;
 mod handshakes;
+mod lab;
 mod ledger;
 mod live;
 mod login;
@@ -61,6 +62,17 @@ fn main() -> ExitCode {
         Command::Live(l) => live(&l),
         Command::Standard(s) => match standard::run_set(&s) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("chat-bench: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Lab(l) => match lab::run(&l) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => {
+                eprintln!("chat-bench lab: a run did not balance (see unanswered/errors/failures)");
+                ExitCode::from(1)
+            }
             Err(e) => {
                 eprintln!("chat-bench: {e}");
                 ExitCode::from(2)

@@ -63,7 +63,7 @@ impl Record {
                 Val::Int(n) => n.to_string(),
                 Val::Num(x, _) if !x.is_finite() => "null".into(),
                 Val::Num(x, p) => format!("{x:.p$}"),
-                Val::Text(t) => format!("\"{}\"", t.replace('\\', "\\\\").replace('"', "\\\"")),
+                Val::Text(t) => format!("\"{}\"", crate::report::escape(t)),
                 Val::Null => "null".into(),
             };
             let _ = write!(out, "{sep}\"{k}\":{v}");
@@ -99,5 +99,11 @@ mod tests {
         );
         assert_eq!((r.f("delivered"), r.f("scenario")), (Some(7.0), None));
         assert_eq!(r.show("server_cpu_secs"), "-");
+        let mut r = Record::default();
+        r.text("error", "no address; stderr:\nbad\tflag");
+        assert_eq!(
+            r.json(),
+            "{\"error\":\"no address; stderr:\\u000abad\\u0009flag\"}"
+        );
     }
 }

@@ -162,7 +162,8 @@ fn num(v: Option<f64>, places: usize) -> String {
     v.map_or_else(|| "null".into(), |x| format!("{x:.places$}"))
 }
 
-fn escape(s: &str) -> String {
+/// `s` as the inside of a JSON string: quotes, backslashes and control characters escaped.
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
         match ch {
