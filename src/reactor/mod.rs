@@ -119,16 +119,7 @@ impl Reactor {
         sequencer: Sender<Submit>,
         archive: Sender<Fetch>,
     ) -> io::Result<Reactor> {
-        let mut registered = Vec::with_capacity(listeners.len());
-        for (i, (listener, speaks)) in listeners.into_iter().enumerate() {
-            let mut listener = TcpListener::from_std(listener);
-            poll.registry().register(
-                &mut listener,
-                Token(LISTENER_BASE + i),
-                Interest::READABLE,
-            )?;
-            registered.push((listener, speaks));
-        }
+        let registered = register_listeners(&poll, listeners)?;
         let (limits_generation, limits) = shared.limits_snapshot();
         let (users_generation, users) = shared.users.snapshot();
         let tick = tick_interval(&limits);
@@ -617,6 +608,24 @@ impl Reactor {
             self.accept_pending = true;
         }
     }
+}
+
+/// Registers a driver's listeners with its `Poll`, listener `i` under `LISTENER_BASE + i`.
+///
+/// # Errors
+/// Registering a listener failed.
+pub(crate) fn register_listeners(
+    poll: &Poll,
+    listeners: Vec<(StdListener, Speaks)>,
+) -> io::Result<Vec<(TcpListener, Speaks)>> {
+    let mut registered = Vec::with_capacity(listeners.len());
+    for (i, (listener, speaks)) in listeners.into_iter().enumerate() {
+        let mut listener = TcpListener::from_std(listener);
+        poll.registry()
+            .register(&mut listener, Token(LISTENER_BASE + i), Interest::READABLE)?;
+        registered.push((listener, speaks));
+    }
+    Ok(registered)
 }
 
 fn schedule(conns: &mut Slab<Conn>, ready: &mut Vec<usize>, key: usize) {

@@ -23,7 +23,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Poll, Waker};
 use slab::Slab;
 
 use crate::config::Limits;
@@ -43,11 +43,6 @@ use worker::Worker;
 /// The reactor index the whole driver stands for: its mailbox, its metrics shard, and the
 /// per-reactor member counts of every room.
 pub const ID: usize = 0;
-
-/// Listener tokens are `LISTENER_BASE + index`, above the waker's (`reactor::WAKER`, which
-/// the server made the mailbox with). The dispatcher empties its mailbox every turn, so it
-/// need not tell a wake-up from a timeout.
-const LISTENER_BASE: usize = 1;
 
 /// Connections accepted per turn, so that a connect flood cannot hold up the mail.
 const ACCEPTS_PER_TURN: usize = 64;
@@ -126,16 +121,7 @@ impl Threads {
         sequencer: Sender<Submit>,
         archive: Sender<Fetch>,
     ) -> io::Result<Threads> {
-        let mut registered = Vec::with_capacity(listeners.len());
-        for (i, (listener, speaks)) in listeners.into_iter().enumerate() {
-            let mut listener = TcpListener::from_std(listener);
-            poll.registry().register(
-                &mut listener,
-                Token(LISTENER_BASE + i),
-                Interest::READABLE,
-            )?;
-            registered.push((listener, speaks));
-        }
+        let registered = crate::reactor::register_listeners(&poll, listeners)?;
         let (limits_generation, limits) = shared.limits_snapshot();
         let (tx, exited) = mpsc::channel();
         Ok(Threads {
