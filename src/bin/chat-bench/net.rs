@@ -83,19 +83,7 @@ impl Link {
         if let Some(tls) = self.tls.as_mut() {
             return tls.flush(&mut self.stream, &mut self.out);
         }
-        let mut written = 0;
-        while written < self.out.len() {
-            match self
-                .stream
-                .write(self.out.get(written..).unwrap_or_default())
-            {
-                Ok(0) => break,
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let written = write_until_blocked(&mut self.stream, &self.out)?;
         self.out.drain(..written);
         Ok(())
     }
@@ -146,4 +134,23 @@ pub fn pin(cpu: usize) -> Result<(), String> {
     let mut set = CpuSet::new();
     set.set(cpu).map_err(|e| format!("--cpu {cpu}: {e}"))?;
     sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(|e| format!("--cpu {cpu}: {e}"))
+}
+
+/// Writes `out` until it is all written or the socket would block; returns how much went.
+///
+/// # Errors
+/// A socket error other than `WouldBlock`.
+pub fn write_until_blocked(stream: &mut impl Write, out: &[u8]) -> io::Result<usize> {
+    let mut written = 0;
+    while written < out.len() {
+        match stream.write(out.get(written..).unwrap_or_default()) {
+            Ok(0) => break,
+            Ok(n) => written += n,
+            // The writable event brings the caller back for the rest.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
 }

@@ -9,7 +9,7 @@
 //! load never sends more than the schedule, and every wait in it is bounded.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
 use chatd::client::CLIENT_MAX_FRAME;
@@ -261,23 +261,15 @@ impl Conn {
 
     /// Writes `out` to `WouldBlock`; the writable event brings us back for the rest.
     fn flush(&mut self, t: &mut Tally) {
-        let mut written = 0;
-        while written < self.out.len() {
-            match self
-                .stream
-                .write(self.out.get(written..).unwrap_or_default())
-            {
-                Ok(0) => break,
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.out.clear();
-                    return self.fail(t, format!("sending: {e}"));
-                }
+        match crate::net::write_until_blocked(&mut self.stream, &self.out) {
+            Ok(written) => {
+                self.out.drain(..written);
+            }
+            Err(e) => {
+                self.out.clear();
+                self.fail(t, format!("sending: {e}"));
             }
         }
-        self.out.drain(..written);
     }
 
     /// Ends the connection: what it still owed stays unanswered.
