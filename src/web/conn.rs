@@ -109,6 +109,14 @@ impl WsConn {
         }
     }
 
+    /// A connection past its handshake (for tests and fuzzers, which start there).
+    pub fn upgraded() -> WsConn {
+        WsConn {
+            phase: Phase::Open,
+            ..WsConn::new()
+        }
+    }
+
     pub fn phase(&self) -> Phase {
         self.phase
     }

@@ -26,3 +26,8 @@ pub use conn::WsConn;
 pub use frame::{Frame, Header, Opcode};
 pub use http::{Decision, Site, decide};
 pub use message::{Assembler, Boundary, Event, Wrapper};
+
+#[cfg(test)]
+mod frame_tests;
+#[cfg(test)]
+mod http_tests;
