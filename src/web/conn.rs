@@ -191,7 +191,7 @@ impl WsConn {
     /// to `deliver` in order (each the next bytes of the protocol stream), Pings are answered
     /// into `tx`, a Close ends the input. The caller keeps `incoming[consumed..]` with
     /// [`keep_rx`](WsConn::keep_rx). `max_payload` bounds a data frame (`max_frame + 4`).
-    /// Once closing, input is consumed and dropped.
+    /// Before the upgrade or once closing, input is consumed and dropped.
     ///
     /// # Errors
     /// The client broke RFC 6455 or sent what the server does not take

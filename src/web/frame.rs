@@ -141,8 +141,12 @@ pub fn parse(buf: &mut [u8], max_payload: usize) -> Result<Option<Frame>, CloseR
     else {
         return Ok(None);
     };
+    // Only a 32-bit target with a limit near usize::MAX gets here: no buffer holds the frame.
     let Some(end) = start.checked_add(len) else {
-        return Ok(None);
+        return Err(CloseReason {
+            code: code::TOO_BIG,
+            reason: "frame longer than the server accepts",
+        });
     };
     let Some(payload) = buf.get_mut(start..end) else {
         return Ok(None);

@@ -82,6 +82,7 @@ fn status(bytes: &[u8]) -> u16 {
     status_of(&decide(bytes, &site(false), PEER, false))
 }
 
+/// RFC 6455 §1.3: the sample nonce's accept value is `s3pPLMBiTxaQ9kYGzzhZRbK+xOo=`.
 #[test]
 fn accept_key_matches_the_rfc_6455_vector() {
     assert_eq!(accept_key(KEY.as_bytes()), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
