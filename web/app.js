@@ -205,7 +205,10 @@ function onMsg(f) {
   if (!r || !accept(r, f.seq)) return;
   const d = new Date(Number(f.tsMs));
   const day = isNaN(d) ? r.day : d.toDateString();
-  if (day !== r.day) show(r, el('li', 'day', d.toLocaleDateString()));
+  // A date line where the day changes, except before the first message if that is today.
+  if (day !== r.day && (r.day !== null || day !== new Date().toDateString())) {
+    show(r, el('li', 'day', d.toLocaleDateString()));
+  }
   r.day = day;
   show(r, item(f.user, f.text, d));
   const key = `${r.name}\n${f.seq}`;
