@@ -182,7 +182,7 @@ function welcome(c, f) {
 function tick(c) {
   if (c !== conn) return;
   if (c.live.tick(performance.now()) === 'dead') {
-    return down(c, `no answer from the server for ${Math.round(c.live.every / 1000)} s`);
+    return down(c, 'no answer from the server to PING');
   }
   nonce += 1n;
   write(c, p.encodePing(nonce));
