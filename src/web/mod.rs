@@ -11,6 +11,7 @@
 //! never trust a length from the wire before checking it.
 
 pub mod assets;
+pub mod client;
 pub mod close;
 pub mod conn;
 pub mod frame;
@@ -21,6 +22,7 @@ pub mod response;
 pub mod upgrade;
 
 pub use assets::Asset;
+pub use client::WebSettings;
 pub use close::CloseReason;
 pub use conn::WsConn;
 pub use frame::{Frame, Header, Opcode};
