@@ -4,6 +4,8 @@
 //! through HTTP and WebSocket as well (`web`, beside this file).
 
 mod web;
+#[cfg(test)]
+mod web_tests;
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, Shutdown};
