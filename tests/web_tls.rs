@@ -144,10 +144,9 @@ fn the_page_over_https_names_its_wss_socket_in_the_csp() {
 #[test]
 fn a_chatd_alpn_client_is_refused_by_the_web_listener_and_served_by_the_tls_one() {
     let w = WebTlsDaemon::start(true);
-    let refused = w.connect(&[chatd::tls::ALPN]);
-    let e = refused
-        .err()
-        .expect("ALPN chatd/1 accepted by the HTTPS listener");
+    let Err(e) = w.connect(&[chatd::tls::ALPN]) else {
+        panic!("ALPN chatd/1 accepted by the HTTPS listener");
+    };
     // The server aborts the handshake: rustls says no_application_protocol if the alert
     // reaches the client, else the connection just ends.
     let tls_error = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());

@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
 use chatd::client::Reply;
-use chatd::fuzzing::ws::masked;
+use chatd::fuzzing::ws::{ServerFrame, masked};
 use chatd::protocol::codec::{Decoded, parse_server};
 use chatd::protocol::{ClientFrame, Deframer, encode_client};
 use chatd::web::Opcode;
@@ -286,7 +286,7 @@ impl RawWs {
 
     /// The next whole server frame: (FIN, opcode bits, payload); `None` at end of stream.
     #[track_caller]
-    fn next_frame(&mut self) -> Option<(bool, u8, Vec<u8>)> {
+    fn next_frame(&mut self) -> Option<ServerFrame> {
         loop {
             if let Some((frame, used)) = server_frame(&self.buf) {
                 self.buf.drain(..used);
@@ -356,7 +356,7 @@ impl RawWs {
 /// test on what a server must never send: RSV bits, a mask, a length in a longer form than
 /// it needs.
 #[track_caller]
-fn server_frame(buf: &[u8]) -> Option<((bool, u8, Vec<u8>), usize)> {
+fn server_frame(buf: &[u8]) -> Option<(ServerFrame, usize)> {
     let (&[first, second], rest) = buf.split_first_chunk::<2>()?;
     assert_eq!(first & 0x70, 0, "server frame with RSV bits");
     assert_eq!(second & 0x80, 0, "server frame masked");
