@@ -12,19 +12,22 @@
 //! The other bodies live in submodules: [`session_ops`] drives a connection's state machine
 //! through a script of operations, [`log_record`] and [`recovery`] feed the log format and
 //! start-up recovery arbitrary bytes and segment files, [`ws_frame`] and [`http_upgrade`] the
-//! web listener's WebSocket frames and HTTP requests. [`fake`] is the fake server that the
-//! session fuzzer and the session tests share; [`ws`] also holds the client-side frame
-//! encoder and decoder that the WebSocket tests share.
+//! web listener's WebSocket frames and HTTP requests, and [`web_session`] a whole web
+//! connection, request to Close, through the reactor's web code and a real session. [`fake`]
+//! is the fake server that the session fuzzers and the session tests share; [`ws`] also holds
+//! the client-side frame encoder and decoder that the WebSocket tests share.
 
 pub mod fake;
 mod http;
 mod session;
 mod store;
+mod web_session;
 pub mod ws;
 
 pub use http::http_upgrade;
 pub use session::session_ops;
 pub use store::{log_record, recovery};
+pub use web_session::web_session;
 pub use ws::ws_frame;
 
 use crate::protocol::codec::{FrameError, RawFrame, parse_client, parse_server};
@@ -334,7 +337,7 @@ mod tests {
     type Body = fn(&[u8]);
 
     /// Every target's body and the folder names its inputs live under.
-    const TARGETS: [(&str, Body); 7] = [
+    const TARGETS: [(&str, Body); 8] = [
         ("decode_server", decode_stream),
         ("decode_client", decode_client_stream),
         ("session", session_ops),
@@ -342,6 +345,7 @@ mod tests {
         ("recovery", recovery),
         ("ws_frame", ws_frame),
         ("http_upgrade", http_upgrade),
+        ("web_session", web_session),
     ];
 
     /// Runs every file of `fuzz/<kind>/<target>/` through the target's body; returns the count.

@@ -5,7 +5,8 @@ decode_server, decode_client: a control byte whose low three bits count the read
 that follow (each read is byte + 1 long, cycled; none means one byte per read), then the
 stream itself. ws_frame, http_upgrade: see their sections below. session: a script of
 operations (see src/fuzzing/session.rs). log_record: the bytes of one record or segment header.
-recovery: a script that builds segment files (see src/fuzzing/store.rs). File names say what the input holds.
+recovery: a script that builds segment files (see src/fuzzing/store.rs). web_session: see its
+section below. File names say what the input holds.
 """
 
 import pathlib
@@ -329,6 +330,58 @@ SEEDS["http_upgrade"] = {
     + http("GET / HTTP/1.0", "Host: a"),
     "post_with_body": http_control() + http("POST / HTTP/1.1", "Host: a", "Content-Length: 2") + b"hi",
     "not_found": http_control() + http("GET /favicon.ico HTTP/1.1", "Host: a"),
+}
+
+# web_session: a control byte (bits 0-2: how many read sizes follow; bit 3: an HTTP request
+# first; bit 4: output framed with wrap in pieces, and a TLS listener; bits 5-6: how the input
+# ends, 0 FIN, 1 shutdown, 2 deadlines, 3 nothing; bit 7: a socket taking 7 bytes per write),
+# with bit 4 a byte whose low two bits pick the piece (5, 5, 64, 700 bytes), the read sizes,
+# then what the client sends. Users are those of src/fuzzing/fake.rs.
+W_FIN, W_SHUTDOWN, W_DEADLINES, W_NOTHING = 0, 1, 2, 3
+
+
+def web_control(http=0, wrap=None, ending=W_FIN, small=0, *sizes):
+    first = len(sizes) | http << 3 | (wrap is not None) << 4 | ending << 5 | small << 7
+    piece = bytes([wrap]) if wrap is not None else b""
+    return bytes([first]) + piece + bytes(size - 1 for size in sizes)
+
+
+def wmsg(*frames):
+    """One masked binary message holding the protocol frames given."""
+    return ws(0x82, b"".join(frames))
+
+
+w_hello = frame(0x01, b"\x01" + s("alice") + s("s3cret"))
+w_join = frame(0x02, s("#a") + u64(0) + u32(0xFFFFFFFF))
+w_send = frame(0x04, s("#a") + u64(1) + b"hi")
+w_long_send = frame(0x04, s("#a") + u64(2) + b"x" * 600)
+w_chat = wmsg(w_hello) + wmsg(w_join) + wmsg(w_send) + wmsg(ping)
+WS_UPGRADE = http("GET /ws HTTP/1.1", *UPGRADE)
+
+SEEDS["web_session"] = {
+    "upgrade_chat_fin": web_control(1) + WS_UPGRADE + w_chat,
+    "upgrade_chat_wrapped_small_socket_in_reads": web_control(1, 1, W_FIN, 1, 3, 11, 40)
+    + WS_UPGRADE + w_chat,
+    "chat_wrapped_in_64_byte_pieces": web_control(0, 2) + w_chat + wmsg(w_send),
+    "chat_then_shutdown": web_control(0, None, W_SHUTDOWN) + w_chat,
+    "hello_then_idle_timeout": web_control(0, None, W_DEADLINES) + wmsg(w_hello),
+    "join_before_hello": web_control(0, None, W_NOTHING) + wmsg(w_join),
+    "chat_then_client_close": web_control() + w_chat + ws(0x88, struct.pack(">H", 1000)),
+    "chat_then_bye": web_control(0, None, W_NOTHING) + w_chat + wmsg(bye),
+    "fragmented_hello_with_ping_inside": web_control(0, None, W_FIN, 0, 5)
+    + ws(0x02, w_hello[:9]) + ws(0x89, b"mid") + ws(0x80, w_hello[9:]) + wmsg(w_join),
+    "two_frames_in_one_message": web_control() + wmsg(w_hello, w_join) + wmsg(w_send, ping),
+    "unmasked_after_hello": web_control() + wmsg(w_hello) + ws(0x82, ping, mask=None),
+    "declared_too_big": web_control() + wmsg(w_hello) + bytes([0x82, 0xFE, 0x02, 0x05]) + WS_MASK,
+    "message_ends_inside_a_frame": web_control() + wmsg(w_hello) + ws(0x82, w_join[:6]),
+    "text_message": web_control() + ws(0x81, b"hello"),
+    # Each fragment is within max_frame + 4; the protocol frame they carry is not.
+    "send_over_max_frame_in_fragments": web_control() + wmsg(w_hello) + wmsg(w_join)
+    + ws(0x02, w_long_send[:300]) + ws(0x80, w_long_send[300:]),
+    "file_then_upgrade_pipelined": web_control(1, None, W_FIN, 0, 50)
+    + http("GET /app.js HTTP/1.1", "Host: a") + WS_UPGRADE + w_chat,
+    "version_8": web_control(1) + http("GET /ws HTTP/1.1", *UPGRADE[:3], "Sec-WebSocket-Version: 8",
+                                       UPGRADE[4]) + w_chat,
 }
 
 # Inputs that show daemon bugs not fixed yet; run strictly by ignored tests in src/fuzzing.

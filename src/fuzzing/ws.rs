@@ -110,7 +110,7 @@ pub fn server_frames(mut wire: &[u8]) -> Vec<ServerFrame> {
 }
 
 /// Whether `stream` ends exactly where a protocol frame ends, by scanning its length prefixes.
-fn ends_on_frame(stream: &[u8]) -> bool {
+pub(crate) fn ends_on_frame(stream: &[u8]) -> bool {
     let mut at = 0usize;
     loop {
         if at == stream.len() {

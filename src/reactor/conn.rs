@@ -3,7 +3,7 @@
 //! and a session, in the clear or through TLS (`crate::transport`), and for web listeners
 //! through HTTP and WebSocket as well (`web`, beside this file).
 
-mod web;
+pub(crate) mod web;
 #[cfg(test)]
 mod web_tests;
 
