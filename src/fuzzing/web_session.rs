@@ -334,7 +334,7 @@ impl Run {
             self.ws.inbuf = Vec::new();
         }
         self.flush();
-        if self.ws.rx().is_empty() && self.ws.tx().is_empty() {
+        if self.ws.rx().is_empty() && self.ws.tx().is_empty() && self.ws.inbuf.is_empty() {
             assert_eq!(
                 self.ws.queued_bytes(),
                 0,
