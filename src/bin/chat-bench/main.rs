@@ -39,6 +39,9 @@ use runner::{against, complain, spawned};
 use scenario::durable::Durable;
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("lab-report") {
+        return lab_report();
+    }
     let cmd = match args::parse(std::env::args().skip(1)) {
         Ok(cmd) => cmd,
         Err(e) => {
@@ -48,7 +51,7 @@ fn main() -> ExitCode {
     };
     match cmd {
         Command::Help => {
-            print!("{USAGE}");
+            print!("{USAGE}{}", lab::report::USAGE);
             ExitCode::SUCCESS
         }
         Command::Durable { target, load } => durable(&target, &load),
@@ -83,6 +86,29 @@ fn main() -> ExitCode {
             matrix::Verdict::Violations => ExitCode::from(1),
             matrix::Verdict::Broken => ExitCode::from(2),
         },
+    }
+}
+
+/// `chat-bench lab-report`: the lab's JSON lines into docs/lab.md and its plots.
+fn lab_report() -> ExitCode {
+    let mut p = lexopt::Parser::from_args(std::env::args().skip(2));
+    let r = match lab::report::parse(&mut p) {
+        Ok(r) => r,
+        Err(e) if e == "help" => {
+            print!("{}", lab::report::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("chat-bench lab-report: {e}\n{}", lab::report::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    match lab::report::run(&r) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chat-bench lab-report: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -10,6 +10,8 @@
 //! It only ever starts and stops daemons of its own, and reads /proc.
 
 mod load;
+pub mod plots;
+pub mod report;
 mod sampler;
 mod tree;
 
