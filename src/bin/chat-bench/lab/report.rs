@@ -349,14 +349,14 @@ fn paper_table(md: &mut String, lines: &[Line]) {
                 .rfind(|l| l.conns() == Some(f64::from(n)));
             let cells = match line {
                 None => ["–".to_string(), "–".into(), "–".into()],
-                Some(l) => match not_measured(l) {
-                    Some(why) => [why, "–".into(), "–".into()],
-                    None => [
-                        fixed(l.num("cpu_mean_pct"), 2),
-                        fixed(l.num("cpu_cv"), 3),
-                        fixed(l.num("paper_style_cpu_pct"), 2),
-                    ],
-                },
+                // The reason is in the model's own table below; here it would swamp the row.
+                Some(l) if l.text("error").is_some() => ["error".into(), "–".into(), "–".into()],
+                Some(l) if !l.measured() => ["skipped".into(), "–".into(), "–".into()],
+                Some(l) => [
+                    fixed(l.num("cpu_mean_pct"), 2),
+                    fixed(l.num("cpu_cv"), 3),
+                    fixed(l.num("paper_style_cpu_pct"), 2),
+                ],
             };
             let _ = write!(row, " {} |", cells.join(" | "));
         }
@@ -584,11 +584,15 @@ mod tests {
             ),
             "{md}"
         );
-        // In the paper table too, in fork's column.
+        // In the paper table too, in fork's column, without the reason.
         assert!(
-            md.contains("| 1 | 0.34 | 0.159 | 1.94 | 0.169 | 2.35 | 0.421 | 2.35 | error: "),
+            md.contains(
+                "| 1 | 0.34 | 0.159 | 1.94 | 0.169 | 2.35 | 0.421 | 2.35 | error | – | – |"
+            ),
             "{md}"
         );
+        let skipped = "| 8 | 1.37 | 0.137 | 6.15 | 0.276 | 9.18 | – | 9.18 | skipped | – | – |";
+        assert!(md.contains(skipped), "{md}");
     }
 
     #[test]
