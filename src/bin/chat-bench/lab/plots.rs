@@ -60,7 +60,7 @@ pub fn figures(lines: &[Line]) -> Result<Vec<Figure>, String> {
         add(
             format!("memory{suffix}.svg"),
             format!("peak memory of the tree vs N{of}"),
-            "KiB (Pss, summed over the tree)",
+            memory_label(lines),
             per_model(lines, w, "rss_kib", |_| String::new()),
         )?;
         if w == OWN {
@@ -143,6 +143,15 @@ fn x_label(lines: &[Line]) -> String {
     }
 }
 
+/// Pss unless some line could only read RSS (the table's notes say which).
+fn memory_label(lines: &[Line]) -> &'static str {
+    if lines.iter().any(|l| l.text("rss_kind") == Some("rss")) {
+        "KiB (Pss or RSS, summed over the tree)"
+    } else {
+        "KiB (Pss, summed over the tree)"
+    }
+}
+
 /// A workload name as part of a file name.
 fn file_safe(name: &str) -> String {
     name.chars()
@@ -188,7 +197,8 @@ mod tests {
         assert_eq!(file_safe("fan out/2"), "fan-out-2");
     }
 
-    fn legend(svg: &str, name: &str) -> bool {
+    /// A text element (legend entry, title, axis label) reading exactly `name`.
+    fn shows(svg: &str, name: &str) -> bool {
         svg.contains(&format!("\n{name}\n</text>"))
     }
 
@@ -205,9 +215,9 @@ mod tests {
         let figs = figures(&lines).expect("drawn");
         let cpu = &figs[0].svg;
         for name in ["reactor", "fork", "paper: C fork", "paper: Go"] {
-            assert!(legend(cpu, name), "{name} not in the legend");
+            assert!(shows(cpu, name), "{name} not in the legend");
         }
-        assert!(legend(cpu, "connections N (1 Mbit/s each)"));
+        assert!(shows(cpu, "connections N (1 Mbit/s each)"));
         // reactor (red): two points and the legend's marker; fork (blue): the error line
         // leaves a gap, so one point and the legend's.
         assert_eq!(dots(cpu, "#D62728"), 3);
@@ -224,6 +234,14 @@ mod tests {
             1,
             "a null rss_kib is a gap, not a 0"
         );
+        assert!(shows(memory, "KiB (Pss, summed over the tree)"));
+        let rss =
+            format!("{SAMPLE}{{\"model\":\"x\",\"conns\":1,\"rss_kib\":9,\"rss_kind\":\"rss\"}}\n");
+        let figs = figures(&read_lines(&rss).expect("parses")).expect("drawn");
+        assert!(shows(
+            &figs[2].svg,
+            "KiB (Pss or RSS, summed over the tree)"
+        ));
     }
 
     #[test]
@@ -238,10 +256,10 @@ mod tests {
             "fork, top",
             "paper: Go",
         ] {
-            assert!(legend(svg, name), "{name} not in the legend");
+            assert!(shows(svg, name), "{name} not in the legend");
         }
         let shared = &figs[4].svg;
-        assert!(legend(
+        assert!(shows(
             shared,
             "CPU % of the whole process tree vs N, workload shared"
         ));
