@@ -41,7 +41,7 @@ const UNAVAILABLE: &str = "process-tree sampling (CPU, memory and context switch
 /// The root process is gone, or this OS has no /proc to read.
 #[cfg(target_os = "linux")]
 pub fn snapshot(root: u32) -> Result<Snapshot, String> {
-    let pids = members(root)?;
+    let pids = pids(root)?;
     let (mut tree, mut main, mut threads) = (0u64, None, 0u64);
     let (mut mem, mut told, mut all_pss) = (0u64, false, true);
     for pid in &pids {
@@ -96,7 +96,7 @@ pub fn snapshot(_root: u32) -> Result<Snapshot, String> {
 #[cfg(target_os = "linux")]
 pub fn switches(root: u32) -> Result<Switches, String> {
     let mut out = Switches::new();
-    for pid in members(root)? {
+    for pid in pids(root)? {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             continue;
         };
@@ -129,7 +129,7 @@ pub fn switches_between(before: &Switches, after: &Switches) -> (u64, u64) {
 
 /// The root and every descendant of it, from the ppid of each /proc/*/stat.
 #[cfg(target_os = "linux")]
-fn members(root: u32) -> Result<Vec<u32>, String> {
+pub fn pids(root: u32) -> Result<Vec<u32>, String> {
     let dir = std::fs::read_dir("/proc").map_err(|e| format!("/proc: {e}"))?;
     let mut parents = Vec::new();
     for entry in dir.flatten() {
