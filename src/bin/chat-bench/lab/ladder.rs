@@ -68,7 +68,8 @@ pub fn fits(n: usize, limit: Option<u64>) -> Result<(), String> {
 pub fn fd_limit() -> Option<u64> {
     use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit};
     match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, _)) if soft != RLIM_INFINITY => Some(soft),
+        // rlim_t is unsigned on Linux and signed on FreeBSD: widen, then narrow.
+        Ok((soft, _)) if soft != RLIM_INFINITY => u64::try_from(i128::from(soft)).ok(),
         _ => None,
     }
 }

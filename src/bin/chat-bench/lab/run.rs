@@ -51,6 +51,8 @@ pub struct Run {
     pub ack: Percentiles,
     pub generator_cpu_pct: f64,
     pub generator_max_lag_ms: f64,
+    /// The daemon did not stop cleanly after the run (what it measured stands).
+    pub stop_error: Option<String>,
 }
 
 impl Run {
@@ -76,6 +78,9 @@ impl Run {
         }
         if why.is_empty() && self.acked != self.sent {
             why.push(format!("{} of {} SENDs ACKed", self.acked, self.sent));
+        }
+        if let Some(e) = &self.stop_error {
+            why.push(format!("the daemon did not stop cleanly: {e}"));
         }
         (!why.is_empty()).then(|| why.join(", "))
     }
@@ -114,11 +119,25 @@ fn start(lab: &Lab, model: &str, n: usize) -> Result<(Daemon, Target), String> {
     Ok((daemon, target))
 }
 
+/// Stops the daemon with SIGTERM; if it will not stop (it is then killed), kills what it
+/// left of its tree too, so that orphans (a process per client) cannot load the next run.
+fn stop(daemon: Daemon) -> Result<(), String> {
+    let below = tree::descendants_now(daemon.pid()).unwrap_or_default();
+    daemon.stop().map(|_| ()).map_err(|e| {
+        let killed = tree::kill_leftovers(&below);
+        if killed > 0 {
+            format!("{e} (killed it and the {killed} processes it left)")
+        } else {
+            format!("{e} (killed it)")
+        }
+    })
+}
+
 /// One measured run: spawn, connect, load and sample, drain, stop.
 ///
 /// # Errors
 /// The run could not be set up (the daemon refused the model or would not start, a
-/// connection could not log in) or the daemon did not stop cleanly.
+/// connection could not log in).
 pub fn one(lab: &Lab, workload: Workload, model: &str, n: usize) -> Result<Run, String> {
     let (daemon, target) = start(lab, model, n)?;
     let mut load = Load::connect(&target, workload, n, lab.size, lab.mbps)?;
@@ -139,7 +158,7 @@ pub fn one(lab: &Lab, workload: Workload, model: &str, n: usize) -> Result<Run, 
         Err(_) => None,
     };
     load.drain()?;
-    daemon.stop()?;
+    let stop_error = stop(daemon).err();
     let t = &load.tally;
     let summary = samples.as_deref().and_then(summarise);
     let ctxsw = match (&switches0, &switches1) {
@@ -175,6 +194,7 @@ pub fn one(lab: &Lab, workload: Workload, model: &str, n: usize) -> Result<Run, 
         ack: t.latency.percentiles(),
         generator_cpu_pct: gen_pct,
         generator_max_lag_ms: t.max_lag_secs * 1e3,
+        stop_error,
     })
 }
 
@@ -200,7 +220,7 @@ pub fn traced(
         .and_then(|()| load.settle());
     let counts = tracer.detach();
     load.bye();
-    daemon.stop()?;
+    stop(daemon)?;
     sent?;
     Ok((counts?, load.tally.sent))
 }
@@ -242,6 +262,14 @@ mod tests {
         assert_eq!(
             lost.trouble().as_deref(),
             Some("1 connections failed (connection 3 (lab-3): reset), 2 SENDs unanswered")
+        );
+        let unstopped = Run {
+            stop_error: Some("chatd did not exit within 30 s of SIGTERM".into()),
+            ..balanced()
+        };
+        assert_eq!(
+            unstopped.trouble().as_deref(),
+            Some("the daemon did not stop cleanly: chatd did not exit within 30 s of SIGTERM")
         );
         let unacked = Run {
             acked: 9,

@@ -7,9 +7,8 @@
 //! permitted or the OS has no strace, it says so, and the count is unknown, never 0. It only
 //! ever traces and signals the strace it started, and the daemon's tree.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -108,6 +107,8 @@ impl Tracer {
     /// strace is missing or could not attach (ptrace not permitted), or this OS has no strace.
     #[cfg(target_os = "linux")]
     pub fn attach(root: u32) -> Result<Tracer, String> {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
         let pids = super::tree::pids(root)?;
         let dir = crate::daemon::fresh_dir()?;
         let out = dir.join("strace-c.txt");
