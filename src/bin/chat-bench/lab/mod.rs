@@ -143,7 +143,7 @@ fn syscall_fields(line: &mut Line, lab: &Lab, workload: Workload, head: &Head) {
             );
             line.put("syscalls_per_msg", Field::Null);
             line.put("syscalls_top", Field::Null);
-            line.int("syscalls_sent", 0);
+            line.put("syscalls_sent", Field::Null);
             line.text("syscalls_error", &why);
         }
     }
