@@ -56,24 +56,43 @@ TLS HANDSHAKES ALONE:
                            timing the server's side only: its handshake CPU per core
 
 THE CONCURRENCY LAB (see docs/lab.md):
-    chat-bench lab [--models LIST] [--conns LIST] [--mbps R] [--secs S] [--sample-ms MS]
-                   [--size B] [--fsync POLICY] [--ring-messages N]
-                   [--server-cpu C|none] [--cpu C|none] [--chatd PATH]
-                           for each model and connection count N: a chatd of its own on
-                           CPU C (--server-cpu, default 0; the bench on --cpu, default 1),
-                           N connections each in a room of its own sending B bytes of text
+    chat-bench lab [--workload LIST] [--models LIST] [--conns LIST] [--runs K] [--syscalls]
+                   [--mbps R] [--secs S] [--sample-ms MS] [--size B] [--fsync POLICY]
+                   [--ring-messages N] [--server-cpu C|none] [--cpu C|none] [--chatd PATH]
+                           for each workload, model and connection count N: K runs, each
+                           with a chatd of its own on CPU C (--server-cpu, default 0; the
+                           bench on --cpu, default 1), N connections sending B bytes of text
                            (default 1000, at most 60000) at R Mbit/s each (default 1), open
                            loop, for S seconds (default 60), the server's whole process tree
                            sampled from /proc every MS ms (default 500); one JSON line per
-                           (model, N). The daemon runs with --send-rate 0 (no limit)
+                           (workload, model, N) of medians over the K runs. The daemon runs
+                           with --send-rate 0 (no limit)
+    --workload LIST        own (each connection in a room of its own: per message an ACK and
+                           one MSG back to the sender) and/or shared (all N connections in one
+                           room: per message an ACK and N MSGs, one to every member); a comma
+                           list, default own. Every member must get every message of its room
     --models LIST          chatd --driver values (default reactor,threads,fork); reactor is
                            started without the flag; a model the daemon refuses is a line
                            with an \"error\" field and the lab goes on
-    --conns LIST           connection counts (default 1,2,4,8,16,32,64)
+    --conns LIST           connection counts (default 1,2,4,8,16,32,64), climbed in
+                           increasing order as a survival ladder: once a model fails at an N
+                           (the run cannot be set up, a connection fails, or a SEND goes
+                           unanswered, an ERROR comes back or a member misses a message), the
+                           larger N of that workload and model are skipped, each a line with
+                           a \"skipped\" field. An N whose sockets would not fit in the bench's
+                           open-file limit (RLIMIT_NOFILE) is refused with an \"error\" line
+    --runs K               runs per (workload, model, N), each with a fresh daemon (default 3,
+                           at most 99); the line shows the median of each figure, _min and
+                           _max beside the main ones, and sums of the counters
+    --syscalls             one more run per (workload, model, N), of at most 5 s, with the
+                           server's whole tree under `strace -f -c` (Linux; strace must be
+                           installed and ptrace permitted): syscalls_per_msg and the most
+                           frequent calls per message, syscalls_top. That run is slowed by
+                           strace and none of its other figures are kept. Off by default
     --fsync POLICY         the daemon's --fsync (default never: the lab measures the I/O
                            model, not the disk; every message is still written to the log)
-    --ring-messages N      the daemon's --ring-messages (default 100): each connection's room
-                           keeps this much history in memory, the same for every model
+    --ring-messages N      the daemon's --ring-messages (default 100): each room keeps this
+                           much history in memory, the same for every model
 
 MATRIX OPTIONS:
     --policies LIST        fsync policies to run (default always,interval,never)
