@@ -71,10 +71,16 @@ OPTIONS:
     --data-dir DIR                 where users and the message log live; created on first run
                                    (default ./{DEFAULT_DATA_DIR})
     --threads N                    reactor threads (default: one per core)
-    --driver reactor|threads       what serves connections (default reactor). reactor: the
+    --driver reactor|threads|fork  what serves connections (default reactor). reactor: the
                                    reactor threads above; it is what to run. threads: one OS
-                                   thread per connection, for study (see \"Drivers\" in
-                                   docs/architecture.md); --threads does not apply to it
+                                   thread per connection, for study; --threads does not
+                                   apply to it. fork: papayaChat's fork-per-client server,
+                                   for study only, not for use: two processes per client,
+                                   every one woken by SIGUSR1 for every message, with its
+                                   own history in DIR/fork; it refuses --tls-listen,
+                                   --metrics, --threads, --user, --group, --segment-bytes
+                                   and the retention flags, takes --fsync interval as never,
+                                   and has no ring (see \"Drivers\" in docs/architecture.md)
 
 LIMITS (a client that hits one gets the ERROR named):
     --max-frame BYTES              longest frame either way (default {max_frame}) [TOO_LARGE]
@@ -212,9 +218,10 @@ fn parse_serve(p: &mut Parser) -> Result<Command, String> {
                 c.driver = match p.value().map_err(err)?.string().map_err(err)?.as_str() {
                     "reactor" => Driver::Reactor,
                     "threads" => Driver::Threads,
+                    "fork" => Driver::Fork,
                     other => {
                         return Err(format!(
-                            "--driver: '{other}' is not one of reactor, threads"
+                            "--driver: '{other}' is not one of reactor, threads, fork"
                         ));
                     }
                 };
