@@ -10,6 +10,7 @@
 //! still, the sender checks every note and ends the connection on one it cannot read. This
 //! module must never carry anything the sender would have to look up elsewhere.
 
+use super::log::Tail;
 use crate::protocol::{ServerFrame, encode_server};
 
 const REPLY: u8 = 1;
@@ -24,12 +25,15 @@ const HEAD: usize = 5;
 pub enum Note<'a> {
     /// A whole encoded server frame, to write to the client as it is.
     Reply(&'a [u8]),
-    /// JOIN(room, after, limit), checked and its room created by the reader: answer JOINED,
-    /// replay, then follow the room live.
+    /// JOIN(room, after, limit), checked and its room created by the reader, with the room's
+    /// tail as the reader saw it when it read the JOIN: answer JOINED with that head, replay
+    /// up to it, then follow the room live from there. (The sender may get to it only after
+    /// the reader stored more SENDs: those are live messages, not history.)
     Join {
         room: &'a str,
         after: u64,
         limit: u32,
+        tail: Tail,
     },
     /// LEAVE(room), checked by the reader: stop following the room, answer LEFT.
     Leave { room: &'a str },
@@ -55,10 +59,17 @@ pub fn push(note: &Note<'_>, out: &mut Vec<u8>) {
             out.extend_from_slice(frame);
             finish(start, out);
         }
-        Note::Join { room, after, limit } => {
+        Note::Join {
+            room,
+            after,
+            limit,
+            tail,
+        } => {
             let start = begin(JOIN, out);
             out.extend_from_slice(&after.to_be_bytes());
             out.extend_from_slice(&limit.to_be_bytes());
+            out.extend_from_slice(&tail.head.to_be_bytes());
+            out.extend_from_slice(&tail.end.to_be_bytes());
             out.extend_from_slice(room.as_bytes());
             finish(start, out);
         }
@@ -105,11 +116,17 @@ pub fn next(buf: &[u8]) -> Result<Option<(Note<'_>, usize)>, BadNote> {
         REPLY => Note::Reply(body),
         JOIN => {
             let (after, rest) = body.split_first_chunk::<8>().ok_or(BadNote)?;
-            let (limit, name) = rest.split_first_chunk::<4>().ok_or(BadNote)?;
+            let (limit, rest) = rest.split_first_chunk::<4>().ok_or(BadNote)?;
+            let (head, rest) = rest.split_first_chunk::<8>().ok_or(BadNote)?;
+            let (end, name) = rest.split_first_chunk::<8>().ok_or(BadNote)?;
             Note::Join {
                 room: room(name)?,
                 after: u64::from_be_bytes(*after),
                 limit: u32::from_be_bytes(*limit),
+                tail: Tail {
+                    head: u64::from_be_bytes(*head),
+                    end: u64::from_be_bytes(*end),
+                },
             }
         }
         LEAVE => Note::Leave { room: room(body)? },
@@ -138,6 +155,7 @@ mod tests {
                 room: "#general",
                 after: 3,
                 limit: u32::MAX,
+                tail: Tail { end: 99, head: 2 },
             },
             Note::Leave { room: "#general" },
             Note::Finish,

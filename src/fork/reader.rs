@@ -264,25 +264,49 @@ impl<'a> Reader<'a> {
             self.error(ErrorCode::Invalid, 0, "invalid room name");
             return None;
         }
-        if !self.rooms.iter().any(|(name, _)| name == room) {
-            if self.rooms.len() >= self.config.limits.max_rooms_per_connection {
-                self.error(ErrorCode::TooMany, 0, "too many rooms joined");
-                return None;
-            }
-            let max_rooms = self.config.limits.max_rooms;
-            match self.config.history.open_for_writing(room, max_rooms) {
-                Ok(file) => self.rooms.push((room.to_string(), file)),
-                Err(Refusal::TooMany) => {
-                    self.error(ErrorCode::TooMany, 0, "the server holds too many rooms");
+        let at = match self.rooms.iter().position(|(name, _)| name == room) {
+            Some(at) => at,
+            None => {
+                if self.rooms.len() >= self.config.limits.max_rooms_per_connection {
+                    self.error(ErrorCode::TooMany, 0, "too many rooms joined");
                     return None;
                 }
-                Err(Refusal::Io(e)) => {
-                    log::error!("session {}: cannot open room {room}: {e}", self.session);
-                    return Some(self.fatal(ErrorCode::Internal, "cannot open the room"));
+                let max_rooms = self.config.limits.max_rooms;
+                match self.config.history.open_for_writing(room, max_rooms) {
+                    Ok(file) => self.rooms.push((room.to_string(), file)),
+                    Err(Refusal::TooMany) => {
+                        self.error(ErrorCode::TooMany, 0, "the server holds too many rooms");
+                        return None;
+                    }
+                    Err(Refusal::Io(e)) => {
+                        log::error!("session {}: cannot open room {room}: {e}", self.session);
+                        return Some(self.fatal(ErrorCode::Internal, "cannot open the room"));
+                    }
                 }
+                self.rooms.len() - 1
             }
-        }
-        note::push(&Note::Join { room, after, limit }, &mut self.out);
+        };
+        // The head as of this JOIN, in request order: a SEND read after it is live to this
+        // member, even if the sender gets to the JOIN only after it was stored.
+        let tail = match self
+            .rooms
+            .get_mut(at)
+            .map(|(_, file)| file.shared(roomlog::tail))
+        {
+            Some(Ok(tail)) => tail,
+            Some(Err(e)) => {
+                log::error!("session {}: cannot read room {room}: {e}", self.session);
+                return Some(self.fatal(ErrorCode::Internal, "cannot read the room"));
+            }
+            None => return Some(self.fatal(ErrorCode::Internal, "cannot read the room")),
+        };
+        let join = Note::Join {
+            room,
+            after,
+            limit,
+            tail,
+        };
+        note::push(&join, &mut self.out);
         None
     }
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{SigSet, Signal};
 
 use super::PairConfig;
-use super::log::{self as roomlog, Cursor, LogFile};
+use super::log::{self as roomlog, Cursor, LogFile, Tail};
 use super::note::{self, Note};
 use crate::protocol::{ErrorCode, ServerFrame, encode_server, replay_start};
 use crate::session::CLOSE_GRACE;
@@ -161,8 +161,13 @@ impl<'a> Sender<'a> {
     fn carry_out(&mut self, note: Note<'_>) -> io::Result<Option<End>> {
         match note {
             Note::Reply(frame) => self.queue(frame)?,
-            Note::Join { room, after, limit } => {
-                if let Err(e) = self.join(room, after, limit) {
+            Note::Join {
+                room,
+                after,
+                limit,
+                tail,
+            } => {
+                if let Err(e) = self.join(room, after, limit, tail) {
                     log::error!("session {}: cannot replay {room}: {e}", self.session);
                     self.internal_error();
                     return Ok(Some(End::Close));
@@ -180,8 +185,9 @@ impl<'a> Sender<'a> {
         Ok(None)
     }
 
-    /// JOINED, then the replay up to the head it announced, before any later answer.
-    fn join(&mut self, room: &str, after: u64, limit: u32) -> io::Result<()> {
+    /// JOINED with the head the reader saw, then the replay up to it, before any later
+    /// answer; what was stored after it follows live.
+    fn join(&mut self, room: &str, after: u64, limit: u32, tail: Tail) -> io::Result<()> {
         let at = match self.members.iter().position(|m| m.room == room) {
             Some(at) => at,
             None => {
@@ -197,7 +203,6 @@ impl<'a> Sender<'a> {
         let Some(member) = self.members.get_mut(at) else {
             return Ok(());
         };
-        let tail = member.log.shared(roomlog::tail)?;
         let first = u64::from(tail.head > 0);
         let mut frame = Vec::new();
         let joined = ServerFrame::Joined {
