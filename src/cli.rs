@@ -76,8 +76,9 @@ OPTIONS:
                                    thread per connection, for study; --threads does not
                                    apply to it. fork: papayaChat's fork-per-client server,
                                    for study only, not for use: two processes per client,
-                                   every one woken by SIGUSR1 for every message, with its
-                                   own history in DIR/fork; it refuses --tls-listen,
+                                   every client's sender woken (SIGUSR1) by every message,
+                                   its own history in DIR/fork, users read at each HELLO
+                                   (SIGHUP changes nothing); it refuses --tls-listen,
                                    --metrics, --threads, --user, --group, --segment-bytes
                                    and the retention flags, takes --fsync interval as never,
                                    and has no ring (see \"Drivers\" in docs/architecture.md)
@@ -561,7 +562,7 @@ mod tests {
         assert!(e.contains("--idle-timeout"), "{e}");
         let e = run(&["serve", "--driver", "fibers"]).expect_err("no such driver");
         assert!(
-            e.contains("--driver") && e.contains("reactor, threads"),
+            e.contains("--driver") && e.contains("reactor, threads, fork"),
             "{e}"
         );
         let e = run(&["serve", "--bogus"]).expect_err("unknown flag");
@@ -688,6 +689,17 @@ mod tests {
         assert_eq!(parse_duration("5h"), None);
         assert_eq!(parse_duration("ms"), None);
         assert_eq!(parse_duration("0s"), None);
+    }
+
+    #[test]
+    fn every_driver_has_its_word() {
+        for driver in [Driver::Reactor, Driver::Threads, Driver::Fork] {
+            let Ok(Command::Serve(c)) = run(&["serve", "--driver", driver.name()]) else {
+                panic!("--driver {} should parse", driver.name());
+            };
+            assert_eq!(c.driver, driver);
+            assert!(serve_help().contains(driver.name()));
+        }
     }
 
     #[test]

@@ -98,6 +98,8 @@ impl<'a> Reader<'a> {
     pub fn run(mut self) -> i32 {
         match self.serve() {
             Ok(()) => 0,
+            // The sender is gone (its client went away first): nothing is left to do.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => 0,
             Err(e) => {
                 log::warn!("session {}: reader: {e}", self.session);
                 1
@@ -397,7 +399,11 @@ impl<'a> Reader<'a> {
         } else {
             kill(self.sender, Signal::SIGUSR1)
         };
-        woken.map_err(io::Error::from)
+        match woken {
+            // Our sender ended already; the pipe tells us so at the next write.
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Tells the sender how the connection ends, and ends.

@@ -104,7 +104,12 @@ impl<'a> Sender<'a> {
         let mut wake = SigSet::empty();
         wake.add(Signal::SIGUSR1);
         loop {
-            match self.take_notes()? {
+            let end = self.take_notes()?;
+            if end.is_some() {
+                // What is owed now gets as long as after a fatal error, no longer.
+                self.socket.set_write_timeout(Some(CLOSE_GRACE))?;
+            }
+            match end {
                 Some(End::Finish) => {
                     self.deliver_all()?;
                     return self.write_out();
@@ -302,10 +307,6 @@ impl<'a> Sender<'a> {
     /// its own FIN, for at most [`CLOSE_GRACE`]: closing with unread input would reset the
     /// connection and could take our last frames with it.
     fn close(&mut self) -> io::Result<()> {
-        self.socket.set_write_timeout(Some(CLOSE_GRACE))?;
-        if !self.out.is_empty() {
-            let _ = self.write_out();
-        }
         self.socket.shutdown(Shutdown::Write)?;
         let deadline = Instant::now() + CLOSE_GRACE;
         let mut sink = [0; 4096];
