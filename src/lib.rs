@@ -5,12 +5,16 @@
 //! event loop, `sequencer` gives each message its place in its room, and `room` holds the
 //! in-memory ring every reactor fans out from. `auth` and `datadir` keep what lives on disk.
 
+// No unsafe code, but for `fork()` in `fork::daemon`, allowed at that call with its argument.
+#![deny(unsafe_code)]
+
 pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod config_file;
 pub mod datadir;
+pub mod fork;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod mailbox;
