@@ -18,6 +18,8 @@ build:
 # Run every test: unit, property, and integration tests against the real daemon.
 test:
 	$(CARGO) test --all-targets
+	@if command -v node >/dev/null; then node --test web/test/; \
+	else echo "!!! SKIPPED the web client's JS tests: node is not installed (apt-get install nodejs)"; fi
 
 # Benchmarks: the durable matrix (fsync policy x senders, 3 runs each), then the standard set
 # (fanout, rooms, idle, connect against chatd, redis-server and nats-server; servers pinned to

@@ -68,6 +68,15 @@ OPTIONS:
     --tls-key FILE                 PEM private key of that certificate (PKCS#8, SEC1 or RSA)
     --tls-handshakes N             TLS handshakes each reactor works on at once; past it the
                                    reactor stops accepting TLS until one finishes (default {tls_hs})
+    --web-listen ADDR              serve the browser client (GET /) and its WebSocket (GET /ws)
+                                   in plain HTTP; for loopback or behind a proxy; repeatable
+    --web-tls-listen ADDR          the same in HTTPS with --tls-cert/--tls-key: the one to
+                                   expose; repeatable
+    --web-allowed-origin ORIGIN    a page origin (scheme://host[:port]) besides the client's
+                                   own that may open the WebSocket; repeatable. Others get 403;
+                                   a request with no Origin (not a browser) is let in
+    --web-trusted-proxy IP         a proxy whose X-Forwarded-Proto/-Host/-For headers are
+                                   believed; repeatable (default: none, they are ignored)
     --data-dir DIR                 where users and the message log live; created on first run
                                    (default ./{DEFAULT_DATA_DIR})
     --threads N                    reactor threads (default: one per core)
@@ -205,6 +214,19 @@ fn parse_serve(p: &mut Parser) -> Result<Command, String> {
             Arg::Long("tls-handshakes") => {
                 c.tls_handshakes = number(p, "--tls-handshakes", 1, 1 << 20)?;
             }
+            Arg::Long("web-listen") => c.web_listen.push(addr(p)?),
+            Arg::Long("web-tls-listen") => c.web_tls_listen.push(addr(p)?),
+            Arg::Long("web-allowed-origin") => {
+                let v = p.value().map_err(err)?.string().map_err(err)?;
+                c.web_allowed_origins.push(origin(&v)?);
+            }
+            Arg::Long("web-trusted-proxy") => {
+                let v = p.value().map_err(err)?.string().map_err(err)?;
+                let ip = v
+                    .parse()
+                    .map_err(|_| format!("--web-trusted-proxy: '{v}' is not an IP address"))?;
+                c.web_trusted_proxies.push(ip);
+            }
             Arg::Long("metrics") => c.metrics = Some(addr(p)?),
             Arg::Long("config") => c.config_file = Some(p.value().map_err(err)?.into()),
             Arg::Long("user") => {
@@ -296,13 +318,36 @@ fn parse_serve(p: &mut Parser) -> Result<Command, String> {
 /// TLS flags come as a set: listeners need a certificate and key, and a certificate with no
 /// TLS listener is surely a mistake in the configuration.
 fn check_tls(c: &Config) -> Result<(), String> {
-    match (&c.tls_cert, &c.tls_key, c.tls_listen.is_empty()) {
+    match (&c.tls_cert, &c.tls_key, !c.wants_tls()) {
         (Some(_), Some(_), false) | (None, None, true) => Ok(()),
-        (_, _, false) => Err("--tls-listen needs both --tls-cert FILE and --tls-key FILE".into()),
-        (Some(_), None, true) | (None, Some(_), true) | (Some(_), Some(_), true) => {
-            Err("--tls-cert and --tls-key are for --tls-listen, which is not given".into())
-        }
+        (_, _, false) => Err(
+            "--tls-listen and --web-tls-listen need both --tls-cert FILE and --tls-key FILE".into(),
+        ),
+        (Some(_), None, true) | (None, Some(_), true) | (Some(_), Some(_), true) => Err(
+            "--tls-cert and --tls-key are for --tls-listen or --web-tls-listen, neither is given"
+                .into(),
+        ),
     }
+}
+
+/// A `--web-allowed-origin`: `http://` or `https://`, a host, perhaps a port, nothing after;
+/// kept in lower case, the form browsers send in `Origin`.
+fn origin(v: &str) -> Result<String, String> {
+    let bad = || {
+        format!(
+            "--web-allowed-origin: '{v}' is not an origin like https://chat.example.org or \
+             http://127.0.0.1:8080 (scheme, host and optional port, no path)"
+        )
+    };
+    let rest = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"))
+        .ok_or_else(bad)?;
+    let fine = |ch: char| ch.is_ascii_alphanumeric() || ".-:[]".contains(ch);
+    if rest.is_empty() || !rest.chars().all(fine) {
+        return Err(bad());
+    }
+    Ok(v.to_ascii_lowercase())
 }
 
 /// The words and `--data-dir` of a `user` or `log` command; `None` if help was asked for.
@@ -399,24 +444,23 @@ fn parse_config(p: &mut Parser) -> Result<Command, String> {
 }
 
 /// For `serve --config FILE`: puts the file's flags in front of the command line's, so that
-/// flags given on the command line win. A `--listen` (or `--tls-listen`) on the command line
-/// replaces the file's addresses of that kind instead of adding to them.
+/// flags given on the command line win. A list flag (`--listen`, `--tls-listen`, the `--web-`
+/// lists) on the command line replaces the file's values of that kind instead of adding to them.
 fn with_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     if args.first().and_then(|a| a.to_str()) != Some("serve") {
         return Ok(args);
     }
     let mut path = None;
-    let mut cli_listens = false;
-    let mut cli_tls_listens = false;
+    let mut given: Vec<String> = Vec::new();
     let mut iter = args.iter().skip(1);
     while let Some(arg) = iter.next() {
         match arg.to_str() {
             Some("--config") => path = iter.next().cloned(),
             Some(a) if a.starts_with("--config=") => path = a.get(9..).map(OsString::from),
-            Some("--listen") => cli_listens = true,
-            Some(a) if a.starts_with("--listen=") => cli_listens = true,
-            Some("--tls-listen") => cli_tls_listens = true,
-            Some(a) if a.starts_with("--tls-listen=") => cli_tls_listens = true,
+            Some(a) if a.starts_with("--") => {
+                let name = a.split('=').next().unwrap_or(a);
+                given.push(name.to_string());
+            }
             _ => {}
         }
     }
@@ -426,15 +470,13 @@ fn with_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     let flags = crate::config_file::to_flags(&text)
         .map_err(|e| format!("config file {}: {e}", path.to_string_lossy()))?;
     let mut out = vec![OsString::from("serve")];
-    let mut pairs = flags.chunks(2);
-    for pair in pairs.by_ref() {
-        if cli_listens && pair.first().is_some_and(|f| f == "--listen") {
-            continue;
+    for pair in flags.chunks(2) {
+        let replaced = pair.first().is_some_and(|f| {
+            crate::config_file::REPEATABLE.contains(&f.trim_start_matches('-')) && given.contains(f)
+        });
+        if !replaced {
+            out.extend(pair.iter().map(OsString::from));
         }
-        if cli_tls_listens && pair.first().is_some_and(|f| f == "--tls-listen") {
-            continue;
-        }
-        out.extend(pair.iter().map(OsString::from));
     }
     out.extend(args.into_iter().skip(1));
     Ok(out)

@@ -4,7 +4,7 @@
 //! same table. [`Reload`] says which changed settings a running server takes at SIGHUP and
 //! which wait for a restart. Nothing in this module reads the environment or the disk.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -110,6 +110,15 @@ pub struct Config {
     /// TLS handshakes one reactor works on at once; past it, it stops accepting on its TLS
     /// listeners and the kernel's backlog holds the rest.
     pub tls_handshakes: usize,
+    /// Addresses that serve the web client and its WebSocket in plain HTTP (for loopback or
+    /// behind a proxy).
+    pub web_listen: Vec<SocketAddr>,
+    /// The same in HTTPS, with `tls_cert` and `tls_key`: the one to expose.
+    pub web_tls_listen: Vec<SocketAddr>,
+    /// Origins besides the page's own whose pages may open the WebSocket (`scheme://host[:port]`).
+    pub web_allowed_origins: Vec<String>,
+    /// Peers whose `X-Forwarded-Proto`/`-Host`/`-For` headers are believed.
+    pub web_trusted_proxies: Vec<IpAddr>,
     /// Reactor threads; 0 means one per core.
     pub threads: usize,
     /// What serves the connections: reactors, or a thread each.
@@ -151,6 +160,10 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             tls_handshakes: DEFAULT_TLS_HANDSHAKES,
+            web_listen: Vec::new(),
+            web_tls_listen: Vec::new(),
+            web_allowed_origins: Vec::new(),
+            web_trusted_proxies: Vec::new(),
             threads: 0,
             driver: Driver::Reactor,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
@@ -165,13 +178,22 @@ impl Default for Config {
 
 impl Config {
     /// The plain addresses to listen on: those given, or the default when no address at all
-    /// is given (a server with only `--tls-listen` has no plain listener).
+    /// is given (a server with only `--tls-listen` or a web listener has no plain listener).
     pub fn listen_addrs(&self) -> Vec<SocketAddr> {
-        if self.listen.is_empty() && self.tls_listen.is_empty() {
+        if self.listen.is_empty()
+            && self.tls_listen.is_empty()
+            && self.web_listen.is_empty()
+            && self.web_tls_listen.is_empty()
+        {
             DEFAULT_LISTEN.parse().map(|a| vec![a]).unwrap_or_default()
         } else {
             self.listen.clone()
         }
+    }
+
+    /// Whether any listener speaks TLS, so a certificate is needed.
+    pub fn wants_tls(&self) -> bool {
+        !self.tls_listen.is_empty() || !self.web_tls_listen.is_empty()
     }
 
     /// The certificate and key files, when TLS is configured.
@@ -284,11 +306,24 @@ impl Reload {
             .map(|s| s.name)
             .collect();
         let (sa, sb) = (&running.store, &new.store);
-        let fixed: [(&'static str, bool); 18] = [
+        let fixed: [(&'static str, bool); 22] = [
             ("listen", running.listen_addrs() != new.listen_addrs()),
             ("tls-listen", running.tls_listen != new.tls_listen),
             ("tls-cert", running.tls_cert != new.tls_cert),
             ("tls-key", running.tls_key != new.tls_key),
+            ("web-listen", running.web_listen != new.web_listen),
+            (
+                "web-tls-listen",
+                running.web_tls_listen != new.web_tls_listen,
+            ),
+            (
+                "web-allowed-origin",
+                running.web_allowed_origins != new.web_allowed_origins,
+            ),
+            (
+                "web-trusted-proxy",
+                running.web_trusted_proxies != new.web_trusted_proxies,
+            ),
             (
                 "tls-handshakes",
                 running.tls_handshakes != new.tls_handshakes,

@@ -15,6 +15,10 @@ pub const KEYS: &[&str] = &[
     "tls-cert",
     "tls-key",
     "tls-handshakes",
+    "web-listen",
+    "web-tls-listen",
+    "web-allowed-origin",
+    "web-trusted-proxy",
     "data-dir",
     "threads",
     "driver",
@@ -42,8 +46,18 @@ pub const KEYS: &[&str] = &[
     "metrics",
 ];
 
+/// The keys that may hold a list, one flag per item.
+pub const REPEATABLE: &[&str] = &[
+    "listen",
+    "tls-listen",
+    "web-listen",
+    "web-tls-listen",
+    "web-allowed-origin",
+    "web-trusted-proxy",
+];
+
 /// The flags a configuration file stands for (keys in sorted order; each appears once).
-/// `listen` and `tls-listen` may be a string or a list of strings; `_` and `-` are the same in
+/// `listen`, `tls-listen` and the `web-` lists may be a string or a list of strings; `_` and `-` are the same in
 /// keys.
 ///
 /// # Errors
@@ -60,9 +74,7 @@ pub fn to_flags(text: &str) -> Result<Vec<String>, String> {
             ));
         }
         let values = match value {
-            Value::Array(items) if name == "listen" || name == "tls-listen" => {
-                items.iter().collect()
-            }
+            Value::Array(items) if REPEATABLE.contains(&name.as_str()) => items.iter().collect(),
             other => vec![other],
         };
         for v in values {

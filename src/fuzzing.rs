@@ -11,15 +11,21 @@
 //!
 //! The other bodies live in submodules: [`session_ops`] drives a connection's state machine
 //! through a script of operations, [`log_record`] and [`recovery`] feed the log format and
-//! start-up recovery arbitrary bytes and segment files. [`fake`] is the fake server that the
-//! session fuzzer and the session tests share.
+//! start-up recovery arbitrary bytes and segment files, [`ws_frame`] and [`http_upgrade`] the
+//! web listener's WebSocket frames and HTTP requests. [`fake`] is the fake server that the
+//! session fuzzer and the session tests share; [`ws`] also holds the client-side frame
+//! encoder and decoder that the WebSocket tests share.
 
 pub mod fake;
+mod http;
 mod session;
 mod store;
+pub mod ws;
 
+pub use http::http_upgrade;
 pub use session::session_ops;
 pub use store::{log_record, recovery};
+pub use ws::ws_frame;
 
 use crate::protocol::codec::{FrameError, RawFrame, parse_client, parse_server};
 use crate::protocol::{
@@ -328,12 +334,14 @@ mod tests {
     type Body = fn(&[u8]);
 
     /// Every target's body and the folder names its inputs live under.
-    const TARGETS: [(&str, Body); 5] = [
+    const TARGETS: [(&str, Body); 7] = [
         ("decode_server", decode_stream),
         ("decode_client", decode_client_stream),
         ("session", session_ops),
         ("log_record", log_record),
         ("recovery", recovery),
+        ("ws_frame", ws_frame),
+        ("http_upgrade", http_upgrade),
     ];
 
     /// Runs every file of `fuzz/<kind>/<target>/` through the target's body; returns the count.

@@ -3,7 +3,9 @@
 //! The crate is laid out the way a message travels: `protocol` turns bytes into frames,
 //! `session` is a connection's I/O-free state machine, `reactor` owns the sockets and the mio
 //! event loop, `sequencer` gives each message its place in its room, and `room` holds the
-//! in-memory ring every reactor fans out from. `auth` and `datadir` keep what lives on disk.
+//! in-memory ring every reactor fans out from. `transport` carries a connection's bytes in the
+//! clear or through TLS, and `web` speaks HTTP and WebSocket to browsers. `auth` and `datadir`
+//! keep what lives on disk.
 
 // No unsafe code, but for `fork()` in `fork::daemon`, allowed at that call with its argument.
 #![deny(unsafe_code)]
@@ -32,3 +34,4 @@ pub mod store;
 pub mod threads;
 pub mod tls;
 pub mod transport;
+pub mod web;

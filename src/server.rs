@@ -31,6 +31,7 @@ use crate::shared::Shared;
 use crate::store::{self, LogWriter, RecoveryMode};
 use crate::threads::Threads;
 use crate::tls::server::ServerTls;
+use crate::web::WebSettings;
 
 /// Asks a running server to stop or to take new settings; cheap to clone, usable from a
 /// signal thread (never from a reactor: reloading the users file reads the disk).
@@ -69,6 +70,8 @@ impl StopHandle {
 pub struct Server {
     addrs: Vec<SocketAddr>,
     tls_addrs: Vec<SocketAddr>,
+    web_addrs: Vec<SocketAddr>,
+    web_tls_addrs: Vec<SocketAddr>,
     shared: Arc<Shared>,
     reactors: Vec<JoinHandle<()>>,
     sequencer: JoinHandle<LogWriter>,
@@ -132,7 +135,7 @@ impl Server {
         }
         // Certificate problems fail the start, before anything is bound.
         let tls = match config.tls_files() {
-            Some(files) if !config.tls_listen.is_empty() => {
+            Some(files) if config.wants_tls() => {
                 Some(ServerTls::load(&files).map_err(io::Error::other)?)
             }
             _ => None,
@@ -145,6 +148,12 @@ impl Server {
         for &addr in &config.tls_listen {
             groups.push((reactor::listener::bind_group(addr, count)?, Speaks::Tls));
         }
+        for &addr in &config.web_listen {
+            groups.push((reactor::listener::bind_group(addr, count)?, Speaks::Web));
+        }
+        for &addr in &config.web_tls_listen {
+            groups.push((reactor::listener::bind_group(addr, count)?, Speaks::WebTls));
+        }
         let bound = |kind: Speaks| {
             groups
                 .iter()
@@ -153,6 +162,7 @@ impl Server {
                 .collect::<Vec<_>>()
         };
         let (addrs, tls_addrs) = (bound(Speaks::Plain), bound(Speaks::Tls));
+        let (web_addrs, web_tls_addrs) = (bound(Speaks::Web), bound(Speaks::WebTls));
 
         let mut polls = Vec::with_capacity(count);
         let mut mailboxes = Vec::with_capacity(count);
@@ -185,7 +195,11 @@ impl Server {
                 mailboxes.into(),
                 Arc::new(Metrics::new(count)),
             )
-            .with_tls(tls, config.tls_handshakes),
+            .with_tls(tls, config.tls_handshakes)
+            .with_web(WebSettings {
+                allowed_origins: config.web_allowed_origins.clone(),
+                trusted_proxies: config.web_trusted_proxies.clone(),
+            }),
         );
 
         let metrics = match config.metrics {
@@ -279,6 +293,8 @@ impl Server {
         Ok(Server {
             addrs,
             tls_addrs,
+            web_addrs,
+            web_tls_addrs,
             shared,
             reactors,
             sequencer,
@@ -298,6 +314,16 @@ impl Server {
     /// The TLS addresses actually bound, one per `--tls-listen`.
     pub fn tls_addrs(&self) -> &[SocketAddr] {
         &self.tls_addrs
+    }
+
+    /// The addresses serving the web client over plain HTTP, as bound.
+    pub fn web_addrs(&self) -> &[SocketAddr] {
+        &self.web_addrs
+    }
+
+    /// The addresses serving the web client over HTTPS, as bound.
+    pub fn web_tls_addrs(&self) -> &[SocketAddr] {
+        &self.web_tls_addrs
     }
 
     /// Where `/metrics` is served, if it is.

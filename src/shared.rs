@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::published::Published;
 use crate::room::Rooms;
 use crate::tls::server::ServerTls;
+use crate::web::WebSettings;
 
 /// What every reactor and the sequencer share.
 pub struct Shared {
@@ -33,6 +34,8 @@ pub struct Shared {
     /// works on at once.
     pub tls: Option<ServerTls>,
     pub tls_handshakes: usize,
+    /// What the web listeners let in (origins, trusted proxies).
+    pub web: WebSettings,
     sessions: AtomicU64,
     stopping: AtomicBool,
     connections: Mutex<Connections>,
@@ -62,6 +65,7 @@ impl Shared {
             metrics,
             tls: None,
             tls_handshakes: crate::config::DEFAULT_TLS_HANDSHAKES,
+            web: WebSettings::default(),
             sessions: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             connections: Mutex::new(Connections::default()),
@@ -72,6 +76,12 @@ impl Shared {
     pub fn with_tls(mut self, tls: Option<ServerTls>, handshakes: usize) -> Shared {
         self.tls = tls;
         self.tls_handshakes = handshakes.max(1);
+        self
+    }
+
+    /// Serves the web listeners with `web`.
+    pub fn with_web(mut self, web: WebSettings) -> Shared {
+        self.web = web;
         self
     }
 

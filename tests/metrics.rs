@@ -193,3 +193,26 @@ fn tls_handshakes_failures_and_the_handshake_cap_show_in_the_metrics() {
         "{body}"
     );
 }
+
+#[test]
+fn websocket_connections_are_counted_apart() {
+    let d = Daemon::start(&["--metrics", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"]);
+    let url = format!("http://{}/metrics", metrics_addr(&d));
+    let web = d.web_addrs[0];
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let stream = std::net::TcpStream::connect(web).expect("connect");
+        let (ws, _) = tungstenite::client(format!("ws://{web}/ws"), stream).expect("upgrade");
+        open.push(ws);
+    }
+    // A plain client is a connection, not a WebSocket.
+    let _plain = d.connect();
+    let body = scrape_until(&url, "two WebSocket connections", |b| {
+        sample(b, "chatd_websocket_connections") == Some(2.0)
+    });
+    assert!(body.contains("# TYPE chatd_websocket_connections gauge"));
+    drop(open);
+    scrape_until(&url, "no WebSocket connection", |b| {
+        sample(b, "chatd_websocket_connections") == Some(0.0)
+    });
+}

@@ -3,9 +3,9 @@
 
 decode_server, decode_client: a control byte whose low three bits count the read-size bytes
 that follow (each read is byte + 1 long, cycled; none means one byte per read), then the
-stream itself. session: a script of operations (see src/fuzzing/session.rs). log_record: the
-bytes of one record or segment header. recovery: a script that builds segment files (see
-src/fuzzing/store.rs). File names say what the input holds.
+stream itself. ws_frame, http_upgrade: see their sections below. session: a script of
+operations (see src/fuzzing/session.rs). log_record: the bytes of one record or segment header.
+recovery: a script that builds segment files (see src/fuzzing/store.rs). File names say what the input holds.
 """
 
 import pathlib
@@ -240,6 +240,95 @@ SEEDS["recovery"] = {
     "pong_record": b"\x00" + r_msg(1) + R_PONG,
     "raw_garbage_after_header": b"\x01\x80" + b"\x00\x00\x00\x20garbage",
     "raw_two_files_no_header": b"\x03\x05hello" + b"world",
+}
+
+# ws_frame: a control byte (low three bits: how many read sizes follow; bits 3-4: the payload
+# limit, 0 = 8, 1 = 125, 2 = 65540, 3 = 1 MiB), the read sizes, then frames a client sends.
+WS_MASK = b"\x37\xfa\x21\x3d"
+
+
+def ws(first, payload=b"", mask=WS_MASK):
+    """One client frame: `first` is FIN|RSV|opcode; masked unless mask is None."""
+    n = len(payload)
+    mask_bit = 0x80 if mask is not None else 0
+    if n <= 125:
+        head = bytes([first, mask_bit | n])
+    elif n <= 0xFFFF:
+        head = bytes([first, mask_bit | 126]) + struct.pack(">H", n)
+    else:
+        head = bytes([first, mask_bit | 127]) + struct.pack(">Q", n)
+    if mask is None:
+        return head + payload
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def ws_control(limit, *sizes):
+    return bytes([limit << 3 | len(sizes)] + [size - 1 for size in sizes])
+
+
+LIMIT_65540 = 2
+
+SEEDS["ws_frame"] = {
+    "one_message_two_frames": ws_control(LIMIT_65540) + ws(0x82, ping + bye),
+    "fragmented_with_ping_in_reads": ws_control(LIMIT_65540, 3, 7)
+    + ws(0x02, hello[:9]) + ws(0x89, b"mid") + ws(0x80, hello[9:]),
+    "pings_pongs_close": ws_control(1, 2) + ws(0x89) + ws(0x8A, b"late") + ws(0x89, b"x" * 125)
+    + ws(0x88, struct.pack(">H", 1000) + b"bye"),
+    "medium_and_long_lengths": ws_control(LIMIT_65540, 200)
+    + ws(0x82, frame(0x04, s("#general") + u64(1) + b"x" * 300))
+    + ws(0x82, frame(0x04, s("#general") + u64(2) + b"y" * 70000)),
+    "over_small_limit": ws_control(0) + ws(0x82, ping),
+    "text_refused": ws_control(LIMIT_65540) + ws(0x81, b"hello"),
+    "unmasked": ws_control(LIMIT_65540) + ws(0x82, ping, mask=None),
+    "reserved_bits": ws_control(LIMIT_65540) + ws(0xC2, ping),
+    "message_ends_inside_frame": ws_control(LIMIT_65540) + ws(0x82, ping[:7]),
+    "continuation_without_message": ws_control(LIMIT_65540) + ws(0x80, ping),
+    "close_invalid_code": ws_control(LIMIT_65540) + ws(0x88, struct.pack(">H", 1005)),
+}
+
+# http_upgrade: a control byte (bit 0: TLS listener; bit 1: the peer is a trusted proxy; bit 2:
+# https://allowed.example is allowed; bits 3-5: how many read sizes follow), the read sizes,
+# then the request.
+
+
+def http(line, *headers):
+    return (line + "\r\n" + "".join(h + "\r\n" for h in headers) + "\r\n").encode()
+
+
+UPGRADE = (
+    "Host: 127.0.0.1:8080",
+    "Upgrade: websocket",
+    "Connection: keep-alive, Upgrade",
+    "Sec-WebSocket-Version: 13",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+)
+
+
+def http_control(tls=0, trusted=0, allowed=0, *sizes):
+    return bytes([tls | trusted << 1 | allowed << 2 | len(sizes) << 3] + [n - 1 for n in sizes])
+
+
+SEEDS["http_upgrade"] = {
+    "upgrade": http_control() + http("GET /ws HTTP/1.1", *UPGRADE),
+    "upgrade_same_origin_tls_in_reads": http_control(1, 0, 0, 5, 17)
+    + http("GET /ws HTTP/1.1", *UPGRADE, "Origin: https://127.0.0.1:8080"),
+    "upgrade_allowed_origin": http_control(0, 0, 1)
+    + http("GET /ws HTTP/1.1", *UPGRADE, "Origin: https://allowed.example"),
+    "upgrade_other_origin": http_control() + http("GET /ws HTTP/1.1", *UPGRADE, "Origin: http://x.example"),
+    "upgrade_deflate_offered": http_control()
+    + http("GET /ws HTTP/1.1", *UPGRADE, "Sec-WebSocket-Extensions: permessage-deflate"),
+    "upgrade_then_frames": http_control() + http("GET /ws HTTP/1.1", *UPGRADE) + ws(0x82, ping),
+    "version_8": http_control() + http("GET /ws HTTP/1.1", *UPGRADE[:3], "Sec-WebSocket-Version: 8", UPGRADE[4]),
+    "bad_key": http_control() + http("GET /ws HTTP/1.1", *UPGRADE[:4], "Sec-WebSocket-Key: AAAA"),
+    "forwarded_by_trusted_proxy": http_control(0, 1)
+    + http("GET /ws HTTP/1.1", *UPGRADE, "Origin: https://chat.example", "X-Forwarded-Proto: https",
+           "X-Forwarded-Host: chat.example", "X-Forwarded-For: 203.0.113.9, 198.51.100.4"),
+    "get_index": http_control() + http("GET / HTTP/1.1", "Host: 127.0.0.1:8080"),
+    "head_app_js_close": http_control() + http("HEAD /app.js HTTP/1.1", "Host: a", "Connection: close"),
+    "pipelined_in_reads": http_control(0, 0, 0, 9) + http("GET /app.js HTTP/1.1", "Host: a")
+    + http("GET / HTTP/1.0", "Host: a"),
+    "post_with_body": http_control() + http("POST / HTTP/1.1", "Host: a", "Content-Length: 2") + b"hi",
+    "not_found": http_control() + http("GET /favicon.ico HTTP/1.1", "Host: a"),
 }
 
 # Inputs that show daemon bugs not fixed yet; run strictly by ignored tests in src/fuzzing.

@@ -111,6 +111,12 @@ fn serve(config: &Config, args: Vec<OsString>) -> Result<(), String> {
     for addr in server.tls_addrs() {
         println!("listening on {addr} (TLS)");
     }
+    for addr in server.web_addrs() {
+        println!("listening on {addr} (web)");
+    }
+    for addr in server.web_tls_addrs() {
+        println!("listening on {addr} (web, TLS)");
+    }
     let _ = std::io::stdout().flush();
     let serving = match config.driver {
         Driver::Reactor => format!("{} reactors", config.reactor_count()),

@@ -128,6 +128,12 @@ fn refuse_unsupported(config: &Config) -> Result<(), String> {
     if !config.tls_listen.is_empty() {
         flags.push("--tls-listen");
     }
+    if !config.web_listen.is_empty() || !config.web_tls_listen.is_empty() {
+        flags.push("--web-listen/--web-tls-listen");
+    }
+    if !config.web_allowed_origins.is_empty() || !config.web_trusted_proxies.is_empty() {
+        flags.push("--web-allowed-origin/--web-trusted-proxy");
+    }
     if config.tls_handshakes != DEFAULT_TLS_HANDSHAKES {
         flags.push("--tls-handshakes");
     }
@@ -168,11 +174,12 @@ mod tests {
         let mut config = Config {
             metrics: Some("127.0.0.1:0".parse().expect("addr")),
             threads: 2,
+            web_listen: vec!["127.0.0.1:0".parse().expect("addr")],
             ..Config::default()
         };
         config.store.retention.max_bytes = None;
         let err = refuse_unsupported(&config).expect_err("unsupported");
-        for flag in ["--metrics", "--threads", "--retention-bytes"] {
+        for flag in ["--metrics", "--threads", "--retention-bytes", "--web-listen"] {
             assert!(err.contains(flag), "{flag} not named: {err}");
         }
     }

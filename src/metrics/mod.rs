@@ -48,6 +48,8 @@ pub struct Shard {
     pub tls_established: AtomicU64,
     pub tls_failures: [AtomicU64; Failure::ALL.len()],
     pub tls_open: AtomicU64,
+    /// A gauge of WebSocket connections open (past their upgrade).
+    pub websocket_open: AtomicU64,
 }
 
 impl Shard {
@@ -213,6 +215,12 @@ impl Metrics {
                 "gauge",
                 "TLS connections open, in their handshake or established.",
                 self.sum(|s| &s.tls_open),
+            ),
+            (
+                "websocket_connections",
+                "gauge",
+                "WebSocket connections open (upgraded; counted in chatd_connections too).",
+                self.sum(|s| &s.websocket_open),
             ),
             (
                 "tls_handshakes_total",

@@ -1,6 +1,9 @@
 //! A connection as the reactor sees it: a socket, its transport, its session, and the few
 //! flags that say what the socket is ready for. This is where bytes move between the kernel
-//! and a session, in the clear or through TLS (`crate::transport`).
+//! and a session, in the clear or through TLS (`crate::transport`), and for web listeners
+//! through HTTP and WebSocket as well (`web`, beside this file).
+
+mod web;
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, Shutdown};
@@ -9,6 +12,7 @@ use mio::Interest;
 use mio::net::TcpStream;
 
 use crate::session::{Env, Session};
+use crate::shared::Shared;
 use crate::transport::Transport;
 use crate::transport::tls::{Failure, SEAL_CHUNK, TlsConn};
 
@@ -24,7 +28,8 @@ const WRITE_BUDGET: usize = 1 << 20;
 pub struct Scratch {
     /// Socket reads land here (after a TLS connection's partial record).
     pub read: Vec<u8>,
-    /// A TLS connection's frames gathered for sealing.
+    /// A TLS or WebSocket connection's frames gathered for sealing or framing; on the way
+    /// in, a web connection's input with its partial frame in front, unmasked in place.
     pub plain: Vec<u8>,
     /// Ciphertext on its way to a TLS socket.
     pub cipher: Vec<u8>,
@@ -110,9 +115,14 @@ impl Conn {
     }
 
     /// Reads what the session will take, then writes what it owes, within this turn's budgets.
-    pub fn service(&mut self, scratch: &mut Scratch, env: &mut impl Env) -> Serviced {
+    pub fn service(
+        &mut self,
+        scratch: &mut Scratch,
+        shared: &Shared,
+        env: &mut impl Env,
+    ) -> Serviced {
         let now = env.now();
-        if let Transport::Tls(tls) = &mut self.transport
+        if let Some(tls) = self.transport.tls()
             && tls.is_handshaking()
         {
             // The session's HELLO deadline covers the TLS handshake too: it fired.
@@ -132,7 +142,10 @@ impl Conn {
         }
         let mut again = false;
         let mut reads = 0;
+        // A web connection owing the socket a response or a Pong reads no more until it is
+        // sent: input can never make what it owes grow without bound.
         while self.readable
+            && !self.web_owes()
             && (self.transport.is_handshaking()
                 || self.session.wants_input()
                 || self.session.is_closing())
@@ -144,7 +157,8 @@ impl Conn {
             reads += 1;
             let read = match &mut self.transport {
                 Transport::Plain(_) => self.read_plain(scratch, env),
-                Transport::Tls(_) => self.read_tls(scratch, env),
+                Transport::Tls(_) | Transport::WebTls(_) => self.read_tls(scratch, shared, env),
+                Transport::Web(_) => self.read_web(scratch, shared, env),
             };
             match read {
                 Read1::Data => {}
@@ -168,10 +182,11 @@ impl Conn {
         if inbuf.is_empty() && inbuf.capacity() > 0 {
             *inbuf = Vec::new();
         }
-        let paused = !self.session.wants_input();
+        let paused = !self.session.wants_input() || self.web_owes();
         let flushed = match &self.transport {
             Transport::Plain(_) => self.flush_plain(env),
-            Transport::Tls(_) => self.flush_tls(scratch, env),
+            Transport::Tls(_) | Transport::WebTls(_) => self.flush_tls(scratch, env),
+            Transport::Web(_) => self.flush_web(scratch, env),
         };
         match flushed {
             Ok(true) => again = true,
@@ -181,7 +196,7 @@ impl Conn {
         // Writing can lift a pause (a PONG's barrier settled, the backlog drained): input that
         // waited, buffered or still in the socket, is taken on the next turn.
         let waiting = self.readable || !self.transport.inbuf().is_empty();
-        if paused && self.session.wants_input() && waiting {
+        if paused && self.session.wants_input() && !self.web_owes() && waiting {
             again = true;
         }
         if self.session.is_done() {
@@ -239,9 +254,12 @@ impl Conn {
     /// One read of ciphertext behind the partial record kept from last time; whole records
     /// are decrypted in the scratch buffer and their plaintext fed to the session, handshake
     /// answers are sent, and only a new partial record is kept.
-    fn read_tls(&mut self, scratch: &mut Scratch, env: &mut impl Env) -> Read1 {
-        let Transport::Tls(tls) = &mut self.transport else {
-            return Read1::Failed;
+    fn read_tls(&mut self, scratch: &mut Scratch, shared: &Shared, env: &mut impl Env) -> Read1 {
+        let peer = self.peer;
+        let (tls, mut ws) = match &mut self.transport {
+            Transport::Tls(tls) => (&mut **tls, None),
+            Transport::WebTls(web) => (&mut web.tls, Some(&mut web.ws)),
+            Transport::Plain(_) | Transport::Web(_) => return Read1::Failed,
         };
         let kept = tls.rx.len();
         let Some(front) = scratch.read.get_mut(..kept) else {
@@ -268,8 +286,22 @@ impl Conn {
         let mut inbuf = std::mem::take(&mut tls.inbuf);
         let session = &mut self.session;
         let incoming = scratch.read.get_mut(..total).unwrap_or_default();
+        let unmask = &mut scratch.plain;
+        let mut upgraded = None;
         let received = tls.receive(incoming, &mut scratch.cipher, |plain| {
-            feed(session, &mut inbuf, plain, env);
+            match ws.as_deref_mut() {
+                None => feed(session, &mut inbuf, plain, env),
+                Some(ws) => {
+                    let site = web::Peer {
+                        shared,
+                        addr: peer,
+                        tls: true,
+                    };
+                    if let Some(client) = web::input(ws, session, plain, unmask, &site, env) {
+                        upgraded = Some(client);
+                    }
+                }
+            }
         });
         tls.inbuf = inbuf;
         let received = match received {
@@ -295,6 +327,9 @@ impl Conn {
         if received.peer_closed {
             // close_notify: the peer says it will send nothing more, as a FIN would.
             self.session.on_eof(env.now());
+        }
+        if let Some(client) = upgraded {
+            self.upgraded(client, shared, env);
         }
         Read1::Data
     }
@@ -337,13 +372,16 @@ impl Conn {
     }
 
     /// Like `flush_plain`, through TLS: ciphertext the socket refused goes first; then the
-    /// session's frames are gathered into up to `SEAL_CHUNK` bytes, sealed into as few
-    /// records as that takes, and written with one call.
+    /// session's frames are gathered into up to `SEAL_CHUNK` bytes (in a WebSocket frame on a
+    /// web connection, behind what the web state owes), sealed into as few records as that
+    /// takes, and written with one call.
     fn flush_tls(&mut self, scratch: &mut Scratch, env: &mut impl Env) -> io::Result<bool> {
         let now = env.now();
         let mut budget = WRITE_BUDGET;
-        let Transport::Tls(tls) = &mut self.transport else {
-            return Ok(false);
+        let (tls, mut ws) = match &mut self.transport {
+            Transport::Tls(tls) => (&mut **tls, None),
+            Transport::WebTls(web) => (&mut web.tls, Some(&mut web.ws)),
+            Transport::Plain(_) | Transport::Web(_) => return Ok(false),
         };
         loop {
             if !tls.tx.is_empty() {
@@ -372,6 +410,18 @@ impl Conn {
             if tls.is_handshaking() {
                 return Ok(false);
             }
+            if let Some(ws) = ws.as_deref_mut()
+                && !ws.tx().is_empty()
+            {
+                // A response, a Pong or a Close, ahead of anything newer.
+                scratch.cipher.clear();
+                tls.seal(ws.tx(), &mut scratch.cipher)
+                    .map_err(|e| io::Error::other(e.detail))?;
+                let sealed = ws.tx().len();
+                ws.drain_tx(sealed);
+                tls.tx.extend_from_slice(&scratch.cipher);
+                continue;
+            }
             self.session.fill(env);
             if self.session.out.is_empty() || self.write_blocked || self.shut_write {
                 return Ok(false);
@@ -379,37 +429,66 @@ impl Conn {
             if budget == 0 {
                 return Ok(true);
             }
-            scratch.plain.clear();
-            let mut gather = Gather {
-                into: &mut scratch.plain,
-                cap: SEAL_CHUNK,
+            let start = match ws.as_deref_mut() {
+                Some(ws) => {
+                    match web::gather_framed(ws, &mut self.session, &mut scratch.plain, env)? {
+                        Some(start) => start,
+                        None => continue,
+                    }
+                }
+                None => {
+                    scratch.plain.clear();
+                    let mut gather = Gather {
+                        into: &mut scratch.plain,
+                        cap: SEAL_CHUNK,
+                    };
+                    self.session
+                        .out
+                        .write_counted(&mut gather, |kind| env.frame_out(kind))?;
+                    0
+                }
             };
-            self.session
-                .out
-                .write_counted(&mut gather, |kind| env.frame_out(kind))?;
             scratch.cipher.clear();
-            tls.seal(&scratch.plain, &mut scratch.cipher)
-                .map_err(|e| io::Error::other(e.detail))?;
+            tls.seal(
+                scratch.plain.get(start..).unwrap_or_default(),
+                &mut scratch.cipher,
+            )
+            .map_err(|e| io::Error::other(e.detail))?;
             tls.tx.extend_from_slice(&scratch.cipher);
         }
     }
 
-    /// Before the FIN of a TLS connection, a close_notify, once the socket has taken every
-    /// record before it. Returns whether the connection may send its FIN now.
+    /// Before the FIN, a WebSocket's Close and a TLS connection's close_notify, once the
+    /// socket has taken everything before them. Returns whether the connection may send its
+    /// FIN now.
     fn finish(&mut self, scratch: &mut Scratch, env: &mut impl Env) -> io::Result<bool> {
-        let Transport::Tls(tls) = &mut self.transport else {
-            return Ok(true);
-        };
         if self.shut_write {
             return Ok(true);
         }
-        scratch.cipher.clear();
-        tls.close_notify(&mut scratch.cipher)
-            .map_err(|e| io::Error::other(e.detail))?;
-        tls.tx.extend_from_slice(&scratch.cipher);
+        let code = web::close_code(&self.session);
+        if let Some(ws) = self.transport.ws() {
+            ws.finish(code);
+        }
+        if let Transport::Web(_) = self.transport {
+            self.flush_web(scratch, env)?;
+            return Ok(!self.web_owes());
+        }
+        let Some(tls) = self.transport.tls() else {
+            return Ok(true);
+        };
+        if !tls.is_handshaking() && !self.web_owes() {
+            scratch.cipher.clear();
+            let Some(tls) = self.transport.tls() else {
+                return Ok(true);
+            };
+            tls.close_notify(&mut scratch.cipher)
+                .map_err(|e| io::Error::other(e.detail))?;
+            tls.tx.extend_from_slice(&scratch.cipher);
+        }
         // The alert leaves like any ciphertext, behind what was queued before it.
         self.flush_tls(scratch, env)?;
-        Ok(self.transport.tls().is_none_or(|tls| tls.tx.is_empty()))
+        let sent = self.transport.tls().is_none_or(|tls| tls.tx.is_empty());
+        Ok(sent && !self.web_owes())
     }
 
     /// The interest the connection needs now, derived from its state, and whether that

@@ -35,8 +35,10 @@ use crate::sequencer::Submit;
 use crate::session::{Phase, Session, Tick};
 use crate::shared::Shared;
 use crate::store::archive::Fetch;
+use crate::tls::server::ServerTls;
 use crate::transport::tls::Failure;
-use crate::transport::{TlsConn, Transport};
+use crate::transport::{TlsConn, Transport, WebTls};
+use crate::web::WsConn;
 use conn::{Conn, Scratch, Serviced, interrupted, would_block};
 use env::{ConnEnv, forget_member};
 
@@ -71,6 +73,17 @@ pub enum Speaks {
     Plain,
     /// Protocol v1 inside TLS.
     Tls,
+    /// HTTP: the web client's files, and protocol v1 inside WebSocket messages.
+    Web,
+    /// The same inside TLS (HTTPS).
+    WebTls,
+}
+
+impl Speaks {
+    /// Whether a connection on this listener starts with a TLS handshake.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Speaks::Tls | Speaks::WebTls)
+    }
 }
 
 pub struct Reactor {
@@ -244,7 +257,7 @@ impl Reactor {
                     break;
                 };
                 let speaks = *speaks;
-                if speaks == Speaks::Tls && self.handshaking >= self.shared.tls_handshakes {
+                if speaks.is_tls() && self.handshaking >= self.shared.tls_handshakes {
                     // Enough handshakes in flight: the kernel's backlog holds the rest until
                     // one finishes (`handshake_over` resumes accepting).
                     self.tls_paused = true;
@@ -285,24 +298,13 @@ impl Reactor {
                 Shard::add(&shard.refused, 1);
             }
             log::debug!("refused {peer}: {why}");
-            // A TLS client cannot read a frame before its handshake: it just sees the close.
-            if speaks == Speaks::Plain {
-                refuse(&mut stream, why);
-            }
+            refuse(&mut stream, speaks, why);
             return;
         }
-        let transport = match (speaks, &self.shared.tls) {
-            (Speaks::Plain, _) => Transport::Plain(Vec::new()),
-            (Speaks::Tls, Some(tls)) => match TlsConn::new(Arc::clone(&tls.config)) {
-                Ok(conn) => Transport::Tls(Box::new(conn)),
-                Err(e) => {
-                    log::warn!("cannot start TLS for {peer}: {}", e.detail);
-                    self.shared.release(peer);
-                    return;
-                }
-            },
-            (Speaks::Tls, None) => {
-                log::error!("a TLS listener without a TLS configuration: refusing {peer}");
+        let transport = match transport_for(speaks, self.shared.tls.as_ref()) {
+            Ok(transport) => transport,
+            Err(e) => {
+                log::warn!("cannot serve {peer}: {e}");
                 self.shared.release(peer);
                 return;
             }
@@ -391,8 +393,10 @@ impl Reactor {
         let mut closing = Vec::new();
         let mut phases = [0u64; 3];
         let mut tls_open = 0;
+        let mut ws_open = 0;
         for (key, conn) in self.conns.iter_mut() {
-            tls_open += u64::from(matches!(conn.transport, Transport::Tls(_)));
+            tls_open += u64::from(conn.transport.is_tls());
+            ws_open += u64::from(conn.transport.is_websocket());
             match conn.session.phase() {
                 Phase::Handshake => phases[0] += 1,
                 Phase::Ready => phases[1] += 1,
@@ -426,6 +430,9 @@ impl Reactor {
             shard
                 .tls_open
                 .store(tls_open, std::sync::atomic::Ordering::Relaxed);
+            shard
+                .websocket_open
+                .store(ws_open, std::sync::atomic::Ordering::Relaxed);
         }
         // Retry accepts that failed for want of descriptors.
         self.accept_pending = !self.listeners.is_empty();
@@ -511,7 +518,7 @@ impl Reactor {
                 now,
             };
             let was_handshaking = conn.transport.is_handshaking();
-            let serviced = conn.service(scratch, &mut env);
+            let serviced = conn.service(scratch, &self.shared, &mut env);
             let established = was_handshaking && !conn.transport.is_handshaking();
             let interest = conn.interest_change();
             if serviced == Serviced::Again {
@@ -638,17 +645,48 @@ fn schedule(conns: &mut Slab<Conn>, ready: &mut Vec<usize>, key: usize) {
 }
 
 /// Tells a connection we will not take why, in one best-effort write, before dropping it.
-pub(crate) fn refuse(stream: &mut TcpStream, why: &str) {
-    let mut frame = Vec::new();
-    let error = ServerFrame::Error {
-        code: ErrorCode::TooMany.as_u16(),
-        reference: 0,
-        message: why,
-    };
-    encode_server(&error, &mut frame);
-    // A fresh socket's buffer takes a small frame whole; if not, the client just sees a close.
-    let _ = stream.write(&frame);
+pub(crate) fn refuse(stream: &mut TcpStream, speaks: Speaks, why: &str) {
+    let mut answer = Vec::new();
+    match speaks {
+        Speaks::Plain => {
+            let error = ServerFrame::Error {
+                code: ErrorCode::TooMany.as_u16(),
+                reference: 0,
+                message: why,
+            };
+            encode_server(&error, &mut answer);
+        }
+        Speaks::Web => answer.extend_from_slice(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        ),
+        // A TLS client cannot read a frame before its handshake: it just sees the close.
+        Speaks::Tls | Speaks::WebTls => {}
+    }
+    // A fresh socket's buffer takes a small answer whole; if not, the client just sees a close.
+    let _ = stream.write(&answer);
     let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
+/// The transport a new connection on a `speaks` listener starts with.
+///
+/// # Errors
+/// TLS could not be started, or the listener speaks TLS and the server has no certificate.
+pub(crate) fn transport_for(speaks: Speaks, tls: Option<&ServerTls>) -> Result<Transport, String> {
+    let start = |config: &Arc<rustls::ServerConfig>| {
+        TlsConn::new(Arc::clone(config)).map_err(|e| format!("cannot start TLS: {}", e.detail))
+    };
+    Ok(match (speaks, tls) {
+        (Speaks::Plain, _) => Transport::Plain(Vec::new()),
+        (Speaks::Web, _) => Transport::Web(Box::default()),
+        (Speaks::Tls, Some(tls)) => Transport::Tls(Box::new(start(&tls.config)?)),
+        (Speaks::WebTls, Some(tls)) => Transport::WebTls(Box::new(WebTls {
+            tls: start(&tls.web)?,
+            ws: WsConn::new(),
+        })),
+        (Speaks::Tls | Speaks::WebTls, None) => {
+            return Err("a TLS listener without a TLS configuration".into());
+        }
+    })
 }
 
 /// How often the timers run: often enough that a deadline fires within a fraction of its

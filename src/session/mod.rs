@@ -716,6 +716,12 @@ impl Session {
         });
     }
 
+    /// Ends the session from outside the protocol (a limit the transport found out about):
+    /// `code` and `message` are its last frame.
+    pub fn refuse(&mut self, code: ErrorCode, message: &str, now: Instant) {
+        self.fatal(code, message, now);
+    }
+
     /// A fatal error: say why, then nothing more.
     fn fatal(&mut self, code: ErrorCode, message: &str, now: Instant) {
         if self.is_closing() {

@@ -37,7 +37,7 @@ use crate::sequencer::Submit;
 use crate::session::Session;
 use crate::shared::Shared;
 use crate::store::archive::Fetch;
-use crate::transport::{TlsConn, Transport};
+
 use worker::Worker;
 
 /// The reactor index the whole driver stands for: its mailbox, its metrics shard, and the
@@ -263,7 +263,7 @@ impl Threads {
                     break;
                 };
                 let common = &self.common;
-                if speaks == Speaks::Tls
+                if speaks.is_tls()
                     && common.handshaking.load(Ordering::Acquire) >= common.shared.tls_handshakes
                 {
                     // Enough handshakes in flight: the backlog holds the rest until a worker
@@ -297,23 +297,13 @@ impl Threads {
                 Shard::add(&shard.refused, 1);
             }
             log::debug!("refused {peer}: {why}");
-            if speaks == Speaks::Plain {
-                crate::reactor::refuse(&mut stream, why);
-            }
+            crate::reactor::refuse(&mut stream, speaks, why);
             return;
         }
-        let transport = match (speaks, &shared.tls) {
-            (Speaks::Plain, _) => Transport::Plain(Vec::new()),
-            (Speaks::Tls, Some(tls)) => match TlsConn::new(Arc::clone(&tls.config)) {
-                Ok(conn) => Transport::Tls(Box::new(conn)),
-                Err(e) => {
-                    log::warn!("cannot start TLS for {peer}: {}", e.detail);
-                    shared.release(peer);
-                    return;
-                }
-            },
-            (Speaks::Tls, None) => {
-                log::error!("a TLS listener without a TLS configuration: refusing {peer}");
+        let transport = match crate::reactor::transport_for(speaks, shared.tls.as_ref()) {
+            Ok(transport) => transport,
+            Err(e) => {
+                log::warn!("cannot serve {peer}: {e}");
                 shared.release(peer);
                 return;
             }

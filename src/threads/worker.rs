@@ -25,7 +25,6 @@ use crate::protocol::ErrorCode;
 use crate::reactor::conn::{Conn, Scratch, Serviced, interrupted};
 use crate::reactor::env::{ConnEnv, forget_member};
 use crate::session::{Phase, Tick};
-use crate::transport::Transport;
 use crate::transport::tls::Failure;
 
 /// The worker's waker token: its mailbox has something, or the dispatcher woke it.
@@ -52,8 +51,9 @@ pub struct Worker {
     users_generation: u64,
     /// Whether the dispatcher still counts this connection among TLS handshakes in flight.
     handshaking: bool,
-    /// The phase (and whether TLS) this connection is counted under in the metrics gauges.
-    counted: Option<(Phase, bool)>,
+    /// The phase, whether TLS and whether WebSocket this connection is counted under in the
+    /// metrics gauges.
+    counted: Option<(Phase, bool, bool)>,
 }
 
 impl Worker {
@@ -186,7 +186,7 @@ impl Worker {
             archive: &common.archive,
             now,
         };
-        let serviced = self.conn.service(scratch, &mut env);
+        let serviced = self.conn.service(scratch, &common.shared, &mut env);
         if self.handshaking && !self.conn.transport.is_handshaking() {
             if let Some(shard) = common.shared.metrics.shard(ID) {
                 Shard::add(&shard.tls_established, 1);
@@ -249,7 +249,8 @@ impl Worker {
     fn count(&mut self) {
         let now = (
             self.conn.session.phase(),
-            matches!(self.conn.transport, Transport::Tls(_)),
+            self.conn.transport.is_tls(),
+            self.conn.transport.is_websocket(),
         );
         if self.counted != Some(now) {
             self.uncount();
@@ -258,18 +259,24 @@ impl Worker {
                 if now.1 {
                     shard.tls_open.fetch_add(1, Relaxed);
                 }
+                if now.2 {
+                    shard.websocket_open.fetch_add(1, Relaxed);
+                }
             }
             self.counted = Some(now);
         }
     }
 
     fn uncount(&mut self) {
-        if let (Some((phase, tls)), Some(shard)) =
+        if let (Some((phase, tls, websocket)), Some(shard)) =
             (self.counted.take(), self.common.shared.metrics.shard(ID))
         {
             gauge(shard, phase).fetch_sub(1, Relaxed);
             if tls {
                 shard.tls_open.fetch_sub(1, Relaxed);
+            }
+            if websocket {
+                shard.websocket_open.fetch_sub(1, Relaxed);
             }
         }
     }

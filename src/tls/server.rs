@@ -66,13 +66,17 @@ impl ResolvesServerCert for Reloadable {
 /// files it reloads from.
 pub struct ServerTls {
     pub config: Arc<ServerConfig>,
+    /// The same certificate for the HTTPS listeners: ALPN `http/1.1`, which is what a browser
+    /// offers for a WebSocket (it would be refused by a server that knows only `chatd/1`).
+    pub web: Arc<ServerConfig>,
     files: CertFiles,
     certs: Arc<Reloadable>,
 }
 
 impl ServerTls {
-    /// Loads the certificate and key and builds the configuration: TLS 1.3 and 1.2, ALPN
-    /// `chatd/1` offered (a client that sends no ALPN is accepted too), no client certificates.
+    /// Loads the certificate and key and builds the configurations: TLS 1.3 and 1.2, ALPN
+    /// `chatd/1` offered (`http/1.1` for the web listeners; a client that sends no ALPN is
+    /// accepted too), no client certificates. Both follow the same reloadable certificate.
     ///
     /// # Errors
     /// As [`load_certified_key`], in words for the operator.
@@ -81,15 +85,19 @@ impl ServerTls {
         let certs = Arc::new(Reloadable {
             current: Published::new(key),
         });
-        let resolver: Arc<dyn ResolvesServerCert> = Arc::clone(&certs) as _;
-        let mut config = ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS: {e}"))?
-            .with_no_client_auth()
-            .with_cert_resolver(resolver);
-        config.alpn_protocols = vec![ALPN.to_vec()];
+        let build = |alpn: &[u8]| -> Result<Arc<ServerConfig>, String> {
+            let resolver: Arc<dyn ResolvesServerCert> = Arc::clone(&certs) as _;
+            let mut config = ServerConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| format!("TLS: {e}"))?
+                .with_no_client_auth()
+                .with_cert_resolver(resolver);
+            config.alpn_protocols = vec![alpn.to_vec()];
+            Ok(Arc::new(config))
+        };
         Ok(ServerTls {
-            config: Arc::new(config),
+            config: build(ALPN)?,
+            web: build(b"http/1.1")?,
             files: files.clone(),
             certs,
         })

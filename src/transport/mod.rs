@@ -1,5 +1,6 @@
-//! How a connection's bytes travel between its socket and its session: in the clear, or
-//! through TLS. The session never learns which; the reactor's connection code (`reactor::conn`)
+//! How a connection's bytes travel between its socket and its session: in the clear, through
+//! TLS, or inside WebSocket messages (`crate::web`) in the clear or through TLS. The session
+//! never learns which; the reactor's connection code (`reactor::conn`)
 //! moves bytes through the transport it was accepted with.
 //!
 //! Each transport keeps the partial frame carried over between reads, so a plain connection
@@ -12,6 +13,9 @@ pub mod tls;
 
 pub use tls::TlsConn;
 
+use crate::web::WsConn;
+use crate::web::conn::Phase;
+
 // The plain variant must cost a plain connection nothing beyond its input buffer.
 const _: () = assert!(std::mem::size_of::<Transport>() == std::mem::size_of::<Vec<u8>>());
 
@@ -21,15 +25,51 @@ pub enum Transport {
     /// unallocated) almost always.
     Plain(Vec<u8>),
     Tls(Box<TlsConn>),
+    /// A web listener's connection: HTTP, then WebSocket.
+    Web(Box<WsConn>),
+    /// The same through TLS (HTTPS).
+    WebTls(Box<WebTls>),
+}
+
+/// A web connection inside TLS: TLS below, the web state above it. The TLS state's own input
+/// buffer stays empty; the session's partial frame is the web state's.
+pub struct WebTls {
+    pub tls: TlsConn,
+    pub ws: WsConn,
 }
 
 impl Transport {
     /// The TLS state, if this is a TLS connection.
     pub fn tls(&mut self) -> Option<&mut TlsConn> {
         match self {
-            Transport::Plain(_) => None,
+            Transport::Plain(_) | Transport::Web(_) => None,
             Transport::Tls(tls) => Some(tls),
+            Transport::WebTls(web) => Some(&mut web.tls),
         }
+    }
+
+    /// The web state, if this came in on a web listener.
+    pub fn ws(&mut self) -> Option<&mut WsConn> {
+        match self {
+            Transport::Plain(_) | Transport::Tls(_) => None,
+            Transport::Web(ws) => Some(ws),
+            Transport::WebTls(web) => Some(&mut web.ws),
+        }
+    }
+
+    /// Whether the connection speaks TLS (for the metrics).
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Transport::Tls(_) | Transport::WebTls(_))
+    }
+
+    /// Whether the connection is a WebSocket (past its upgrade; for the metrics).
+    pub fn is_websocket(&self) -> bool {
+        let ws = match self {
+            Transport::Plain(_) | Transport::Tls(_) => return false,
+            Transport::Web(ws) => ws,
+            Transport::WebTls(web) => &web.ws,
+        };
+        matches!(ws.phase(), Phase::Open | Phase::Closing)
     }
 
     /// The plaintext carried over between reads: the start of a frame not yet whole, or
@@ -38,14 +78,17 @@ impl Transport {
         match self {
             Transport::Plain(inbuf) => inbuf,
             Transport::Tls(tls) => &mut tls.inbuf,
+            Transport::Web(ws) => &mut ws.inbuf,
+            Transport::WebTls(web) => &mut web.ws.inbuf,
         }
     }
 
     /// Whether this connection is still in its TLS handshake (no session bytes yet).
     pub fn is_handshaking(&self) -> bool {
         match self {
-            Transport::Plain(_) => false,
+            Transport::Plain(_) | Transport::Web(_) => false,
             Transport::Tls(tls) => tls.is_handshaking(),
+            Transport::WebTls(web) => web.tls.is_handshaking(),
         }
     }
 }

@@ -32,6 +32,10 @@ pub struct Daemon {
     pub addrs: Vec<SocketAddr>,
     /// One per `--tls-listen`.
     pub tls_addrs: Vec<SocketAddr>,
+    /// One per `--web-listen`.
+    pub web_addrs: Vec<SocketAddr>,
+    /// One per `--web-tls-listen`.
+    pub web_tls_addrs: Vec<SocketAddr>,
     pub dir: tempfile::TempDir,
     log: Log,
 }
@@ -76,12 +80,12 @@ impl Daemon {
                 let Some(rest) = line.strip_prefix("listening on ") else {
                     continue;
                 };
-                let (addr, tls) = match rest.strip_suffix(" (TLS)") {
-                    Some(addr) => (addr, true),
-                    None => (rest, false),
-                };
+                let (addr, kind) = [" (TLS)", " (web)", " (web, TLS)"]
+                    .iter()
+                    .find_map(|k| rest.strip_suffix(k).map(|a| (a, *k)))
+                    .unwrap_or((rest, ""));
                 if let Ok(addr) = addr.parse::<SocketAddr>() {
-                    let _ = tx.send((addr, tls));
+                    let _ = tx.send((addr, kind));
                 }
             }
         });
@@ -96,14 +100,24 @@ impl Daemon {
         });
         let listens = args
             .iter()
-            .filter(|a| *a == "--listen" || *a == "--tls-listen")
+            .filter(|a| {
+                [
+                    "--listen",
+                    "--tls-listen",
+                    "--web-listen",
+                    "--web-tls-listen",
+                ]
+                .contains(&a.as_str())
+            })
             .count();
-        let mut addrs = Vec::new();
-        let mut tls_addrs = Vec::new();
+        let (mut addrs, mut tls_addrs) = (Vec::new(), Vec::new());
+        let (mut web_addrs, mut web_tls_addrs) = (Vec::new(), Vec::new());
         for _ in 0..listens {
             match rx.recv_timeout(PATIENCE) {
-                Ok((addr, false)) => addrs.push(addr),
-                Ok((addr, true)) => tls_addrs.push(addr),
+                Ok((addr, " (TLS)")) => tls_addrs.push(addr),
+                Ok((addr, " (web)")) => web_addrs.push(addr),
+                Ok((addr, " (web, TLS)")) => web_tls_addrs.push(addr),
+                Ok((addr, _)) => addrs.push(addr),
                 Err(_) => {
                     let _ = child.kill();
                     let lines = log.0.lock().expect("log lock").join("\n");
@@ -120,6 +134,8 @@ impl Daemon {
                 .expect("an address"),
             addrs,
             tls_addrs,
+            web_addrs,
+            web_tls_addrs,
             dir,
             log,
         }
