@@ -179,7 +179,12 @@ mod tests {
         };
         config.store.retention.max_bytes = None;
         let err = refuse_unsupported(&config).expect_err("unsupported");
-        for flag in ["--metrics", "--threads", "--retention-bytes", "--web-listen"] {
+        for flag in [
+            "--metrics",
+            "--threads",
+            "--retention-bytes",
+            "--web-listen",
+        ] {
             assert!(err.contains(flag), "{flag} not named: {err}");
         }
     }
