@@ -199,16 +199,14 @@ impl Conn {
     }
 
     /// The upgrade is done: count the connection under the client's address when a trusted
-    /// proxy named another one, if the limits allow; else the client is told TOO_MANY.
+    /// proxy named another one, if that address is within its limit; else the client is told
+    /// TOO_MANY.
     pub(super) fn upgraded(&mut self, client: IpAddr, shared: &Shared, env: &mut impl Env) {
         if client == self.peer {
             return;
         }
-        match shared.admit(client, env.limits()) {
-            Ok(()) => {
-                shared.release(self.peer);
-                self.peer = client;
-            }
+        match shared.recount(self.peer, client, env.limits()) {
+            Ok(()) => self.peer = client,
             Err(why) => {
                 log::debug!("refused {client} (through {}): {why}", self.peer);
                 self.session.refuse(ErrorCode::TooMany, why, env.now());
