@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use lexopt::prelude::*;
 
 use crate::args::{number, text};
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, Listen};
 use crate::login::Target;
 use crate::net::own_cpu_secs;
 use crate::record::Record;
@@ -187,7 +187,7 @@ fn one(lab: &Lab, model: &str, n: usize) -> Result<Record, String> {
         SPAWN_USER,
         n,
         lab.server_cpu,
-        None,
+        Listen::Plain,
         &extra,
     )?;
     let target = Target {
