@@ -43,11 +43,20 @@ LOAD OPTIONS:
 
 PUB/SUB, IDLE AND CONNECT (see docs/benchmarks.md for every flag):
     chat-bench fanout|rooms|idle|connect (--spawn | --addr ADDR ...) [--target chatd|redis|nats]
-    --tls                  speak TLS to the server: a spawned one (chatd --tls-listen,
+    --transport LIST       plain, tls or ws, or several (plain,ws): one run each, in that
+                           order, each with a server of its own, then how each that is not
+                           plain compares with the plain one (default plain)
+      tls                  speak TLS to the server: a spawned one (chatd --tls-listen,
                            redis-server --tls-port, nats-server tls {}) presents a throwaway
                            ECDSA P-256 certificate made with the openssl command for the run;
                            every handshake is full (no session resumption)
-    --tls-ca F             with --tls against --addr: the CA certificate to trust
+      ws                   WebSocket: an HTTP upgrade per connection, then protocol bytes in
+                           masked binary messages (chatd: one protocol frame per message, as
+                           a browser sends; its spawned daemon gets --web-listen 127.0.0.1:0
+                           and --addr is its web listener). NATS: nats-server's websocket {}
+                           listener (a config file when spawned). Not for Redis
+    --tls                  the same as --transport tls
+    --tls-ca F             with --transport tls against --addr: the CA certificate to trust
 
 TLS HANDSHAKES ALONE:
     chat-bench handshakes [--count N] [--cpu C]
@@ -359,6 +368,7 @@ fn parse_handshakes(p: &mut lexopt::Parser) -> Result<Command, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::Transport;
 
     fn run(words: &[&str]) -> Result<Command, String> {
         parse(words.iter().map(|s| s.to_string()))
@@ -422,7 +432,7 @@ mod tests {
             other => panic!("expected a live scenario, got {other:?}"),
         };
         let l = live(&["idle", "--spawn", "--target", "nats", "--tls"]);
-        assert!(l.server.tls);
+        assert_eq!(l.server.transport, Transport::Tls);
         assert_eq!(l.server.tls_ca, None);
         let l = live(&[
             "connect",
@@ -433,6 +443,34 @@ mod tests {
             "ca.pem",
         ]);
         assert_eq!(l.server.tls_ca, Some(PathBuf::from("ca.pem")));
-        assert!(!live(&["fanout", "--spawn"]).server.tls);
+        assert_eq!(live(&["fanout", "--spawn"]).transports, [Transport::Plain]);
+    }
+
+    #[test]
+    fn transports_are_a_list_and_tls_is_an_alias() {
+        let live = |words: &[&str]| match run(words) {
+            Ok(Command::Live(l)) => Ok(l),
+            Ok(other) => panic!("expected a live scenario, got {other:?}"),
+            Err(e) => Err(e),
+        };
+        let l = live(&["fanout", "--spawn", "--transport", "plain,ws"]).expect("parses");
+        assert_eq!(l.transports, [Transport::Plain, Transport::Ws]);
+        let l = live(&["idle", "--spawn", "--transport", "tls", "--tls"]).expect("agrees");
+        assert_eq!(l.transports, [Transport::Tls]);
+        assert!(live(&["idle", "--spawn", "--transport", "ws", "--tls"]).is_err());
+        assert!(live(&["idle", "--spawn", "--transport", "quic"]).is_err());
+        let redis = [
+            "fanout",
+            "--spawn",
+            "--target",
+            "redis",
+            "--transport",
+            "ws",
+        ];
+        assert!(live(&redis).is_err(), "Redis has no WebSocket");
+        let two = ["fanout", "--addr", "127.0.0.1:1", "--transport", "plain,ws"];
+        assert!(live(&two).is_err(), "one address is one listener");
+        let hold = ["idle-hold", "--addr", "127.0.0.1:1", "--transport", "ws"];
+        assert_eq!(live(&hold).expect("parses").server.transport, Transport::Ws);
     }
 }

@@ -12,7 +12,7 @@ use super::load::Load;
 use super::sampler::{Sampler, summarise};
 use super::syscalls::{Syscalls, Tracer};
 use super::tree;
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, Listen};
 use crate::login::Target;
 use crate::net::own_cpu_secs;
 use crate::runner::SPAWN_USER;
@@ -108,7 +108,7 @@ fn start(lab: &Lab, model: &str, n: usize) -> Result<(Daemon, Target), String> {
         SPAWN_USER,
         n,
         lab.server_cpu,
-        None,
+        Listen::Plain,
         &extra,
     )?;
     let target = Target {
