@@ -92,11 +92,11 @@ fn frames(ws: &mut WsConn, session: &mut Session, buf: &mut [u8], env: &mut impl
     // A message holds whole protocol frames, so its frames are bounded by the frame limit
     // and the 4 length bytes in front.
     let max_payload = env.limits().max_frame as usize + 4;
-    let mut inbuf = std::mem::take(&mut ws.inbuf);
+    let mut inbuf = ws.take_inbuf();
     let received = ws.receive(buf, max_payload, |bytes| {
         super::feed(session, &mut inbuf, bytes, env);
     });
-    ws.inbuf = inbuf;
+    ws.put_inbuf(inbuf);
     match received {
         Ok(received) => {
             ws.keep_rx(buf.get(received.consumed..).unwrap_or_default());
