@@ -80,10 +80,17 @@ OPTIONS:
     --data-dir DIR                 where users and the message log live; created on first run
                                    (default ./{DEFAULT_DATA_DIR})
     --threads N                    reactor threads (default: one per core)
-    --driver reactor|threads       what serves connections (default reactor). reactor: the
+    --driver reactor|threads|fork  what serves connections (default reactor). reactor: the
                                    reactor threads above; it is what to run. threads: one OS
-                                   thread per connection, for study (see \"Drivers\" in
-                                   docs/architecture.md); --threads does not apply to it
+                                   thread per connection, for study; --threads does not
+                                   apply to it. fork: papayaChat's fork-per-client server,
+                                   for study only, not for use: two processes per client,
+                                   every client's sender woken (SIGUSR1) by every message,
+                                   its own history in DIR/fork, users read at each HELLO
+                                   (SIGHUP changes nothing); it refuses --tls-listen,
+                                   --metrics, --threads, --user, --group, --segment-bytes
+                                   and the retention flags, takes --fsync interval as never,
+                                   and has no ring (see \"Drivers\" in docs/architecture.md)
 
 LIMITS (a client that hits one gets the ERROR named):
     --max-frame BYTES              longest frame either way (default {max_frame}) [TOO_LARGE]
@@ -234,9 +241,10 @@ fn parse_serve(p: &mut Parser) -> Result<Command, String> {
                 c.driver = match p.value().map_err(err)?.string().map_err(err)?.as_str() {
                     "reactor" => Driver::Reactor,
                     "threads" => Driver::Threads,
+                    "fork" => Driver::Fork,
                     other => {
                         return Err(format!(
-                            "--driver: '{other}' is not one of reactor, threads"
+                            "--driver: '{other}' is not one of reactor, threads, fork"
                         ));
                     }
                 };
@@ -596,7 +604,7 @@ mod tests {
         assert!(e.contains("--idle-timeout"), "{e}");
         let e = run(&["serve", "--driver", "fibers"]).expect_err("no such driver");
         assert!(
-            e.contains("--driver") && e.contains("reactor, threads"),
+            e.contains("--driver") && e.contains("reactor, threads, fork"),
             "{e}"
         );
         let e = run(&["serve", "--bogus"]).expect_err("unknown flag");
@@ -723,6 +731,17 @@ mod tests {
         assert_eq!(parse_duration("5h"), None);
         assert_eq!(parse_duration("ms"), None);
         assert_eq!(parse_duration("0s"), None);
+    }
+
+    #[test]
+    fn every_driver_has_its_word() {
+        for driver in [Driver::Reactor, Driver::Threads, Driver::Fork] {
+            let Ok(Command::Serve(c)) = run(&["serve", "--driver", driver.name()]) else {
+                panic!("--driver {} should parse", driver.name());
+            };
+            assert_eq!(c.driver, driver);
+            assert!(serve_help().contains(driver.name()));
+        }
     }
 
     #[test]

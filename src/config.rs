@@ -30,6 +30,10 @@ pub enum Driver {
     /// One OS thread per connection, for study (docs/lab.md): it drives the same sessions,
     /// rooms and sequencer, and costs a thread and its stack per client.
     Threads,
+    /// papayaChat's fork-per-client server, for study only and not for use (`crate::fork`):
+    /// two processes per client woken by SIGUSR1, with a history of its own. It shares none
+    /// of the server above and is started before any thread of it would be.
+    Fork,
 }
 
 impl Driver {
@@ -38,6 +42,7 @@ impl Driver {
         match self {
             Driver::Reactor => "reactor",
             Driver::Threads => "threads",
+            Driver::Fork => "fork",
         }
     }
 }

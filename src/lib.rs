@@ -7,12 +7,16 @@
 //! clear or through TLS, and `web` speaks HTTP and WebSocket to browsers. `auth` and `datadir`
 //! keep what lives on disk.
 
+// No unsafe code, but for `fork()` in `fork::daemon`, allowed at that call with its argument.
+#![deny(unsafe_code)]
+
 pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod config_file;
 pub mod datadir;
+pub mod fork;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod mailbox;

@@ -102,6 +102,12 @@ impl Server {
         config: &Config,
         before_serving: impl FnOnce(&[SocketAddr]) -> io::Result<()>,
     ) -> io::Result<Server> {
+        if config.driver == Driver::Fork {
+            return Err(io::Error::other(
+                "--driver fork is not a driver of this server: `chatd::fork::serve` runs it, \
+                 before any thread starts",
+            ));
+        }
         let data = DataDir::open(&config.data_dir)?;
         let lock = data.lock()?;
         let (watch, users) = Watch::open(data.users_path())?;

@@ -47,6 +47,45 @@ struct Connections {
     per_ip: HashMap<IpAddr, u32>,
 }
 
+impl Connections {
+    fn admit(&mut self, ip: IpAddr, limits: &Limits) -> Result<(), &'static str> {
+        if self.total >= limits.max_connections {
+            return Err("too many connections");
+        }
+        let from_ip = self.per_ip.entry(ip).or_insert(0);
+        if *from_ip >= limits.max_connections_per_ip {
+            return Err("too many connections from your address");
+        }
+        *from_ip += 1;
+        self.total += 1;
+        Ok(())
+    }
+
+    fn recount(&mut self, from: IpAddr, to: IpAddr, limits: &Limits) -> Result<(), &'static str> {
+        let at_to = self.per_ip.get(&to).copied().unwrap_or(0);
+        if at_to >= limits.max_connections_per_ip {
+            return Err("too many connections from your address");
+        }
+        self.per_ip.insert(to, at_to + 1);
+        self.forget(from);
+        Ok(())
+    }
+
+    fn release(&mut self, ip: IpAddr) {
+        self.total = self.total.saturating_sub(1);
+        self.forget(ip);
+    }
+
+    fn forget(&mut self, ip: IpAddr) {
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
 impl Shared {
     pub fn new(
         limits: Limits,
@@ -112,16 +151,21 @@ impl Shared {
             .connections
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if c.total >= limits.max_connections {
-            return Err("too many connections");
-        }
-        let from_ip = c.per_ip.entry(ip).or_insert(0);
-        if *from_ip >= limits.max_connections_per_ip {
-            return Err("too many connections from your address");
-        }
-        *from_ip += 1;
-        c.total += 1;
-        Ok(())
+        c.admit(ip, limits)
+    }
+
+    /// Counts a connection already admitted under `from` under `to` instead (the client a
+    /// trusted proxy named), if `to` has room under the per-address limit. The total does not
+    /// change: it is the same connection.
+    ///
+    /// # Errors
+    /// `to` is at its limit; the connection stays counted under `from`.
+    pub fn recount(&self, from: IpAddr, to: IpAddr, limits: &Limits) -> Result<(), &'static str> {
+        let mut c = self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        c.recount(from, to, limits)
     }
 
     /// Counts a closed connection from `ip` out.
@@ -130,13 +174,7 @@ impl Shared {
             .connections
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        c.total = c.total.saturating_sub(1);
-        if let Some(n) = c.per_ip.get_mut(&ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                c.per_ip.remove(&ip);
-            }
-        }
+        c.release(ip);
     }
 
     pub fn next_session_id(&self) -> u64 {
@@ -153,5 +191,52 @@ impl Shared {
         for mailbox in self.mailboxes.iter() {
             mailbox.wake();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, last])
+    }
+
+    #[test]
+    fn a_proxied_connection_moves_to_its_client_even_when_the_server_is_full() {
+        let limits = Limits {
+            max_connections: 2,
+            max_connections_per_ip: 2,
+            ..Limits::default()
+        };
+        let mut c = Connections::default();
+        let proxy = ip(1);
+        assert_eq!(c.admit(proxy, &limits), Ok(()));
+        assert_eq!(c.admit(proxy, &limits), Ok(()));
+        assert!(c.admit(ip(9), &limits).is_err(), "the server is full");
+        // Full, yet moving a connection to the client it stands for adds nothing.
+        assert_eq!(c.recount(proxy, ip(2), &limits), Ok(()));
+        assert_eq!(c.total, 2);
+        assert_eq!(c.per_ip.get(&proxy), Some(&1));
+        assert_eq!(c.per_ip.get(&ip(2)), Some(&1));
+        c.release(ip(2));
+        c.release(proxy);
+        assert_eq!(c.total, 0);
+        assert!(c.per_ip.is_empty());
+    }
+
+    #[test]
+    fn a_client_at_its_limit_stays_counted_under_the_proxy() {
+        let limits = Limits {
+            max_connections_per_ip: 1,
+            ..Limits::default()
+        };
+        let mut c = Connections::default();
+        assert_eq!(c.admit(ip(2), &limits), Ok(()));
+        assert_eq!(c.admit(ip(1), &limits), Ok(()));
+        assert!(c.recount(ip(1), ip(2), &limits).is_err());
+        assert_eq!(c.per_ip.get(&ip(1)), Some(&1));
+        assert_eq!(c.per_ip.get(&ip(2)), Some(&1));
+        assert_eq!(c.total, 2);
     }
 }

@@ -34,6 +34,8 @@ fn main() -> ExitCode {
             println!("chatd {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        // Before anything starts a thread: the fork driver forks (see `chatd::fork`).
+        Command::Serve(config) if config.driver == Driver::Fork => chatd::fork::serve(&config),
         Command::Serve(config) => serve(&config, args),
         Command::ConfigCheck { path } => check_config(&path),
         Command::LogVerify { data_dir } => check_log(&data_dir, RecoveryMode::ReadOnly),
@@ -119,6 +121,7 @@ fn serve(config: &Config, args: Vec<OsString>) -> Result<(), String> {
     let serving = match config.driver {
         Driver::Reactor => format!("{} reactors", config.reactor_count()),
         Driver::Threads => "a thread per connection (--driver threads)".to_string(),
+        Driver::Fork => "a process pair per connection (--driver fork)".to_string(),
     };
     log::info!(
         "chatd {} serving with {serving}, data in {}",

@@ -137,10 +137,11 @@ impl Conn {
             }
             scratch.handshakes -= 1;
         }
-        let inbuf = self.transport.inbuf();
-        if !inbuf.is_empty() && self.session.wants_input() {
-            let used = self.session.receive(inbuf, env);
+        if self.transport.has_inbuf() && self.session.wants_input() {
+            let mut inbuf = self.transport.take_inbuf();
+            let used = self.session.receive(&inbuf, env);
             inbuf.drain(..used.min(inbuf.len()));
+            self.transport.put_inbuf(inbuf);
         }
         let mut again = false;
         let mut reads = 0;
@@ -180,9 +181,10 @@ impl Conn {
                 Read1::Failed => return Serviced::Close,
             }
         }
-        let inbuf = self.transport.inbuf();
-        if inbuf.is_empty() && inbuf.capacity() > 0 {
-            *inbuf = Vec::new();
+        // An empty buffer's memory goes back: an idle connection holds none.
+        if !self.transport.has_inbuf() {
+            let inbuf = self.transport.take_inbuf();
+            self.transport.put_inbuf(inbuf);
         }
         let paused = !self.session.wants_input() || self.web_owes();
         let flushed = match &self.transport {
@@ -197,7 +199,7 @@ impl Conn {
         }
         // Writing can lift a pause (a PONG's barrier settled, the backlog drained): input that
         // waited, buffered or still in the socket, is taken on the next turn.
-        let waiting = self.readable || !self.transport.inbuf().is_empty();
+        let waiting = self.readable || self.transport.has_inbuf();
         if paused && self.session.wants_input() && !self.web_owes() && waiting {
             again = true;
         }

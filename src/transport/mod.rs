@@ -32,7 +32,7 @@ pub enum Transport {
 }
 
 /// A web connection inside TLS: TLS below, the web state above it. The TLS state's own input
-/// buffer stays empty; the session's partial frame is the web state's.
+/// buffer stays empty; the session's partial frame is kept by the web state.
 pub struct WebTls {
     pub tls: TlsConn,
     pub ws: WsConn,
@@ -72,14 +72,37 @@ impl Transport {
         matches!(ws.phase(), Phase::Open | Phase::Closing)
     }
 
-    /// The plaintext carried over between reads: the start of a frame not yet whole, or
-    /// frames the session did not take yet.
-    pub fn inbuf(&mut self) -> &mut Vec<u8> {
+    /// Takes out the plaintext carried over between reads (the start of a frame not yet
+    /// whole, or frames the session did not take yet), to be given back with
+    /// [`put_inbuf`](Transport::put_inbuf).
+    pub fn take_inbuf(&mut self) -> Vec<u8> {
         match self {
-            Transport::Plain(inbuf) => inbuf,
-            Transport::Tls(tls) => &mut tls.inbuf,
-            Transport::Web(ws) => &mut ws.inbuf,
-            Transport::WebTls(web) => &mut web.ws.inbuf,
+            Transport::Plain(inbuf) => std::mem::take(inbuf),
+            Transport::Tls(tls) => std::mem::take(&mut tls.inbuf),
+            Transport::Web(ws) => ws.take_inbuf(),
+            Transport::WebTls(web) => web.ws.take_inbuf(),
+        }
+    }
+
+    /// Gives the carried-over plaintext back; an empty buffer's memory is freed, so that an
+    /// idle connection holds none.
+    pub fn put_inbuf(&mut self, inbuf: Vec<u8>) {
+        let inbuf = if inbuf.is_empty() { Vec::new() } else { inbuf };
+        match self {
+            Transport::Plain(kept) => *kept = inbuf,
+            Transport::Tls(tls) => tls.inbuf = inbuf,
+            Transport::Web(ws) => ws.put_inbuf(inbuf),
+            Transport::WebTls(web) => web.ws.put_inbuf(inbuf),
+        }
+    }
+
+    /// Whether plaintext is waiting for the session.
+    pub fn has_inbuf(&self) -> bool {
+        match self {
+            Transport::Plain(inbuf) => !inbuf.is_empty(),
+            Transport::Tls(tls) => !tls.inbuf.is_empty(),
+            Transport::Web(ws) => ws.has_inbuf(),
+            Transport::WebTls(web) => web.ws.has_inbuf(),
         }
     }
 

@@ -6,9 +6,9 @@
 //! front, and [`WsConn::receive`] unmasks the whole frames in place and hands their payload to
 //! the session; on the way out, [`WsConn::header`] gives the header of the data frame that
 //! carries the next chunk of the session's outbox. What it keeps is one protocol buffer for
-//! the session (`inbuf`), the message state of each direction, and, only while they hold
-//! something, a partial frame received (`rx`) and bytes the socket refused (`tx`): 56 bytes
-//! when idle, one small allocation. It must never buffer more than one partial frame of
+//! the message state of each direction and, only while they hold something, the session's
+//! partial protocol frame (`inbuf`), a partial WebSocket frame received (`rx`) and bytes the
+//! socket refused (`tx`): 32 bytes when idle, one small allocation. It must never buffer more than one partial frame of
 //! input, never send a data frame after its Close, and never read on once it has failed.
 
 use std::net::IpAddr;
@@ -63,6 +63,9 @@ pub struct Received {
 /// Buffers a connection holds only while they are not empty.
 #[derive(Debug, Default)]
 struct Spill {
+    /// Protocol bytes the session has not taken yet (a partial frame, usually): the
+    /// connection's input buffer, as `Transport::Plain` holds it for TCP.
+    inbuf: Vec<u8>,
     /// The start of a frame (or, before the upgrade, of a request head) not yet whole.
     rx: Vec<u8>,
     /// Bytes for the socket it has not taken yet: responses, control frames, the rest of a
@@ -73,9 +76,6 @@ struct Spill {
 /// A web connection's state.
 #[derive(Debug)]
 pub struct WsConn {
-    /// Protocol bytes the session has not taken yet (a partial frame, usually); the
-    /// connection's input buffer, as `Transport::Plain` holds it for TCP.
-    pub inbuf: Vec<u8>,
     spill: Option<Box<Spill>>,
     assembler: Assembler,
     wrapper: Wrapper,
@@ -85,9 +85,10 @@ pub struct WsConn {
     close_sent: bool,
 }
 
-// An idle WebSocket connection must stay one small allocation (56 bytes fit a 64-byte malloc
-// chunk): the budget is plain TCP + 64 bytes.
-const _: () = assert!(std::mem::size_of::<WsConn>() <= 56);
+// An idle WebSocket connection must stay one small allocation (32 bytes take a 48-byte
+// malloc chunk): the budget is plain TCP + 64 bytes, and the allocator's page overhead and
+// the upgrade's freed buffers come on top. Every buffer lives in the spill, freed when empty.
+const _: () = assert!(std::mem::size_of::<WsConn>() <= 32);
 
 impl Default for WsConn {
     fn default() -> WsConn {
@@ -99,7 +100,6 @@ impl WsConn {
     /// A connection just accepted on a web listener: HTTP first.
     pub fn new() -> WsConn {
         WsConn {
-            inbuf: Vec::new(),
             spill: None,
             assembler: Assembler::default(),
             wrapper: Wrapper::default(),
@@ -320,6 +320,30 @@ impl WsConn {
         }
     }
 
+    /// Takes the session's input buffer out (empty when there is none), to be given back
+    /// with [`put_inbuf`](WsConn::put_inbuf).
+    pub fn take_inbuf(&mut self) -> Vec<u8> {
+        self.spill
+            .as_mut()
+            .map(|s| std::mem::take(&mut s.inbuf))
+            .unwrap_or_default()
+    }
+
+    /// Gives the session's input buffer back; an empty one is dropped, so that an idle
+    /// connection keeps no buffer.
+    pub fn put_inbuf(&mut self, inbuf: Vec<u8>) {
+        if inbuf.is_empty() {
+            self.tidy();
+        } else {
+            self.spill().inbuf = inbuf;
+        }
+    }
+
+    /// Whether the session has input waiting in the buffer.
+    pub fn has_inbuf(&self) -> bool {
+        self.spill.as_ref().is_some_and(|s| !s.inbuf.is_empty())
+    }
+
     /// The partial frame (or request head) kept from the last read.
     pub fn rx(&self) -> &[u8] {
         self.spill.as_ref().map_or(&[], |s| &s.rx)
@@ -341,22 +365,21 @@ impl WsConn {
 
     /// Heap bytes this connection holds beside itself (for tests of the footprint).
     pub fn queued_bytes(&self) -> usize {
-        self.inbuf.capacity()
-            + self.spill.as_ref().map_or(0, |s| {
-                std::mem::size_of::<Spill>() + s.rx.capacity() + s.tx.capacity()
-            })
+        self.spill.as_ref().map_or(0, |s| {
+            std::mem::size_of::<Spill>() + s.inbuf.capacity() + s.rx.capacity() + s.tx.capacity()
+        })
     }
 
     fn spill(&mut self) -> &mut Spill {
         self.spill.get_or_insert_with(Box::default)
     }
 
-    /// Frees the spill buffers once both are empty, so an idle connection holds none.
+    /// Frees the spill buffers once all are empty, so an idle connection holds none.
     fn tidy(&mut self) {
         if self
             .spill
             .as_ref()
-            .is_some_and(|s| s.rx.is_empty() && s.tx.is_empty())
+            .is_some_and(|s| s.inbuf.is_empty() && s.rx.is_empty() && s.tx.is_empty())
         {
             self.spill = None;
         }

@@ -43,11 +43,20 @@ LOAD OPTIONS:
 
 PUB/SUB, IDLE AND CONNECT (see docs/benchmarks.md for every flag):
     chat-bench fanout|rooms|idle|connect (--spawn | --addr ADDR ...) [--target chatd|redis|nats]
-    --tls                  speak TLS to the server: a spawned one (chatd --tls-listen,
+    --transport LIST       plain, tls or ws, or several (plain,ws): one run each, in that
+                           order, each with a server of its own, then how each that is not
+                           plain compares with the plain one (default plain)
+      tls                  speak TLS to the server: a spawned one (chatd --tls-listen,
                            redis-server --tls-port, nats-server tls {}) presents a throwaway
                            ECDSA P-256 certificate made with the openssl command for the run;
                            every handshake is full (no session resumption)
-    --tls-ca F             with --tls against --addr: the CA certificate to trust
+      ws                   WebSocket: an HTTP upgrade per connection, then protocol bytes in
+                           masked binary messages (chatd: one protocol frame per message, as
+                           a browser sends; its spawned daemon gets --web-listen 127.0.0.1:0
+                           and --addr is its web listener). NATS: nats-server's websocket {}
+                           listener (a config file when spawned). Not for Redis
+    --tls                  the same as --transport tls
+    --tls-ca F             with --transport tls against --addr: the CA certificate to trust
 
 TLS HANDSHAKES ALONE:
     chat-bench handshakes [--count N] [--cpu C]
@@ -56,24 +65,43 @@ TLS HANDSHAKES ALONE:
                            timing the server's side only: its handshake CPU per core
 
 THE CONCURRENCY LAB (see docs/lab.md):
-    chat-bench lab [--models LIST] [--conns LIST] [--mbps R] [--secs S] [--sample-ms MS]
-                   [--size B] [--fsync POLICY] [--ring-messages N]
-                   [--server-cpu C|none] [--cpu C|none] [--chatd PATH]
-                           for each model and connection count N: a chatd of its own on
-                           CPU C (--server-cpu, default 0; the bench on --cpu, default 1),
-                           N connections each in a room of its own sending B bytes of text
+    chat-bench lab [--workload LIST] [--models LIST] [--conns LIST] [--runs K] [--syscalls]
+                   [--mbps R] [--secs S] [--sample-ms MS] [--size B] [--fsync POLICY]
+                   [--ring-messages N] [--server-cpu C|none] [--cpu C|none] [--chatd PATH]
+                           for each workload, model and connection count N: K runs, each
+                           with a chatd of its own on CPU C (--server-cpu, default 0; the
+                           bench on --cpu, default 1), N connections sending B bytes of text
                            (default 1000, at most 60000) at R Mbit/s each (default 1), open
                            loop, for S seconds (default 60), the server's whole process tree
                            sampled from /proc every MS ms (default 500); one JSON line per
-                           (model, N). The daemon runs with --send-rate 0 (no limit)
+                           (workload, model, N) of medians over the K runs. The daemon runs
+                           with --send-rate 0 (no limit)
+    --workload LIST        own (each connection in a room of its own: per message an ACK and
+                           one MSG back to the sender) and/or shared (all N connections in one
+                           room: per message an ACK and N MSGs, one to every member); a comma
+                           list, default own. Every member must get every message of its room
     --models LIST          chatd --driver values (default reactor,threads,fork); reactor is
                            started without the flag; a model the daemon refuses is a line
                            with an \"error\" field and the lab goes on
-    --conns LIST           connection counts (default 1,2,4,8,16,32,64)
+    --conns LIST           connection counts (default 1,2,4,8,16,32,64), climbed in
+                           increasing order as a survival ladder: once a model fails at an N
+                           (the run cannot be set up, a connection fails, or a SEND goes
+                           unanswered, an ERROR comes back or a member misses a message), the
+                           larger N of that workload and model are skipped, each a line with
+                           a \"skipped\" field. An N whose sockets would not fit in the bench's
+                           open-file limit (RLIMIT_NOFILE) is refused with an \"error\" line
+    --runs K               runs per (workload, model, N), each with a fresh daemon (default 3,
+                           at most 99); the line shows the median of each figure, _min and
+                           _max beside the main ones, and sums of the counters
+    --syscalls             one more run per (workload, model, N), of at most 5 s, with the
+                           server's whole tree under `strace -f -c` (Linux; strace must be
+                           installed and ptrace permitted): syscalls_per_msg and the most
+                           frequent calls per message, syscalls_top. That run is slowed by
+                           strace and none of its other figures are kept. Off by default
     --fsync POLICY         the daemon's --fsync (default never: the lab measures the I/O
                            model, not the disk; every message is still written to the log)
-    --ring-messages N      the daemon's --ring-messages (default 100): each connection's room
-                           keeps this much history in memory, the same for every model
+    --ring-messages N      the daemon's --ring-messages (default 100): each room keeps this
+                           much history in memory, the same for every model
 
 MATRIX OPTIONS:
     --policies LIST        fsync policies to run (default always,interval,never)
@@ -340,6 +368,7 @@ fn parse_handshakes(p: &mut lexopt::Parser) -> Result<Command, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::Transport;
 
     fn run(words: &[&str]) -> Result<Command, String> {
         parse(words.iter().map(|s| s.to_string()))
@@ -403,7 +432,7 @@ mod tests {
             other => panic!("expected a live scenario, got {other:?}"),
         };
         let l = live(&["idle", "--spawn", "--target", "nats", "--tls"]);
-        assert!(l.server.tls);
+        assert_eq!(l.server.transport, Transport::Tls);
         assert_eq!(l.server.tls_ca, None);
         let l = live(&[
             "connect",
@@ -414,6 +443,34 @@ mod tests {
             "ca.pem",
         ]);
         assert_eq!(l.server.tls_ca, Some(PathBuf::from("ca.pem")));
-        assert!(!live(&["fanout", "--spawn"]).server.tls);
+        assert_eq!(live(&["fanout", "--spawn"]).transports, [Transport::Plain]);
+    }
+
+    #[test]
+    fn transports_are_a_list_and_tls_is_an_alias() {
+        let live = |words: &[&str]| match run(words) {
+            Ok(Command::Live(l)) => Ok(l),
+            Ok(other) => panic!("expected a live scenario, got {other:?}"),
+            Err(e) => Err(e),
+        };
+        let l = live(&["fanout", "--spawn", "--transport", "plain,ws"]).expect("parses");
+        assert_eq!(l.transports, [Transport::Plain, Transport::Ws]);
+        let l = live(&["idle", "--spawn", "--transport", "tls", "--tls"]).expect("agrees");
+        assert_eq!(l.transports, [Transport::Tls]);
+        assert!(live(&["idle", "--spawn", "--transport", "ws", "--tls"]).is_err());
+        assert!(live(&["idle", "--spawn", "--transport", "quic"]).is_err());
+        let redis = [
+            "fanout",
+            "--spawn",
+            "--target",
+            "redis",
+            "--transport",
+            "ws",
+        ];
+        assert!(live(&redis).is_err(), "Redis has no WebSocket");
+        let two = ["fanout", "--addr", "127.0.0.1:1", "--transport", "plain,ws"];
+        assert!(live(&two).is_err(), "one address is one listener");
+        let hold = ["idle-hold", "--addr", "127.0.0.1:1", "--transport", "ws"];
+        assert_eq!(live(&hold).expect("parses").server.transport, Transport::Ws);
     }
 }

@@ -38,6 +38,27 @@ pub struct Stopped {
     pub log: Option<LogStats>,
 }
 
+/// Which of its listeners the bench connects to; the plain one is always open beside it.
+#[derive(Clone, Copy)]
+pub enum Listen<'a> {
+    Plain,
+    /// `--tls-listen`, presenting this certificate.
+    Tls(&'a Pki),
+    /// `--web-listen`: the WebSocket at `GET /ws`.
+    Web,
+}
+
+impl Listen<'_> {
+    /// The suffix of chatd's `listening on ADDR` line for this listener.
+    fn suffix(self) -> &'static str {
+        match self {
+            Listen::Plain => "",
+            Listen::Tls(_) => " (TLS)",
+            Listen::Web => " (web)",
+        }
+    }
+}
+
 pub struct Daemon {
     child: Child,
     dir: PathBuf,
@@ -57,13 +78,13 @@ impl Daemon {
         user: &str,
         connections: usize,
     ) -> Result<(Daemon, String), String> {
-        Daemon::start_pinned(chatd, policy, user, connections, None, None)
+        Daemon::start_pinned(chatd, policy, user, connections, None, Listen::Plain)
     }
 
     /// `start`, with the daemon pinned to `cpu` when given (`os::command_on_cpu`), and
-    /// `--max-connections` raised as well when `connections` needs it. With `tls`, a TLS
-    /// listener presenting that certificate is opened beside the plain one, and `addr` is the
-    /// TLS listener's.
+    /// `--max-connections` raised as well when `connections` needs it. With `Listen::Tls`, a
+    /// TLS listener presenting that certificate is opened beside the plain one, with
+    /// `Listen::Web` a web listener, and `addr` is that listener's.
     ///
     /// # Errors
     /// As `start`.
@@ -73,9 +94,9 @@ impl Daemon {
         user: &str,
         connections: usize,
         cpu: Option<usize>,
-        tls: Option<&Pki>,
+        listen: Listen<'_>,
     ) -> Result<(Daemon, String), String> {
-        Daemon::start_with(chatd, policy, user, connections, cpu, tls, &[])
+        Daemon::start_with(chatd, policy, user, connections, cpu, listen, &[])
     }
 
     /// `start_pinned`, with `extra` flags for `chatd serve` (the lab's `--driver M`). A daemon
@@ -89,7 +110,7 @@ impl Daemon {
         user: &str,
         connections: usize,
         cpu: Option<usize>,
-        tls: Option<&Pki>,
+        listen: Listen<'_>,
         extra: &[String],
     ) -> Result<(Daemon, String), String> {
         let dir = fresh_dir()?;
@@ -105,11 +126,17 @@ impl Daemon {
         if connections > 1000 {
             cmd.args(["--max-connections", &per_ip]);
         }
-        if let Some(pki) = tls {
-            cmd.args(["--tls-listen", "127.0.0.1:0", "--tls-cert"])
-                .arg(&pki.cert)
-                .arg("--tls-key")
-                .arg(&pki.key);
+        match listen {
+            Listen::Plain => {}
+            Listen::Tls(pki) => {
+                cmd.args(["--tls-listen", "127.0.0.1:0", "--tls-cert"])
+                    .arg(&pki.cert)
+                    .arg("--tls-key")
+                    .arg(&pki.key);
+            }
+            Listen::Web => {
+                cmd.args(["--web-listen", "127.0.0.1:0"]);
+            }
         }
         let spawned = cmd
             .arg("--data-dir")
@@ -135,10 +162,10 @@ impl Daemon {
         };
         let (tx, rx) = mpsc::channel();
         if let Some(out) = child.stdout.take() {
-            let want_tls = tls.is_some();
+            let suffix = listen.suffix();
             std::thread::spawn(move || {
                 for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    if let Some(addr) = listener(&line, want_tls) {
+                    if let Some(addr) = listener(&line, suffix) {
                         let _ = tx.send(addr.to_string());
                     }
                 }
@@ -220,15 +247,16 @@ impl Drop for Daemon {
     }
 }
 
-/// The address in chatd's `listening on ADDR` (plain) or `listening on ADDR (TLS)` line,
-/// if the line is about a listener of the kind wanted.
-fn listener(line: &str, tls: bool) -> Option<&str> {
+/// The address in chatd's `listening on ADDR` line if its suffix (none for plain, ` (TLS)`,
+/// ` (web)`, ` (web, TLS)`) is `suffix`.
+fn listener<'l>(line: &'l str, suffix: &str) -> Option<&'l str> {
     let addr = line.trim().strip_prefix("listening on ")?;
-    match addr.strip_suffix(" (TLS)") {
-        Some(addr) if tls => Some(addr.trim()),
-        None if !tls => Some(addr.trim()),
-        _ => None,
-    }
+    let addr = match addr.find(" (") {
+        Some(at) if addr.get(at..) == Some(suffix) => addr.get(..at)?,
+        None if suffix.is_empty() => addr,
+        _ => return None,
+    };
+    Some(addr.trim())
 }
 
 /// A directory no other run uses: pid, a counter and the clock in its name.
@@ -299,11 +327,23 @@ mod tests {
     fn the_address_comes_from_the_listener_of_the_kind_asked_for() {
         let plain = "listening on 127.0.0.1:4000";
         let tls = "listening on 127.0.0.1:4001 (TLS)";
-        assert_eq!(listener(plain, false), Some("127.0.0.1:4000"));
-        assert_eq!(listener(tls, false), None);
-        assert_eq!(listener(tls, true), Some("127.0.0.1:4001"));
-        assert_eq!(listener(plain, true), None);
-        assert_eq!(listener("ready", true), None);
+        let web = "listening on 127.0.0.1:4002 (web)";
+        let web_tls = "listening on 127.0.0.1:4003 (web, TLS)";
+        let (p, t, w) = (Listen::Plain.suffix(), " (TLS)", Listen::Web.suffix());
+        assert_eq!(listener(plain, p), Some("127.0.0.1:4000"));
+        assert_eq!(listener(tls, p), None);
+        assert_eq!(listener(tls, t), Some("127.0.0.1:4001"));
+        assert_eq!(listener(plain, t), None);
+        assert_eq!(listener(web, w), Some("127.0.0.1:4002"));
+        for other in [plain, tls, web_tls] {
+            assert_eq!(listener(other, w), None, "{other}");
+        }
+        assert_eq!(
+            listener(web, p),
+            None,
+            "the plain listener is not the web one"
+        );
+        assert_eq!(listener("ready", t), None);
     }
 
     #[test]

@@ -7,13 +7,14 @@ use std::path::PathBuf;
 
 use lexopt::prelude::*;
 
-use crate::net::{Endpoint, own_cpu_secs};
+use crate::net::{Endpoint, Transport, own_cpu_secs};
 use crate::record::{Record, Val};
-use crate::scenario::idle::{Holders, set_up, settled_rss};
+use crate::scenario::idle::{Dial, Holders, set_up, settled_rss};
 use crate::scenario::pubsub::PubSub;
 use crate::server::{Server, ServerSpec};
 use crate::tls::TlsClient;
 use crate::wire::Kind;
+use crate::ws::WsClient;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Which {
@@ -27,7 +28,10 @@ pub enum Which {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Live {
     pub which: Which,
+    /// The server to run against; its `transport` is the run's.
     pub server: ServerSpec,
+    /// `--transport` as given: one run for each, in this order, each with a server of its own.
+    pub transports: Vec<Transport>,
     pub ps: PubSub,
     pub connections: usize,
     pub procs: usize,
@@ -65,9 +69,10 @@ pub fn defaults(which: Which, kind: Kind) -> Live {
             redis_bin: "redis-server".into(),
             nats_bin: "nats-server".into(),
             server_cpu: None,
-            tls: false,
+            transport: Transport::Plain,
             tls_ca: None,
         },
+        transports: vec![Transport::Plain],
         ps: PubSub {
             kind,
             publishers: if which == Which::Rooms { 10 } else { 1 },
@@ -95,6 +100,7 @@ pub fn parse(which: Which, p: &mut lexopt::Parser) -> Result<Live, String> {
     let mut l = defaults(which, Kind::Chatd);
     let mut spawn = false;
     let mut rooms = None;
+    let (mut transports, mut tls) = (None, false);
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
             Long("target") => l.server.kind = Kind::parse(&text(p)?)?,
@@ -108,7 +114,11 @@ pub fn parse(which: Which, p: &mut lexopt::Parser) -> Result<Live, String> {
             Long("nats-server") => l.server.nats_bin = PathBuf::from(text(p)?),
             Long("server-cpu") => l.server.server_cpu = Some(number(p, "--server-cpu", 0)?),
             Long("cpu") => l.cpu = Some(number(p, "--cpu", 0)?),
-            Long("tls") => l.server.tls = true,
+            Long("transport") => {
+                let list: Result<Vec<_>, _> = text(p)?.split(',').map(Transport::parse).collect();
+                transports = Some(list?);
+            }
+            Long("tls") => tls = true,
             Long("tls-ca") => l.server.tls_ca = Some(PathBuf::from(text(p)?)),
             Long("publishers") => l.ps.publishers = number(p, "--publishers", 1)?,
             Long("subscribers") => l.ps.subscribers = number(p, "--subscribers", 1)?,
@@ -139,8 +149,26 @@ pub fn parse(which: Which, p: &mut lexopt::Parser) -> Result<Live, String> {
     if which == Which::Hold && l.server.addr.is_none() {
         return Err("idle-hold needs --addr".into());
     }
-    if l.server.tls_ca.is_some() && !l.server.tls {
-        return Err("--tls-ca is for --tls runs".into());
+    l.transports = match (transports, tls) {
+        (None, false) => vec![Transport::Plain],
+        (None, true) => vec![Transport::Tls],
+        (Some(list), false) => list,
+        (Some(list), true) if list == [Transport::Tls] => list,
+        (Some(_), true) => return Err("--tls is --transport tls: give one or the other".into()),
+    };
+    l.server.transport = l.transports.first().copied().unwrap_or(Transport::Plain);
+    if l.transports.len() > 1 && (which == Which::Hold || l.server.addr.is_some()) {
+        return Err("--addr is one listener: give one --transport with it".into());
+    }
+    if l.server.kind == Kind::Redis && l.transports.contains(&Transport::Ws) {
+        return Err(
+            "redis-server has no WebSocket listener: --transport ws is for \
+                    --target chatd or nats"
+                .into(),
+        );
+    }
+    if l.server.tls_ca.is_some() && !l.transports.contains(&Transport::Tls) {
+        return Err("--tls-ca is for --transport tls runs".into());
     }
     if spawn && l.server.tls_ca.is_some() {
         return Err("--spawn makes its own CA for --tls: drop --tls-ca".into());
@@ -156,12 +184,13 @@ pub fn run(l: &Live) -> Result<Record, String> {
     if l.which == Which::Hold {
         let addr = l.server.addr.as_deref().unwrap_or_default();
         let addr = addr.parse().map_err(|e| format!("--addr {addr}: {e}"))?;
-        let tls = match (&l.server.tls_ca, l.server.tls) {
-            (Some(ca), true) => Some(TlsClient::new(l.server.kind, ca)?),
-            (None, true) => return Err("idle-hold --tls needs --tls-ca".into()),
+        let tls = match (&l.server.tls_ca, l.server.transport) {
+            (Some(ca), Transport::Tls) => Some(TlsClient::new(l.server.kind, ca)?),
+            (None, Transport::Tls) => return Err("idle-hold --tls needs --tls-ca".into()),
             _ => None,
         };
-        let to = Endpoint { addr, tls };
+        let ws = (l.server.transport == Transport::Ws).then(|| WsClient::new(l.server.kind, addr));
+        let to = Endpoint { addr, tls, ws };
         let code = crate::scenario::idle::hold_child(l.server.kind, &to, l.connections, &l.ps.room);
         std::process::exit(code);
     }
@@ -173,7 +202,7 @@ pub fn run(l: &Live) -> Result<Record, String> {
     let mut r = Record::default();
     r.text("scenario", l.which.name());
     r.text("target", l.server.kind.name());
-    r.text("transport", if l.server.tls { "tls" } else { "tcp" });
+    r.text("transport", l.server.transport.record_name());
     let result = match l.which {
         Which::Fanout | Which::Rooms => pubsub(l, &server, &mut r),
         Which::Idle => idle(l, &server, &mut r),
@@ -257,15 +286,13 @@ fn generator_bound(bench_cpu_pct: Option<f64>) -> &'static str {
 fn idle(l: &Live, server: &Server, r: &mut Record) -> Result<(), String> {
     let before = settled_rss(server);
     let t0 = std::time::Instant::now();
-    let holders = Holders::start(
-        l.server.kind,
-        server.addr,
-        server.tls_ca.as_deref(),
-        &server.creds,
-        l.connections,
-        l.procs,
-        &l.ps.room,
-    )?;
+    let to = Dial {
+        kind: l.server.kind,
+        addr: server.addr,
+        transport: l.server.transport,
+        tls_ca: server.tls_ca.as_deref(),
+    };
+    let holders = Holders::start(&to, &server.creds, l.connections, l.procs, &l.ps.room)?;
     let setup_secs = t0.elapsed().as_secs_f64();
     let after = settled_rss(server);
     let n = holders.held;

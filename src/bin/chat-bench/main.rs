@@ -7,6 +7,7 @@
 //! 127.0.0.1, and every loop in it is bounded by message counts and socket deadlines.
 
 mod args;
+mod compare;
 mod daemon;
 mod handshakes;
 mod lab;
@@ -30,6 +31,7 @@ mod stats;
 mod tls;
 mod track;
 mod wire;
+mod ws;
 
 use std::process::ExitCode;
 
@@ -39,6 +41,9 @@ use runner::{against, complain, spawned};
 use scenario::durable::Durable;
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("lab-report") {
+        return lab_report();
+    }
     let cmd = match args::parse(std::env::args().skip(1)) {
         Ok(cmd) => cmd,
         Err(e) => {
@@ -48,7 +53,7 @@ fn main() -> ExitCode {
     };
     match cmd {
         Command::Help => {
-            print!("{USAGE}");
+            print!("{USAGE}{}", lab::report::USAGE);
             ExitCode::SUCCESS
         }
         Command::Durable { target, load } => durable(&target, &load),
@@ -86,6 +91,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// `chat-bench lab-report`: the lab's JSON lines into docs/lab.md and its plots.
+fn lab_report() -> ExitCode {
+    let mut p = lexopt::Parser::from_args(std::env::args().skip(2));
+    let r = match lab::report::parse(&mut p) {
+        Ok(r) => r,
+        Err(e) if e == "help" => {
+            print!("{}", lab::report::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("chat-bench lab-report: {e}\n{}", lab::report::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    match lab::report::run(&r) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chat-bench lab-report: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn live(l: &live::Live) -> ExitCode {
     if let Some(cpu) = l.cpu
         && let Err(e) = net::pin(cpu)
@@ -93,26 +121,41 @@ fn live(l: &live::Live) -> ExitCode {
         eprintln!("chat-bench: {e}");
         return ExitCode::from(2);
     }
-    match live::run(l) {
-        Ok(r) => {
-            print!("{}", r.rows());
-            println!("{}", r.json());
-            let broken = ["lost", "duplicates", "reordered", "failed", "failures"]
-                .iter()
-                .any(|k| r.f(k).is_some_and(|n| n > 0.0));
-            if broken {
+    let mut runs = Vec::new();
+    let mut broken = false;
+    for &transport in &l.transports {
+        let mut one = l.clone();
+        one.server.transport = transport;
+        match live::run(&one) {
+            Ok(r) => {
+                print!("{}", r.rows());
+                println!("{}", r.json());
+                broken |= ["lost", "duplicates", "reordered", "failed", "failures"]
+                    .iter()
+                    .any(|k| r.f(k).is_some_and(|n| n > 0.0));
+                runs.push(r);
+            }
+            Err(e) => {
                 eprintln!(
-                    "chat-bench: the accounting did not balance (see lost/duplicates/reordered/failed)"
+                    "chat-bench: {} over {}: {e}",
+                    l.which.name(),
+                    transport.name()
                 );
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
+                return ExitCode::from(2);
             }
         }
-        Err(e) => {
-            eprintln!("chat-bench: {e}");
-            ExitCode::from(2)
-        }
+    }
+    for c in compare::against_plain(&runs) {
+        print!("{}", c.rows());
+        println!("{}", c.json());
+    }
+    if broken {
+        eprintln!(
+            "chat-bench: the accounting did not balance (see lost/duplicates/reordered/failed)"
+        );
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

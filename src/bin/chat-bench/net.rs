@@ -1,7 +1,8 @@
-//! A non-blocking connection on a mio `Poll` with its two buffers of protocol bytes, plain or
-//! through a TLS session (`tls::Session`), shared by the pub/sub, idle and connect drivers;
-//! plus the bench's own CPU time and pinning. Connecting is blocking (a loopback connect
-//! completes at once); everything after it, the TLS handshake included, is not.
+//! A non-blocking connection on a mio `Poll` with its two buffers of protocol bytes, plain,
+//! through a TLS session (`tls::Session`) or inside WebSocket frames (`ws::Session`), shared
+//! by the pub/sub, idle and connect drivers; plus the bench's own CPU time and pinning.
+//! Connecting is blocking (a loopback connect completes at once); everything after it, the
+//! TLS handshake and the WebSocket upgrade included, is not.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -9,35 +10,83 @@ use std::net::SocketAddr;
 use mio::net::TcpStream;
 use mio::{Interest, Poll, Token};
 
-use crate::tls::{Session, TlsClient};
+use crate::tls::TlsClient;
+use crate::ws::WsClient;
 
-/// Where the bench's connections go: the server's address, and how to speak TLS to it when
-/// the run is `--tls`.
+/// How the bench's connections reach the server (`--transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Plain,
+    Tls,
+    Ws,
+}
+
+impl Transport {
+    /// # Errors
+    /// A word that is not a transport.
+    pub fn parse(v: &str) -> Result<Transport, String> {
+        match v {
+            "plain" => Ok(Transport::Plain),
+            "tls" => Ok(Transport::Tls),
+            "ws" => Ok(Transport::Ws),
+            _ => Err(format!("--transport: '{v}' is not plain, tls or ws")),
+        }
+    }
+
+    /// The flag's word.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Plain => "plain",
+            Transport::Tls => "tls",
+            Transport::Ws => "ws",
+        }
+    }
+
+    /// The `transport` field of a run's record: plain runs have always said `tcp`.
+    pub fn record_name(self) -> &'static str {
+        match self {
+            Transport::Plain => "tcp",
+            other => other.name(),
+        }
+    }
+}
+
+/// Where the bench's connections go: the server's address, and how to speak TLS or WebSocket
+/// to it when the run asks for one (at most one is set).
 #[derive(Clone)]
 pub struct Endpoint {
     pub addr: SocketAddr,
     pub tls: Option<TlsClient>,
+    pub ws: Option<WsClient>,
+}
+
+/// What lies between the socket and the protocol bytes of a connection that is not plain.
+enum Layer {
+    Tls(Box<crate::tls::Session>),
+    Ws(Box<crate::ws::Session>),
 }
 
 pub struct Link {
     pub stream: TcpStream,
-    /// Protocol bytes received (decrypted, under TLS) and not parsed yet.
+    /// Protocol bytes received (decrypted, or out of their WebSocket frames) and not parsed
+    /// yet.
     pub inbuf: Vec<u8>,
     /// Protocol bytes to send.
     pub out: Vec<u8>,
-    tls: Option<Box<Session>>,
+    layer: Option<Layer>,
 }
 
 impl Link {
-    /// Connects to `to` and registers the stream under `token`; under TLS the handshake
-    /// starts with the first `flush`.
+    /// Connects to `to` and registers the stream under `token`; under TLS the handshake, under
+    /// WebSocket the upgrade request, starts with the first `flush`.
     ///
     /// # Errors
     /// The connect or the registration failed.
     pub fn open(poll: &Poll, to: &Endpoint, token: usize) -> io::Result<Link> {
-        let tls = match &to.tls {
-            Some(client) => Some(Box::new(client.session()?)),
-            None => None,
+        let layer = match (&to.tls, &to.ws) {
+            (Some(client), _) => Some(Layer::Tls(Box::new(client.session()?))),
+            (None, Some(client)) => Some(Layer::Ws(Box::new(client.session()))),
+            (None, None) => None,
         };
         let s = connect(to.addr)?;
         s.set_nodelay(true)?;
@@ -50,7 +99,7 @@ impl Link {
             stream,
             inbuf: Vec::new(),
             out: Vec::new(),
-            tls,
+            layer,
         })
     }
 
@@ -59,8 +108,10 @@ impl Link {
     /// # Errors
     /// A socket error.
     pub fn read(&mut self, scratch: &mut [u8]) -> io::Result<bool> {
-        if let Some(tls) = self.tls.as_mut() {
-            return tls.read(&mut self.stream, scratch, &mut self.inbuf);
+        match self.layer.as_mut() {
+            Some(Layer::Tls(tls)) => return tls.read(&mut self.stream, scratch, &mut self.inbuf),
+            Some(Layer::Ws(ws)) => return ws.read(&mut self.stream, scratch, &mut self.inbuf),
+            None => {}
         }
         loop {
             match self.stream.read(scratch) {
@@ -80,8 +131,10 @@ impl Link {
     /// # Errors
     /// A socket error.
     pub fn flush(&mut self) -> io::Result<()> {
-        if let Some(tls) = self.tls.as_mut() {
-            return tls.flush(&mut self.stream, &mut self.out);
+        match self.layer.as_mut() {
+            Some(Layer::Tls(tls)) => return tls.flush(&mut self.stream, &mut self.out),
+            Some(Layer::Ws(ws)) => return ws.flush(&mut self.stream, &mut self.out),
+            None => {}
         }
         let written = write_until_blocked(&mut self.stream, &self.out)?;
         self.out.drain(..written);

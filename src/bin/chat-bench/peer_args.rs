@@ -1,6 +1,7 @@
-//! How the peers are told to listen: redis-server's command line and nats-server's, plain or
-//! with TLS (the run's throwaway certificate, no client certificates, nothing else changed).
-//! Pure text in, text out; `server` runs them.
+//! How the peers are told to listen: redis-server's command line and nats-server's, plain,
+//! with TLS (the run's throwaway certificate, no client certificates, nothing else changed),
+//! or, for nats-server, with its WebSocket listener beside the client port. Pure text in,
+//! text out; `server` runs them.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -66,6 +67,16 @@ pub fn nats_tls_config(port: u16, pki: &Pki) -> String {
     )
 }
 
+/// nats-server's configuration file for its WebSocket listener on `ws_port`, beside the
+/// client port `port` (which it always opens): plain (`no_tls`), no compression (it is
+/// negotiated only if the client offers it, and the bench never does), no origin check.
+pub fn nats_ws_config(port: u16, ws_port: u16) -> String {
+    format!(
+        "listen: \"127.0.0.1:{port}\"\nwebsocket {{\n  listen: \"127.0.0.1:{ws_port}\"\n  \
+         no_tls: true\n  compression: false\n}}\n"
+    )
+}
+
 /// A path inside a NATS config's double quotes.
 fn quoted(p: &Path) -> String {
     p.display()
@@ -117,5 +128,20 @@ mod tests {
         assert!(conf.contains(&format!("key_file: \"{}\"", pki.key.display())));
         assert!(conf.contains("timeout: 10"));
         assert_eq!(words(&nats_plain(4222)), ["-a", "127.0.0.1", "-p", "4222"]);
+    }
+
+    #[test]
+    fn nats_ws_config_opens_a_plain_websocket_beside_the_client_port() {
+        let conf = nats_ws_config(4222, 8222);
+        assert!(conf.starts_with("listen: \"127.0.0.1:4222\"\n"), "{conf}");
+        assert!(
+            conf.contains("websocket {\n  listen: \"127.0.0.1:8222\"\n"),
+            "{conf}"
+        );
+        assert!(
+            conf.contains("no_tls: true"),
+            "nats-server refuses a websocket without TLS otherwise"
+        );
+        assert!(conf.ends_with("}\n"), "{conf}");
     }
 }

@@ -1,8 +1,10 @@
 //! The server a pub/sub scenario runs against, whichever system it is: a chatd the bench
 //! spawned (`daemon`), a `redis-server` or `nats-server` it spawned on a free loopback port,
 //! or one already running at `--addr` (with `--server-pid` to read its CPU and memory). With
-//! `--tls`, a spawned server listens with TLS only, presenting a throwaway certificate
-//! (`pki`) that the bench's clients trust alone (a running one needs `--tls-ca`). A
+//! `--transport tls`, a spawned server listens with TLS only, presenting a throwaway
+//! certificate (`pki`) that the bench's clients trust alone (a running one needs `--tls-ca`).
+//! With `--transport ws`, a spawned chatd opens a web listener and nats-server its
+//! `websocket` one, and the clients connect there (Redis has none). A
 //! spawned server may be pinned to a core (`taskset -c`, FreeBSD `cpuset -l`); it is stopped with SIGTERM and,
 //! failing that, killed. Only the bench's own children are ever signalled.
 
@@ -14,14 +16,15 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::daemon::Daemon;
-use crate::net::Endpoint;
+use crate::daemon::{Daemon, Listen};
+use crate::net::{Endpoint, Transport};
 use crate::os::{Usage, usage_of};
 use crate::peer_args;
 use crate::pki::Pki;
 use crate::runner::SPAWN_USER;
 use crate::tls::TlsClient;
 use crate::wire::{Creds, Kind};
+use crate::ws::WsClient;
 
 /// How to get a server for a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,8 +40,8 @@ pub struct ServerSpec {
     pub nats_bin: PathBuf,
     /// Pin a spawned server to this core.
     pub server_cpu: Option<usize>,
-    /// Speak TLS to the server.
-    pub tls: bool,
+    /// Plain, TLS or WebSocket.
+    pub transport: Transport,
     /// The CA to trust for a running server (a spawned one's is made for the run).
     pub tls_ca: Option<PathBuf>,
 }
@@ -49,8 +52,12 @@ enum Guard {
     Running,
 }
 
-/// A spawned peer server, killed if still running when dropped.
-struct PeerChild(Child);
+/// A spawned peer server, killed if still running when dropped, and the directory of its
+/// configuration file when the run needed one of its own.
+struct PeerChild {
+    child: Child,
+    dir: Option<PathBuf>,
+}
 
 pub struct Server {
     pub addr: SocketAddr,
@@ -59,6 +66,8 @@ pub struct Server {
     pub tls: Option<TlsClient>,
     /// The CA file clients trust, in a `--tls` run.
     pub tls_ca: Option<PathBuf>,
+    /// How clients speak WebSocket to it, in a `--transport ws` run.
+    pub ws: Option<WsClient>,
     pid: Option<u32>,
     guard: Guard,
     /// The spawned server's certificate and key, removed once it is stopped.
@@ -77,7 +86,10 @@ impl Server {
             Some(addr) => running(spec, addr)?,
             None => spawned(spec, connections)?,
         };
-        if spec.tls {
+        if spec.transport == Transport::Ws {
+            server.ws = Some(WsClient::new(spec.kind, server.addr));
+        }
+        if spec.transport == Transport::Tls {
             let ca = server.pki.as_ref().map(|p| p.ca.clone());
             let ca = ca
                 .or_else(|| spec.tls_ca.clone())
@@ -93,6 +105,7 @@ impl Server {
         Endpoint {
             addr: self.addr,
             tls: self.tls.clone(),
+            ws: self.ws.clone(),
         }
     }
 
@@ -109,7 +122,7 @@ impl Server {
         match self.guard {
             Guard::Chatd(d) => d.stop().map(|_| ()),
             Guard::Peer(mut peer) => {
-                let child = &mut peer.0;
+                let child = &mut peer.child;
                 if let Ok(pid) = i32::try_from(child.id()) {
                     let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
                 }
@@ -130,16 +143,25 @@ impl Server {
 }
 
 fn spawned(spec: &ServerSpec, connections: usize) -> Result<Server, String> {
-    let pki = if spec.tls { Some(Pki::new()?) } else { None };
+    let pki = if spec.transport == Transport::Tls {
+        Some(Pki::new()?)
+    } else {
+        None
+    };
     match spec.kind {
         Kind::Chatd => {
+            let listen = match (&pki, spec.transport) {
+                (Some(pki), _) => Listen::Tls(pki),
+                (None, Transport::Ws) => Listen::Web,
+                (None, _) => Listen::Plain,
+            };
             let (d, token) = Daemon::start_pinned(
                 &spec.chatd,
                 "never",
                 SPAWN_USER,
                 connections,
                 spec.server_cpu,
-                pki.as_ref(),
+                listen,
             )?;
             Ok(Server {
                 addr: d.addr,
@@ -149,6 +171,7 @@ fn spawned(spec: &ServerSpec, connections: usize) -> Result<Server, String> {
                 },
                 tls: None,
                 tls_ca: None,
+                ws: None,
                 pid: Some(d.pid()),
                 guard: Guard::Chatd(d),
                 pki,
@@ -160,9 +183,13 @@ fn spawned(spec: &ServerSpec, connections: usize) -> Result<Server, String> {
 
 impl Drop for PeerChild {
     fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if let Some(dir) = &self.dir {
+            // Only the directory made for this server's configuration.
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
@@ -187,10 +214,19 @@ fn running(spec: &ServerSpec, addr: &str) -> Result<Server, String> {
         },
         tls: None,
         tls_ca: None,
+        ws: None,
         pid: spec.server_pid,
         guard: Guard::Running,
         pki: None,
     })
+}
+
+/// A loopback port nothing listens on right now (the server binds it a moment later).
+fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("finding a free port: {e}"))
 }
 
 /// Finds `bin` as given or on PATH.
@@ -216,35 +252,69 @@ fn peer(spec: &ServerSpec, pki: Option<Pki>) -> Result<Server, String> {
             bin.display()
         ));
     };
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| format!("finding a free port: {e}"))?
-        .port();
+    let port = free_port()?;
     let mut cmd = crate::os::command_on_cpu(&path, spec.server_cpu)?;
-    match (spec.kind, &pki) {
-        (Kind::Redis, tls) => cmd.args(peer_args::redis(port, tls.as_ref())),
-        (_, None) => cmd.args(peer_args::nats_plain(port)),
-        (_, Some(pki)) => {
+    // The port the bench connects to: the client port, or the WebSocket one.
+    let mut connect_port = port;
+    let mut conf_dir = None;
+    match (spec.kind, &pki, spec.transport) {
+        (Kind::Redis, _, Transport::Ws) => {
+            return Err(
+                "redis-server has no WebSocket listener: --transport ws is for \
+                        --target chatd or nats"
+                    .into(),
+            );
+        }
+        (Kind::Redis, tls, _) => {
+            cmd.args(peer_args::redis(port, tls.as_ref()));
+        }
+        (_, None, Transport::Ws) => {
+            connect_port = free_port()?;
+            let dir = crate::daemon::fresh_dir()?;
+            let conf = dir.join("nats.conf");
+            if let Err(e) = std::fs::write(&conf, peer_args::nats_ws_config(port, connect_port)) {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(format!("{}: {e}", conf.display()));
+            }
+            conf_dir = Some(dir);
+            cmd.arg("-c").arg(conf);
+        }
+        (_, None, _) => {
+            cmd.args(peer_args::nats_plain(port));
+        }
+        (_, Some(pki), _) => {
             let conf = pki.dir().join("nats.conf");
             std::fs::write(&conf, peer_args::nats_tls_config(port, pki))
                 .map_err(|e| format!("{}: {e}", conf.display()))?;
-            cmd.arg("-c").arg(conf)
+            cmd.arg("-c").arg(conf);
         }
     };
-    let child = cmd
+    let spawned = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        .spawn();
+    let child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            if let Some(dir) = &conf_dir {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            return Err(format!("cannot run {}: {e}", path.display()));
+        }
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], connect_port));
     let server = Server {
         addr,
         creds: Creds::default(),
         tls: None,
         tls_ca: None,
+        ws: None,
         pid: Some(child.id()),
-        guard: Guard::Peer(PeerChild(child)),
+        guard: Guard::Peer(PeerChild {
+            child,
+            dir: conf_dir,
+        }),
         pki,
     };
     let deadline = Instant::now() + PATIENCE;

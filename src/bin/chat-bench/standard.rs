@@ -147,17 +147,17 @@ pub fn run_set(s: &Standard) -> Result<(), String> {
         let series: Vec<Series> = s
             .targets
             .iter()
-            .map(|k| Series {
-                name: k.name().into(),
-                points: runs
+            .map(|k| {
+                let points = runs
                     .iter()
                     .filter(|r| r.rec.show("target") == k.name())
                     .filter_map(|r| Some((r.rec.f("subscribers")?, r.rec.f(key)? * scale)))
-                    .collect(),
+                    .collect();
+                Series::new(k.name(), points)
             })
             .collect();
         let path = s.plots.join(name);
-        std::fs::write(&path, chart(title, "subscribers (one room)", y, &series))
+        std::fs::write(&path, chart(title, "subscribers (one room)", y, &series)?)
             .map_err(|e| format!("{}: {e}", path.display()))
     };
     plot(

@@ -92,11 +92,11 @@ fn frames(ws: &mut WsConn, session: &mut Session, buf: &mut [u8], env: &mut impl
     // A message holds whole protocol frames, so its frames are bounded by the frame limit
     // and the 4 length bytes in front.
     let max_payload = env.limits().max_frame as usize + 4;
-    let mut inbuf = std::mem::take(&mut ws.inbuf);
+    let mut inbuf = ws.take_inbuf();
     let received = ws.receive(buf, max_payload, |bytes| {
         super::feed(session, &mut inbuf, bytes, env);
     });
-    ws.inbuf = inbuf;
+    ws.put_inbuf(inbuf);
     match received {
         Ok(received) => {
             ws.keep_rx(buf.get(received.consumed..).unwrap_or_default());
@@ -199,16 +199,14 @@ impl Conn {
     }
 
     /// The upgrade is done: count the connection under the client's address when a trusted
-    /// proxy named another one, if the limits allow; else the client is told TOO_MANY.
+    /// proxy named another one, if that address is within its limit; else the client is told
+    /// TOO_MANY.
     pub(super) fn upgraded(&mut self, client: IpAddr, shared: &Shared, env: &mut impl Env) {
         if client == self.peer {
             return;
         }
-        match shared.admit(client, env.limits()) {
-            Ok(()) => {
-                shared.release(self.peer);
-                self.peer = client;
-            }
+        match shared.recount(self.peer, client, env.limits()) {
+            Ok(()) => self.peer = client,
             Err(why) => {
                 log::debug!("refused {client} (through {}): {why}", self.peer);
                 self.session.refuse(ErrorCode::TooMany, why, env.now());

@@ -1,8 +1,15 @@
-//! The lab's load: N connections, each logged in and joined to a room of its own, each sending
-//! SEND frames of `size` bytes of text on a fixed schedule, one every size × 8 / (mbps × 10⁶)
-//! seconds, whatever the server answers (open loop, like tcpkali `-r`). Connection i starts
-//! i/N of a period after the others so the sends are spread over the period, not bunched.
-//! All connections are non-blocking on one mio `Poll` on one thread.
+//! The lab's load: N connections, each logged in and joined to a room of its own (workload
+//! `own`) or all to one room (`shared`), each sending SEND frames of `size` bytes of text on
+//! a fixed schedule, one every size × 8 / (mbps × 10⁶) seconds, whatever the server answers
+//! (open loop, like tcpkali `-r`). Connection i starts i/N of a period after the others so
+//! the sends are spread over the period, not bunched. All connections are non-blocking on
+//! one mio `Poll` on one thread, which reads every connection to `WouldBlock` at each wake:
+//! in a shared room the MSGs to read grow as N², and a bench that read less would be the
+//! bottleneck without saying so.
+//!
+//! Every MSG is counted per member, and every member must get every message of its room:
+//! its own for `own`, everyone's for `shared`; a member short of that is a shortfall, which
+//! unbalances the run as an unanswered SEND does.
 //!
 //! ACK latency is measured from the moment a SEND was due, not from when the bench got to
 //! write it, so a late bench cannot hide the server's delay (no coordinated omission). The
@@ -18,16 +25,22 @@ use chatd::protocol::{ClientFrame, Decoded, Deframer, ServerFrame, encode_client
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
+use super::flags::Workload;
 use crate::login::{Target, join_live, login};
 use crate::stats::{ErrorCounts, Latency};
 
-/// How long the lab waits, after the last SEND, for the answers still owed.
+/// How long the lab waits, after the last SEND, for the answers and deliveries still owed.
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// Bytes read per `read` call; one buffer shared by all connections.
 const SCRATCH: usize = 64 * 1024;
 
+/// The room every connection joins in the `shared` workload.
+const SHARED_ROOM: &str = "lab-shared";
+
 struct Conn {
+    /// Its place among the N, for messages about it.
+    index: usize,
     stream: TcpStream,
     room: String,
     inbuf: Vec<u8>,
@@ -37,6 +50,10 @@ struct Conn {
     due: Instant,
     /// SENDs unanswered: id and when each was due.
     pending: HashMap<u64, Instant>,
+    /// SENDs written by this connection.
+    sent: u64,
+    /// MSGs this connection received.
+    msgs: u64,
     /// The connection ended (closed by the server, or failed); no more sends.
     over: bool,
 }
@@ -46,8 +63,13 @@ struct Conn {
 pub struct Tally {
     pub sent: u64,
     pub acked: u64,
-    /// MSG frames received: each connection is a member of its own room.
+    /// MSG frames received, by all members together.
     pub msgs: u64,
+    /// MSG frames owed when the drain ended: every member gets every message of its room.
+    pub msgs_expected: u64,
+    /// MSG frames members were still short of when the drain gave up (a member that got
+    /// more than its due does not make up for one that got less).
+    pub msgs_shortfall: u64,
     pub latency: Latency,
     pub errors: ErrorCounts,
     pub failures: Vec<String>,
@@ -59,6 +81,7 @@ pub struct Tally {
 
 pub struct Load {
     poll: Poll,
+    workload: Workload,
     conns: Vec<Conn>,
     text: String,
     period: Duration,
@@ -66,20 +89,30 @@ pub struct Load {
 }
 
 impl Load {
-    /// Logs `n` connections in (blocking, one after the other), each into room `lab-i`.
+    /// Logs `n` connections in (blocking, one after the other), each into room `lab-i`
+    /// (`own`) or all into one room (`shared`).
     ///
     /// # Errors
     /// A connection could not log in or join: the run cannot have the shape asked for.
-    pub fn connect(target: &Target, n: usize, size: usize, mbps: f64) -> Result<Load, String> {
+    pub fn connect(
+        target: &Target,
+        workload: Workload,
+        n: usize,
+        size: usize,
+        mbps: f64,
+    ) -> Result<Load, String> {
         let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
         let period = Duration::from_secs_f64(size as f64 * 8.0 / (mbps * 1e6));
         let mut conns = Vec::with_capacity(n);
         for i in 0..n {
-            let room = format!("lab-{i}");
+            let room = match workload {
+                Workload::Own => format!("lab-{i}"),
+                Workload::Shared => SHARED_ROOM.to_string(),
+            };
             let mut c = login(target).map_err(|e| format!("connection {i}: login: {e}"))?;
             join_live(&mut c, &room).map_err(|e| format!("connection {i}: join: {e}"))?;
-            // Nothing can follow JOINED before our first SEND (the room is ours alone), so
-            // the client holds no bytes the poll loop would miss.
+            // Nothing can follow JOINED before the first SEND (no one sends before every
+            // connection has joined), so the client holds no bytes the poll loop would miss.
             let s = c
                 .stream()
                 .try_clone()
@@ -94,6 +127,7 @@ impl Load {
                 )
                 .map_err(|e| format!("connection {i}: {e}"))?;
             conns.push(Conn {
+                index: i,
                 stream,
                 room,
                 inbuf: Vec::new(),
@@ -101,11 +135,14 @@ impl Load {
                 next_id: 1,
                 due: Instant::now(),
                 pending: HashMap::new(),
+                sent: 0,
+                msgs: 0,
                 over: false,
             });
         }
         Ok(Load {
             poll,
+            workload,
             conns,
             text: "m".repeat(size),
             period,
@@ -145,6 +182,7 @@ impl Load {
                     c.pending.insert(c.next_id, c.due);
                     c.next_id += 1;
                     c.due += self.period;
+                    c.sent += 1;
                     self.tally.sent += 1;
                 }
                 c.flush(&mut self.tally);
@@ -155,28 +193,66 @@ impl Load {
         }
     }
 
-    /// Sends nothing more and reads until every SEND is answered, or `DRAIN` is up; then
-    /// says BYE on every connection.
+    /// `settle`, then `bye`.
     ///
     /// # Errors
     /// The poll itself failed.
     pub fn drain(&mut self) -> Result<(), String> {
+        self.settle()?;
+        self.bye();
+        Ok(())
+    }
+
+    /// Sends nothing more and reads until every SEND is answered and every member has every
+    /// message of its room, or `DRAIN` is up; then counts what is still owed.
+    ///
+    /// # Errors
+    /// The poll itself failed.
+    pub fn settle(&mut self) -> Result<(), String> {
         let end = Instant::now() + DRAIN;
         let mut events = Events::with_capacity(1024);
         let mut scratch = vec![0u8; SCRATCH];
-        while Instant::now() < end && self.owed() > 0 {
+        while Instant::now() < end && (self.owed() > 0 || self.shortfall() > 0) {
             self.wait(&mut events, &mut scratch, end)?;
         }
         self.tally.unanswered = self.owed();
+        self.tally.msgs_expected = self.conns.iter().map(|c| self.due_to(c)).sum();
+        self.tally.msgs_shortfall = self.shortfall();
+        Ok(())
+    }
+
+    /// Says BYE on every connection still open, and closes our side of each whose BYE went
+    /// out whole: the server then closes at once, where it would otherwise wait a grace
+    /// period for our end (and hold up its own stop by as much).
+    pub fn bye(&mut self) {
         for c in self.conns.iter_mut().filter(|c| !c.over) {
             encode_client(&ClientFrame::Bye, &mut c.out);
             c.flush(&mut self.tally);
+            if c.out.is_empty() {
+                // Already closed by the server, or the socket is gone: nothing left to tell.
+                let _ = c.stream.shutdown(std::net::Shutdown::Write);
+            }
         }
-        Ok(())
     }
 
     fn owed(&self) -> u64 {
         self.conns.iter().map(|c| c.pending.len() as u64).sum()
+    }
+
+    /// The MSGs a member is due: every message sent into its room.
+    fn due_to(&self, c: &Conn) -> u64 {
+        match self.workload {
+            Workload::Own => c.sent,
+            Workload::Shared => self.tally.sent,
+        }
+    }
+
+    /// MSGs the members are still short of, summed over members.
+    fn shortfall(&self) -> u64 {
+        self.conns
+            .iter()
+            .map(|c| self.due_to(c).saturating_sub(c.msgs))
+            .sum()
     }
 
     /// Polls until `until` or an event, then reads and writes what is ready.
@@ -251,7 +327,10 @@ impl Conn {
                     t.errors.add(code);
                     self.pending.remove(&reference);
                 }
-                Ok(ServerFrame::Msg { .. }) => t.msgs += 1,
+                Ok(ServerFrame::Msg { .. }) => {
+                    self.msgs += 1;
+                    t.msgs += 1;
+                }
                 Ok(_) => {}
                 Err(e) => return self.fail(t, format!("bad frame: {}", e.reason)),
             }
@@ -276,7 +355,8 @@ impl Conn {
     fn fail(&mut self, t: &mut Tally, why: String) {
         if !self.over {
             self.over = true;
-            t.failures.push(format!("{}: {why}", self.room));
+            t.failures
+                .push(format!("connection {} ({}): {why}", self.index, self.room));
         }
     }
 }

@@ -6,8 +6,10 @@
 //! /proc/PID/smaps_rollup, or VmRSS of /proc/PID/status where that is missing) and, per thread,
 //! its context switches (/proc/PID/task/TID/status).
 //!
-//! It only reads /proc. On other systems every reading is an error saying it is unavailable,
-//! never a zero.
+//! It only reads /proc, except to kill what is left of a daemon's tree when the daemon would
+//! not stop, and then only processes it saw in that tree (checked by their start time, so a
+//! reused pid is never hit). On other systems every reading is an error saying it is
+//! unavailable, never a zero.
 
 use std::collections::BTreeMap;
 
@@ -41,7 +43,7 @@ const UNAVAILABLE: &str = "process-tree sampling (CPU, memory and context switch
 /// The root process is gone, or this OS has no /proc to read.
 #[cfg(target_os = "linux")]
 pub fn snapshot(root: u32) -> Result<Snapshot, String> {
-    let pids = members(root)?;
+    let pids = pids(root)?;
     let (mut tree, mut main, mut threads) = (0u64, None, 0u64);
     let (mut mem, mut told, mut all_pss) = (0u64, false, true);
     for pid in &pids {
@@ -96,7 +98,7 @@ pub fn snapshot(_root: u32) -> Result<Snapshot, String> {
 #[cfg(target_os = "linux")]
 pub fn switches(root: u32) -> Result<Switches, String> {
     let mut out = Switches::new();
-    for pid in members(root)? {
+    for pid in pids(root)? {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             continue;
         };
@@ -127,9 +129,51 @@ pub fn switches_between(before: &Switches, after: &Switches) -> (u64, u64) {
     })
 }
 
+/// The processes below `root` now (not `root` itself), each with its start time.
+///
+/// # Errors
+/// As `snapshot`.
+#[cfg(target_os = "linux")]
+pub fn descendants_now(root: u32) -> Result<Vec<(u32, u64)>, String> {
+    Ok(pids(root)?
+        .into_iter()
+        .filter(|pid| *pid != root)
+        .filter_map(|pid| {
+            let stat = read(&format!("/proc/{pid}/stat"))?;
+            Some((pid, parse_stat(&stat)?.start))
+        })
+        .collect())
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn descendants_now(_root: u32) -> Result<Vec<(u32, u64)>, String> {
+    Err(UNAVAILABLE.into())
+}
+
+/// SIGKILLs each process of `seen` that is still the one seen (same pid, same start time):
+/// what a daemon that would not stop left behind, orphaned once the daemon itself was killed.
+/// Returns how many it killed.
+#[cfg(target_os = "linux")]
+pub fn kill_leftovers(seen: &[(u32, u64)]) -> usize {
+    use nix::sys::signal::{Signal, kill};
+    seen.iter()
+        .filter(|(pid, start)| {
+            let now = read(&format!("/proc/{pid}/stat"));
+            now.as_deref().and_then(parse_stat).map(|s| s.start) == Some(*start)
+        })
+        .filter_map(|(pid, _)| i32::try_from(*pid).ok())
+        .filter(|pid| kill(nix::unistd::Pid::from_raw(*pid), Signal::SIGKILL).is_ok())
+        .count()
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn kill_leftovers(_seen: &[(u32, u64)]) -> usize {
+    0
+}
+
 /// The root and every descendant of it, from the ppid of each /proc/*/stat.
 #[cfg(target_os = "linux")]
-fn members(root: u32) -> Result<Vec<u32>, String> {
+pub fn pids(root: u32) -> Result<Vec<u32>, String> {
     let dir = std::fs::read_dir("/proc").map_err(|e| format!("/proc: {e}"))?;
     let mut parents = Vec::new();
     for entry in dir.flatten() {
@@ -181,6 +225,8 @@ pub struct Stat {
     /// cutime + cstime: children reaped so far.
     pub children: u64,
     pub threads: u64,
+    /// When the process started, in ticks after boot: with the pid, it names one process.
+    pub start: u64,
 }
 
 /// Parses /proc/PID/stat, counting fields after the command name's closing parenthesis
@@ -201,6 +247,7 @@ pub fn parse_stat(stat: &str) -> Option<Stat> {
         own: n(11)? + n(12)?,
         children: c(13)? + c(14)?,
         threads: n(17)?,
+        start: n(19)?,
     })
 }
 
@@ -243,14 +290,17 @@ mod tests {
     fn stat_fields_are_counted_after_the_name() {
         // pid (name) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
         // utime stime cutime cstime priority nice num_threads ...
-        let stat = "42 (chatd (x) y) S 7 42 42 0 -1 4194560 1 0 0 0 250 50 30 20 20 0 5 0";
+        // ... itrealvalue starttime
+        let stat =
+            "42 (chatd (x) y) S 7 42 42 0 -1 4194560 1 0 0 0 250 50 30 20 20 0 5 0 8123 9000";
         assert_eq!(
             parse_stat(stat),
             Some(Stat {
                 ppid: 7,
                 own: 300,
                 children: 50,
-                threads: 5
+                threads: 5,
+                start: 8123,
             })
         );
         assert_eq!(parse_stat("42 (cut) S 7"), None);
@@ -299,5 +349,29 @@ mod tests {
         let _ = child.kill();
         let _ = child.wait();
         assert!(s.expect("our tree").processes >= 2);
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn only_a_leftover_with_the_start_time_seen_is_killed() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("run sleep");
+        let below = descendants_now(std::process::id()).expect("our tree");
+        let seen: Vec<(u32, u64)> = below
+            .into_iter()
+            .filter(|(p, _)| *p == child.id())
+            .collect();
+        let [(pid, start)] = seen.as_slice() else {
+            let _ = child.kill();
+            panic!("the child is not in the tree: {seen:?}");
+        };
+        // Another process under the same pid (a different start time) is left alone.
+        assert_eq!(kill_leftovers(&[(*pid, start + 1)]), 0);
+        assert!(matches!(child.try_wait(), Ok(None)));
+        assert_eq!(kill_leftovers(&seen), 1);
+        let status = child.wait().expect("reaped");
+        assert!(!status.success(), "killed: {status}");
     }
 }

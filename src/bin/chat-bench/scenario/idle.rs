@@ -5,7 +5,9 @@
 //! files the limit allows. `connect`: connections set up per second, each one connect, hello
 //! and its answer (chatd WELCOME, Redis +PONG, NATS PONG), then a reset, with `concurrency`
 //! of them under way at once. Under `--tls` each setup starts with a full TLS handshake (no
-//! session is ever resumed), so `connect --tls` counts handshakes per second.
+//! session is ever resumed), so `connect --tls` counts handshakes per second; under
+//! `--transport ws` with the HTTP upgrade, and an idle WebSocket connection is one that has
+//! upgraded, said hello and subscribed.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll};
 
-use crate::net::{Endpoint, Link};
+use crate::net::{Endpoint, Link, Transport};
 use crate::stats::Latency;
 use crate::wire::{Creds, In, Kind, Wire};
 
@@ -205,16 +207,23 @@ pub struct Holders {
     pub failed: usize,
 }
 
+/// The server the holders connect to, and how.
+pub struct Dial<'a> {
+    pub kind: Kind,
+    pub addr: SocketAddr,
+    pub transport: Transport,
+    /// The CA to trust under TLS.
+    pub tls_ca: Option<&'a Path>,
+}
+
 impl Holders {
-    /// Spreads `count` connections over `procs` children and waits until all are set up;
-    /// with `tls_ca`, they speak TLS and trust that CA.
+    /// Spreads `count` connections to `to` over `procs` children and waits until all are set
+    /// up.
     ///
     /// # Errors
     /// A child could not be started or did not report.
     pub fn start(
-        kind: Kind,
-        addr: SocketAddr,
-        tls_ca: Option<&Path>,
+        to: &Dial<'_>,
         creds: &Creds,
         count: usize,
         procs: usize,
@@ -233,13 +242,14 @@ impl Holders {
             cmd.args([
                 "idle-hold",
                 "--target",
-                kind.name(),
+                to.kind.name(),
                 "--addr",
-                &addr.to_string(),
+                &to.addr.to_string(),
             ])
-            .args(["--connections", &n.to_string(), "--room", room]);
-            if let Some(ca) = tls_ca {
-                cmd.arg("--tls").arg("--tls-ca").arg(ca);
+            .args(["--connections", &n.to_string(), "--room", room])
+            .args(["--transport", to.transport.name()]);
+            if let Some(ca) = to.tls_ca.filter(|_| to.transport == Transport::Tls) {
+                cmd.arg("--tls-ca").arg(ca);
             }
             let mut child = cmd
                 .env("CHAT_BENCH_USER", &creds.user)
