@@ -7,7 +7,7 @@
 mod util;
 
 use std::collections::HashSet;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chatd::client::{Client, Reply};
@@ -483,4 +483,47 @@ fn flags_it_does_not_implement_are_refused_at_start() {
         !String::from_utf8_lossy(&out.stdout).contains("listening"),
         "refused before listening"
     );
+}
+
+#[test]
+fn web_listeners_are_refused_at_start_by_name() {
+    // A fork pair speaks protocol v1 on a bare socket: neither HTTP nor WebSocket.
+    // For --web-tls-listen, the refusal comes before the certificate files are read.
+    let tls_files = ["--tls-cert", "absent.pem", "--tls-key", "absent.key"];
+    for (flag, extra) in [
+        ("--web-listen", &[][..]),
+        ("--web-tls-listen", &tls_files[..]),
+    ] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut child = Command::new(BIN)
+            .args(["serve", "--driver", "fork", "--listen", "127.0.0.1:0"])
+            .args([flag, "127.0.0.1:0"])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run chatd");
+        // A daemon that took the flag would serve on: stop it rather than wait forever.
+        let deadline = Instant::now() + PATIENCE;
+        while child.try_wait().expect("try_wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{flag} was not refused: the daemon is serving");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let out = child.wait_with_output().expect("chatd's output");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag}: {stderr}");
+        assert!(
+            stderr.contains(flag) && stderr.contains("--driver fork does not support"),
+            "{flag}: {stderr}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("listening"),
+            "{flag}: refused before listening"
+        );
+    }
 }

@@ -309,10 +309,11 @@ impl Run {
 
     /// One pass of the reactor's `Conn::service` over this connection; true once it is done.
     fn turn(&mut self, reads: &mut Reads<'_>, ending: Ending) -> bool {
-        let inbuf = &mut self.ws.inbuf;
-        if !inbuf.is_empty() && self.session.wants_input() {
-            let used = self.session.receive(inbuf, &mut self.env);
+        if self.ws.has_inbuf() && self.session.wants_input() {
+            let mut inbuf = self.ws.take_inbuf();
+            let used = self.session.receive(&inbuf, &mut self.env);
             inbuf.drain(..used.min(inbuf.len()));
+            self.ws.put_inbuf(inbuf);
         }
         for _ in 0..READS_PER_TURN {
             let may_read = self.session.wants_input() || self.session.is_closing();
@@ -330,11 +331,12 @@ impl Run {
                 }
             }
         }
-        if self.ws.inbuf.is_empty() {
-            self.ws.inbuf = Vec::new();
+        if !self.ws.has_inbuf() {
+            let inbuf = self.ws.take_inbuf();
+            self.ws.put_inbuf(inbuf);
         }
         self.flush();
-        if self.ws.rx().is_empty() && self.ws.tx().is_empty() && self.ws.inbuf.is_empty() {
+        if self.ws.rx().is_empty() && self.ws.tx().is_empty() && !self.ws.has_inbuf() {
             assert_eq!(
                 self.ws.queued_bytes(),
                 0,
