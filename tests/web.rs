@@ -1,6 +1,7 @@
 //! The web listener end to end: the page and its headers, WebSocket clients beside TCP
-//! clients in one room, replay and resume over WebSocket, origins, limits and metrics. The
-//! browser itself is driven in `tests/browser.rs`.
+//! clients in one room (under both drivers), replay and resume over WebSocket, origins,
+//! limits and metrics. HTTPS is `tests/web_tls.rs`, rule-breaking clients
+//! `tests/web_hostile.rs`, and the browser itself is driven in `tests/browser.rs`.
 
 #[macro_use]
 mod util;
