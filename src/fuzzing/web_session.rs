@@ -25,7 +25,6 @@
 //! session's (1000, 1001 on shutdown, 1008 after a fatal ERROR) unless the client closed or
 //! broke the protocol first.
 
-use std::io::{self, IoSlice, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +37,7 @@ use crate::metrics::Metrics;
 use crate::protocol::codec::parse_server;
 use crate::protocol::{Decoded, Deframer};
 use crate::published::Published;
+use crate::reactor::conn::Gather;
 use crate::reactor::conn::web::{Peer, close_code, gather_framed, input};
 use crate::room::{RingLimits, Rooms};
 use crate::session::{CLOSE_GRACE, Session, Tick};
@@ -101,31 +101,6 @@ impl<'a> Reads<'a> {
         let (read, rest) = self.rest.split_at(size.unwrap_or(1).min(self.rest.len()));
         self.rest = rest;
         Some(read)
-    }
-}
-
-/// A `Write` taking up to `cap` bytes in all, as the reactor's gathering for a chunk does.
-struct Capped<'a> {
-    into: &'a mut Vec<u8>,
-    cap: usize,
-}
-
-impl Write for Capped<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.write_vectored(&[IoSlice::new(buf)])
-    }
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let mut taken = 0;
-        for buf in bufs {
-            let room = self.cap.saturating_sub(self.into.len());
-            let take = buf.get(..room.min(buf.len())).unwrap_or_default();
-            self.into.extend_from_slice(take);
-            taken += take.len();
-        }
-        Ok(taken)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
@@ -445,7 +420,7 @@ impl Run {
             return Some(self.plain.get(start..).unwrap_or_default().to_vec());
         };
         let mut chunk = Vec::new();
-        let mut capped = Capped {
+        let mut capped = Gather {
             into: &mut chunk,
             cap: piece,
         };

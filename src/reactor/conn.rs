@@ -541,10 +541,11 @@ fn write_tx(stream: &mut TcpStream, tls: &mut TlsConn) -> io::Result<usize> {
 }
 
 /// A `Write` that copies what the outbox offers into a buffer, up to `cap` bytes in all: how
-/// frames are gathered for sealing without the outbox knowing about TLS.
-struct Gather<'a> {
-    into: &'a mut Vec<u8>,
-    cap: usize,
+/// frames are gathered for sealing or framing without the outbox knowing about TLS or
+/// WebSocket (the web fuzzer gathers with it too).
+pub struct Gather<'a> {
+    pub into: &'a mut Vec<u8>,
+    pub cap: usize,
 }
 
 impl Write for Gather<'_> {
