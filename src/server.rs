@@ -236,9 +236,12 @@ impl Server {
             .spawn(move || sequencer.run())?;
         let (fetch, requests) = mpsc::channel();
         let mailboxes = Arc::clone(&shared.mailboxes);
+        let stop = Arc::clone(&shared);
         let archive = std::thread::Builder::new()
             .name("archive".into())
-            .spawn(move || store::archive::run(requests, mailboxes, log_dir))?;
+            .spawn(move || {
+                store::archive::run(requests, mailboxes, log_dir, || stop.is_stopping())
+            })?;
 
         let mut reactors = Vec::with_capacity(count);
         if config.driver == Driver::Threads {

@@ -30,10 +30,21 @@ pub struct Fetch {
     pub max: u64,
 }
 
-/// Serves fetches until every sender is gone.
-pub fn run(requests: Receiver<Fetch>, mailboxes: Arc<[Mailbox]>, dir: PathBuf) {
+/// Serves fetches until every sender is gone. Once `stopping` says the server is stopping,
+/// fetches still queued are dropped unread: no member waits for history any more (sessions
+/// only finish what they owe), and a backlog of slow members' fetches must not hold the stop
+/// past `--shutdown-timeout`.
+pub fn run(
+    requests: Receiver<Fetch>,
+    mailboxes: Arc<[Mailbox]>,
+    dir: PathBuf,
+    stopping: impl Fn() -> bool,
+) {
     let mut reader = SegmentReader::default();
     while let Ok(fetch) = requests.recv() {
+        if stopping() {
+            continue;
+        }
         let frames = read_history(&dir, &fetch.room, fetch.from, fetch.max, &mut reader);
         if let Some(mailbox) = mailboxes.get(fetch.reactor) {
             let answer = Fetched {
@@ -145,5 +156,63 @@ fn fill(file: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mailbox::Delivery;
+    use crate::room::{RingLimits, Rooms};
+
+    /// Runs the archive over three queued fetches; returns how many were answered.
+    fn answered(stopping: bool) -> usize {
+        let Ok(poll) = mio::Poll::new() else {
+            panic!("a poll for the mailbox's waker");
+        };
+        let Ok(waker) = mio::Waker::new(poll.registry(), mio::Token(0)) else {
+            panic!("a waker");
+        };
+        let mailboxes: Arc<[Mailbox]> = Arc::from(vec![Mailbox::new(waker)]);
+        let rooms = Rooms::new(
+            8,
+            1,
+            RingLimits {
+                messages: 16,
+                bytes: 1 << 16,
+            },
+        );
+        let Ok(room) = rooms.open("r") else {
+            panic!("a room");
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        for key in 0..3 {
+            let fetch = Fetch {
+                reactor: 0,
+                conn: ConnRef { key, serial: 1 },
+                room: Arc::clone(&room),
+                from: 1,
+                max: 10,
+            };
+            assert!(tx.send(fetch).is_ok());
+        }
+        drop(tx);
+        let dir = std::env::temp_dir().join("chatd-archive-test-no-log");
+        run(rx, Arc::clone(&mailboxes), dir, || stopping);
+        let mut got = Delivery::default();
+        if let Some(mailbox) = mailboxes.first() {
+            mailbox.take(&mut got);
+        }
+        got.fetched.len()
+    }
+
+    #[test]
+    fn every_fetch_is_answered_while_serving() {
+        assert_eq!(answered(false), 3);
+    }
+
+    #[test]
+    fn a_stopping_server_drops_the_fetches_still_queued_unread() {
+        assert_eq!(answered(true), 0);
     }
 }
