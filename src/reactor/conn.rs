@@ -16,7 +16,7 @@ use mio::net::TcpStream;
 use crate::session::{Env, Session};
 use crate::shared::Shared;
 use crate::transport::Transport;
-use crate::transport::tls::{Failure, SEAL_CHUNK, TlsConn};
+use crate::transport::tls::{Failure, SEAL_CHUNK};
 
 /// Reads per connection per turn: enough to take a burst, few enough that one flooding
 /// client cannot hold the reactor while others wait.
@@ -380,7 +380,6 @@ impl Conn {
     /// web connection, behind what the web state owes), sealed into as few records as that
     /// takes, and written with one call.
     fn flush_tls(&mut self, scratch: &mut Scratch, env: &mut impl Env) -> io::Result<bool> {
-        let now = env.now();
         let mut budget = WRITE_BUDGET;
         let (tls, mut ws) = match &mut self.transport {
             Transport::Tls(tls) => (&mut **tls, None),
@@ -395,19 +394,20 @@ impl Conn {
                 if budget == 0 {
                     return Ok(true);
                 }
-                match write_tx(&mut self.stream, tls) {
-                    Ok(n) => {
-                        env.transferred(0, n as u64);
-                        budget = budget.saturating_sub(n);
-                        self.session.on_written(n, false, now);
-                    }
-                    Err(e) if would_block(&e) => {
-                        self.write_blocked = true;
-                        self.session.on_written(0, true, now);
-                        return Ok(false);
-                    }
-                    Err(e) if interrupted(&e) => {}
-                    Err(e) => return Err(e),
+                let n = write_some(
+                    &mut self.stream,
+                    &mut self.session,
+                    &mut self.write_blocked,
+                    &tls.tx,
+                    env,
+                )?;
+                if n == 0 {
+                    return Ok(false);
+                }
+                budget = budget.saturating_sub(n);
+                tls.tx.drain(..n.min(tls.tx.len()));
+                if tls.tx.is_empty() {
+                    tls.tx = Vec::new();
                 }
                 continue;
             }
@@ -527,17 +527,34 @@ fn feed(session: &mut Session, inbuf: &mut Vec<u8>, data: &[u8], env: &mut impl 
     }
 }
 
-/// Writes the front of a TLS connection's unsent ciphertext; frees the queue once empty.
-fn write_tx(stream: &mut TcpStream, tls: &mut TlsConn) -> io::Result<usize> {
-    let n = stream.write(&tls.tx)?;
-    if n == 0 {
-        return Err(io::ErrorKind::WriteZero.into());
+/// One write of `bytes` to the socket, counted for the metrics and the session's stall
+/// clock: the bytes taken, or 0 when the socket is full (`blocked` is then set, and WRITABLE
+/// armed by the reactor). A signal retries; an empty write, a reset or worse is an error.
+fn write_some(
+    stream: &mut TcpStream,
+    session: &mut Session,
+    blocked: &mut bool,
+    bytes: &[u8],
+    env: &mut impl Env,
+) -> io::Result<usize> {
+    let now = env.now();
+    loop {
+        match stream.write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                env.transferred(0, n as u64);
+                session.on_written(n, false, now);
+                return Ok(n);
+            }
+            Err(e) if would_block(&e) => {
+                *blocked = true;
+                session.on_written(0, true, now);
+                return Ok(0);
+            }
+            Err(e) if interrupted(&e) => {}
+            Err(e) => return Err(e),
+        }
     }
-    tls.tx.drain(..n.min(tls.tx.len()));
-    if tls.tx.is_empty() {
-        tls.tx = Vec::new();
-    }
-    Ok(n)
 }
 
 /// A `Write` that copies what the outbox offers into a buffer, up to `cap` bytes in all: how

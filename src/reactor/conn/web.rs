@@ -10,7 +10,7 @@
 //! it as garbage), and after our Close nothing more is framed. It must never block, never
 //! touch the disk, and never let a client make it buffer more than one frame each way.
 
-use std::io::{self, Write};
+use std::io;
 use std::net::IpAddr;
 
 use super::{Conn, Gather, interrupted, would_block};
@@ -222,7 +222,6 @@ impl Conn {
         scratch: &mut super::Scratch,
         env: &mut impl Env,
     ) -> io::Result<bool> {
-        let now = env.now();
         let mut budget = super::WRITE_BUDGET;
         let Transport::Web(ws) = &mut self.transport else {
             return Ok(false);
@@ -235,22 +234,18 @@ impl Conn {
                 if budget == 0 {
                     return Ok(true);
                 }
-                match self.stream.write(ws.tx()) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => {
-                        env.transferred(0, n as u64);
-                        budget = budget.saturating_sub(n);
-                        ws.drain_tx(n);
-                        self.session.on_written(n, false, now);
-                    }
-                    Err(e) if would_block(&e) => {
-                        self.write_blocked = true;
-                        self.session.on_written(0, true, now);
-                        return Ok(false);
-                    }
-                    Err(e) if interrupted(&e) => {}
-                    Err(e) => return Err(e),
+                let n = super::write_some(
+                    &mut self.stream,
+                    &mut self.session,
+                    &mut self.write_blocked,
+                    ws.tx(),
+                    env,
+                )?;
+                if n == 0 {
+                    return Ok(false);
                 }
+                budget = budget.saturating_sub(n);
+                ws.drain_tx(n);
                 continue;
             }
             self.session.fill(env);
@@ -265,24 +260,14 @@ impl Conn {
             };
             let framed = scratch.plain.get(start..).unwrap_or_default();
             // Written straight from the scratch buffer; only what the socket refuses is kept.
-            let written = loop {
-                match self.stream.write(framed) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => break n,
-                    Err(e) if would_block(&e) => {
-                        self.write_blocked = true;
-                        self.session.on_written(0, true, now);
-                        break 0;
-                    }
-                    Err(e) if interrupted(&e) => {}
-                    Err(e) => return Err(e),
-                }
-            };
-            if written > 0 {
-                env.transferred(0, written as u64);
-                budget = budget.saturating_sub(written);
-                self.session.on_written(written, false, now);
-            }
+            let written = super::write_some(
+                &mut self.stream,
+                &mut self.session,
+                &mut self.write_blocked,
+                framed,
+                env,
+            )?;
+            budget = budget.saturating_sub(written);
             ws.keep_tx(framed.get(written..).unwrap_or_default());
         }
     }
