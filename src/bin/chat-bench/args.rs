@@ -43,6 +43,9 @@ LOAD OPTIONS:
 
 PUB/SUB, IDLE AND CONNECT (see docs/benchmarks.md for every flag):
     chat-bench fanout|rooms|idle|connect (--spawn | --addr ADDR ...) [--target chatd|redis|nats]
+    --fsync POLICY         a spawned chatd's --fsync: always, interval or never (default
+                           never: the peers keep nothing; `always` is what chatd's own
+                           default costs)
     --transport LIST       plain, tls or ws, or several (plain,ws): one run each, in that
                            order, each with a server of its own, then how each that is not
                            plain compares with the plain one (default plain)

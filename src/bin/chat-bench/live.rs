@@ -71,6 +71,7 @@ pub fn defaults(which: Which, kind: Kind) -> Live {
             server_cpu: None,
             transport: Transport::Plain,
             tls_ca: None,
+            fsync: "never".into(),
         },
         transports: vec![Transport::Plain],
         ps: PubSub {
@@ -119,6 +120,7 @@ pub fn parse(which: Which, p: &mut lexopt::Parser) -> Result<Live, String> {
                 transports = Some(list?);
             }
             Long("tls") => tls = true,
+            Long("fsync") => l.server.fsync = crate::args::policy(&text(p)?)?,
             Long("tls-ca") => l.server.tls_ca = Some(PathBuf::from(text(p)?)),
             Long("publishers") => l.ps.publishers = number(p, "--publishers", 1)?,
             Long("subscribers") => l.ps.subscribers = number(p, "--subscribers", 1)?,

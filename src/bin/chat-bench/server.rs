@@ -44,6 +44,8 @@ pub struct ServerSpec {
     pub transport: Transport,
     /// The CA to trust for a running server (a spawned one's is made for the run).
     pub tls_ca: Option<PathBuf>,
+    /// A spawned chatd's `--fsync` (always, interval or never).
+    pub fsync: String,
 }
 
 enum Guard {
@@ -157,7 +159,7 @@ fn spawned(spec: &ServerSpec, connections: usize) -> Result<Server, String> {
             };
             let (d, token) = Daemon::start_pinned(
                 &spec.chatd,
-                "never",
+                &spec.fsync,
                 SPAWN_USER,
                 connections,
                 spec.server_cpu,
