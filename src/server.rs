@@ -126,8 +126,9 @@ impl Server {
         }
         if let Some(torn) = &recovered.torn {
             log::warn!(
-                "log: cut {} bytes of an unfinished write off the end of {} (at offset {}: {})",
+                "log: cut {} bytes{} of an unfinished write off the end of {} (at offset {}: {})",
                 torn.bytes,
+                torn.zeros_note(),
                 torn.path.display(),
                 torn.offset,
                 torn.reason

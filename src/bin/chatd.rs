@@ -293,8 +293,9 @@ fn check_log(data_dir: &std::path::Path, mode: RecoveryMode) -> Result<(), Strin
         }
         (Some(t), RecoveryMode::TolerateTornTail) => {
             println!(
-                "repaired: cut {} bytes of an unfinished write off {} at offset {} ({})",
+                "repaired: cut {} bytes{} of an unfinished write off {} at offset {} ({})",
                 t.bytes,
+                t.zeros_note(),
                 t.path.display(),
                 t.offset,
                 t.reason
@@ -302,10 +303,11 @@ fn check_log(data_dir: &std::path::Path, mode: RecoveryMode) -> Result<(), Strin
             Ok(())
         }
         (Some(t), RecoveryMode::ReadOnly) => Err(format!(
-            "{} ends in {} bytes of an unfinished write at offset {} ({}); start-up or \
+            "{} ends in {} bytes{} of an unfinished write at offset {} ({}); start-up or \
              `chatd log repair` will cut them off",
             t.path.display(),
             t.bytes,
+            t.zeros_note(),
             t.offset,
             t.reason
         )),

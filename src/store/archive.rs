@@ -144,7 +144,8 @@ fn read_record(file: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<bool> {
     }
     let len = buf.first_chunk::<4>().map_or(0, |b| u32::from_be_bytes(*b));
     let len = usize::try_from(len).unwrap_or(usize::MAX);
-    if len > super::format::MAX_PAYLOAD {
+    // A zero length is where the zeros of a prepared segment begin: its end of data.
+    if len == 0 || len > super::format::MAX_PAYLOAD {
         return Ok(false);
     }
     buf.resize(RECORD_HEADER_LEN + len, 0);

@@ -7,12 +7,15 @@
 //! Layout: `<data>/log/<segment id, 20 digits>.seg`, ids counting up from 1, and
 //! `<data>/log/epoch`, the name of the history they hold (see [`epoch`]), and `<data>/log/heads`,
 //! the newest seq of each room whose every record retention deleted (see [`heads`]). Only the
-//! newest segment is ever written; retention deletes whole segments from the oldest end.
+//! newest segment is ever written; retention deletes whole segments from the oldest end. A
+//! segment may end in zeros it was prepared with (see [`prepare`]): its data ends where they
+//! begin. `<id>.prep` files are segments being made; recovery never reads them.
 
 pub mod archive;
 pub mod epoch;
 pub mod format;
 pub mod heads;
+pub mod prepare;
 pub mod recovery;
 pub mod writer;
 
@@ -57,5 +60,7 @@ pub fn list_segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     Ok(found)
 }
 
+#[cfg(test)]
+mod prepared_tests;
 #[cfg(test)]
 mod tests;

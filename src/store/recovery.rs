@@ -4,6 +4,8 @@
 //! room's seqs run on by exactly one from a possible seq. The rules, from the contract's
 //! promise that an ACKed message is never lost:
 //!
+//! - Any segment may end in zeros: the room it was prepared with (see [`super::prepare`]).
+//!   Its data ends where they begin; they are left in place for the writer.
 //! - The newest segment may end in a torn record (a crash mid-write): bad bytes with no valid
 //!   record anywhere after them. That tail was never ACKed as durable; from
 //!   `RecoveryMode::TolerateTornTail` on it is cut off (and synced), with a warning saying
@@ -80,11 +82,26 @@ pub struct Torn {
     pub offset: u64,
     /// Bytes dropped: the rest of this segment and every later one.
     pub bytes: u64,
+    /// Of a torn tail's bytes, the zeros at its end: in a prepared segment, the room it was
+    /// made with rather than anything written (see [`super::prepare`]).
+    pub zeros: u64,
     /// Whole, checksummed records among them (0 for a torn tail).
     pub records: u64,
     /// Later segment files removed with them.
     pub segments: u64,
     pub reason: String,
+}
+
+impl Torn {
+    /// Says how many of the bytes are trailing zeros, when some are, for the messages that
+    /// report a cut: "cut 64000 bytes" of a prepared segment is mostly room never written.
+    pub fn zeros_note(&self) -> String {
+        if self.zeros == 0 {
+            String::new()
+        } else {
+            format!(" ({} of them trailing zeros)", self.zeros)
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -232,10 +249,15 @@ pub fn recover(dir: &Path, epoch: u64, mode: RecoveryMode) -> Result<Recovered, 
             if mode.changes_files() {
                 truncate(path, bad.offset).map_err(io_err(path))?;
             }
+            let written = rest
+                .iter()
+                .rposition(|&b| b != 0)
+                .map_or(0, |last| last + 1);
             out.torn = Some(Torn {
                 path: path.clone(),
                 offset: bad.offset,
                 bytes: rest.len() as u64,
+                zeros: (rest.len() - written) as u64,
                 records: 0,
                 segments: 0,
                 reason: bad.reason,
@@ -247,6 +269,7 @@ pub fn recover(dir: &Path, epoch: u64, mode: RecoveryMode) -> Result<Recovered, 
             path: path.clone(),
             offset: bad.offset,
             bytes: rest.len() as u64,
+            zeros: 0,
             records: valid_after,
             segments: later.len() as u64,
             reason: bad.reason,
@@ -395,6 +418,12 @@ fn scan_segment(
         if got == 0 {
             break;
         }
+        // Zeros from here to the end are room the segment was prepared with, not a record.
+        if buf.get(..got).is_some_and(|b| b.iter().all(|&x| x == 0))
+            && zeros_to_end(&mut reader).map_err(io_err)?
+        {
+            break;
+        }
         let len = buf.first_chunk::<4>().map_or(0, |b| u32::from_be_bytes(*b));
         let len = usize::try_from(len).unwrap_or(usize::MAX);
         let whole = if got == RECORD_HEADER_LEN && len <= super::format::MAX_PAYLOAD {
@@ -475,6 +504,20 @@ fn scan_segment(
         file_len,
         bad: None,
     })
+}
+
+/// Whether everything left in `r` is zero bytes.
+fn zeros_to_end(r: &mut impl Read) -> io::Result<bool> {
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let got = read_up_to(r, &mut chunk)?;
+        if chunk.get(..got).is_some_and(|b| b.iter().any(|&x| x != 0)) {
+            return Ok(false);
+        }
+        if got < chunk.len() {
+            return Ok(true);
+        }
+    }
 }
 
 /// Reads until `buf` is full or the file ends; returns how much was read.

@@ -1,6 +1,12 @@
 //! The log writer: appends batches to the newest segment, syncs per the fsync policy, rolls
 //! segments at a size, and applies retention. Owned by the sequencer thread alone.
 //!
+//! Segments are made ahead by the preparer ([`super::prepare`]) at their full size, zero
+//! filled, so that a write lands on blocks the file already has and a sync need not commit a
+//! new file size through the file system's journal. The first segment of a new log, and any
+//! segment rolled to before its successor was ready, is appended to instead, until the next
+//! roll; a log that has taken little never has a successor made at all.
+//!
 //! It must never report a batch as written unless every byte of it is in the file (and
 //! synced, under `always`), and a failed batch must leave no trace: it is cut off again
 //! before the next batch, so a failed write can never become corruption in the middle.
@@ -15,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::format::{SEGMENT_HEADER_LEN, SegmentHeader};
 use super::heads::{self, Heads};
+use super::prepare::{self, Preparer};
 use super::recovery::Recovered;
 use super::segment_path;
 use crate::room::{Pos, Room, Rooms};
@@ -51,6 +58,8 @@ pub struct Stats {
     pub records: u64,
     pub fsyncs: u64,
     pub failed_batches: u64,
+    /// Segments rolled into that the preparer had made ahead (the others are appended to).
+    pub prepared_segments: u64,
 }
 
 struct Segment {
@@ -61,11 +70,19 @@ struct Segment {
     newest_ts_ms: u64,
 }
 
+/// Data the active segment holds before its successor is prepared: a log that takes little (a
+/// quiet group, a test) never pays for a spare segment on disk.
+const PREPARE_AFTER: u64 = 256 * 1024;
+
 pub struct LogWriter {
     dir: PathBuf,
     epoch: u64,
     limits: StoreLimits,
     file: File,
+    /// The active segment file's length on disk: past the data, zeros a prepared segment was
+    /// made with. A write below it moves no file end.
+    allocated: u64,
+    preparer: Preparer,
     /// Oldest first; the last is the one being written.
     segments: VecDeque<Segment>,
     total_bytes: u64,
@@ -114,6 +131,10 @@ impl LogWriter {
                 newest_ts_ms: s.newest_ts_ms,
             });
         }
+        let leftovers = prepare::remove_leftovers(dir);
+        if leftovers > 0 {
+            log::info!("log: removed {leftovers} segment file(s) an earlier run left half made");
+        }
         let (file, fresh) = match segments.back() {
             Some(last) if last.len >= SEGMENT_HEADER_LEN as u64 => {
                 let path = segment_path(dir, last.id);
@@ -142,11 +163,17 @@ impl LogWriter {
             }
             total_bytes += SEGMENT_HEADER_LEN as u64;
         }
+        let data_len = segments.back().map_or(0, |s| s.len);
+        // A recovered segment keeps the zeros it was prepared with: recovery ends its data
+        // where they begin.
+        let allocated = file.metadata().map_or(data_len, |m| m.len()).max(data_len);
         Ok(LogWriter {
             dir: dir.to_path_buf(),
             epoch,
             limits,
             file,
+            allocated,
+            preparer: Preparer::start(dir, epoch),
             segments,
             total_bytes,
             unsynced: false,
@@ -169,9 +196,14 @@ impl LogWriter {
         if let Some(len) = self.cut_back_to {
             self.file.set_len(len)?;
             self.cut_back_to = None;
+            self.allocated = len;
         }
         let active = self.active_len();
-        if active >= self.limits.segment_bytes {
+        // An appended segment is left as soon as a prepared one is ready, full or not.
+        let appending = self.allocated <= active;
+        if active >= self.limits.segment_bytes
+            || (appending && self.preparer.has(self.active_id() + 1))
+        {
             self.roll()?;
         }
         let (segment, offset) = self.segments.back().map_or((0, 0), |s| (s.id, s.len));
@@ -197,6 +229,8 @@ impl LogWriter {
                 if let Some(active) = self.segments.back_mut() {
                     active.len += batch.len() as u64;
                 }
+                self.allocated = self.allocated.max(start + batch.len() as u64);
+                self.prepare_successor();
                 self.total_bytes += batch.len() as u64;
                 self.stats.batches += 1;
                 if self.limits.fsync == FsyncPolicy::Always {
@@ -218,8 +252,12 @@ impl LogWriter {
                         "log: cannot store messages, answering STORAGE until the disk recovers: {e}"
                     );
                 }
+                // Cutting gives back the zeros past `start` too: the segment is appended to
+                // until the next roll.
                 if self.file.set_len(start).is_err() {
                     self.cut_back_to = Some(start);
+                } else {
+                    self.allocated = start;
                 }
                 Err(e)
             }
@@ -286,13 +324,59 @@ impl LogWriter {
         self.segments.back().map_or(0, |s| s.len)
     }
 
+    fn active_id(&self) -> u64 {
+        self.segments.back().map_or(0, |s| s.id)
+    }
+
+    /// Asks for the next segment once the active one holds enough to be worth it.
+    fn prepare_successor(&mut self) {
+        let threshold = (self.limits.segment_bytes / 2).min(PREPARE_AFTER);
+        if self.active_len() >= threshold {
+            let len = self.limits.segment_bytes.max(SEGMENT_HEADER_LEN as u64);
+            self.preparer.ask(self.active_id() + 1, len);
+        }
+    }
+
+    /// Whether the active segment has zeros ahead of its data (for tests).
+    #[cfg(test)]
+    pub fn preallocated(&self) -> bool {
+        self.allocated > self.active_len()
+    }
+
+    /// Waits for the segment asked of the preparer (for tests; the writer never waits).
+    #[cfg(test)]
+    pub fn wait_prepared(&mut self) {
+        self.preparer.wait();
+    }
+
     /// Closes the active segment and starts the next. The old segment is synced first under
     /// every policy: recovery treats only the newest segment's tail as possibly torn, so an
     /// older segment must be whole on disk before a newer one exists.
     fn roll(&mut self) -> io::Result<()> {
         self.timed_sync()?;
         let id = self.segments.back().map_or(1, |s| s.id + 1);
-        self.file = create_segment(&self.dir, self.epoch, id)?;
+        let (file, allocated) = match self.preparer.take(id) {
+            Some(prepared) => match self.put_in_place(id) {
+                Ok(()) => {
+                    self.stats.prepared_segments += 1;
+                    (prepared.file, prepared.len)
+                }
+                Err(e) => {
+                    log::warn!("log: cannot put prepared segment {id} in place: {e}");
+                    let _ = std::fs::remove_file(prepare::prep_path(&self.dir, id));
+                    (
+                        create_segment(&self.dir, self.epoch, id)?,
+                        SEGMENT_HEADER_LEN as u64,
+                    )
+                }
+            },
+            None => (
+                create_segment(&self.dir, self.epoch, id)?,
+                SEGMENT_HEADER_LEN as u64,
+            ),
+        };
+        self.file = file;
+        self.allocated = allocated;
         self.segments.push_back(Segment {
             id,
             len: SEGMENT_HEADER_LEN as u64,
@@ -402,6 +486,18 @@ impl LogWriter {
         heads::write(&self.dir, self.epoch, &next)?;
         self.kept = next;
         Ok(())
+    }
+}
+
+impl LogWriter {
+    /// Renames a prepared file to segment `id`'s name, durably: a record synced into it
+    /// must not come back after a power loss under the temporary name recovery ignores.
+    fn put_in_place(&self, id: u64) -> io::Result<()> {
+        std::fs::rename(
+            prepare::prep_path(&self.dir, id),
+            segment_path(&self.dir, id),
+        )?;
+        File::open(&self.dir)?.sync_all()
     }
 }
 
