@@ -215,7 +215,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         };
     }
     if word == "standard" {
-        return crate::standard::parse(&mut p).map(Command::Standard);
+        return match crate::standard::parse(&mut p) {
+            Err(e) if e == "help" => Ok(Command::Help),
+            other => other.map(Command::Standard),
+        };
     }
     if word == "handshakes" {
         return parse_handshakes(&mut p);
