@@ -24,7 +24,7 @@ test:
 # Benchmarks: the durable matrix (fsync policy x senders, 3 runs each), then the standard set
 # (fanout at full speed and with a window of 16, rooms, paced latency with chatd's fsync on and
 # off, idle, connect against chatd, redis-server and nats-server; 3 interleaved rounds, 5 for
-# the latency rows; servers pinned to CPU 0, the bench to CPU 1). About 15 minutes. Needs
+# the latency rows; servers pinned to CPU 0, the bench to CPU 1). About 13 minutes. Needs
 # redis-server and nats-server installed. Writes docs/benchmarks.md and docs/plots/*.svg.
 bench:
 	$(CARGO) build --release --bins
