@@ -453,6 +453,17 @@ mod tests {
     }
 
     #[test]
+    fn publishers_keep_a_thousand_in_flight_unless_told_otherwise() {
+        let live = |words: &[&str]| match run(words) {
+            Ok(Command::Live(l)) => l,
+            other => panic!("expected a live scenario, got {other:?}"),
+        };
+        assert_eq!(live(&["fanout", "--spawn"]).ps.window, 1000);
+        assert_eq!(live(&["rooms", "--spawn"]).ps.window, 1000);
+        assert_eq!(live(&["fanout", "--spawn", "--window", "16"]).ps.window, 16);
+    }
+
+    #[test]
     fn transports_are_a_list_and_tls_is_an_alias() {
         let live = |words: &[&str]| match run(words) {
             Ok(Command::Live(l)) => Ok(l),
