@@ -22,13 +22,15 @@ test:
 	else echo "!!! SKIPPED the web client's JS tests: node is not installed (apt-get install nodejs)"; fi
 
 # Benchmarks: the durable matrix (fsync policy x senders, 3 runs each), then the standard set
-# (fanout, rooms, idle, connect against chatd, redis-server and nats-server; servers pinned to
-# CPU 0, the bench to CPU 1). Needs redis-server and nats-server installed. Writes
-# docs/benchmarks.md and docs/plots/*.svg.
+# (fanout at full speed and with a window of 16, rooms, paced latency with chatd's fsync on and
+# off, idle, connect against chatd, redis-server and nats-server; 3 interleaved rounds, 5 for
+# the latency rows; servers pinned to CPU 0, the bench to CPU 1). About 13 minutes. Needs
+# redis-server and nats-server installed. Writes docs/benchmarks.md and docs/plots/*.svg.
 bench:
 	$(CARGO) build --release --bins
 	$(CARGO) run --release --bin chat-bench -- durable-matrix --spawn --repeat 3
-	./target/release/chat-bench standard --server-cpu 0 --cpu 1 --out docs/benchmarks.md --plots docs/plots
+	./target/release/chat-bench standard --runs 3 --latency-runs 5 --secs 5 \
+		--server-cpu 0 --cpu 1 --out docs/benchmarks.md --plots docs/plots
 
 # The concurrency lab (docs/lab.md): each server model at N = 1, 2, 4 ... 4096 connections of
 # 1 Mbit/s each, each connection in a room of its own and then all in one room, 60 s per run,

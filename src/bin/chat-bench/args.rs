@@ -215,7 +215,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         };
     }
     if word == "standard" {
-        return crate::standard::parse(&mut p).map(Command::Standard);
+        return match crate::standard::parse(&mut p) {
+            Err(e) if e == "help" => Ok(Command::Help),
+            other => other.map(Command::Standard),
+        };
     }
     if word == "handshakes" {
         return parse_handshakes(&mut p);
@@ -447,6 +450,17 @@ mod tests {
         ]);
         assert_eq!(l.server.tls_ca, Some(PathBuf::from("ca.pem")));
         assert_eq!(live(&["fanout", "--spawn"]).transports, [Transport::Plain]);
+    }
+
+    #[test]
+    fn publishers_keep_a_thousand_in_flight_unless_told_otherwise() {
+        let live = |words: &[&str]| match run(words) {
+            Ok(Command::Live(l)) => l,
+            other => panic!("expected a live scenario, got {other:?}"),
+        };
+        assert_eq!(live(&["fanout", "--spawn"]).ps.window, 1000);
+        assert_eq!(live(&["rooms", "--spawn"]).ps.window, 1000);
+        assert_eq!(live(&["fanout", "--spawn", "--window", "16"]).ps.window, 16);
     }
 
     #[test]

@@ -53,7 +53,7 @@ fn main() -> ExitCode {
     };
     match cmd {
         Command::Help => {
-            print!("{USAGE}{}", lab::report::USAGE);
+            print!("{USAGE}\n{}\n{}", standard::USAGE, lab::report::USAGE);
             ExitCode::SUCCESS
         }
         Command::Durable { target, load } => durable(&target, &load),
@@ -66,7 +66,11 @@ fn main() -> ExitCode {
         },
         Command::Live(l) => live(&l),
         Command::Standard(s) => match standard::run_set(&s) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => {
+                eprintln!("chat-bench standard: a run failed or did not balance (see its table)");
+                ExitCode::from(1)
+            }
             Err(e) => {
                 eprintln!("chat-bench: {e}");
                 ExitCode::from(2)

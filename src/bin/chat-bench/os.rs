@@ -78,6 +78,21 @@ pub fn usage_of(pid: u32) -> Usage {
     }
 }
 
+/// How many threads of process `pid` have a name starting with `prefix` (chatd names its
+/// reactors `reactor-N`), from /proc/PID/task/*/comm; `None` when that cannot be read.
+#[cfg(target_os = "linux")]
+pub fn threads_named(pid: u32, prefix: &str) -> Option<usize> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let names = tasks.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok());
+    Some(names.filter(|n| n.starts_with(prefix)).count())
+}
+
+/// Thread names of another process are not read here on other systems.
+#[cfg(not(target_os = "linux"))]
+pub fn threads_named(_pid: u32, _prefix: &str) -> Option<usize> {
+    None
+}
+
 /// Nothing is known how to read on other systems.
 #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
 pub fn usage_of(_pid: u32) -> Usage {

@@ -71,6 +71,7 @@ pub struct Server {
     /// How clients speak WebSocket to it, in a `--transport ws` run.
     pub ws: Option<WsClient>,
     pid: Option<u32>,
+    kind: Kind,
     guard: Guard,
     /// The spawned server's certificate and key, removed once it is stopped.
     pki: Option<Pki>,
@@ -114,6 +115,13 @@ impl Server {
     /// CPU, peak and current RSS of the server; `None` when its pid is unknown.
     pub fn usage(&self) -> Option<Usage> {
         self.pid.map(usage_of)
+    }
+
+    /// How many reactor threads a chatd runs right now (its threads named `reactor-N`);
+    /// `None` for the peers, an unknown pid, or an OS where thread names are not read.
+    pub fn reactors(&self) -> Option<usize> {
+        let pid = self.pid.filter(|_| self.kind == Kind::Chatd)?;
+        crate::os::threads_named(pid, "reactor")
     }
 
     /// Stops a spawned server (a running one is left alone).
@@ -175,6 +183,7 @@ fn spawned(spec: &ServerSpec, connections: usize) -> Result<Server, String> {
                 tls_ca: None,
                 ws: None,
                 pid: Some(d.pid()),
+                kind: spec.kind,
                 guard: Guard::Chatd(d),
                 pki,
             })
@@ -218,6 +227,7 @@ fn running(spec: &ServerSpec, addr: &str) -> Result<Server, String> {
         tls_ca: None,
         ws: None,
         pid: spec.server_pid,
+        kind: spec.kind,
         guard: Guard::Running,
         pki: None,
     })
@@ -313,6 +323,7 @@ fn peer(spec: &ServerSpec, pki: Option<Pki>) -> Result<Server, String> {
         tls_ca: None,
         ws: None,
         pid: Some(child.id()),
+        kind: spec.kind,
         guard: Guard::Peer(PeerChild {
             child,
             dir: conf_dir,

@@ -122,6 +122,28 @@ pub fn median(values: &[f64]) -> Option<f64> {
     }
 }
 
+/// The median, smallest and largest of some figures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// The spread of the figures that were measured; `None` when none was.
+pub fn spread(values: impl IntoIterator<Item = Option<f64>>) -> Option<Spread> {
+    let v: Vec<f64> = values
+        .into_iter()
+        .flatten()
+        .filter(|x| x.is_finite())
+        .collect();
+    Some(Spread {
+        median: median(&v)?,
+        min: v.iter().copied().reduce(f64::min)?,
+        max: v.iter().copied().reduce(f64::max)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,5 +238,21 @@ mod tests {
         assert_eq!(median(&[]), None);
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    #[test]
+    fn spread_is_the_median_and_the_extremes_of_what_was_measured() {
+        let s = spread([Some(3.0), None, Some(1.0), Some(10.0)]).expect("three figures");
+        assert_eq!(
+            s,
+            Spread {
+                median: 3.0,
+                min: 1.0,
+                max: 10.0
+            }
+        );
+        let even = spread([Some(4.0), Some(2.0)]).expect("two figures");
+        assert_eq!(even.median, 3.0);
+        assert_eq!(spread([None, Some(f64::NAN)]), None);
     }
 }

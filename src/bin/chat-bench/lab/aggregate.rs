@@ -9,7 +9,7 @@
 
 use super::line::{Field, Line};
 use super::run::Run;
-use crate::stats::{Percentiles, median};
+use crate::stats::{Percentiles, spread};
 
 /// Which (workload, model, N) a line is about, how many runs were asked for, and the load.
 #[derive(Debug, Clone, Copy)]
@@ -20,28 +20,6 @@ pub struct Head<'a> {
     pub runs: usize,
     pub mbps: f64,
     pub size: usize,
-}
-
-/// The median, smallest and largest of some figures.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Spread {
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
-/// The spread of the figures that were measured; `None` when none was.
-pub fn spread(values: impl IntoIterator<Item = Option<f64>>) -> Option<Spread> {
-    let v: Vec<f64> = values
-        .into_iter()
-        .flatten()
-        .filter(|x| x.is_finite())
-        .collect();
-    Some(Spread {
-        median: median(&v)?,
-        min: v.iter().copied().reduce(f64::min)?,
-        max: v.iter().copied().reduce(f64::max)?,
-    })
 }
 
 /// An ACK latency figure of a run; a run with no ACK has no latency, not a latency of 0.
@@ -227,22 +205,6 @@ mod tests {
             Some(Field::Int(n)) => Some(*n as f64),
             _ => None,
         }
-    }
-
-    #[test]
-    fn spread_is_the_median_and_the_extremes_of_what_was_measured() {
-        let s = spread([Some(3.0), None, Some(1.0), Some(10.0)]).expect("three figures");
-        assert_eq!(
-            s,
-            Spread {
-                median: 3.0,
-                min: 1.0,
-                max: 10.0
-            }
-        );
-        let even = spread([Some(4.0), Some(2.0)]).expect("two figures");
-        assert_eq!(even.median, 3.0);
-        assert_eq!(spread([None, Some(f64::NAN)]), None);
     }
 
     #[test]
