@@ -11,6 +11,7 @@
 #![deny(unsafe_code)]
 
 pub mod auth;
+pub mod batch_frames;
 pub mod cli;
 pub mod client;
 pub mod config;

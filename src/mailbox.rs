@@ -6,10 +6,11 @@
 //! The sequencer wakes a reactor only when its mailbox goes from empty to non-empty: a wake
 //! already pending will find everything pushed after it.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 use mio::Waker;
 
+use crate::batch_frames::Frame;
 use crate::protocol::ErrorCode;
 use crate::room::RoomId;
 
@@ -36,7 +37,7 @@ pub struct Fetched {
     pub conn: ConnRef,
     pub room: RoomId,
     pub from: u64,
-    pub frames: Result<Vec<Arc<[u8]>>, Gone>,
+    pub frames: Result<Vec<Frame>, Gone>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,6 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
+use crate::batch_frames::Frame;
 use crate::protocol::ErrorCode;
 
 /// How much history each room keeps in memory.
@@ -38,7 +39,7 @@ pub const INDEX_STRIDE: u64 = 32;
 /// and, for what is only on disk, a sparse index into the log.
 #[derive(Debug, Default)]
 pub struct Ring {
-    frames: VecDeque<Arc<[u8]>>,
+    frames: VecDeque<Frame>,
     /// Seq of `frames[0]`; meaningful only when `frames` is non-empty.
     window_first: u64,
     /// Newest seq ever assigned in this room (0 if none).
@@ -69,7 +70,7 @@ impl Ring {
     /// Appends the frame for seq `head + 1` and evicts the oldest frames of the window past
     /// the limits. `pos` is where the log stored it; without a log (`None`), eviction from the
     /// window is the end of retention and moves `first`. Returns the seq assigned.
-    pub fn append(&mut self, frame: Arc<[u8]>, limits: RingLimits, pos: Option<Pos>) -> u64 {
+    pub fn append(&mut self, frame: Frame, limits: RingLimits, pos: Option<Pos>) -> u64 {
         self.head += 1;
         if self.first == 0 {
             self.first = self.head;
@@ -148,7 +149,7 @@ impl Ring {
         &self,
         cursor: u64,
         max: usize,
-        mut sink: impl FnMut(&Arc<[u8]>),
+        mut sink: impl FnMut(&Frame),
     ) -> Result<u64, Behind> {
         if cursor > self.head {
             return Ok(cursor);
@@ -309,7 +310,7 @@ impl Rooms {
 mod tests {
     use super::*;
 
-    fn frame(n: u8, len: usize) -> Arc<[u8]> {
+    fn frame(n: u8, len: usize) -> Frame {
         vec![n; len].into()
     }
 

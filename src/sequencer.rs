@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::batch_frames::Frame;
 use crate::mailbox::{ConnRef, Mailbox, Stored};
 use crate::metrics::Metrics;
 use crate::protocol::ErrorCode;
@@ -82,22 +83,19 @@ impl Sequencer {
             }
             let ts_ms = now_ms();
             let outcome = self.write_batch(&mut batch, &mut records, &mut placed, ts_ms);
+            if let Ok(base) = &outcome {
+                for submit in &batch {
+                    if !rooms.iter().any(|r| Arc::ptr_eq(r, &submit.room)) {
+                        rooms.push(Arc::clone(&submit.room));
+                    }
+                }
+                for room in &rooms {
+                    self.publish(room, &batch, &placed, *base, ts_ms);
+                }
+            }
             for (i, submit) in batch.drain(..).enumerate() {
                 let result = match (&outcome, placed.get(i)) {
-                    (Ok(base), Some(&(seq, offset))) => {
-                        let pos = Pos {
-                            segment: base.segment,
-                            offset: base.offset + offset as u64,
-                        };
-                        submit
-                            .room
-                            .write(|ring| ring.append(submit.frame, self.ring, Some(pos)));
-                        self.log.note(&submit.room, seq, ts_ms);
-                        if !rooms.iter().any(|r| Arc::ptr_eq(r, &submit.room)) {
-                            rooms.push(Arc::clone(&submit.room));
-                        }
-                        Ok(seq)
-                    }
+                    (Ok(_), Some(&(seq, _))) => Ok(seq),
                     _ => Err(ErrorCode::Storage),
                 };
                 if let Some(acks) = stored.get_mut(submit.reactor) {
@@ -127,6 +125,37 @@ impl Sequencer {
         }
         self.log.sync(Instant::now());
         self.log
+    }
+
+    /// Appends the stored messages of `room` in this batch to its ring, in seq order, their
+    /// frames back to back in one buffer: a member owed several is sent them as one slice.
+    fn publish(
+        &mut self,
+        room: &Arc<Room>,
+        batch: &[Submit],
+        placed: &[(u64, usize)],
+        base: Pos,
+        ts_ms: u64,
+    ) {
+        let mine = || {
+            batch
+                .iter()
+                .zip(placed)
+                .filter(|(submit, _)| Arc::ptr_eq(&submit.room, room))
+        };
+        let frames = Frame::together(mine().map(|(submit, _)| &submit.frame[..]));
+        room.write(|ring| {
+            for (frame, (_, &(_, offset))) in frames.into_iter().zip(mine()) {
+                let pos = Pos {
+                    segment: base.segment,
+                    offset: base.offset + offset as u64,
+                };
+                ring.append(frame, self.ring, Some(pos));
+            }
+        });
+        for (_, &(seq, _)) in mine() {
+            self.log.note(room, seq, ts_ms);
+        }
     }
 
     /// Publishes the log's figures to the metrics.
@@ -189,4 +218,103 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mailbox::Delivery;
+    use crate::protocol::{ServerFrame, encode_server};
+    use crate::room::Rooms;
+    use crate::store::{FsyncPolicy, RecoveryMode, Retention, StoreLimits, recover};
+
+    const RING: RingLimits = RingLimits {
+        messages: 100,
+        bytes: 1 << 20,
+    };
+
+    fn unstamped(room: &str, text: &str) -> Arc<[u8]> {
+        let mut out = Vec::new();
+        let frame = ServerFrame::Msg {
+            room,
+            seq: 0,
+            ts_ms: 0,
+            user: "u",
+            text,
+        };
+        encode_server(&frame, &mut out);
+        out.into()
+    }
+
+    #[test]
+    fn one_batch_lands_in_each_ring_back_to_back_in_seq_order_and_is_acked_in_order() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let rooms = Rooms::new(10, 1, RING);
+        let recovered = recover(tmp.path(), 1, RecoveryMode::TolerateTornTail).expect("recover");
+        let limits = StoreLimits {
+            segment_bytes: 1 << 20,
+            fsync: FsyncPolicy::Never,
+            retention: Retention {
+                max_bytes: None,
+                max_age: None,
+            },
+        };
+        let log = LogWriter::open(tmp.path(), 1, limits, &recovered, &rooms).expect("open");
+        let poll = mio::Poll::new().expect("poll");
+        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker");
+        let mailboxes: Arc<[Mailbox]> = Arc::from(vec![Mailbox::new(waker)]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let a = rooms.open("#a").expect("room a");
+        let b = rooms.open("#b").expect("room b");
+        // Interleaved, all queued before the sequencer starts: one batch.
+        for (id, room) in [&a, &b, &a, &a, &b].into_iter().enumerate() {
+            let submit = Submit {
+                room: Arc::clone(room),
+                frame: unstamped(&room.name, &format!("m{id}")),
+                reactor: 0,
+                conn: ConnRef { key: 1, serial: 1 },
+                id: id as u64,
+            };
+            tx.send(submit).expect("send");
+        }
+        drop(tx);
+        let metrics = Arc::new(Metrics::new(1));
+        Sequencer {
+            inbox: rx,
+            mailboxes: Arc::clone(&mailboxes),
+            ring: RING,
+            log,
+            metrics,
+        }
+        .run();
+        let mut got = Delivery::default();
+        mailboxes[0].take(&mut got);
+        let acks: Vec<(u64, Result<u64, ErrorCode>)> =
+            got.stored.iter().map(|s| (s.id, s.result)).collect();
+        assert_eq!(
+            acks,
+            [(0, Ok(1)), (1, Ok(1)), (2, Ok(2)), (3, Ok(3)), (4, Ok(2))]
+        );
+        for (room, texts) in [(&a, ["m0", "m2", "m3"].as_slice()), (&b, &["m1", "m4"])] {
+            let mut frames: Vec<Frame> = Vec::new();
+            room.read(|ring| ring.read_from(1, 10, |f| frames.push(f.clone())))
+                .expect("in the window");
+            assert_eq!(frames.len(), texts.len());
+            for pair in frames.windows(2) {
+                assert!(
+                    pair[0].joins(&pair[1]),
+                    "{}: stored back to back",
+                    room.name
+                );
+            }
+            for (seq, (frame, text)) in frames.iter().zip(texts).enumerate() {
+                assert!(
+                    frame.ends_with(text.as_bytes()),
+                    "{} seq {}: {frame:?}",
+                    room.name,
+                    seq + 1
+                );
+            }
+        }
+    }
 }

@@ -14,6 +14,7 @@
 //! copy of, a MSG not of its room), and never hand the session anything the real server
 //! would not.
 
+use crate::batch_frames::Frame;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -130,13 +131,27 @@ impl FakeEnv {
     /// seqs go to the next messages. Returns each SEND's id and answer.
     pub fn settle(&mut self, s: &mut Session, synced: bool) -> Vec<(u64, Result<u64, ErrorCode>)> {
         let mut answers = Vec::new();
-        for m in std::mem::take(&mut self.in_flight) {
+        let in_flight = std::mem::take(&mut self.in_flight);
+        if synced {
+            // As the sequencer does: each room's frames of the batch back to back in one buffer.
+            let mut rooms: Vec<&Arc<Room>> = Vec::new();
+            for m in &in_flight {
+                if !rooms.iter().any(|r| Arc::ptr_eq(r, &m.room)) {
+                    rooms.push(&m.room);
+                }
+            }
+            for room in rooms {
+                let mine = || in_flight.iter().filter(|m| Arc::ptr_eq(&m.room, room));
+                let frames = Frame::together(mine().map(|m| &m.frame[..]));
+                for (frame, m) in frames.into_iter().zip(mine()) {
+                    let seq = room.write(|ring| ring.append(frame, self.limits.ring, None));
+                    assert_eq!(seq, m.seq, "the ring and the log disagree");
+                }
+            }
+        }
+        for m in in_flight {
             let result = if synced {
-                let seq = m
-                    .room
-                    .write(|ring| ring.append(m.frame, self.limits.ring, None));
-                assert_eq!(seq, m.seq, "the ring and the log disagree");
-                Ok(seq)
+                Ok(m.seq)
             } else {
                 if let Some(log) = self.log.get_mut(&m.room.id) {
                     log.truncate(usize::try_from(m.seq - 1).unwrap_or(usize::MAX));
@@ -170,7 +185,8 @@ impl FakeEnv {
         if self.in_flight.len() == 1 {
             // Nothing else in flight: this message is its own batch, synced at once.
             if let Some(m) = self.in_flight.pop() {
-                let got = room.write(|ring| ring.append(m.frame, self.limits.ring, None));
+                let got =
+                    room.write(|ring| ring.append(Frame::whole(m.frame), self.limits.ring, None));
                 assert_eq!(got, seq, "the ring and the log disagree");
             }
         }
@@ -229,11 +245,12 @@ impl FakeEnv {
                     .unwrap_or(usize::MAX)
                     .saturating_add(start)
                     .min(end);
-                let frames = log.get(start..stop).unwrap_or_default().to_vec();
+                let frames = log.get(start..stop).unwrap_or_default();
                 if frames.is_empty() {
                     Err(Gone)
                 } else {
-                    Ok(frames)
+                    // As the archive answers: the frames back to back in one buffer.
+                    Ok(Frame::together(frames.iter().map(|f| &f[..])))
                 }
             };
             s.on_fetched(room.id, from, frames, self.now);

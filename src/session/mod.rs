@@ -12,6 +12,7 @@
 pub mod outbox;
 pub mod rate;
 
+use crate::batch_frames::Frame;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -540,7 +541,7 @@ impl Session {
             }
             match m
                 .room
-                .read(|ring| ring.read_from(cursor, take, |f| out.push_shared(Arc::clone(f))))
+                .read(|ring| ring.read_from(cursor, take, |f| out.push_shared(f.clone())))
             {
                 Ok(next) => {
                     budget =
@@ -563,7 +564,7 @@ impl Session {
         &mut self,
         room: RoomId,
         from: u64,
-        frames: Result<Vec<Arc<[u8]>>, Gone>,
+        frames: Result<Vec<Frame>, Gone>,
         now: Instant,
     ) {
         let may_fill = self.may_fill();

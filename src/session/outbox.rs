@@ -8,8 +8,8 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
-use std::sync::Arc;
 
+use crate::batch_frames::Frame;
 use crate::protocol::{ServerFrame, encode_server};
 
 /// Most buffers handed to one `writev`: enough to fill a socket buffer with small messages,
@@ -19,14 +19,14 @@ pub const MAX_IOV: usize = 64;
 #[derive(Debug)]
 enum Chunk {
     Owned(Vec<u8>),
-    Shared(Arc<[u8]>),
+    Shared(Frame),
 }
 
 impl Chunk {
     fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Owned(v) => v,
-            Chunk::Shared(a) => a,
+            Chunk::Shared(f) => f,
         }
     }
 }
@@ -77,7 +77,7 @@ impl Outbox {
     }
 
     /// Queues a ring frame by reference.
-    pub fn push_shared(&mut self, frame: Arc<[u8]>) {
+    pub fn push_shared(&mut self, frame: Frame) {
         self.chunks.push_back(Chunk::Shared(frame));
     }
 
@@ -114,12 +114,26 @@ impl Outbox {
     pub fn write_counted(&mut self, w: &mut impl Write, sent: impl FnMut(u8)) -> io::Result<usize> {
         let mut slices = [IoSlice::new(&[]); MAX_IOV];
         let mut count = 0;
-        for (slot, chunk) in slices.iter_mut().zip(self.chunks.iter()) {
-            let bytes = chunk.bytes();
-            let bytes = if count == 0 {
-                bytes.get(self.front_written..).unwrap_or_default()
-            } else {
-                bytes
+        let mut chunks = self.chunks.iter().peekable();
+        for slot in &mut slices {
+            let Some(chunk) = chunks.next() else {
+                break;
+            };
+            let skip = if count == 0 { self.front_written } else { 0 };
+            let bytes = match chunk {
+                Chunk::Owned(buf) => buf.get(skip..).unwrap_or_default(),
+                // Frames stored together lie back to back: one slice for the whole run.
+                Chunk::Shared(first) => {
+                    let mut last = first;
+                    while let Some(Chunk::Shared(next)) = chunks.peek() {
+                        if !last.joins(next) {
+                            break;
+                        }
+                        last = next;
+                        chunks.next();
+                    }
+                    first.run_to(skip, last)
+                }
             };
             *slot = IoSlice::new(bytes);
             count += 1;
@@ -217,11 +231,11 @@ mod tests {
     fn partial_writes_keep_frames_whole_and_in_order() {
         let pong = ServerFrame::Pong { nonce: 7 };
         let ack = ServerFrame::Ack { id: 1, seq: 2 };
-        let shared: Arc<[u8]> = vec![9u8; 40].into();
+        let shared: Frame = vec![9u8; 40].into();
         let mut out = Outbox::default();
         out.push_frame(&pong);
         out.push_frame(&ack);
-        out.push_shared(Arc::clone(&shared));
+        out.push_shared(shared.clone());
         assert_eq!(
             out.chunk_count(),
             2,
@@ -255,6 +269,73 @@ mod tests {
                 .expect("trickle");
         }
         assert_eq!(kinds, vec![0x86, 0x85, 0x84]);
+    }
+
+    /// Records how many buffers each `writev` was handed, and takes at most `cap` bytes.
+    struct Counting {
+        taken: Vec<u8>,
+        buffers: Vec<usize>,
+        cap: usize,
+    }
+
+    impl Write for Counting {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.write_vectored(&[IoSlice::new(buf)])
+        }
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.buffers.push(bufs.len());
+            let mut total = 0;
+            for b in bufs {
+                let n = b.len().min(self.cap - total);
+                self.taken.extend_from_slice(b.get(..n).unwrap_or_default());
+                total += n;
+            }
+            Ok(total)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn frames_stored_together_go_out_as_one_buffer_and_partial_writes_resume_inside_the_run() {
+        let parts: Vec<Vec<u8>> = (1..=5u8).map(|n| vec![n; 10]).collect();
+        let stored = Frame::together(parts.iter().map(Vec::as_slice));
+        let alone: Frame = vec![9u8; 10].into();
+        let mut out = Outbox::default();
+        out.push_frame(&ServerFrame::Pong { nonce: 1 });
+        for f in &stored {
+            out.push_shared(f.clone());
+        }
+        out.push_shared(alone.clone());
+        let mut sink = Counting {
+            taken: Vec::new(),
+            buffers: Vec::new(),
+            cap: 13 + 25,
+        };
+        out.write_to(&mut sink).expect("first write");
+        assert_eq!(
+            sink.buffers,
+            vec![3],
+            "the PONG, the run of five stored frames, the frame alone"
+        );
+        // 25 bytes into the run: frames 1 and 2 gone, frame 3 half written.
+        assert_eq!(out.chunk_count(), 4);
+        sink.cap = 1000;
+        out.write_to(&mut sink).expect("second write");
+        assert_eq!(
+            sink.buffers,
+            vec![3, 2],
+            "the rest of the run, the frame alone"
+        );
+        let mut want = Vec::new();
+        encode_server(&ServerFrame::Pong { nonce: 1 }, &mut want);
+        for p in &parts {
+            want.extend_from_slice(p);
+        }
+        want.extend_from_slice(&alone);
+        assert_eq!(sink.taken, want);
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::sync::mpsc::Receiver;
 
 use super::format::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, decode_record};
 use super::segment_path;
+use crate::batch_frames::Frame;
 use crate::mailbox::{ConnRef, Fetched, Gone, Mailbox};
 use crate::room::Room;
 
@@ -88,12 +89,14 @@ pub(super) fn read_history(
     from: u64,
     max: u64,
     reader: &mut SegmentReader,
-) -> Result<Vec<Arc<[u8]>>, Gone> {
+) -> Result<Vec<Frame>, Gone> {
     let (start, (first, head)) = room.read(|ring| (ring.locate(from), ring.bounds()));
     let Some(mut pos) = start.filter(|_| first != 0 && from >= first && from <= head) else {
         return Err(Gone);
     };
-    let mut frames: Vec<Arc<[u8]>> = Vec::new();
+    // The frames back to back in one buffer, so a member is sent them as one slice.
+    let mut frames: Vec<u8> = Vec::new();
+    let mut lens: Vec<u32> = Vec::new();
     let mut bytes = 0;
     let mut next = from;
     let mut buf = Vec::new();
@@ -102,7 +105,7 @@ pub(super) fn read_history(
             break;
         };
         loop {
-            if frames.len() as u64 >= max || bytes >= FETCH_BYTES || next > head {
+            if lens.len() as u64 >= max || bytes >= FETCH_BYTES || next > head {
                 break 'segments;
             }
             match read_record(&mut file, &mut buf) {
@@ -120,7 +123,8 @@ pub(super) fn read_history(
                 break 'segments;
             }
             bytes += record.frame.len();
-            frames.push(Arc::from(record.frame));
+            frames.extend_from_slice(record.frame);
+            lens.push(u32::try_from(record.frame.len()).unwrap_or(u32::MAX));
             next += 1;
         }
         pos = crate::room::Pos {
@@ -128,10 +132,10 @@ pub(super) fn read_history(
             offset: SEGMENT_HEADER_LEN as u64,
         };
     }
-    if frames.is_empty() {
+    if lens.is_empty() {
         Err(Gone)
     } else {
-        Ok(frames)
+        Ok(Frame::split(frames, &lens))
     }
 }
 

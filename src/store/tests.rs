@@ -4,7 +4,6 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::format::{SEGMENT_HEADER_LEN, encode_record};
@@ -656,7 +655,7 @@ pub(super) fn send_to(log: &mut LogWriter, rooms: &Rooms, room: &str, count: u64
         let mut batch = Vec::new();
         encode_record(&frame, &mut batch);
         log.write(&batch, Instant::now()).expect("write");
-        r.write(|ring| ring.append(Arc::from(frame), RING, Some(pos)));
+        r.write(|ring| ring.append(frame.into(), RING, Some(pos)));
         log.note(&r, seq, 0);
     }
 }
