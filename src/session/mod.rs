@@ -37,8 +37,11 @@ pub const MAX_IN_FLIGHT: u32 = 256;
 /// Bytes of queued control frames past which we stop reading from a client until it reads.
 pub const OUT_HIGH_WATER: usize = 64 * 1024;
 
-/// Room frames the outbox is topped up to; the rest of a backlog stays in the ring.
-pub const FILL_TARGET: usize = outbox::MAX_IOV;
+/// Room frames the outbox is topped up to; the rest of a backlog stays in the ring. Frames
+/// stored together go to the kernel as one buffer, so this is not bound to `MAX_IOV`: 256 cut
+/// the server's CPU per delivery of a 1 -> 1000 fanout by 15-35% against 64 (1024 did no
+/// better), at 32 bytes of queue per frame while a member is owed that many.
+pub const FILL_TARGET: usize = 256;
 
 /// The name a server gives itself in WELCOME.
 pub const SERVER_NAME: &str = concat!("chatd/", env!("CARGO_PKG_VERSION"));
