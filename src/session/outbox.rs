@@ -4,7 +4,9 @@
 //! they follow each other. Room messages are `Arc`s of the ring's own frames: queued by
 //! reference, never copied. The queue holds only a small window of what a member is owed
 //! (the rest stays in the ring behind the member's cursor), so its size never grows with a
-//! backlog.
+//! backlog. The queue itself lives behind one pointer, made when a frame is queued and given
+//! back once the connection is idle again (`shrink_if_idle`), so that an idle connection's
+//! outbox is 8 bytes and no heap.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -31,8 +33,14 @@ impl Chunk {
     }
 }
 
+/// The queue itself, boxed: an idle connection holds none, and pays one pointer for it.
 #[derive(Debug, Default)]
 pub struct Outbox {
+    queue: Option<Box<Queue>>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
     chunks: VecDeque<Chunk>,
     /// Bytes of the front chunk already written.
     front_written: usize,
@@ -40,25 +48,78 @@ pub struct Outbox {
     owned_bytes: usize,
 }
 
+// Every connection carries an outbox, nearly always empty: one pointer.
+const _: () = assert!(std::mem::size_of::<Outbox>() == 8);
+
 impl Outbox {
     pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
+        self.queue.as_ref().is_none_or(|q| q.chunks.is_empty())
     }
 
     /// Chunks queued, the first possibly partly written.
     pub fn chunk_count(&self) -> usize {
-        self.chunks.len()
+        self.queue.as_ref().map_or(0, |q| q.chunks.len())
     }
 
     /// Bytes of control frames queued and not yet written; reading from a client pauses while
     /// this is high, so a client that pipelines requests without reading answers cannot make
     /// us buffer without bound.
     pub fn owned_bytes(&self) -> usize {
-        self.owned_bytes
+        self.queue.as_ref().map_or(0, |q| q.owned_bytes)
+    }
+
+    /// The queue, made if there is none.
+    fn queue(&mut self) -> &mut Queue {
+        self.queue.get_or_insert_with(Box::default)
     }
 
     /// Queues a control frame, appending to the last owned buffer when there is one.
     pub fn push_frame(&mut self, frame: &ServerFrame<'_>) {
+        self.queue().push_frame(frame);
+    }
+
+    /// Queues a ring frame by reference.
+    pub fn push_shared(&mut self, frame: Arc<[u8]>) {
+        self.queue().chunks.push_back(Chunk::Shared(frame));
+    }
+
+    /// Drops every chunk not yet started. The partly written front chunk stays, so that the
+    /// byte stream remains a sequence of whole frames.
+    pub fn discard_unstarted(&mut self) {
+        if let Some(q) = self.queue.as_mut() {
+            q.discard_unstarted();
+        }
+    }
+
+    /// Releases the queue's memory if it is empty, so that an idle connection holds none.
+    pub fn shrink_if_idle(&mut self) {
+        if self.is_empty() {
+            self.queue = None;
+        }
+    }
+
+    /// Writes as much as one `writev` takes.
+    ///
+    /// # Errors
+    /// Whatever the writer returns, `WouldBlock` included; nothing is consumed then.
+    pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<usize> {
+        self.write_counted(w, |_| {})
+    }
+
+    /// Like `write_to`, and calls `sent` with the kind of every frame that left whole.
+    ///
+    /// # Errors
+    /// Whatever the writer returns, `WouldBlock` included; nothing is consumed then.
+    pub fn write_counted(&mut self, w: &mut impl Write, sent: impl FnMut(u8)) -> io::Result<usize> {
+        match self.queue.as_mut() {
+            Some(q) => q.write_counted(w, sent),
+            None => w.write_vectored(&[]),
+        }
+    }
+}
+
+impl Queue {
+    fn push_frame(&mut self, frame: &ServerFrame<'_>) {
         let before = match self.chunks.back_mut() {
             Some(Chunk::Owned(buf)) => {
                 let before = buf.len();
@@ -76,14 +137,7 @@ impl Outbox {
         self.owned_bytes += before;
     }
 
-    /// Queues a ring frame by reference.
-    pub fn push_shared(&mut self, frame: Arc<[u8]>) {
-        self.chunks.push_back(Chunk::Shared(frame));
-    }
-
-    /// Drops every chunk not yet started. The partly written front chunk stays, so that the
-    /// byte stream remains a sequence of whole frames.
-    pub fn discard_unstarted(&mut self) {
+    fn discard_unstarted(&mut self) {
         let keep = usize::from(self.front_written > 0);
         while self.chunks.len() > keep {
             if let Some(Chunk::Owned(buf)) = self.chunks.pop_back() {
@@ -92,26 +146,7 @@ impl Outbox {
         }
     }
 
-    /// Releases the queue's memory if it is empty, so that an idle connection holds none.
-    pub fn shrink_if_idle(&mut self) {
-        if self.chunks.is_empty() && self.chunks.capacity() > 0 {
-            self.chunks = VecDeque::new();
-        }
-    }
-
-    /// Writes as much as one `writev` takes.
-    ///
-    /// # Errors
-    /// Whatever the writer returns, `WouldBlock` included; nothing is consumed then.
-    pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<usize> {
-        self.write_counted(w, |_| {})
-    }
-
-    /// Like `write_to`, and calls `sent` with the kind of every frame that left whole.
-    ///
-    /// # Errors
-    /// Whatever the writer returns, `WouldBlock` included; nothing is consumed then.
-    pub fn write_counted(&mut self, w: &mut impl Write, sent: impl FnMut(u8)) -> io::Result<usize> {
+    fn write_counted(&mut self, w: &mut impl Write, sent: impl FnMut(u8)) -> io::Result<usize> {
         let mut slices = [IoSlice::new(&[]); MAX_IOV];
         let mut count = 0;
         for (slot, chunk) in slices.iter_mut().zip(self.chunks.iter()) {
