@@ -5,8 +5,8 @@
 //! The kernel pays for every buffer of a `writev` (each is a separate user copy), and on this
 //! project's test machine 64 buffers of 130 bytes cost 2.5 times the CPU of one buffer of the
 //! same 8,320 bytes (see `docs/architecture.md`, "Fanout"). Frames stored together lie next
-//! to each other, so the outbox hands the kernel one buffer for a whole run of them
-//! ([`Frame::joins`]).
+//! to each other, so the outbox queues a whole run of them as one
+//! frame ([`Frame::absorb`]) and hands the kernel one buffer for it.
 //!
 //! A frame never changes once made, and never exposes bytes outside its own slice.
 
@@ -82,16 +82,19 @@ impl Frame {
         Arc::ptr_eq(&self.buf, &next.buf) && self.start + self.len == next.start
     }
 
-    /// The bytes from `from` bytes into this frame to the end of `last`, which must be a
-    /// frame this one [`joins`](Frame::joins) through a run (else: this frame's own rest).
-    pub fn run_to(&self, from: usize, last: &Frame) -> &[u8] {
-        let start = self.start as usize + from;
-        let end = if Arc::ptr_eq(&self.buf, &last.buf) && last.start >= self.start {
-            last.start as usize + last.len as usize
-        } else {
-            self.start as usize + self.len as usize
-        };
-        self.buf.get(start..end).unwrap_or_default()
+    /// Makes this frame cover `next` too, if `next` [`joins`](Frame::joins) it: a run of
+    /// frames stored together becomes one slice. Returns whether it did.
+    pub fn absorb(&mut self, next: &Frame) -> bool {
+        if !self.joins(next) {
+            return false;
+        }
+        match self.len.checked_add(next.len) {
+            Some(len) => {
+                self.len = len;
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -137,8 +140,12 @@ mod tests {
         assert!(frames[1].joins(&frames[2]));
         assert!(!frames[0].joins(&frames[2]), "not next to each other");
         assert!(!frames[1].joins(&frames[0]), "not in this order");
-        assert_eq!(frames[0].run_to(1, &frames[2]), b"bcdefghi");
-        assert_eq!(frames[1].run_to(0, &frames[1]), b"de");
+        let mut run = frames[0].clone();
+        assert!(run.absorb(&frames[1]));
+        assert!(!run.absorb(&frames[0]), "a frame already in the run");
+        assert!(run.absorb(&frames[2]));
+        assert_eq!(run.bytes(), b"abcdefghi");
+        assert_eq!(frames[0].bytes(), b"abc", "the parts are untouched");
     }
 
     #[test]
@@ -146,7 +153,9 @@ mod tests {
         let a = Frame::whole(Arc::from(&b"abc"[..]));
         let b = Frame::whole(Arc::from(&b"def"[..]));
         assert!(!a.joins(&b));
-        assert_eq!(a.run_to(0, &b), b"abc", "a run never leaves its buffer");
+        let mut run = a.clone();
+        assert!(!run.absorb(&b), "a run never leaves its buffer");
+        assert_eq!(run.bytes(), b"abc");
         assert_eq!(a, Frame::from(b"abc".to_vec()));
     }
 }

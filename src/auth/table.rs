@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use subtle::{Choice, ConstantTimeEq};
 
@@ -17,10 +18,11 @@ use super::file::{Digest, Entry, digest};
 /// comparison as a known one. Its value never matters: the result is masked by "user known".
 const DUMMY_DIGEST: Digest = [0; 32];
 
-/// Every user and the SHA-256 of their token.
+/// Every user and the SHA-256 of their token. The names are shared: a logged-in session keeps
+/// its user's name as a reference to this table's, not as a copy of its own.
 #[derive(Default, Clone, PartialEq, Eq)]
 pub struct Table {
-    users: HashMap<String, Digest>,
+    users: HashMap<Arc<str>, Digest>,
 }
 
 /// Why a logged-in user's session must end after the table changed.
@@ -45,18 +47,30 @@ impl Revoked {
 impl Table {
     pub fn from_entries(entries: &[Entry]) -> Table {
         Table {
-            users: entries.iter().map(|e| (e.name.clone(), e.digest)).collect(),
+            users: entries
+                .iter()
+                .map(|e| (Arc::from(e.name.as_str()), e.digest))
+                .collect(),
         }
     }
 
     /// Whether `token` is `user`'s token.
     pub fn verify(&self, user: &str, token: &str) -> bool {
+        self.login(user, token).is_some()
+    }
+
+    /// The table's own copy of `user`'s name, if `token` is their token.
+    pub fn login(&self, user: &str, token: &str) -> Option<Arc<str>> {
         let presented = digest(token.as_bytes());
-        let (expected, known) = match self.users.get(user) {
-            Some(d) => (d, Choice::from(1)),
-            None => (&DUMMY_DIGEST, Choice::from(0)),
+        let (name, expected, known) = match self.users.get_key_value(user) {
+            Some((name, d)) => (Some(name), d, Choice::from(1)),
+            None => (None, &DUMMY_DIGEST, Choice::from(0)),
         };
-        bool::from(presented.ct_eq(expected) & known)
+        if bool::from(presented.ct_eq(expected) & known) {
+            name.map(Arc::clone)
+        } else {
+            None
+        }
     }
 
     /// Whether a session of `user`, logged in against this table, must end under `newer`.
@@ -103,6 +117,16 @@ mod tests {
             })
             .collect();
         Table::from_entries(&entries)
+    }
+
+    #[test]
+    fn a_login_shares_the_tables_name() {
+        let t = table(&[("alice", "a-token")]);
+        let first = t.login("alice", "a-token").expect("alice's token");
+        let second = t.login("alice", "a-token").expect("alice's token");
+        assert_eq!(&*first, "alice");
+        assert!(Arc::ptr_eq(&first, &second), "no copy per session");
+        assert!(t.login("alice", "b-token").is_none());
     }
 
     #[test]

@@ -78,7 +78,6 @@ impl<'a> Reader<'a> {
         config: &'a PairConfig,
         session: u64,
     ) -> Reader<'a> {
-        let burst = config.limits.send_burst;
         Reader {
             socket,
             notes: File::from(notes),
@@ -88,7 +87,7 @@ impl<'a> Reader<'a> {
             session,
             user: None,
             rooms: Vec::new(),
-            bucket: TokenBucket::new(burst, Instant::now()),
+            bucket: TokenBucket::new(Instant::now()),
             out: Vec::new(),
             stored: false,
         }

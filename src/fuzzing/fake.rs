@@ -45,6 +45,9 @@ pub struct InFlight {
 
 pub struct FakeEnv {
     pub now: Instant,
+    /// The names of [`USERS`], shared with every session that logs in, as the real users
+    /// table shares its own.
+    users: Vec<Arc<str>>,
     pub limits: Limits,
     pub rooms: Rooms,
     /// SENDs handed to the sequencer and not yet written.
@@ -72,6 +75,7 @@ impl FakeEnv {
         tweak(&mut limits);
         FakeEnv {
             now: Instant::now(),
+            users: USERS.iter().map(|&(u, _)| Arc::from(u)).collect(),
             rooms: Rooms::new(limits.max_rooms, 1, limits.ring),
             limits,
             submitted: Vec::new(),
@@ -278,8 +282,9 @@ impl Env for FakeEnv {
         self.sessions += 1;
         self.sessions
     }
-    fn authenticate(&self, user: &str, token: &str) -> bool {
-        USERS.iter().any(|&(u, t)| u == user && t == token)
+    fn authenticate(&self, user: &str, token: &str) -> Option<Arc<str>> {
+        let i = USERS.iter().position(|&(u, t)| u == user && t == token)?;
+        self.users.get(i).cloned()
     }
     fn open_room(&mut self, name: &str) -> Result<Arc<Room>, ErrorCode> {
         self.rooms.open(name)

@@ -52,6 +52,19 @@ impl Scratch {
     }
 }
 
+// Every connection, idle or not, costs at least this (see "Memory per idle connection" in
+// docs/architecture.md): the reactor keeps its `Conn`s inline in a slab, and that is most of
+// what an idle connection holds. The slab's entry is `Vacant(usize)` or `Occupied(Conn)`,
+// laid out like an `Option<Conn>`: the vacant case must fit in the `Conn`'s niches, or every
+// entry grows by 8 bytes. In debug builds mio's `TcpStream` also remembers which `Poll` it is
+// registered with, 8 bytes more.
+#[cfg(not(debug_assertions))]
+const CONN_BYTES: usize = 168;
+#[cfg(debug_assertions)]
+const CONN_BYTES: usize = 176;
+const _: () = assert!(std::mem::size_of::<Conn>() == CONN_BYTES);
+const _: () = assert!(std::mem::size_of::<Option<Conn>>() == CONN_BYTES);
+
 pub struct Conn {
     pub stream: TcpStream,
     pub peer: IpAddr,

@@ -79,8 +79,8 @@ impl<M: Members> Env for ConnEnv<'_, M> {
         self.shared.next_session_id()
     }
 
-    fn authenticate(&self, user: &str, token: &str) -> bool {
-        self.users.verify(user, token)
+    fn authenticate(&self, user: &str, token: &str) -> Option<Arc<str>> {
+        self.users.login(user, token)
     }
 
     fn open_room(&mut self, name: &str) -> Result<Arc<Room>, ErrorCode> {

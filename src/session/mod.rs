@@ -11,6 +11,8 @@
 
 pub mod outbox;
 pub mod rate;
+mod rooms;
+mod stamp;
 
 use crate::batch_frames::Frame;
 use std::sync::Arc;
@@ -27,6 +29,8 @@ use crate::room::{Behind, Room, RoomId};
 
 pub use outbox::Outbox;
 use rate::TokenBucket;
+use rooms::{Membership, Rooms};
+use stamp::Stamp;
 
 /// How long a closing connection may take to flush before it is cut.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -53,7 +57,9 @@ pub trait Env {
     fn epoch(&self) -> u64;
     /// A number no other session of this server run has.
     fn session_id(&mut self) -> u64;
-    fn authenticate(&self, user: &str, token: &str) -> bool;
+    /// `user`'s name, shared with the users table (so that a session holds no copy of its
+    /// own), if `token` is their token.
+    fn authenticate(&self, user: &str, token: &str) -> Option<Arc<str>>;
     /// The room of that name, created if need be.
     ///
     /// # Errors
@@ -97,35 +103,27 @@ pub trait Env {
     }
 }
 
+/// Each state keeps the one instant its timer needs, so that a session carries one clock
+/// reading for its state rather than one per timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Waiting for HELLO until the deadline.
-    Handshake {
-        deadline: Instant,
-    },
-    Ready,
+    Handshake { deadline: Stamp },
+    /// Chatting; closed if no frame comes for the idle timeout after `last_frame`.
+    Ready { last_frame: Stamp },
     /// Reads nothing more; once no ACK is owed, sends `then` (if any) and closes.
     Draining {
         then: Option<ErrorCode>,
-        deadline: Instant,
+        deadline: Stamp,
     },
     /// Flushes what is queued, then closes; cut at the deadline. After BYE (`finish`), the
     /// room messages stored before the BYE took effect are still owed and sent first.
+    /// `ended_by`: the fatal error that ended the session, if one did.
     Closing {
-        deadline: Instant,
+        deadline: Stamp,
         finish: bool,
+        ended_by: Option<ErrorCode>,
     },
-}
-
-/// A room this session has joined, and the next seq it is owed there.
-#[derive(Debug)]
-struct Membership {
-    room: Arc<Room>,
-    cursor: u64,
-    /// The last seq owed: the head when the session stopped taking frames (or u64::MAX).
-    until: u64,
-    /// A log read is under way from this seq; the room is not filled from memory meanwhile.
-    fetching: Option<u64>,
 }
 
 /// A PING whose PONG waits until everything owed for the requests before it is queued: the
@@ -158,40 +156,46 @@ pub enum Tick {
     Close,
 }
 
+/// One connection's session. Every idle connection holds one, so it is kept small (see
+/// "Memory per idle connection" in docs/architecture.md): instants as 8-byte [`Stamp`]s, the
+/// user's name shared with the users table, the first room inline, and what only a busy or
+/// ending session needs (the queue, a held-back PONG) behind a pointer that is empty when idle.
 #[derive(Debug)]
 pub struct Session {
     state: State,
-    user: Box<str>,
-    rooms: Vec<Membership>,
+    /// The user's name from the users table; `None` before HELLO.
+    user: Option<Arc<str>>,
+    rooms: Rooms,
     /// Where the next fill starts among `rooms`, so that one busy room cannot starve another.
-    next_room: usize,
-    bucket: TokenBucket,
+    /// At most the number of rooms joined, itself at most 2^16 (`--max-rooms-per-connection`).
+    next_room: u32,
     in_flight: u32,
-    last_frame: Instant,
+    bucket: TokenBucket,
     /// Since when we have had bytes for the client and it has taken none.
-    stalled_since: Option<Instant>,
-    /// The fatal error that ended the session, if one did.
-    ended_by: Option<ErrorCode>,
+    stalled_since: Option<Stamp>,
     /// A PONG held back until what was asked before its PING is answered. Boxed: a PING with
     /// something still owed is rare, and an idle session pays one pointer for it.
     barrier: Option<Box<Barrier>>,
     pub out: Outbox,
 }
 
+// What every connection pays for its session; see "Memory per idle connection" in
+// docs/architecture.md before letting it grow.
+const _: () = assert!(std::mem::size_of::<State>() == 16);
+const _: () = assert!(std::mem::size_of::<Session>() == 104);
+
 impl Session {
     pub fn new(now: Instant, limits: &Limits) -> Session {
         Session {
             state: State::Handshake {
-                deadline: now + limits.handshake_timeout,
+                deadline: Stamp::of(now).plus(limits.handshake_timeout),
             },
-            user: Box::default(),
-            rooms: Vec::new(),
+            user: None,
+            rooms: Rooms::default(),
             next_room: 0,
-            bucket: TokenBucket::new(limits.send_burst, now),
             in_flight: 0,
-            last_frame: now,
+            bucket: TokenBucket::new(now),
             stalled_since: None,
-            ended_by: None,
             barrier: None,
             out: Outbox::default(),
         }
@@ -201,7 +205,7 @@ impl Session {
     /// a PONG waits for the answers owed before it, or while the client is not reading what
     /// it asked for (backpressure).
     pub fn wants_input(&self) -> bool {
-        matches!(self.state, State::Handshake { .. } | State::Ready)
+        matches!(self.state, State::Handshake { .. } | State::Ready { .. })
             && self.in_flight < MAX_IN_FLIGHT
             && self.out.owned_bytes() < OUT_HIGH_WATER
             && self.barrier.is_none()
@@ -216,7 +220,7 @@ impl Session {
     pub fn phase(&self) -> Phase {
         match self.state {
             State::Handshake { .. } => Phase::Handshake,
-            State::Ready | State::Draining { .. } => Phase::Ready,
+            State::Ready { .. } | State::Draining { .. } => Phase::Ready,
             State::Closing { .. } => Phase::Closing,
         }
     }
@@ -224,7 +228,7 @@ impl Session {
     fn may_fill(&self) -> bool {
         matches!(
             self.state,
-            State::Ready | State::Closing { finish: true, .. }
+            State::Ready { .. } | State::Closing { finish: true, .. }
         )
     }
 
@@ -244,7 +248,9 @@ impl Session {
                     used += raw.wire_len;
                     env.frame_in(raw.kind);
                     let now = env.now();
-                    self.last_frame = now;
+                    if let State::Ready { last_frame } = &mut self.state {
+                        *last_frame = Stamp::of(now);
+                    }
                     if matches!(self.state, State::Handshake { .. }) && raw.kind != kind::HELLO {
                         self.fatal(ErrorCode::NotAuthenticated, "send HELLO first", now);
                         break;
@@ -278,7 +284,7 @@ impl Session {
             ClientFrame::Bye => {
                 self.state = State::Draining {
                     then: None,
-                    deadline: now + CLOSE_GRACE,
+                    deadline: Stamp::of(now).plus(CLOSE_GRACE),
                 };
                 self.finish_draining(now);
             }
@@ -325,7 +331,7 @@ impl Session {
 
     fn hello(&mut self, version: u8, user: &str, token: &str, env: &mut impl Env) {
         let now = env.now();
-        if self.state == State::Ready {
+        if matches!(self.state, State::Ready { .. }) {
             return self.fatal(ErrorCode::NotAuthenticated, "already authenticated", now);
         }
         if version != VERSION {
@@ -335,11 +341,16 @@ impl Session {
                 now,
             );
         }
-        if !is_valid_user(user) || !env.authenticate(user, token) {
+        let name = is_valid_user(user)
+            .then(|| env.authenticate(user, token))
+            .flatten();
+        let Some(name) = name else {
             return self.fatal(ErrorCode::AuthFailed, "unknown user or wrong token", now);
-        }
-        self.user = user.into();
-        self.state = State::Ready;
+        };
+        self.user = Some(name);
+        self.state = State::Ready {
+            last_frame: Stamp::of(now),
+        };
         let limits = env.limits();
         let idle_ms = u32::try_from(limits.idle_timeout.as_millis()).unwrap_or(u32::MAX);
         let max_frame = limits.max_frame;
@@ -379,16 +390,11 @@ impl Session {
         match existing.and_then(|i| self.rooms.get_mut(i)) {
             Some(m) => {
                 m.cursor = cursor;
-                m.fetching = None;
+                m.set_fetching(None);
             }
             None => {
                 env.joined(&room);
-                self.rooms.push(Membership {
-                    room,
-                    cursor,
-                    until: u64::MAX,
-                    fetching: None,
-                });
+                self.rooms.push(Membership::new(room, cursor));
             }
         }
     }
@@ -400,7 +406,9 @@ impl Session {
         let Some(i) = self.rooms.iter().position(|m| &*m.room.name == name) else {
             return self.reject(env, ErrorCode::NotJoined, 0, "not a member of that room");
         };
-        let m = self.rooms.remove(i);
+        let Some(m) = self.rooms.remove(i) else {
+            return self.reject(env, ErrorCode::NotJoined, 0, "not a member of that room");
+        };
         env.left(&m.room);
         self.out.push_frame(&ServerFrame::Left { room: name });
     }
@@ -421,7 +429,8 @@ impl Session {
             return self.reject(env, ErrorCode::Invalid, id, "empty message");
         }
         let limits = env.limits();
-        let length = msg_length(name, &self.user, text);
+        let user = self.user.as_deref().unwrap_or_default();
+        let length = msg_length(name, user, text);
         if length > usize::try_from(limits.max_frame).unwrap_or(usize::MAX) {
             return self.reject(env, ErrorCode::Invalid, id, "message longer than max_frame");
         }
@@ -434,7 +443,7 @@ impl Session {
             room: name,
             seq: 0,
             ts_ms: 0,
-            user: &self.user,
+            user,
             text,
         };
         crate::protocol::encode_server(&msg, &mut frame);
@@ -448,7 +457,7 @@ impl Session {
     /// The sequencer's answer to a SEND: `Ok(seq)` or the reason it was not stored.
     pub fn on_stored(&mut self, id: u64, result: Result<u64, ErrorCode>, now: Instant) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        if !matches!(self.state, State::Ready | State::Draining { .. }) {
+        if !matches!(self.state, State::Ready { .. } | State::Draining { .. }) {
             return;
         }
         match result {
@@ -460,8 +469,8 @@ impl Session {
 
     /// The server is stopping: owe nothing more, then say SHUTTING_DOWN and close.
     pub fn shut_down(&mut self, now: Instant) {
-        if matches!(self.state, State::Handshake { .. } | State::Ready) {
-            let deadline = now + CLOSE_GRACE;
+        if matches!(self.state, State::Handshake { .. } | State::Ready { .. }) {
+            let deadline = Stamp::of(now).plus(CLOSE_GRACE);
             self.state = State::Draining {
                 then: Some(ErrorCode::ShuttingDown),
                 deadline,
@@ -475,14 +484,15 @@ impl Session {
         match self.state {
             State::Handshake { .. } => {
                 self.state = State::Closing {
-                    deadline: now + CLOSE_GRACE,
+                    deadline: Stamp::of(now).plus(CLOSE_GRACE),
                     finish: false,
+                    ended_by: None,
                 };
             }
-            State::Ready => {
+            State::Ready { .. } => {
                 self.state = State::Draining {
                     then: None,
-                    deadline: now + CLOSE_GRACE,
+                    deadline: Stamp::of(now).plus(CLOSE_GRACE),
                 };
                 self.finish_draining(now);
             }
@@ -498,12 +508,13 @@ impl Session {
             match then {
                 Some(code) => self.fatal(code, "the server is shutting down", now),
                 None => {
-                    for m in &mut self.rooms {
+                    for m in self.rooms.iter_mut() {
                         m.until = m.room.read(|ring| ring.head());
                     }
                     self.state = State::Closing {
-                        deadline: now + CLOSE_GRACE,
+                        deadline: Stamp::of(now).plus(CLOSE_GRACE),
                         finish: true,
+                        ended_by: None,
                     };
                 }
             }
@@ -524,10 +535,10 @@ impl Session {
         if !self.may_fill() || self.rooms.is_empty() {
             return;
         }
-        let mut budget = FILL_TARGET.saturating_sub(self.out.chunk_count());
+        let mut budget = FILL_TARGET.saturating_sub(self.out.shared_frames());
         let count = self.rooms.len();
-        let start = self.next_room % count;
-        self.next_room = start + 1;
+        let start = usize::try_from(self.next_room).unwrap_or(0) % count;
+        self.next_room = u32::try_from(start + 1).unwrap_or(0);
         for i in (start..count).chain(0..start) {
             if budget == 0 {
                 break;
@@ -539,12 +550,12 @@ impl Session {
             let cursor = m.cursor;
             let owed = m.until.saturating_add(1).saturating_sub(cursor);
             let take = budget.min(usize::try_from(owed).unwrap_or(usize::MAX));
-            if take == 0 || m.fetching.is_some() {
+            if take == 0 || m.fetching().is_some() {
                 continue;
             }
             match m
                 .room
-                .read(|ring| ring.read_from(cursor, take, |f| out.push_shared(f.clone())))
+                .read(|ring| ring.read_from(cursor, take, |f| out.push_shared(f)))
             {
                 Ok(next) => {
                     budget =
@@ -554,7 +565,7 @@ impl Session {
                 }
                 // Older than the in-memory window: ask the log, and serve other rooms meanwhile.
                 Err(Behind) if env.fetch(&m.room, cursor, owed.min(u64::from(u32::MAX))) => {
-                    m.fetching = Some(cursor);
+                    m.set_fetching(Some(cursor));
                 }
                 Err(Behind) => return self.fell_behind(i, now),
             }
@@ -574,11 +585,11 @@ impl Session {
         let Some(m) = self
             .rooms
             .iter_mut()
-            .find(|m| m.room.id == room && m.fetching == Some(from) && m.cursor == from)
+            .find(|m| m.room.id == room && m.fetching() == Some(from) && m.cursor == from)
         else {
             return;
         };
-        m.fetching = None;
+        m.set_fetching(None);
         if !may_fill {
             return;
         }
@@ -589,7 +600,7 @@ impl Session {
                     .into_iter()
                     .take(usize::try_from(owed).unwrap_or(usize::MAX))
                 {
-                    self.out.push_shared(frame);
+                    self.out.push_shared(&frame);
                     m.cursor += 1;
                 }
             }
@@ -623,33 +634,32 @@ impl Session {
             self.stalled_since = None;
         }
         if blocked && self.stalled_since.is_none() {
-            self.stalled_since = Some(now);
+            self.stalled_since = Some(Stamp::of(now));
         }
     }
 
     /// Checks the deadlines: handshake, idle, write stall, and the closing grace.
     pub fn tick(&mut self, now: Instant, limits: &Limits) -> Tick {
+        let at = Stamp::of(now);
         match self.state {
-            State::Handshake { deadline } if now >= deadline => {
+            State::Handshake { deadline } if at >= deadline => {
                 self.fatal(ErrorCode::Timeout, "no HELLO in time", now);
                 return Tick::Flush;
             }
-            State::Ready
-                if now.saturating_duration_since(self.last_frame) >= limits.idle_timeout =>
-            {
+            State::Ready { last_frame } if at.since(last_frame) >= limits.idle_timeout => {
                 self.fatal(ErrorCode::Timeout, "idle for too long", now);
                 return Tick::Flush;
             }
             State::Draining { deadline, .. } | State::Closing { deadline, .. }
-                if now >= deadline =>
+                if at >= deadline =>
             {
                 return Tick::Close;
             }
             _ => {}
         }
-        let stalled = self.stalled_since.is_some_and(|since| {
-            now.saturating_duration_since(since) >= limits.write_stall_timeout
-        });
+        let stalled = self
+            .stalled_since
+            .is_some_and(|since| at.since(since) >= limits.write_stall_timeout);
         if stalled && !self.is_closing() {
             self.stalled_since = None;
             self.out.discard_unstarted();
@@ -671,7 +681,7 @@ impl Session {
     /// whether it took effect: a session not logged in, or already on its way out, is left to
     /// finish as it was.
     pub fn revoke(&mut self, code: ErrorCode, message: &str, now: Instant) -> bool {
-        if self.state != State::Ready {
+        if !matches!(self.state, State::Ready { .. }) {
             return false;
         }
         self.fatal(code, message, now);
@@ -697,12 +707,15 @@ impl Session {
 
     /// The fatal error that ended the session, if one did.
     pub fn ended_by(&self) -> Option<ErrorCode> {
-        self.ended_by
+        match self.state {
+            State::Closing { ended_by, .. } => ended_by,
+            _ => None,
+        }
     }
 
     /// The authenticated user's name ("" before HELLO).
     pub fn user(&self) -> &str {
-        &self.user
+        self.user.as_deref().unwrap_or_default()
     }
 
     /// A non-fatal error answering a request, counted for the metrics.
@@ -732,12 +745,12 @@ impl Session {
             return;
         }
         self.error(code, 0, message);
-        self.ended_by = Some(code);
         // Nothing follows a fatal ERROR, a held-back PONG included.
         self.barrier = None;
         self.state = State::Closing {
-            deadline: now + CLOSE_GRACE,
+            deadline: Stamp::of(now).plus(CLOSE_GRACE),
             finish: false,
+            ended_by: Some(code),
         };
     }
 }

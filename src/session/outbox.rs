@@ -4,7 +4,9 @@
 //! they follow each other. Room messages are `Arc`s of the ring's own frames: queued by
 //! reference, never copied. The queue holds only a small window of what a member is owed
 //! (the rest stays in the ring behind the member's cursor), so its size never grows with a
-//! backlog.
+//! backlog. The queue itself lives behind one pointer, made when a frame is queued and given
+//! back once the connection is idle again (`shrink_if_idle`), so that an idle connection's
+//! outbox is 8 bytes and no heap.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -19,46 +21,113 @@ pub const MAX_IOV: usize = 64;
 #[derive(Debug)]
 enum Chunk {
     Owned(Vec<u8>),
-    Shared(Frame),
+    /// A run of ring frames stored together, and how many frames it holds.
+    Shared(Frame, u32),
 }
 
 impl Chunk {
     fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Owned(v) => v,
-            Chunk::Shared(f) => f,
+            Chunk::Shared(f, _) => f,
         }
     }
 }
 
+/// The queue itself, boxed: an idle connection holds none, and pays one pointer for it.
 #[derive(Debug, Default)]
 pub struct Outbox {
+    queue: Option<Box<Queue>>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
     chunks: VecDeque<Chunk>,
     /// Bytes of the front chunk already written.
     front_written: usize,
     /// Bytes held in owned chunks: what the client's own requests have made us queue.
     owned_bytes: usize,
+    /// Ring frames in shared chunks (a chunk holds a run of them).
+    shared_frames: usize,
 }
+
+// Every connection carries an outbox, nearly always empty: one pointer.
+const _: () = assert!(std::mem::size_of::<Outbox>() == 8);
 
 impl Outbox {
     pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
+        self.queue.as_ref().is_none_or(|q| q.chunks.is_empty())
     }
 
     /// Chunks queued, the first possibly partly written.
     pub fn chunk_count(&self) -> usize {
-        self.chunks.len()
+        self.queue.as_ref().map_or(0, |q| q.chunks.len())
     }
 
     /// Bytes of control frames queued and not yet written; reading from a client pauses while
     /// this is high, so a client that pipelines requests without reading answers cannot make
     /// us buffer without bound.
     pub fn owned_bytes(&self) -> usize {
-        self.owned_bytes
+        self.queue.as_ref().map_or(0, |q| q.owned_bytes)
+    }
+
+    /// The queue, made if there is none.
+    fn queue(&mut self) -> &mut Queue {
+        self.queue.get_or_insert_with(Box::default)
     }
 
     /// Queues a control frame, appending to the last owned buffer when there is one.
     pub fn push_frame(&mut self, frame: &ServerFrame<'_>) {
+        self.queue().push_frame(frame);
+    }
+
+    /// Queues a ring frame by reference.
+    pub fn push_shared(&mut self, frame: &Frame) {
+        self.queue().push_shared(frame);
+    }
+
+    /// Ring frames queued and not yet written whole.
+    pub fn shared_frames(&self) -> usize {
+        self.queue.as_ref().map_or(0, |q| q.shared_frames)
+    }
+
+    /// Drops every chunk not yet started. The partly written front chunk stays, so that the
+    /// byte stream remains a sequence of whole frames.
+    pub fn discard_unstarted(&mut self) {
+        if let Some(q) = self.queue.as_mut() {
+            q.discard_unstarted();
+        }
+    }
+
+    /// Releases the queue's memory if it is empty, so that an idle connection holds none.
+    pub fn shrink_if_idle(&mut self) {
+        if self.is_empty() {
+            self.queue = None;
+        }
+    }
+
+    /// Writes as much as one `writev` takes.
+    ///
+    /// # Errors
+    /// Whatever the writer returns, `WouldBlock` included; nothing is consumed then.
+    pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<usize> {
+        self.write_counted(w, |_| {})
+    }
+
+    /// Like `write_to`, and calls `sent` with the kind of every frame that left whole.
+    ///
+    /// # Errors
+    /// Whatever the writer returns, `WouldBlock` included; nothing is consumed then.
+    pub fn write_counted(&mut self, w: &mut impl Write, sent: impl FnMut(u8)) -> io::Result<usize> {
+        match self.queue.as_mut() {
+            Some(q) => q.write_counted(w, sent),
+            None => w.write_vectored(&[]),
+        }
+    }
+}
+
+impl Queue {
+    fn push_frame(&mut self, frame: &ServerFrame<'_>) {
         let before = match self.chunks.back_mut() {
             Some(Chunk::Owned(buf)) => {
                 let before = buf.len();
@@ -76,66 +145,36 @@ impl Outbox {
         self.owned_bytes += before;
     }
 
-    /// Queues a ring frame by reference.
-    pub fn push_shared(&mut self, frame: Frame) {
-        self.chunks.push_back(Chunk::Shared(frame));
+    /// Queues a ring frame by reference; one that the last queued frame joins extends it, so
+    /// that a run of frames stored together is one chunk and one buffer to the kernel.
+    fn push_shared(&mut self, frame: &Frame) {
+        self.shared_frames += 1;
+        if let Some(Chunk::Shared(last, frames)) = self.chunks.back_mut()
+            && last.absorb(frame)
+        {
+            *frames += 1;
+            return;
+        }
+        self.chunks.push_back(Chunk::Shared(frame.clone(), 1));
     }
 
-    /// Drops every chunk not yet started. The partly written front chunk stays, so that the
-    /// byte stream remains a sequence of whole frames.
-    pub fn discard_unstarted(&mut self) {
+    fn discard_unstarted(&mut self) {
         let keep = usize::from(self.front_written > 0);
         while self.chunks.len() > keep {
-            if let Some(Chunk::Owned(buf)) = self.chunks.pop_back() {
-                self.owned_bytes -= buf.len();
+            match self.chunks.pop_back() {
+                Some(Chunk::Owned(buf)) => self.owned_bytes -= buf.len(),
+                Some(Chunk::Shared(_, frames)) => self.shared_frames -= frames as usize,
+                None => {}
             }
         }
     }
 
-    /// Releases the queue's memory if it is empty, so that an idle connection holds none.
-    pub fn shrink_if_idle(&mut self) {
-        if self.chunks.is_empty() && self.chunks.capacity() > 0 {
-            self.chunks = VecDeque::new();
-        }
-    }
-
-    /// Writes as much as one `writev` takes.
-    ///
-    /// # Errors
-    /// Whatever the writer returns, `WouldBlock` included; nothing is consumed then.
-    pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<usize> {
-        self.write_counted(w, |_| {})
-    }
-
-    /// Like `write_to`, and calls `sent` with the kind of every frame that left whole.
-    ///
-    /// # Errors
-    /// Whatever the writer returns, `WouldBlock` included; nothing is consumed then.
-    pub fn write_counted(&mut self, w: &mut impl Write, sent: impl FnMut(u8)) -> io::Result<usize> {
+    fn write_counted(&mut self, w: &mut impl Write, sent: impl FnMut(u8)) -> io::Result<usize> {
         let mut slices = [IoSlice::new(&[]); MAX_IOV];
         let mut count = 0;
-        let mut chunks = self.chunks.iter().peekable();
-        for slot in &mut slices {
-            let Some(chunk) = chunks.next() else {
-                break;
-            };
+        for (slot, chunk) in slices.iter_mut().zip(self.chunks.iter()) {
             let skip = if count == 0 { self.front_written } else { 0 };
-            let bytes = match chunk {
-                Chunk::Owned(buf) => buf.get(skip..).unwrap_or_default(),
-                // Frames stored together lie back to back: one slice for the whole run.
-                Chunk::Shared(first) => {
-                    let mut last = first;
-                    while let Some(Chunk::Shared(next)) = chunks.peek() {
-                        if !last.joins(next) {
-                            break;
-                        }
-                        last = next;
-                        chunks.next();
-                    }
-                    first.run_to(skip, last)
-                }
-            };
-            *slot = IoSlice::new(bytes);
+            *slot = IoSlice::new(chunk.bytes().get(skip..).unwrap_or_default());
             count += 1;
         }
         let written = w.write_vectored(slices.get(..count).unwrap_or_default())?;
@@ -160,7 +199,10 @@ impl Outbox {
                     self.owned_bytes -= buf.len();
                     frame_kinds(&buf, &mut sent);
                 }
-                Some(Chunk::Shared(frame)) => frame_kinds(&frame, &mut sent),
+                Some(Chunk::Shared(run, frames)) => {
+                    self.shared_frames -= frames as usize;
+                    frame_kinds(&run, &mut sent);
+                }
                 None => {}
             }
         }
@@ -235,7 +277,7 @@ mod tests {
         let mut out = Outbox::default();
         out.push_frame(&pong);
         out.push_frame(&ack);
-        out.push_shared(shared.clone());
+        out.push_shared(&shared);
         assert_eq!(
             out.chunk_count(),
             2,
@@ -258,7 +300,7 @@ mod tests {
         let mut out = Outbox::default();
         out.push_frame(&ServerFrame::Pong { nonce: 1 });
         out.push_frame(&ServerFrame::Ack { id: 1, seq: 1 });
-        out.push_shared(vec![0, 0, 0, 1, 0x84].into());
+        out.push_shared(&vec![0, 0, 0, 1, 0x84].into());
         let mut kinds = Vec::new();
         let mut sink = Trickle {
             taken: Vec::new(),
@@ -305,9 +347,9 @@ mod tests {
         let mut out = Outbox::default();
         out.push_frame(&ServerFrame::Pong { nonce: 1 });
         for f in &stored {
-            out.push_shared(f.clone());
+            out.push_shared(f);
         }
-        out.push_shared(alone.clone());
+        out.push_shared(&alone);
         let mut sink = Counting {
             taken: Vec::new(),
             buffers: Vec::new(),
@@ -319,8 +361,8 @@ mod tests {
             vec![3],
             "the PONG, the run of five stored frames, the frame alone"
         );
-        // 25 bytes into the run: frames 1 and 2 gone, frame 3 half written.
-        assert_eq!(out.chunk_count(), 4);
+        // 25 bytes into the run, which is one chunk of five frames: it stays until whole.
+        assert_eq!((out.chunk_count(), out.shared_frames()), (2, 6));
         sink.cap = 1000;
         out.write_to(&mut sink).expect("second write");
         assert_eq!(
@@ -336,6 +378,7 @@ mod tests {
         want.extend_from_slice(&alone);
         assert_eq!(sink.taken, want);
         assert!(out.is_empty());
+        assert_eq!(out.shared_frames(), 0);
     }
 
     #[test]
@@ -353,7 +396,7 @@ mod tests {
     #[test]
     fn discard_keeps_the_partly_written_front() {
         let mut out = Outbox::default();
-        out.push_shared(vec![1u8; 10].into());
+        out.push_shared(&vec![1u8; 10].into());
         out.push_frame(&ServerFrame::Pong { nonce: 1 });
         let mut sink = Trickle {
             taken: Vec::new(),
@@ -361,7 +404,7 @@ mod tests {
         };
         out.write_to(&mut sink).expect("writes 4");
         out.discard_unstarted();
-        assert_eq!(out.chunk_count(), 1);
+        assert_eq!((out.chunk_count(), out.shared_frames()), (1, 1));
         assert_eq!(out.owned_bytes(), 0);
         let mut sink = Trickle {
             taken: Vec::new(),
