@@ -34,9 +34,14 @@ pub struct Prepared {
     pub len: u64,
 }
 
-/// The writer's handle on the preparer thread. At most one file is asked for at a time.
+/// The writer's handle on the preparer thread. At most one file is asked for at a time. The
+/// thread starts at the first request, so a log that never needs a successor never has one,
+/// and start-up (which drops privileges before any thread) starts none.
 pub struct Preparer {
     dir: PathBuf,
+    epoch: u64,
+    /// The thread could not start once: it is not tried again.
+    failed: bool,
     requests: Option<Sender<(u64, u64)>>,
     ready: Option<Receiver<io::Result<Prepared>>>,
     /// The id asked for and not yet taken.
@@ -71,37 +76,46 @@ pub fn remove_leftovers(dir: &Path) -> usize {
 }
 
 impl Preparer {
-    /// Starts the thread for segments of `epoch` in `dir`. If the thread cannot start, the
-    /// preparer asks for nothing and the writer appends as it always could.
-    pub fn start(dir: &Path, epoch: u64) -> Preparer {
+    /// A preparer for segments of `epoch` in `dir`; no thread yet.
+    pub fn new(dir: &Path, epoch: u64) -> Preparer {
+        Preparer {
+            dir: dir.to_path_buf(),
+            epoch,
+            failed: false,
+            requests: None,
+            ready: None,
+            asked: None,
+            arrived: None,
+        }
+    }
+
+    /// Starts the thread. If it cannot start, the writer appends as it always could.
+    fn start(&mut self) {
         let (request_tx, request_rx) = mpsc::channel::<(u64, u64)>();
         let (ready_tx, ready_rx) = mpsc::channel();
-        let thread_dir = dir.to_path_buf();
+        let dir = self.dir.clone();
+        let epoch = self.epoch;
         let spawned = std::thread::Builder::new()
             .name("log-prepare".into())
             .spawn(move || {
                 // Ends when the writer drops its sender.
                 while let Ok((id, len)) = request_rx.recv() {
-                    let made = prepare(&thread_dir, epoch, id, len);
+                    let made = prepare(&dir, epoch, id, len);
                     if ready_tx.send(made).is_err() {
-                        let _ = std::fs::remove_file(prep_path(&thread_dir, id));
+                        let _ = std::fs::remove_file(prep_path(&dir, id));
                         break;
                     }
                 }
             });
-        let (requests, ready) = match spawned {
-            Ok(_) => (Some(request_tx), Some(ready_rx)),
-            Err(e) => {
-                log::warn!("log: cannot start the segment preparer, appending instead: {e}");
-                (None, None)
+        match spawned {
+            Ok(_) => {
+                self.requests = Some(request_tx);
+                self.ready = Some(ready_rx);
             }
-        };
-        Preparer {
-            dir: dir.to_path_buf(),
-            requests,
-            ready,
-            asked: None,
-            arrived: None,
+            Err(e) => {
+                self.failed = true;
+                log::warn!("log: cannot start the segment preparer, appending instead: {e}");
+            }
         }
     }
 
@@ -109,6 +123,9 @@ impl Preparer {
     pub fn ask(&mut self, id: u64, len: u64) {
         if self.asked.is_some() || self.arrived.is_some() {
             return;
+        }
+        if self.requests.is_none() && !self.failed {
+            self.start();
         }
         if let Some(requests) = &self.requests
             && requests.send((id, len)).is_ok()
@@ -163,6 +180,7 @@ impl Preparer {
                 self.asked = None;
                 self.requests = None;
                 self.ready = None;
+                self.failed = true;
             }
         }
     }
@@ -207,7 +225,7 @@ mod tests {
     #[test]
     fn a_prepared_segment_is_its_header_then_zeros_to_its_length() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let mut p = Preparer::start(tmp.path(), 7);
+        let mut p = Preparer::new(tmp.path(), 7);
         p.ask(3, 5000);
         p.wait();
         assert!(p.has(3));
@@ -227,7 +245,7 @@ mod tests {
     #[test]
     fn a_file_made_for_another_segment_is_removed_not_used() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let mut p = Preparer::start(tmp.path(), 7);
+        let mut p = Preparer::new(tmp.path(), 7);
         p.ask(3, 4096);
         p.wait();
         assert!(p.take(4).is_none(), "made for 3, not 4");
@@ -253,7 +271,7 @@ mod tests {
     fn a_failed_preparation_leaves_nothing_to_take() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let gone = tmp.path().join("no-such-folder");
-        let mut p = Preparer::start(&gone, 7);
+        let mut p = Preparer::new(&gone, 7);
         p.ask(2, 4096);
         p.wait();
         assert!(p.take(2).is_none());

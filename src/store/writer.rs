@@ -173,7 +173,7 @@ impl LogWriter {
             limits,
             file,
             allocated,
-            preparer: Preparer::start(dir, epoch),
+            preparer: Preparer::new(dir, epoch),
             segments,
             total_bytes,
             unsynced: false,
