@@ -178,3 +178,25 @@ fn an_older_segment_ending_in_zeros_is_whole() {
     assert!(recovered.torn.is_none());
     assert_eq!(recovered.rooms.get("#a").map(|h| h.head), Some(103));
 }
+
+#[test]
+fn a_new_log_leaves_appending_for_a_small_prepared_segment_first() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rooms = Rooms::new(10, 1, RING);
+    let recovered = recover(tmp.path(), EPOCH, RecoveryMode::TolerateTornTail).expect("recover");
+    let mut limits = limits(64 << 20);
+    limits.fsync = super::writer::FsyncPolicy::Never;
+    let mut log = LogWriter::open(tmp.path(), EPOCH, limits, &recovered, &rooms).expect("open");
+    // Past the 256 KiB after which a successor is asked for.
+    send_to(&mut log, &rooms, "#a", 6000);
+    assert!(!log.preallocated(), "a new log starts by appending");
+    log.wait_prepared();
+    send_to(&mut log, &rooms, "#a", 1);
+    assert!(log.preallocated());
+    assert_eq!(
+        file_len(&newest_segment(tmp.path())),
+        8 << 20,
+        "made small, to be quick"
+    );
+    assert_eq!(log.stats.prepared_segments, 1);
+}

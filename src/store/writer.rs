@@ -74,6 +74,10 @@ struct Segment {
 /// quiet group, a test) never pays for a spare segment on disk.
 const PREPARE_AFTER: u64 = 256 * 1024;
 
+/// The size of a segment prepared to leave an appended one: small enough to be made in tens of
+/// milliseconds, so that a new log is off appends soon; the next is made at full size.
+const FIRST_PREPARED: u64 = 8 << 20;
+
 pub struct LogWriter {
     dir: PathBuf,
     epoch: u64,
@@ -332,7 +336,12 @@ impl LogWriter {
     fn prepare_successor(&mut self) {
         let threshold = (self.limits.segment_bytes / 2).min(PREPARE_AFTER);
         if self.active_len() >= threshold {
-            let len = self.limits.segment_bytes.max(SEGMENT_HEADER_LEN as u64);
+            let full = self.limits.segment_bytes.max(SEGMENT_HEADER_LEN as u64);
+            let len = if self.allocated > self.active_len() {
+                full
+            } else {
+                full.min(FIRST_PREPARED)
+            };
             self.preparer.ask(self.active_id() + 1, len);
         }
     }
