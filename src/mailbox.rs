@@ -7,6 +7,7 @@
 //! already pending will find everything pushed after it.
 
 use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
 
 use mio::Waker;
 
@@ -50,6 +51,9 @@ pub struct Delivery {
     pub advanced: Vec<RoomId>,
     /// History the archive thread read back for members.
     pub fetched: Vec<Fetched>,
+    /// When the first of these was posted (the post that woke the reactor), for the
+    /// `mail_wait` histogram.
+    pub since: Option<Instant>,
 }
 
 impl Delivery {
@@ -80,6 +84,9 @@ impl Mailbox {
         let was_empty = {
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
             let was_empty = pending.is_empty();
+            if was_empty {
+                pending.since = Some(Instant::now());
+            }
             pending.stored.extend_from_slice(stored);
             pending.advanced.extend_from_slice(advanced);
             was_empty
@@ -94,6 +101,9 @@ impl Mailbox {
         let was_empty = {
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
             let was_empty = pending.is_empty();
+            if was_empty {
+                pending.since = Some(Instant::now());
+            }
             pending.fetched.push(fetched);
             was_empty
         };
@@ -115,6 +125,7 @@ impl Mailbox {
         into.stored.clear();
         into.advanced.clear();
         into.fetched.clear();
+        into.since = None;
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         std::mem::swap(&mut *pending, into);
     }

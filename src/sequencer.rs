@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::batch_frames::Frame;
 use crate::mailbox::{ConnRef, Mailbox, Stored};
 use crate::metrics::Metrics;
+use crate::metrics::histogram::micros;
 use crate::protocol::ErrorCode;
 use crate::protocol::codec::stamp_msg;
 use crate::room::{Pos, RingLimits, Room, RoomId};
@@ -33,6 +34,8 @@ pub struct Submit {
     pub reactor: usize,
     pub conn: ConnRef,
     pub id: u64,
+    /// When the reactor handed it over, for the `send_queue` histogram.
+    pub handed_at: Instant,
 }
 
 /// Most SENDs taken into one batch: large enough to amortise a write and a sync, small enough
@@ -81,8 +84,14 @@ impl Sequencer {
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
+            let started = Instant::now();
+            for submit in &batch {
+                let waited = started.saturating_duration_since(submit.handed_at);
+                self.metrics.store.send_queue.observe(micros(waited));
+            }
             let ts_ms = now_ms();
             let outcome = self.write_batch(&mut batch, &mut records, &mut placed, ts_ms);
+            self.metrics.store.commit.observe(micros(started.elapsed()));
             if let Ok(base) = &outcome {
                 for submit in &batch {
                     if !rooms.iter().any(|r| Arc::ptr_eq(r, &submit.room)) {
@@ -274,6 +283,7 @@ mod tests {
                 reactor: 0,
                 conn: ConnRef { key: 1, serial: 1 },
                 id: id as u64,
+                handed_at: Instant::now(),
             };
             tx.send(submit).expect("send");
         }

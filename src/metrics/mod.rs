@@ -4,6 +4,7 @@
 //! reactor), so counting costs no cross-core traffic; the scrape sums the shards. Nothing here
 //! may block or allocate on a hot path.
 
+pub mod histogram;
 pub mod http;
 
 use std::fmt::Write as _;
@@ -11,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::protocol::ErrorCode;
 use crate::transport::tls::Failure;
+use histogram::Histogram;
 
 /// Client frame kinds are 1..=6; index 0 counts nothing (kept so kinds index directly).
 const KINDS: usize = 7;
@@ -19,11 +21,6 @@ const OUT_NAMES: [&str; 8] = [
     "", "WELCOME", "JOINED", "LEFT", "MSG", "ACK", "PONG", "ERROR",
 ];
 const KIND_NAMES: [&str; KINDS] = ["", "HELLO", "JOIN", "LEAVE", "SEND", "PING", "BYE"];
-
-/// Fsync latency histogram bucket bounds, in microseconds.
-pub const FSYNC_BUCKETS_US: [u64; 10] = [
-    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000,
-];
 
 /// One reactor's counters. Aligned so two reactors never share a cache line.
 #[derive(Debug, Default)]
@@ -89,24 +86,20 @@ pub struct StoreGauges {
     pub stored: AtomicU64,
     pub batches: AtomicU64,
     pub failed_batches: AtomicU64,
-    pub fsyncs: AtomicU64,
-    pub fsync_us_sum: AtomicU64,
-    /// Cumulative counts per bucket of `FSYNC_BUCKETS_US` (plus +Inf last).
-    pub fsync_buckets: [AtomicU64; FSYNC_BUCKETS_US.len() + 1],
     pub log_bytes: AtomicU64,
+    /// Each fsync of the log.
+    pub fsync: Histogram,
+    /// Where a SEND's time goes before it is ACKed and fanned out, stage by stage: from the
+    /// reactor handing it over to the sequencer taking it into a batch; the batch's write and
+    /// sync; and from the sequencer posting to a reactor's mailbox to that reactor taking it.
+    pub send_queue: Histogram,
+    pub commit: Histogram,
+    pub mail_wait: Histogram,
 }
 
 impl StoreGauges {
     pub fn fsync(&self, micros: u64) {
-        self.fsyncs.fetch_add(1, Relaxed);
-        self.fsync_us_sum.fetch_add(micros, Relaxed);
-        let bucket = FSYNC_BUCKETS_US
-            .iter()
-            .position(|&b| micros <= b)
-            .unwrap_or(FSYNC_BUCKETS_US.len());
-        if let Some(c) = self.fsync_buckets.get(bucket) {
-            c.fetch_add(1, Relaxed);
-        }
+        self.fsync.observe(micros);
     }
 }
 
@@ -294,39 +287,31 @@ impl Metrics {
                 .sum();
             let _ = writeln!(out, "chatd_errors_total{{code=\"{code}\"}} {n}");
         }
-        family(
-            &mut out,
-            "fsync_seconds",
-            "histogram",
-            "Time each fsync of the log took.",
-        );
-        let mut cumulative = 0;
-        for (i, bound) in FSYNC_BUCKETS_US.iter().enumerate() {
-            cumulative += self
-                .store
-                .fsync_buckets
-                .get(i)
-                .map_or(0, |c| c.load(Relaxed));
-            let _ = writeln!(
-                out,
-                "chatd_fsync_seconds_bucket{{le=\"{}\"}} {cumulative}",
-                *bound as f64 / 1e6
-            );
+        let histograms = [
+            (
+                &self.store.fsync,
+                "fsync",
+                "Time each fsync of the log took.",
+            ),
+            (
+                &self.store.send_queue,
+                "send_queue",
+                "Time from a reactor handing a SEND to the sequencer to its batch starting.",
+            ),
+            (
+                &self.store.commit,
+                "commit",
+                "Time a batch took to be written to the log (and synced, under --fsync always).",
+            ),
+            (
+                &self.store.mail_wait,
+                "mail_wait",
+                "Time from the sequencer posting ACKs and advanced rooms to a reactor taking them.",
+            ),
+        ];
+        for (h, name, help) in histograms {
+            h.render(&mut out, name, help);
         }
-        cumulative += self
-            .store
-            .fsync_buckets
-            .last()
-            .map_or(0, |c| c.load(Relaxed));
-        let _ = writeln!(
-            out,
-            "chatd_fsync_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
-        );
-        let sum = self.store.fsync_us_sum.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(
-            out,
-            "chatd_fsync_seconds_sum {sum}\nchatd_fsync_seconds_count {cumulative}"
-        );
         out
     }
 }

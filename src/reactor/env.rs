@@ -103,6 +103,7 @@ impl<M: Members> Env for ConnEnv<'_, M> {
             reactor: self.reactor,
             conn: self.conn,
             id,
+            handed_at: Instant::now(),
         };
         // The sequencer outlives every reactor; a failed send means it died, and the message
         // is not stored.

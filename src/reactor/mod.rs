@@ -15,6 +15,7 @@ pub mod conn;
 pub mod env;
 pub mod listener;
 
+use crate::metrics::histogram::micros;
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{IpAddr, TcpListener as StdListener};
@@ -345,6 +346,10 @@ impl Reactor {
             return;
         };
         mailbox.take(delivery);
+        if let Some(since) = delivery.since {
+            let waited = Instant::now().saturating_duration_since(since);
+            self.shared.metrics.store.mail_wait.observe(micros(waited));
+        }
         for stored in &delivery.stored {
             let ConnRef { key, serial } = stored.conn;
             // The connection may have closed (and its key been reused) since it sent.
