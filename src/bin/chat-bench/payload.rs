@@ -42,18 +42,60 @@ pub fn encode(stamp: Stamp, size: usize, out: &mut String) {
     }
 }
 
-/// Reads the stamp back; `None` if the text is not one of ours.
+/// Reads the stamp back; `None` if the text is not one of ours. Only the three numbers at the
+/// front are read, as ASCII digits: the filler after them is never looked at, so a delivery
+/// costs the same whatever its size (this runs for every message every subscriber gets).
 pub fn decode(text: &[u8]) -> Option<Stamp> {
-    let mut words = text.splitn(4, |b| *b == b' ');
-    let mut num = || -> Option<u64> { std::str::from_utf8(words.next()?).ok()?.parse().ok() };
-    let publisher = u32::try_from(num()?).ok()?;
-    let seq = num()?;
-    let sent_ns = num()?;
+    let (publisher, rest) = number(text)?;
+    let (seq, rest) = number(rest)?;
+    let (sent_ns, _) = number(rest)?;
     Some(Stamp {
-        publisher,
+        publisher: u32::try_from(publisher).ok()?,
         seq,
         sent_ns,
     })
+}
+
+/// The number at the front of `text`, which a space or the end of the text must end, and what
+/// follows that space.
+fn number(text: &[u8]) -> Option<(u64, &[u8])> {
+    let (n, len) = leading(text)?;
+    match text.get(len..)?.split_first() {
+        None => Some((n, &[])),
+        Some((b' ', rest)) => Some((n, rest)),
+        Some(_) => None,
+    }
+}
+
+/// The number `v` spells in ASCII decimal digits, nothing else (no sign, no space); `None` if
+/// it is empty, holds anything but digits, or does not fit a u64. With `decode`, the number
+/// parser of the receive path: stamps, RESP lengths and NATS sizes.
+pub fn digits(v: &[u8]) -> Option<u64> {
+    leading(v)
+        .filter(|&(_, len)| len == v.len())
+        .map(|(n, _)| n)
+}
+
+/// The value of the ASCII digits at the front of `v` and how many there are; `None` if there
+/// are none or they do not fit a u64.
+fn leading(v: &[u8]) -> Option<(u64, usize)> {
+    let mut n: u64 = 0;
+    let mut len = 0;
+    for &b in v {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        // No 19-digit number reaches u64::MAX (about 1.8e19), so only the digits after the
+        // 19th need the checked (slower, a chain of overflow tests) steps.
+        n = if len < 19 {
+            n * 10 + u64::from(d)
+        } else {
+            n.checked_mul(10)?.checked_add(u64::from(d))?
+        };
+        len += 1;
+    }
+    (len > 0).then_some((n, len))
 }
 
 #[cfg(test)]
@@ -80,5 +122,62 @@ mod tests {
         assert_eq!(decode(b"hello world"), None);
         assert_eq!(decode(b"1 2"), None);
         assert_eq!(decode(b""), None);
+        assert_eq!(decode(b"1 2 3x "), None, "a letter in a number");
+        assert_eq!(decode(b"1  2 3 "), None, "an empty word");
+        assert_eq!(decode(b"+1 2 3 "), None, "a sign");
+        assert_eq!(decode(b"4294967296 2 3 "), None, "publisher past u32");
+        assert_eq!(decode(b"1 18446744073709551616 3 "), None, "seq past u64");
+    }
+
+    #[test]
+    fn only_the_three_numbers_at_the_front_are_read() {
+        let s = Stamp {
+            publisher: 4_294_967_295,
+            seq: 18_446_744_073_709_551_615,
+            sent_ns: 0,
+        };
+        assert_eq!(
+            decode(b"4294967295 18446744073709551615 0 \xff\xfe not UTF-8 at all"),
+            Some(s),
+            "the filler is never validated"
+        );
+        assert_eq!(
+            decode(b"4294967295 18446744073709551615 0"),
+            Some(s),
+            "no filler"
+        );
+    }
+
+    #[test]
+    fn digits_are_decimal_ascii_that_fits() {
+        assert_eq!(digits(b"0"), Some(0));
+        assert_eq!(digits(b"0042"), Some(42));
+        assert_eq!(digits(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(
+            digits(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        assert_eq!(
+            digits(b"00000000000000000000000001"),
+            Some(1),
+            "zeros do not overflow"
+        );
+        assert_eq!(
+            digits(b"1234567890123456789"),
+            Some(1_234_567_890_123_456_789)
+        );
+        for bad in [
+            &b""[..],
+            b"18446744073709551616",
+            b"99999999999999999999",
+            b"-1",
+            b" 1",
+            b"1 ",
+            b"1a",
+            b"/",
+            b":",
+        ] {
+            assert_eq!(digits(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 }
