@@ -59,7 +59,7 @@ pub fn decode(text: &[u8]) -> Option<Stamp> {
 /// The number at the front of `text`, which a space or the end of the text must end, and what
 /// follows that space.
 fn number(text: &[u8]) -> Option<(u64, &[u8])> {
-    let (n, len) = leading(text)?;
+    let (n, len) = leading_digits(text)?;
     match text.get(len..)?.split_first() {
         None => Some((n, &[])),
         Some((b' ', rest)) => Some((n, rest)),
@@ -71,17 +71,29 @@ fn number(text: &[u8]) -> Option<(u64, &[u8])> {
 /// it is empty, holds anything but digits, or does not fit a u64. With `decode`, the number
 /// parser of the receive path: stamps, RESP lengths and NATS sizes.
 pub fn digits(v: &[u8]) -> Option<u64> {
-    leading(v)
+    leading_digits(v)
         .filter(|&(_, len)| len == v.len())
         .map(|(n, _)| n)
 }
 
 /// The value of the ASCII digits at the front of `v` and how many there are; `None` if there
 /// are none or they do not fit a u64.
-fn leading(v: &[u8]) -> Option<(u64, usize)> {
+pub fn leading_digits(v: &[u8]) -> Option<(u64, usize)> {
     let mut n: u64 = 0;
     let mut len = 0;
-    for &b in v {
+    // Eight at a time while n * 10^8 cannot overflow (n has at most 11 digits): a stamp's
+    // SENT_NS alone has 10 or more.
+    while len <= 11 {
+        let Some(eight) = v.get(len..).and_then(|r| r.first_chunk::<8>()) else {
+            break;
+        };
+        let Some(x) = eight_digits(*eight) else {
+            break;
+        };
+        n = n * 100_000_000 + x;
+        len += 8;
+    }
+    for &b in v.get(len..).unwrap_or_default() {
         let d = b.wrapping_sub(b'0');
         if d > 9 {
             break;
@@ -96,6 +108,29 @@ fn leading(v: &[u8]) -> Option<(u64, usize)> {
         len += 1;
     }
     (len > 0).then_some((n, len))
+}
+
+/// The value of 8 ASCII digits, the first the most significant; `None` if any byte is not a
+/// digit. All eight are checked and combined at once, as one u64 (SWAR).
+fn eight_digits(chunk: [u8; 8]) -> Option<u64> {
+    const HIGH: u64 = 0xf0f0_f0f0_f0f0_f0f0;
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    let v = u64::from_le_bytes(chunk);
+    // A digit's high nibble is 3, and stays 3 when 6 is added (0x3a..=0x3f become 0x4_).
+    // Adding 6 to a byte 0x30..=0x3f never carries into the next byte.
+    if v & HIGH != ZEROS || v.wrapping_add(0x0606_0606_0606_0606) & HIGH != ZEROS {
+        return None;
+    }
+    // Each byte now holds its digit, the first digit in the lowest byte.
+    let d = v - ZEROS;
+    // Byte 2i becomes 10 * digit 2i + digit 2i+1 (at most 99: nothing carries).
+    let pairs = d * 10 + (d >> 8);
+    // Bytes 0 and 4 (pairs 0 and 2) and bytes 2 and 6 (pairs 1 and 3), weighted so that bits
+    // 32..64 of the sum hold pair0 * 10^6 + pair1 * 10^4 + pair2 * 100 + pair3 (< 10^8).
+    const PAIRS: u64 = 0x0000_00ff_0000_00ff;
+    let high = (pairs & PAIRS).wrapping_mul(100 + (1_000_000 << 32));
+    let low = ((pairs >> 16) & PAIRS).wrapping_mul(1 + (10_000 << 32));
+    Some(high.wrapping_add(low) >> 32)
 }
 
 #[cfg(test)]
@@ -146,6 +181,58 @@ mod tests {
             Some(s),
             "no filler"
         );
+    }
+
+    proptest::proptest! {
+        /// `str::parse` is the oracle, over every length up to past u64, leading zeros, and
+        /// whatever byte ends the digits.
+        #[test]
+        fn leading_digits_agree_with_str_parse(
+            digit_bytes in proptest::collection::vec(b'0'..=b'9', 0..24),
+            zeros in 0usize..4,
+            end in proptest::prelude::any::<u8>(),
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..9),
+        ) {
+            let mut v = vec![b'0'; zeros];
+            v.extend_from_slice(&digit_bytes);
+            let len = v.len();
+            let want = std::str::from_utf8(&v).ok().and_then(|s| s.parse::<u64>().ok());
+            let mut text = v.clone();
+            text.push(end);
+            text.extend_from_slice(&tail);
+            proptest::prop_assert_eq!(digits(&v), want);
+            if !end.is_ascii_digit() {
+                proptest::prop_assert_eq!(leading_digits(&text), want.map(|n| (n, len)));
+            }
+        }
+
+        #[test]
+        fn eight_digits_agree_with_str_parse(chunk in proptest::prelude::any::<[u8; 8]>(), digit_chunk in proptest::prelude::any::<[u8; 8]>()) {
+            let as_digits = digit_chunk.map(|b| b'0' + b % 10);
+            for c in [chunk, as_digits] {
+                let want = std::str::from_utf8(&c)
+                    .ok()
+                    .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|s| s.parse::<u64>().ok());
+                proptest::prop_assert_eq!(eight_digits(c), want, "{:?}", c);
+            }
+        }
+    }
+
+    #[test]
+    fn eight_digits_refuse_each_near_miss_in_each_place() {
+        assert_eq!(eight_digits(*b"12345678"), Some(12_345_678));
+        assert_eq!(eight_digits(*b"00000000"), Some(0));
+        assert_eq!(eight_digits(*b"99999999"), Some(99_999_999));
+        for at in 0..8 {
+            for bad in [b'/', b':', b'?', b' ', 0x00, 0x3f, 0xb5, 0xff, b'a'] {
+                let mut c = *b"99999999";
+                if let Some(b) = c.get_mut(at) {
+                    *b = bad;
+                }
+                assert_eq!(eight_digits(c), None, "{bad:#x} at {at}");
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! (a message's text is most of what arrives), but its CRLF must follow it.
 
 use super::{In, Wire, line};
-use crate::payload::digits;
+use crate::payload::leading_digits;
 
 #[derive(Default)]
 pub struct Redis;
@@ -29,32 +29,43 @@ fn command(words: &[&[u8]], out: &mut Vec<u8>) {
     }
 }
 
-fn number(v: &[u8]) -> Result<i64, String> {
-    let (negative, magnitude) = match v.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, v),
+/// The number on the line at the front of `buf`, after its type byte (`:1`, `$-1`, `*3`),
+/// and the bytes the line takes with its CRLF; `None` until the line is in. The digits are
+/// read as they come, without looking for the line's end first.
+fn int_line(buf: &[u8]) -> Result<Option<(i64, usize)>, String> {
+    let bad = || {
+        let shown = buf.get(..buf.len().min(24)).unwrap_or_default();
+        format!("bad RESP number line {:?}", String::from_utf8_lossy(shown))
     };
-    digits(magnitude)
-        .and_then(|n| i64::try_from(n).ok())
-        .map(|n| if negative { -n } else { n })
-        .ok_or_else(|| format!("bad RESP number {:?}", String::from_utf8_lossy(v)))
+    let negative = buf.get(1) == Some(&b'-');
+    let at = 1 + usize::from(negative);
+    let rest = buf.get(at..).unwrap_or_default();
+    let Some((n, len)) = leading_digits(rest) else {
+        // No digit yet, something else, or more digits than a u64 holds.
+        return if rest.is_empty() {
+            Ok(None)
+        } else {
+            Err(bad())
+        };
+    };
+    let n = i64::try_from(n).map_err(|_| bad())?;
+    let end = at + len;
+    match (buf.get(end), buf.get(end + 1)) {
+        (Some(b'\r'), Some(b'\n')) => Ok(Some((if negative { -n } else { n }, end + 2))),
+        (None, _) | (Some(b'\r'), None) => Ok(None),
+        _ => Err(bad()),
+    }
 }
 
 /// One non-array value at the front of `buf`: `None` if incomplete.
 fn item(buf: &[u8]) -> Result<Option<(Item<'_>, usize)>, String> {
-    let Some((head, n)) = line(buf) else {
-        return Ok(None);
-    };
-    let body = head.get(1..).unwrap_or_default();
-    let it = match head.first() {
-        Some(b'+') => Item::Simple(body),
-        Some(b'-') => Item::Error(body),
-        Some(b':') => {
-            number(body)?;
-            Item::Int
-        }
+    match buf.first() {
+        None => Ok(None),
+        Some(b':') => Ok(int_line(buf)?.map(|(_, n)| (Item::Int, n))),
         Some(b'$') => {
-            let len = number(body)?;
+            let Some((len, n)) = int_line(buf)? else {
+                return Ok(None);
+            };
             let Ok(len) = usize::try_from(len) else {
                 return Ok(Some((Item::Nil, n)));
             };
@@ -67,16 +78,26 @@ fn item(buf: &[u8]) -> Result<Option<(Item<'_>, usize)>, String> {
             if crlf != b"\r\n" {
                 return Err(format!("RESP bulk of {len} bytes not followed by CRLF"));
             }
-            return Ok(Some((Item::Bulk(data), end + 2)));
+            Ok(Some((Item::Bulk(data), end + 2)))
         }
-        _ => {
-            return Err(format!(
-                "unexpected RESP {:?}",
-                String::from_utf8_lossy(head)
-            ));
+        Some(_) => {
+            let Some((head, n)) = line(buf) else {
+                return Ok(None);
+            };
+            let body = head.get(1..).unwrap_or_default();
+            let it = match head.first() {
+                Some(b'+') => Item::Simple(body),
+                Some(b'-') => Item::Error(body),
+                _ => {
+                    return Err(format!(
+                        "unexpected RESP {:?}",
+                        String::from_utf8_lossy(head)
+                    ));
+                }
+            };
+            Ok(Some((it, n)))
         }
-    };
-    Ok(Some((it, n)))
+    }
 }
 
 impl Wire for Redis {
@@ -118,10 +139,9 @@ impl Wire for Redis {
                 });
                 continue;
             }
-            let Some((head, mut n)) = line(rest) else {
+            let Some((count, mut n)) = int_line(rest)? else {
                 return Ok(used);
             };
-            let count = number(head.get(1..).unwrap_or_default())?;
             let mut items = [Item::Nil; 3];
             let mut complete = true;
             for i in 0..usize::try_from(count).unwrap_or(0) {
@@ -227,10 +247,23 @@ mod tests {
         ] {
             assert!(fed(&[bad]).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
-        assert_eq!(number(b"-1"), Ok(-1));
-        assert_eq!(number(b"9223372036854775807"), Ok(i64::MAX));
-        assert!(number(b"9223372036854775808").is_err());
-        assert!(number(b"-").is_err());
+        assert_eq!(int_line(b"$-1\r\n"), Ok(Some((-1, 5))));
+        assert_eq!(
+            int_line(b":9223372036854775807\r\n+"),
+            Ok(Some((i64::MAX, 22)))
+        );
+        for partial in [&b":"[..], b":-", b":12", b":12\r"] {
+            assert_eq!(int_line(partial), Ok(None), "{partial:?}");
+        }
+        for bad in [
+            &b":9223372036854775808\r\n"[..],
+            b":-\r\n",
+            b":1x\r\n",
+            b":1\r\r",
+            b":+1\r\n",
+        ] {
+            assert!(int_line(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]
