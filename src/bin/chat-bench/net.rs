@@ -69,7 +69,7 @@ enum Layer {
 pub struct Link {
     pub stream: TcpStream,
     /// Protocol bytes received (decrypted, or out of their WebSocket frames) and not parsed
-    /// yet.
+    /// yet; on a plain connection read by `read_through`, only the partial frame a read left.
     pub inbuf: Vec<u8>,
     /// Protocol bytes to send.
     pub out: Vec<u8>,

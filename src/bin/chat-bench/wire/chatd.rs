@@ -1,8 +1,8 @@
 //! chatd's side of the `Wire`: HELLO/WELCOME, JOIN/JOINED, SEND/ACK, MSG, in the binary frames
 //! of protocol v1. Requests are encoded by the daemon's own codec, and so is every frame but
 //! one parsed; MSG, the frame that arrives once per delivery, is cut here by its header and
-//! length fields alone, so that the bench can take more deliveries per second than the server
-//! it measures can give. The header is judged as strictly as the daemon's `Deframer` does
+//! length fields alone, so that a delivery costs the bench a few header reads rather than a
+//! full validating parse (the bench must not be what limits a fanout run). The header is judged as strictly as the daemon's `Deframer` does
 //! (zero or oversized length, a kind a server does not send) and a MSG whose length fields run
 //! past its body is an error: a bad frame is reported, never skipped. What is not checked is
 //! whether the names and the text are UTF-8: the bench reads only the stamp at the front of
