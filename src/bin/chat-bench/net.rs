@@ -69,7 +69,7 @@ enum Layer {
 pub struct Link {
     pub stream: TcpStream,
     /// Protocol bytes received (decrypted, or out of their WebSocket frames) and not parsed
-    /// yet.
+    /// yet; on a plain connection read by `read_through`, only the partial frame a read left.
     pub inbuf: Vec<u8>,
     /// Protocol bytes to send.
     pub out: Vec<u8>,
@@ -126,6 +126,30 @@ impl Link {
         }
     }
 
+    /// Reads what has arrived and hands it to `take` with `out` for replies; `take` returns
+    /// how many bytes at the front it used, and only the rest (a partial frame) is kept for
+    /// the next call. Plain connections are parsed in place in `scratch`, one read at a time,
+    /// so that a delivered byte is copied once, by the kernel; under TLS or WebSocket `take`
+    /// sees `inbuf` after everything was read. True when the server closed the connection.
+    ///
+    /// # Errors
+    /// A socket error (as "receiving: ..."), or what `take` returned.
+    pub fn read_through(&mut self, scratch: &mut [u8], take: Take<'_>) -> Result<bool, String> {
+        if self.layer.is_none() {
+            return read_in_place(
+                &mut self.stream,
+                scratch,
+                &mut self.inbuf,
+                &mut self.out,
+                take,
+            );
+        }
+        let eof = self.read(scratch).map_err(|e| format!("receiving: {e}"))?;
+        let used = take(&self.inbuf, &mut self.out)?;
+        self.inbuf.drain(..used.min(self.inbuf.len()));
+        Ok(eof)
+    }
+
     /// Writes `out` to `WouldBlock` (the writable event brings us back for the rest).
     ///
     /// # Errors
@@ -149,6 +173,62 @@ impl Link {
             l_linger: 0,
         };
         let _ = setsockopt(&self.stream, Linger, &l);
+    }
+}
+
+/// What `Link::read_through` hands the bytes to: the bytes, and the buffer for replies; it
+/// returns how many bytes at the front it used.
+pub type Take<'a> = &'a mut dyn FnMut(&[u8], &mut Vec<u8>) -> Result<usize, String>;
+
+/// `Link::read_through` for a plain socket. Each read lands in `scratch` behind a copy of
+/// `kept`, the partial frame the last one left (a few bytes, copied once per read, not per
+/// frame), and `take` parses it there. A partial frame larger than half of `scratch` is
+/// grown in `kept` instead, so that a read always has room.
+///
+/// A read shorter than its room ends the call: the socket had no more, and since mio's
+/// readiness is edge-triggered (epoll, kqueue) new bytes raise a new event, so the read that
+/// would only say `WouldBlock` is saved (tokio relies on the same).
+fn read_in_place(
+    socket: &mut impl Read,
+    scratch: &mut [u8],
+    kept: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    take: Take<'_>,
+) -> Result<bool, String> {
+    if scratch.is_empty() {
+        return Err("receiving: no room to read into".into());
+    }
+    loop {
+        let spill = kept.len() > scratch.len() / 2;
+        let at = if spill { 0 } else { kept.len() };
+        if let (false, Some(front)) = (spill, scratch.get_mut(..at)) {
+            front.copy_from_slice(kept);
+        }
+        let room = scratch.get_mut(at..).unwrap_or_default();
+        let room_len = room.len();
+        let n = match socket.read(room) {
+            // The server closed its side.
+            Ok(0) => return Ok(true),
+            Ok(n) => n,
+            // Drained: the next readable event brings us back.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            // A signal came first: try again.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("receiving: {e}")),
+        };
+        if spill {
+            kept.extend_from_slice(scratch.get(..n).unwrap_or_default());
+            let used = take(kept, out)?;
+            kept.drain(..used.min(kept.len()));
+        } else {
+            let got = scratch.get(..at + n).unwrap_or_default();
+            let used = take(got, out)?;
+            kept.clear();
+            kept.extend_from_slice(got.get(used..).unwrap_or_default());
+        }
+        if n < room_len {
+            return Ok(false);
+        }
     }
 }
 
@@ -206,4 +286,134 @@ pub fn write_until_blocked(stream: &mut impl Write, out: &[u8]) -> io::Result<us
         }
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    /// A socket that hands out the reads it was given, one per call (cut to the room), then
+    /// says `WouldBlock`, or that the peer closed when `eof` is set.
+    struct Reads {
+        reads: VecDeque<Vec<u8>>,
+        eof: bool,
+    }
+
+    impl Read for Reads {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let Some(mut next) = self.reads.pop_front() else {
+                return if self.eof {
+                    Ok(0)
+                } else {
+                    Err(io::ErrorKind::WouldBlock.into())
+                };
+            };
+            let n = next.len().min(buf.len());
+            let rest = next.split_off(n);
+            if !rest.is_empty() {
+                self.reads.push_front(rest);
+            }
+            buf.get_mut(..n).unwrap_or_default().copy_from_slice(&next);
+            Ok(n)
+        }
+    }
+
+    /// Takes the whole `;`-ended words at the front, as a wire takes frames; a `!` is an
+    /// error, as a malformed frame is.
+    fn words(got: &mut Vec<String>) -> impl FnMut(&[u8], &mut Vec<u8>) -> Result<usize, String> {
+        move |buf, out| {
+            let mut used = 0;
+            while let Some(end) = buf
+                .get(used..)
+                .and_then(|r| r.iter().position(|&b| b == b';'))
+            {
+                let word = buf.get(used..used + end).unwrap_or_default();
+                if word.contains(&b'!') {
+                    return Err("bad word".into());
+                }
+                got.push(String::from_utf8_lossy(word).into_owned());
+                out.push(b'.');
+                used += end + 1;
+            }
+            Ok(used)
+        }
+    }
+
+    /// Feeds `reads` through `read_in_place` with a scratch of `room` bytes, calling it again
+    /// after each return as new readable events would; the words taken, the replies, what
+    /// is kept, and whether the end was seen.
+    fn run(
+        reads: &[&[u8]],
+        room: usize,
+        eof: bool,
+    ) -> Result<(Vec<String>, usize, Vec<u8>, bool), String> {
+        let mut socket = Reads {
+            reads: reads
+                .iter()
+                .filter(|r| !r.is_empty())
+                .map(|r| r.to_vec())
+                .collect(),
+            eof,
+        };
+        let (mut scratch, mut kept, mut out, mut got) =
+            (vec![0; room], Vec::new(), Vec::new(), Vec::new());
+        let mut take = words(&mut got);
+        let mut closed = false;
+        for _ in 0..=reads.iter().map(|r| r.len()).sum::<usize>() + 1 {
+            closed = read_in_place(&mut socket, &mut scratch, &mut kept, &mut out, &mut take)?;
+            if closed || (socket.reads.is_empty() && !eof) {
+                break;
+            }
+        }
+        drop(take);
+        Ok((got, out.len(), kept, closed))
+    }
+
+    const STREAM: &[u8] = b"one;two;three;a-much-longer-word;;x;";
+
+    fn all_words() -> Vec<String> {
+        ["one", "two", "three", "a-much-longer-word", "", "x"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    #[test]
+    fn words_split_across_reads_at_every_byte_arrive_once_each() {
+        for room in [1, 2, 7, 16, 64, 4096] {
+            for cut in 0..=STREAM.len() {
+                let (a, b) = STREAM.split_at(cut);
+                let got = run(&[a, b], room, false);
+                assert_eq!(
+                    got,
+                    Ok((all_words(), 6, vec![], false)),
+                    "room {room}, cut {cut}"
+                );
+            }
+            let bytes: Vec<&[u8]> = STREAM.chunks(1).collect();
+            assert_eq!(
+                run(&bytes, room, false),
+                Ok((all_words(), 6, vec![], false)),
+                "room {room}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_partial_word_is_kept_and_the_end_is_reported() {
+        let got = run(&[b"one;tw"], 64, true);
+        assert_eq!(got, Ok((vec!["one".into()], 1, b"tw".to_vec(), true)));
+        let got = run(&[b"one;tw", b"o;"], 3, false);
+        assert_eq!(
+            got,
+            Ok((vec!["one".into(), "two".into()], 2, vec![], false))
+        );
+    }
+
+    #[test]
+    fn what_take_refuses_is_an_error() {
+        assert_eq!(run(&[b"one;", b"t!o;"], 64, false), Err("bad word".into()));
+        assert!(run(&[b"one;"], 0, false).is_err(), "no room to read into");
+    }
 }

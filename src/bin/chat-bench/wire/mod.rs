@@ -97,8 +97,33 @@ pub fn new(kind: Kind, publisher: bool, creds: &Creds) -> Box<dyn Wire> {
     }
 }
 
-/// The line at the front of `buf` without its CRLF, and the bytes it takes with it.
+/// The line at the front of `buf` without its CRLF, and the bytes it takes with it. Looks for
+/// the LF and then the CR before it, so each byte is looked at once (a `\n` alone is part of
+/// the line, as in a search for the pair).
 fn line(buf: &[u8]) -> Option<(&[u8], usize)> {
-    let end = buf.windows(2).position(|w| w == b"\r\n")?;
-    Some((buf.get(..end)?, end + 2))
+    let mut from = 0;
+    loop {
+        let lf = from + buf.get(from..)?.iter().position(|&b| b == b'\n')?;
+        if let Some(cr) = lf.checked_sub(1).filter(|&cr| buf.get(cr) == Some(&b'\r')) {
+            return Some((buf.get(..cr)?, lf + 1));
+        }
+        from = lf + 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_ends_at_the_first_crlf() {
+        assert_eq!(line(b"PING\r\nPONG\r\n"), Some((&b"PING"[..], 6)));
+        assert_eq!(line(b"\r\n"), Some((&b""[..], 2)));
+        assert_eq!(line(b"a\nb\r\n"), Some((&b"a\nb"[..], 5)), "a lone LF");
+        assert_eq!(line(b"\na\r\n"), Some((&b"\na"[..], 4)), "an LF first");
+        assert_eq!(line(b"a\rb\r\n"), Some((&b"a\rb"[..], 5)), "a lone CR");
+        for partial in [&b""[..], b"PING", b"PING\r", b"\n", b"a\nb\r"] {
+            assert_eq!(line(partial), None, "{partial:?}");
+        }
+    }
 }

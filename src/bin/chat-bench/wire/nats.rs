@@ -2,11 +2,13 @@
 //! ready), `SUB room sid` then `PING` (the `PONG` means the subscription is in place, since
 //! the server handles a connection's commands in order), `PUB room n`, pushed
 //! `MSG room sid [reply] n`, and `PONG` to the server's `PING`. Publisher connections set
-//! `verbose` so that each PUB is answered with `+OK`.
+//! `verbose` so that each PUB is answered with `+OK`. A MSG's payload is taken by the size
+//! its line gives, never scanned, but its CRLF must follow it.
 
 use std::collections::VecDeque;
 
 use super::{In, Wire, line};
+use crate::payload::digits;
 
 pub struct Nats {
     verbose: bool,
@@ -69,16 +71,19 @@ impl Wire for Nats {
                 return Ok(used);
             };
             if let Some(args) = head.strip_prefix(b"MSG ") {
-                let len = args
-                    .rsplit(|b| *b == b' ')
-                    .next()
-                    .and_then(|w| std::str::from_utf8(w).ok()?.parse::<usize>().ok())
+                let len = msg_size(args)
                     .ok_or_else(|| format!("bad MSG line {:?}", String::from_utf8_lossy(head)))?;
-                if rest.len() < n + len + 2 {
+                let end = n
+                    .checked_add(len)
+                    .ok_or_else(|| format!("MSG size {len} too large"))?;
+                let (Some(payload), Some(crlf)) = (rest.get(n..end), rest.get(end..end + 2)) else {
                     return Ok(used);
+                };
+                if crlf != b"\r\n" {
+                    return Err(format!("MSG payload of {len} bytes not followed by CRLF"));
                 }
-                used += n + len + 2;
-                on(In::Message(rest.get(n..n + len).unwrap_or_default()));
+                used += end + 2;
+                on(In::Message(payload));
                 continue;
             }
             used += n;
@@ -101,35 +106,90 @@ impl Wire for Nats {
     }
 }
 
+/// The payload size a MSG line's arguments (`subject sid [reply] size`) end with.
+fn msg_size(args: &[u8]) -> Option<usize> {
+    let mut words = args.split(|b| *b == b' ');
+    let size = words.next_back()?;
+    if !(2..=3).contains(&words.count()) {
+        return None;
+    }
+    usize::try_from(digits(size)?).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn pongs_mean_what_their_pings_asked_and_oks_skip_the_setup() {
+    const SESSION: &[u8] = b"INFO {}\r\n+OK\r\nPONG\r\n+OK\r\nPONG\r\n+OK\r\nPING\r\n\
+                     MSG r 1 5\r\nhello\r\nMSG r 1 rep 2\r\nhi\r\nMSG r 1 4\r\n\xff\r\n\n\r\n\
+                     MSG r 1 0\r\n\r\nMSG r 1 9\r\npart";
+
+    fn session_events() -> Vec<String> {
+        [
+            "Other",
+            "Ready",
+            "Subscribed",
+            "Ack",
+            "Message([104, 101, 108, 108, 111])",
+            "Message([104, 105])",
+            "Message([255, 13, 10, 10])",
+            "Message([])",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    /// The events, the replies written and the bytes kept.
+    type Fed = (Vec<String>, Vec<u8>, Vec<u8>);
+
+    /// A publisher's wire after `hello` and one `subscribe`, and what `parse` made of `reads`
+    /// fed one after the other into a buffer that keeps what a parse left, as the driver does.
+    fn fed(reads: &[&[u8]]) -> Result<Fed, String> {
         let mut n = Nats::new(true);
         let mut out = Vec::new();
         n.hello(&mut out);
         n.subscribe("r", &mut out);
-        let wire = b"INFO {}\r\n+OK\r\nPONG\r\n+OK\r\nPONG\r\n+OK\r\nPING\r\n\
-                     MSG r 1 5\r\nhello\r\nMSG r 1 rep 2\r\nhi\r\nMSG r 1 9\r\npart";
-        let mut got = Vec::new();
         out.clear();
-        let used = n
-            .parse(wire, &mut out, &mut |e| got.push(format!("{e:?}")))
-            .expect("valid");
-        assert_eq!(
-            got,
-            [
-                "Other",
-                "Ready",
-                "Subscribed",
-                "Ack",
-                "Message([104, 101, 108, 108, 111])",
-                "Message([104, 105])"
-            ]
-        );
+        let (mut buf, mut got) = (Vec::new(), Vec::new());
+        for r in reads {
+            buf.extend_from_slice(r);
+            let used = n.parse(&buf, &mut out, &mut |e| got.push(format!("{e:?}")))?;
+            buf.drain(..used);
+        }
+        Ok((got, out, buf))
+    }
+
+    #[test]
+    fn pongs_mean_what_their_pings_asked_and_oks_skip_the_setup() {
+        let (got, out, kept) = fed(&[SESSION]).expect("valid");
+        assert_eq!(got, session_events());
         assert_eq!(out, b"PONG\r\n", "the server's PING is answered");
-        assert_eq!(wire.get(used..), Some(&b"MSG r 1 9\r\npart"[..]));
+        assert_eq!(kept, b"MSG r 1 9\r\npart");
+    }
+
+    #[test]
+    fn a_session_split_across_reads_at_every_byte_gives_the_same_events() {
+        let whole = fed(&[SESSION]);
+        for cut in 0..=SESSION.len() {
+            let (a, b) = SESSION.split_at(cut);
+            assert_eq!(fed(&[a, b]), whole, "cut at {cut}");
+        }
+        let bytes: Vec<&[u8]> = SESSION.chunks(1).collect();
+        assert_eq!(fed(&bytes), whole, "a byte per read");
+    }
+
+    #[test]
+    fn malformed_msgs_are_errors() {
+        for bad in [
+            &b"MSG r 1 x\r\n"[..],
+            b"MSG r 1 -1\r\n",
+            b"MSG r 1\r\n",
+            b"MSG r 1 rep x 5\r\n",
+            b"MSG r 1 5\r\nhelloXY",
+            b"MSG r 1 5\r\nhello\n\r",
+            b"MSG r 1 99999999999999999999\r\n",
+        ] {
+            assert!(fed(&[bad]).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 }

@@ -160,10 +160,13 @@ pub fn drive(ps: &PubSub, server: &Server) -> Result<Measured, String> {
             }
         }
         if let Some((t0, _, _)) = start {
-            for c in &mut conns {
+            // Publishers are the first connections: only they are visited on every turn of
+            // the loop, not the (up to thousands of) subscribers, which only events wake.
+            let pubs = conns.get_mut(..ps.publishers).unwrap_or_default();
+            for c in pubs.iter_mut() {
                 pump(ps, c, t0, now, per_pub_rate, &shared.clock, &mut text);
             }
-            let pubs_done = conns.iter().all(|c| {
+            let pubs_done = pubs.iter().all(|c| {
                 !matches!(c.role, Role::Pub(_)) || matches!(c.phase, Phase::Done | Phase::Over)
             });
             if pubs_done && pubs_done_at.is_none() {
@@ -317,70 +320,64 @@ fn pump(
     }
 }
 
-/// Reads, parses and reacts to what arrived on one connection; true if anything did.
+/// Reads, parses and reacts to what arrived on one connection; true if anything did. Each
+/// read is parsed where it landed (`Link::read_through`), and each delivery is accounted for
+/// there: attributed to its publisher and seq by its stamp, sorted into in order, late or
+/// duplicate, and its latency recorded against the time of the read that brought it.
 fn service(ps: &PubSub, c: &mut Conn, scratch: &mut [u8], shared: &mut Shared) -> bool {
     let Some(link) = c.link.as_mut() else {
         return false;
     };
-    let eof = match link.read(scratch) {
-        Ok(eof) => eof,
-        Err(e) => {
-            shared.failures.push(format!("receiving: {e}"));
-            c.phase = Phase::Over;
-            c.link = None;
-            return false;
-        }
-    };
-    let got = !link.inbuf.is_empty();
-    let now = Instant::now();
-    let now_ns = shared.clock.ns(now);
+    let mut got = false;
     let mut ready = false;
     let mut subscribed = 0;
     let mut refused = None;
-    let role = &mut c.role;
-    let Link { inbuf, out, .. } = link;
-    let parsed = c.wire.parse(inbuf, out, &mut |ev| match ev {
-        In::Ready => ready = true,
-        In::Subscribed => subscribed += 1,
-        In::Ack => {
-            if let Role::Pub(p) = role {
-                p.in_flight = p.in_flight.saturating_sub(1);
-                p.acked += 1;
+    let (wire, role) = (&mut c.wire, &mut c.role);
+    let read = link.read_through(scratch, &mut |buf, out| {
+        got |= !buf.is_empty();
+        let now = Instant::now();
+        let now_ns = shared.clock.ns(now);
+        wire.parse(buf, out, &mut |ev| match ev {
+            In::Ready => ready = true,
+            In::Subscribed => subscribed += 1,
+            In::Ack => {
+                if let Role::Pub(p) = role {
+                    p.in_flight = p.in_flight.saturating_sub(1);
+                    p.acked += 1;
+                }
             }
-        }
-        In::Message(text) => {
-            if let Role::Sub(s) = role
-                && let Some(stamp) = decode(text)
-                && let Some(st) = s.streams.get_mut(stamp.publisher as usize)
-            {
-                st.arrive(stamp.seq);
-                s.received += 1;
-                shared
-                    .latency
-                    .record_us(now_ns.saturating_sub(stamp.sent_ns) / 1000);
-                shared.last_delivery = Some(now);
+            In::Message(text) => {
+                if let Role::Sub(s) = role
+                    && let Some(stamp) = decode(text)
+                    && let Some(st) = s.streams.get_mut(stamp.publisher as usize)
+                {
+                    st.arrive(stamp.seq);
+                    s.received += 1;
+                    shared
+                        .latency
+                        .record_us(now_ns.saturating_sub(stamp.sent_ns) / 1000);
+                    shared.last_delivery = Some(now);
+                }
             }
-        }
-        In::Error(e) => {
-            shared.errors += 1;
-            refused.get_or_insert_with(|| e.clone());
-            if shared.errors <= 3 {
-                eprintln!("chat-bench: server error: {e}");
+            In::Error(e) => {
+                shared.errors += 1;
+                refused.get_or_insert_with(|| e.clone());
+                if shared.errors <= 3 {
+                    eprintln!("chat-bench: server error: {e}");
+                }
             }
-        }
-        In::Other => {}
+            In::Other => {}
+        })
     });
-    match parsed {
-        Ok(used) => {
-            inbuf.drain(..used.min(inbuf.len()));
-        }
+    let eof = match read {
+        Ok(eof) => eof,
         Err(e) => {
             shared.failures.push(e);
             c.phase = Phase::Over;
             c.link = None;
             return got;
         }
-    }
+    };
     if let Some(e) = refused.filter(|_| matches!(c.phase, Phase::Hello | Phase::Subscribing)) {
         shared.failures.push(format!("refused during setup: {e}"));
         c.phase = Phase::Over;
@@ -395,7 +392,7 @@ fn service(ps: &PubSub, c: &mut Conn, scratch: &mut [u8], shared: &mut Shared) -
             Role::Pub(_) => Vec::new(),
         };
         for &r in &rooms {
-            c.wire.subscribe(&ps.room_name(r), out);
+            c.wire.subscribe(&ps.room_name(r), &mut link.out);
         }
         c.pending = rooms.len();
         c.phase = if rooms.is_empty() {
