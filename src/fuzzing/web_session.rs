@@ -424,7 +424,7 @@ impl Run {
             into: &mut chunk,
             cap: piece,
         };
-        let _ = self.session.out.write_counted(&mut capped, |_| {});
+        let _ = self.session.out.write_counted(&mut capped, |_, _| {});
         if !open {
             return None;
         }

@@ -56,9 +56,9 @@ impl Shard {
         }
     }
 
-    pub fn frame_out(&self, kind: u8) {
+    pub fn frame_out(&self, kind: u8, count: u64) {
         if let Some(c) = self.frames_out.get(usize::from(kind.wrapping_sub(0x80))) {
-            c.fetch_add(1, Relaxed);
+            c.fetch_add(count, Relaxed);
         }
     }
 

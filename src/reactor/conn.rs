@@ -367,7 +367,7 @@ impl Conn {
             match self
                 .session
                 .out
-                .write_counted(&mut self.stream, |kind| env.frame_out(kind))
+                .write_counted(&mut self.stream, |kind, count| env.frame_out(kind, count))
             {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
@@ -461,7 +461,7 @@ impl Conn {
                     };
                     self.session
                         .out
-                        .write_counted(&mut gather, |kind| env.frame_out(kind))?;
+                        .write_counted(&mut gather, |kind, count| env.frame_out(kind, count))?;
                     0
                 }
             };

@@ -116,9 +116,9 @@ impl<M: Members> Env for ConnEnv<'_, M> {
         }
     }
 
-    fn frame_out(&mut self, kind: u8) {
+    fn frame_out(&mut self, kind: u8, count: u64) {
         if let Some(shard) = self.shared.metrics.shard(self.reactor) {
-            shard.frame_out(kind);
+            shard.frame_out(kind, count);
         }
     }
 

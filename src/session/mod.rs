@@ -85,9 +85,9 @@ pub trait Env {
     fn frame_in(&mut self, kind: u8) {
         let _ = kind;
     }
-    /// For the metrics: a whole frame of this kind left for the client.
-    fn frame_out(&mut self, kind: u8) {
-        let _ = kind;
+    /// For the metrics: `count` whole frames of this kind left for the client.
+    fn frame_out(&mut self, kind: u8, count: u64) {
+        let _ = (kind, count);
     }
     /// For the metrics: a non-fatal ERROR answered a request.
     fn error_sent(&mut self, code: ErrorCode) {

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 
 use crate::batch_frames::Frame;
-use crate::protocol::{ServerFrame, encode_server};
+use crate::protocol::{ServerFrame, encode_server, kind};
 
 /// Most buffers handed to one `writev`: enough to fill a socket buffer with small messages,
 /// few enough to live on the stack.
@@ -111,14 +111,18 @@ impl Outbox {
     /// # Errors
     /// Whatever the writer returns, `WouldBlock` included; nothing is consumed then.
     pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<usize> {
-        self.write_counted(w, |_| {})
+        self.write_counted(w, |_, _| {})
     }
 
     /// Like `write_to`, and calls `sent` with the kind of every frame that left whole.
     ///
     /// # Errors
     /// Whatever the writer returns, `WouldBlock` included; nothing is consumed then.
-    pub fn write_counted(&mut self, w: &mut impl Write, sent: impl FnMut(u8)) -> io::Result<usize> {
+    pub fn write_counted(
+        &mut self,
+        w: &mut impl Write,
+        sent: impl FnMut(u8, u64),
+    ) -> io::Result<usize> {
         match self.queue.as_mut() {
             Some(q) => q.write_counted(w, sent),
             None => w.write_vectored(&[]),
@@ -169,7 +173,11 @@ impl Queue {
         }
     }
 
-    fn write_counted(&mut self, w: &mut impl Write, sent: impl FnMut(u8)) -> io::Result<usize> {
+    fn write_counted(
+        &mut self,
+        w: &mut impl Write,
+        sent: impl FnMut(u8, u64),
+    ) -> io::Result<usize> {
         let mut slices = [IoSlice::new(&[]); MAX_IOV];
         let mut count = 0;
         for (slot, chunk) in slices.iter_mut().zip(self.chunks.iter()) {
@@ -182,7 +190,7 @@ impl Queue {
         Ok(written)
     }
 
-    fn consume(&mut self, mut n: usize, mut sent: impl FnMut(u8)) {
+    fn consume(&mut self, mut n: usize, mut sent: impl FnMut(u8, u64)) {
         while n > 0 {
             let Some(front) = self.chunks.front() else {
                 return;
@@ -199,9 +207,10 @@ impl Queue {
                     self.owned_bytes -= buf.len();
                     frame_kinds(&buf, &mut sent);
                 }
-                Some(Chunk::Shared(run, frames)) => {
+                // A run holds ring frames only, which are all MSGs: counted without parsing.
+                Some(Chunk::Shared(_, frames)) => {
                     self.shared_frames -= frames as usize;
-                    frame_kinds(&run, &mut sent);
+                    sent(kind::MSG, u64::from(frames));
                 }
                 None => {}
             }
@@ -210,13 +219,13 @@ impl Queue {
 }
 
 /// Calls `sent` with the kind of each whole frame in `bytes` (frames back to back).
-fn frame_kinds(mut bytes: &[u8], sent: &mut impl FnMut(u8)) {
+fn frame_kinds(mut bytes: &[u8], sent: &mut impl FnMut(u8, u64)) {
     while let Some((len, rest)) = bytes.split_first_chunk::<4>() {
         let len = usize::try_from(u32::from_be_bytes(*len)).unwrap_or(usize::MAX);
         let (Some(&kind), Some(next)) = (rest.first(), rest.get(len..)) else {
             return;
         };
-        sent(kind);
+        sent(kind, 1);
         bytes = next;
     }
 }
@@ -307,8 +316,10 @@ mod tests {
             cap: 5,
         };
         while !out.is_empty() {
-            out.write_counted(&mut sink, |k| kinds.push(k))
-                .expect("trickle");
+            out.write_counted(&mut sink, |k, n| {
+                kinds.extend(std::iter::repeat_n(k, n as usize))
+            })
+            .expect("trickle");
         }
         assert_eq!(kinds, vec![0x86, 0x85, 0x84]);
     }
@@ -379,6 +390,29 @@ mod tests {
         assert_eq!(sink.taken, want);
         assert!(out.is_empty());
         assert_eq!(out.shared_frames(), 0);
+    }
+
+    #[test]
+    fn a_run_of_stored_frames_is_counted_as_that_many_msgs_once_it_is_written_whole() {
+        let parts: Vec<Vec<u8>> = (1..=3u8).map(|n| vec![n; 10]).collect();
+        let mut out = Outbox::default();
+        for f in Frame::together(parts.iter().map(Vec::as_slice)) {
+            out.push_shared(&f);
+        }
+        let mut counted = Vec::new();
+        let mut sink = Trickle {
+            taken: Vec::new(),
+            cap: 25,
+        };
+        out.write_counted(&mut sink, |k, n| counted.push((k, n)))
+            .expect("part of the run");
+        assert!(
+            counted.is_empty(),
+            "nothing counted before the run is whole"
+        );
+        out.write_counted(&mut sink, |k, n| counted.push((k, n)))
+            .expect("the rest");
+        assert_eq!(counted, vec![(kind::MSG, 3)]);
     }
 
     #[test]

@@ -141,7 +141,7 @@ pub fn gather_framed(
     };
     session
         .out
-        .write_counted(&mut gather, |kind| env.frame_out(kind))?;
+        .write_counted(&mut gather, |kind, count| env.frame_out(kind, count))?;
     if ws.phase() != Phase::Open && ws.phase() != Phase::Closing {
         return Ok(None);
     }
