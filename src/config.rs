@@ -341,7 +341,8 @@ impl Reload {
             .map(|s| s.name)
             .collect();
         let (sa, sb) = (&running.store, &new.store);
-        let fixed: [(&'static str, bool); 22] = [
+        let fixed: [(&'static str, bool); 23] = [
+            ("store", running.backend != new.backend),
             ("listen", running.listen_addrs() != new.listen_addrs()),
             ("tls-listen", running.tls_listen != new.tls_listen),
             ("tls-cert", running.tls_cert != new.tls_cert),

@@ -60,7 +60,10 @@ pub(super) fn run(
     runtime.block_on(async move {
         let servers = setup.nats.servers.join(", ");
         let link = match tokio::time::timeout(CONNECT_PATIENCE, connect(setup)).await {
-            Ok(Ok(link)) => link,
+            Ok(Ok((link, value))) => {
+                epoch.store(value, std::sync::atomic::Ordering::Relaxed);
+                link
+            }
             Ok(Err(failure)) => {
                 let _ = ready.send(Err(failure));
                 return;
@@ -74,13 +77,6 @@ pub(super) fn run(
                 return;
             }
         };
-        match epoch::read_or_mint(&link.bucket).await {
-            Ok(value) => epoch.store(value, std::sync::atomic::Ordering::Relaxed),
-            Err(failure) => {
-                let _ = ready.send(Err(failure));
-                return;
-            }
-        }
         tokio::spawn(watch_epoch(link.bucket.clone(), epoch));
         let followed: Arc<Mutex<Vec<Arc<Room>>>> = Arc::default();
         tokio::spawn(room::refresh_firsts(link.clone(), Arc::clone(&followed)));
@@ -89,8 +85,8 @@ pub(super) fn run(
     });
 }
 
-/// Connects with the credentials given and opens the bucket.
-async fn connect(setup: Setup) -> Result<Link, Failure> {
+/// Connects with the credentials given, opens the bucket and reads the epoch.
+async fn connect(setup: Setup) -> Result<(Link, u64), Failure> {
     let nats = &setup.nats;
     let options = match (&nats.creds, &nats.token_file) {
         (Some(path), _) => ConnectOptions::with_credentials_file(path)
@@ -133,15 +129,33 @@ async fn connect(setup: Setup) -> Result<Link, Failure> {
     setup.metrics.jetstream.set_state(EngineState::Up);
     let mut js = jetstream::new(client);
     js.set_timeout(ATTEMPT);
-    let bucket = epoch::bucket(&js, nats.replicas).await?;
+    // A cluster that has just started has no JetStream leader yet: ask until it has (the
+    // caller's timeout bounds the wait), and say what the last answer was.
+    let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE - ATTEMPT;
+    let (bucket, epoch) = loop {
+        let read = async {
+            let bucket = epoch::bucket(&js, nats.replicas).await?;
+            let epoch = epoch::read_or_mint(&bucket).await?;
+            Ok::<_, Failure>((bucket, epoch))
+        };
+        match read.await {
+            Ok(both) => break both,
+            Err(failure) if tokio::time::Instant::now() >= deadline => return Err(failure),
+            Err(failure) => {
+                log::info!("jetstream: not ready yet ({failure}); asking again");
+                tokio::time::sleep(BACKOFF).await;
+            }
+        }
+    };
     let node =
         crate::store::epoch::mint().map_err(|e| Failure(format!("cannot draw a node id: {e}")))?;
-    Ok(Link {
+    let link = Link {
         js,
         bucket,
         setup: Arc::new(setup),
         node,
-    })
+    };
+    Ok((link, epoch))
 }
 
 /// Follows the epoch for the life of the engine, watching again after any failure.
