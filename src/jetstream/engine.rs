@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use async_nats::ConnectOptions;
 use async_nats::jetstream::{self, kv};
+use tokio::sync::Notify;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use super::publish::{Order, Publish};
 use super::{CONNECT_PATIENCE, Failure, Setup, Work, epoch, history, room};
 use crate::metrics::EngineState;
-use crate::room::Room;
+use crate::room::{Room, RoomId};
 
 /// How long one attempt at a JetStream request may take before it is tried again (a publish
 /// within its SEND's deadline) or counted as failed.
@@ -34,6 +35,23 @@ pub struct Link {
     pub setup: Arc<Setup>,
     /// This node, for `Nats-Msg-Id`: random per run.
     pub node: u64,
+    /// Signalled by a room's follower each time its ring advanced.
+    pub advanced: Arc<Advanced>,
+}
+
+/// One `Notify` per followed room, so that a SEND's ACK can wait until its message is in the
+/// ring here: then the sender sees its own MSG before its ACK, and a JOIN after the ACK sees a
+/// head at least that seq, as with the local log.
+#[derive(Default)]
+pub struct Advanced {
+    rooms: Mutex<std::collections::HashMap<RoomId, Arc<Notify>>>,
+}
+
+impl Advanced {
+    pub fn of(&self, room: RoomId) -> Arc<Notify> {
+        let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(rooms.entry(room).or_default())
+    }
 }
 
 /// The engine thread's body. `ready` hears once: connected (with the epoch in `epoch`), or why
@@ -154,6 +172,7 @@ async fn connect(setup: Setup) -> Result<(Link, u64), Failure> {
         bucket,
         setup: Arc::new(setup),
         node,
+        advanced: Arc::default(),
     };
     Ok((link, epoch))
 }

@@ -129,6 +129,7 @@ async fn consume(link: &Link, room: &Arc<Room>) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure(format!("cannot consume: {e}")))?;
     let mailboxes = &link.setup.mailboxes;
+    let advanced = link.advanced.of(room.id);
     loop {
         let first = match tokio::time::timeout(QUIET_CHECK, messages.next()).await {
             Ok(Some(first)) => first,
@@ -155,11 +156,13 @@ async fn consume(link: &Link, room: &Arc<Room>) -> Result<(), Failure> {
         while let Some(next) = messages.next().now_or_never() {
             let Some(next) = next else {
                 wake(mailboxes, room);
+                advanced.notify_waiters();
                 return Err(Failure("the consumer ended".into()));
             };
             take(link, room, next)?;
         }
         wake(mailboxes, room);
+        advanced.notify_waiters();
     }
 }
 
