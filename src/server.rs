@@ -180,7 +180,7 @@ impl Server {
             Backend::JetStream(nats) => {
                 let setup = jetstream::Setup {
                     nats: nats.clone(),
-                    retention: config.store.retention,
+                    retention: nats.retention,
                     ring: limits.ring,
                     max_frame: limits.max_frame,
                     mailboxes: Arc::clone(&mailboxes),

@@ -117,6 +117,10 @@ async fn connect(setup: Setup) -> Result<(Link, u64), Failure> {
         }
         (None, None) => ConnectOptions::new(),
     };
+    let options = match &nats.ca {
+        Some(ca) => options.add_root_certificates(ca.clone()),
+        None => options,
+    };
     let metrics = Arc::clone(&setup.metrics);
     let options = options
         .name(concat!("chatd/", env!("CARGO_PKG_VERSION")))
