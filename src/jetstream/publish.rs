@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::context::PublishErrorKind;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::Work;
@@ -137,6 +138,12 @@ async fn store(link: &Link, message: Message) -> Result<u64, ErrorCode> {
             Ok(Ok(ack)) => {
                 gauges.published(micros(started.elapsed()));
                 return Ok(ack.sequence);
+            }
+            Ok(Err(e)) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                // Larger than the NATS servers' max_payload: no retry can store it.
+                gauges.failed();
+                log::warn!("jetstream: {} is larger than NATS takes: {e}", message.id);
+                return Err(ErrorCode::Storage);
             }
             Ok(Err(e)) => {
                 log::debug!("jetstream: publish {} failed: {e}", message.id);

@@ -35,7 +35,19 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Loads `room`, then follows it until the engine stops. A room that cannot be loaded is
 /// marked `Failed`, which answers its waiting JOINs with an error; the next JOIN tries again.
 pub async fn follow(link: Link, room: Arc<Room>) {
-    match load(&link, &room).await {
+    // A young cluster or one electing a leader refuses for a moment: ask again for as long
+    // as a SEND would wait, before answering the waiting JOINs with an error.
+    let deadline = tokio::time::Instant::now() + link.setup.nats.ack_timeout;
+    let loaded = loop {
+        match load(&link, &room).await {
+            Err(failure) if tokio::time::Instant::now() < deadline => {
+                log::debug!("jetstream: loading {}: {failure}; asking again", room.name);
+                tokio::time::sleep(BACKOFF).await;
+            }
+            result => break result,
+        }
+    };
+    match loaded {
         Ok((first, head)) => {
             room.write(|ring| ring.restore(first, head, Vec::new()));
             room.set_loaded(Loaded::Yes);
@@ -74,7 +86,9 @@ fn config(link: &Link, room: &str) -> stream::Config {
             .and_then(|b| i64::try_from(b).ok())
             .unwrap_or(-1),
         max_age: retention.max_age.unwrap_or_default(),
-        max_message_size: i32::try_from(link.setup.max_frame).unwrap_or(i32::MAX),
+        // No limit of the stream's own: the reactor already bounds a message by max_frame,
+        // and JetStream would count the headers too, refusing messages max_frame allows.
+        max_message_size: -1,
         duplicate_window: DUPLICATE_WINDOW,
         ..Default::default()
     }
