@@ -13,7 +13,7 @@ mod util;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chatd::protocol::{ClientFrame, ErrorCode};
 use nix::sys::signal::Signal;
@@ -23,6 +23,10 @@ use util::nodes::{
     history, join_all, load, longest_stall, read_msgs,
 };
 use util::{PATIENCE, expect_error};
+
+/// How often each sender of the kill test SENDs: a steady load (4 senders, 800/s in all)
+/// that leaves the two shared cores to the elections being tested.
+const PACE: Duration = Duration::from_millis(5);
 
 const A: usize = 0;
 const B: usize = 1;
@@ -221,11 +225,7 @@ fn killing_one_nats_server_under_load_repeatedly_loses_and_duplicates_nothing() 
             .iter_mut()
             .map(|(c, name)| {
                 let (rooms, progress) = (&rooms, &progress);
-                let plan = Plan {
-                    first_id: 1,
-                    count: None,
-                };
-                s.spawn(move || load(c, name, rooms, plan, progress))
+                s.spawn(move || load(c, name, rooms, Plan::paced(PACE), progress))
             })
             .collect();
         let stop = StopOnDrop(&progress.stop);
@@ -321,11 +321,12 @@ fn with_two_of_three_nats_servers_dead_sends_fail_with_storage_in_time_and_none_
     // Right after the kill, then again once the nodes have had time to notice.
     for first_id in [100, 200] {
         for (c, name) in [(&mut alice, "alice"), (&mut bob, "bob")] {
-            let plan = Plan {
-                first_id,
-                count: Some(3),
-            };
-            outcomes.push(assert_all_fail_in_time(c, name, &room, plan));
+            outcomes.push(assert_all_fail_in_time(
+                c,
+                name,
+                &room,
+                Plan::ids(first_id, 3),
+            ));
         }
     }
     // A room whose stream cannot be created is not JOINED, and the connection lives on.
@@ -345,11 +346,7 @@ fn with_two_of_three_nats_servers_dead_sends_fail_with_storage_in_time_and_none_
     for (c, name) in [(&mut alice, "alice"), (&mut bob, "bob")] {
         let mut id = 300;
         loop {
-            let plan = Plan {
-                first_id: id,
-                count: Some(1),
-            };
-            let o = load(c, name, &room, plan, &Progress::new(&room)).expect("load");
+            let o = load(c, name, &room, Plan::ids(id, 1), &Progress::new(&room)).expect("load");
             let done = !o.acked.is_empty();
             outcomes.push(o);
             if done {
@@ -405,11 +402,7 @@ fn clients_of_a_killed_node_resume_on_the_other_without_gap_or_duplicate() {
     let node_a = nodes.daemons.get_mut(A).expect("node A");
     node_a.signal(Signal::SIGKILL);
     assert!(node_a.wait_exit().is_some(), "node A died");
-    let later = Plan {
-        first_id: 11,
-        count: Some(10),
-    };
-    outcomes.push(load(&mut bob, "bob", &room, later, &progress).expect("load"));
+    outcomes.push(load(&mut bob, "bob", &room, Plan::ids(11, 10), &progress).expect("load"));
 
     let (mut carol, epoch_b) = nodes.login(B, "carol");
     assert_eq!(
@@ -421,11 +414,7 @@ fn clients_of_a_killed_node_resume_on_the_other_without_gap_or_duplicate() {
     let mut after = read_msgs(&mut carol, &missed)
         .remove(&room[0])
         .unwrap_or_default();
-    let live = Plan {
-        first_id: 21,
-        count: Some(5),
-    };
-    outcomes.push(load(&mut bob, "bob", &room, live, &progress).expect("load"));
+    outcomes.push(load(&mut bob, "bob", &room, Plan::ids(21, 5), &progress).expect("load"));
     let five = HashMap::from([(room[0].clone(), 5)]);
     after.extend(
         read_msgs(&mut carol, &five)

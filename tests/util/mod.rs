@@ -98,7 +98,7 @@ impl Daemon {
         });
         let log: Log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let (lines, cv) = &*sink;
                 lines.lock().expect("log lock").push(line);
@@ -127,6 +127,9 @@ impl Daemon {
                 Ok((addr, _)) => addrs.push(addr),
                 Err(_) => {
                     let _ = child.kill();
+                    let _ = child.wait();
+                    // The pipe is closed now: wait for the last lines (a bad flag's error).
+                    let _ = stderr_reader.join();
                     let lines = log.0.lock().expect("log lock").join("\n");
                     panic!("chatd did not report its address; stderr:\n{lines}");
                 }

@@ -6,6 +6,7 @@
 //! daemon says (ACK, ERROR STORAGE, silence) reaches the test's assertions.
 
 use std::collections::{HashMap, HashSet};
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -279,26 +280,59 @@ impl Progress {
 pub const WINDOW: usize = 8;
 
 /// Which SENDs a [`load`] makes: ids from `first_id`, `count` of them (None: until
-/// `progress.stop`).
+/// `progress.stop`), at most one every `interval` (None: as fast as the window allows).
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {
     pub first_id: u64,
     pub count: Option<u64>,
+    pub interval: Option<Duration>,
 }
 
 impl Plan {
+    /// `n` SENDs from id 1, as fast as answered.
     pub fn count(n: u64) -> Plan {
         Plan {
             first_id: 1,
             count: Some(n),
+            interval: None,
+        }
+    }
+
+    /// `n` SENDs from `first_id`, as fast as answered.
+    pub fn ids(first_id: u64, n: u64) -> Plan {
+        Plan {
+            first_id,
+            count: Some(n),
+            interval: None,
+        }
+    }
+
+    /// One SEND every `interval` from id 1 until `progress.stop`.
+    pub fn paced(interval: Duration) -> Plan {
+        Plan {
+            first_id: 1,
+            count: None,
+            interval: Some(interval),
         }
     }
 }
 
 /// Sends to `rooms` in turn (texts `"{name}/{id}"`) with up to [`WINDOW`] unanswered, as
 /// `plan` says, then waits for every answer. MSGs are read and dropped. Err on any answer but
-/// ACK or ERROR STORAGE of a pending id, or on silence for [`PATIENCE`].
+/// ACK or ERROR STORAGE of a pending id, or when a SEND is unanswered for [`PATIENCE`].
 pub fn load(
+    c: &mut Client,
+    name: &str,
+    rooms: &[String],
+    plan: Plan,
+    progress: &Progress,
+) -> Result<Outcome, String> {
+    let outcome = send_and_collect(c, name, rooms, plan, progress);
+    c.set_timeout(Some(PATIENCE)).map_err(|e| e.to_string())?;
+    outcome
+}
+
+fn send_and_collect(
     c: &mut Client,
     name: &str,
     rooms: &[String],
@@ -308,13 +342,14 @@ pub fn load(
     let mut outcome = Outcome::default();
     let mut pending: HashMap<u64, Sent> = HashMap::new();
     let mut next = plan.first_id;
+    let mut due = Instant::now();
+    let more = |next: u64| match plan.count {
+        Some(n) => next < plan.first_id + n,
+        None => !progress.stop.load(Ordering::Relaxed),
+    };
     loop {
-        let more = |next: u64| match plan.count {
-            Some(n) => next < plan.first_id + n,
-            None => !progress.stop.load(Ordering::Relaxed),
-        };
-        while pending.len() < WINDOW && more(next) {
-            let idx = usize::try_from(next).map_err(|e| e.to_string())? % rooms.len();
+        while pending.len() < WINDOW && more(next) && Instant::now() >= due {
+            let idx = usize::try_from(next).map_err(|e| e.to_string())? % rooms.len().max(1);
             let room = rooms.get(idx).ok_or("no rooms")?;
             let text = format!("{name}/{next}");
             c.send(&ClientFrame::Send {
@@ -324,6 +359,10 @@ pub fn load(
             })
             .map_err(|e| format!("{name}: SEND {next}: {e}"))?;
             let now = Instant::now();
+            // The next one an interval on, without a burst to catch up after a stall.
+            due = plan
+                .interval
+                .map_or(now, |i| due.max(now.checked_sub(i).unwrap_or(now)) + i);
             let sent = Sent {
                 room: room.clone(),
                 id: next,
@@ -335,13 +374,29 @@ pub fn load(
             pending.insert(next, sent);
             next += 1;
         }
-        if pending.is_empty() {
+        if pending.is_empty() && !more(next) {
             return Ok(outcome);
         }
+        // Wake for the next answer, or for the next SEND when one is due before it.
+        let wait = if pending.len() < WINDOW && more(next) {
+            due.saturating_duration_since(Instant::now())
+        } else {
+            PATIENCE
+        };
+        c.set_timeout(Some(wait.max(Duration::from_millis(1))))
+            .map_err(|e| e.to_string())?;
         let reply = match c.recv() {
             Ok(Some(reply)) => reply,
             Ok(None) => return Err(format!("{name}: closed with {} pending", pending.len())),
-            Err(e) => return Err(format!("{name}: no answer to {:?}: {e}", pending.keys())),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                let oldest = pending.values().map(|s| s.sent_at).min();
+                if oldest.is_some_and(|t| t.elapsed() >= PATIENCE) {
+                    let ids: Vec<u64> = pending.keys().copied().collect();
+                    return Err(format!("{name}: no answer within {PATIENCE:?} to {ids:?}"));
+                }
+                continue;
+            }
+            Err(e) => return Err(format!("{name}: reading: {e}")),
         };
         match reply {
             Reply::Ack { id, seq } => {
