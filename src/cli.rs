@@ -9,7 +9,8 @@ use std::time::Duration;
 use lexopt::{Arg, Parser, ValueExt};
 
 use crate::config::{
-    Config, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_STORE, DEFAULT_TLS_HANDSHAKES, Driver, Limits,
+    Backend, Config, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_STORE, DEFAULT_TLS_HANDSHAKES,
+    Driver, Limits, NatsSettings,
 };
 use crate::protocol::MAX_FRAME_CEILING;
 use crate::store::FsyncPolicy;
@@ -119,6 +120,18 @@ STORAGE (every message is written to a log in DIR/log before it is acknowledged)
                                    (default {ret})
     --retention-age DUR            delete segments whose newest message is older than this
                                    (default: no age limit)
+    --store local|jetstream        local (default): the log above. jetstream: every room is a
+                                   stream on a NATS JetStream cluster that any number of chatd
+                                   nodes share (docs/cluster.md); the log flags do not apply,
+                                   the retention flags become each stream's limits
+    --nats URL                     a seed server of the NATS cluster, nats://HOST:PORT or
+                                   tls://HOST:PORT; repeat for each (needed by --store jetstream)
+    --nats-creds FILE              a NATS credentials file (JWT and NKey seed) to connect with
+    --nats-token-file FILE         a file holding the NATS token to connect with
+    --jetstream-replicas N         copies JetStream keeps of each stream (default {replicas};
+                                   1 for a single NATS server)
+    --nats-ack-timeout DUR         how long a SEND waits for JetStream to confirm it, retries
+                                   included, before the answer is ERROR STORAGE (default {ack})
 
 DUR is a number with a unit: 500ms, 5s, 2m (a bare number means seconds).
 The users file is watched: added users may log in, and removed or rotated users are
@@ -147,6 +160,8 @@ SHUTTING_DOWN. A second signal stops it at once.
         ring_b = d.ring.bytes,
         seg = DEFAULT_STORE.segment_bytes,
         ret = DEFAULT_STORE.retention.max_bytes.unwrap_or(0),
+        replicas = crate::config::DEFAULT_REPLICAS,
+        ack = show(crate::config::DEFAULT_ACK_TIMEOUT),
     )
 }
 
@@ -202,6 +217,14 @@ fn err(e: lexopt::Error) -> String {
 fn parse_serve(p: &mut Parser) -> Result<Command, String> {
     let mut c = Config::default();
     let mut fsync_word: Option<String> = None;
+    let mut store_word: Option<String> = None;
+    let mut nats = NatsSettings {
+        servers: Vec::new(),
+        creds: None,
+        token_file: None,
+        replicas: crate::config::DEFAULT_REPLICAS,
+        ack_timeout: crate::config::DEFAULT_ACK_TIMEOUT,
+    };
     let mut fsync_interval = Duration::from_secs(1);
     let l = &mut c.limits;
     while let Some(arg) = p.next().map_err(err)? {
@@ -293,6 +316,14 @@ fn parse_serve(p: &mut Parser) -> Result<Command, String> {
             Arg::Long("retention-age") => {
                 c.store.retention.max_age = Some(duration(p, "--retention-age")?);
             }
+            Arg::Long("store") => store_word = Some(p.value().map_err(err)?.string().map_err(err)?),
+            Arg::Long("nats") => nats.servers.push(nats_url(p)?),
+            Arg::Long("nats-creds") => nats.creds = Some(p.value().map_err(err)?.into()),
+            Arg::Long("nats-token-file") => nats.token_file = Some(p.value().map_err(err)?.into()),
+            Arg::Long("jetstream-replicas") => {
+                nats.replicas = number(p, "--jetstream-replicas", 1, 5)?;
+            }
+            Arg::Long("nats-ack-timeout") => nats.ack_timeout = duration(p, "--nats-ack-timeout")?,
             other => {
                 return Err(format!(
                     "{}\n(see `chatd serve --help`)",
@@ -311,8 +342,50 @@ fn parse_serve(p: &mut Parser) -> Result<Command, String> {
             ));
         }
     };
+    c.backend = backend(store_word.as_deref(), nats, c.driver)?;
     check_tls(&c)?;
     Ok(Command::Serve(Box::new(c)))
+}
+
+/// `--store` and the NATS flags that go with it: `jetstream` needs a server to reach, and NATS
+/// flags without it are surely a mistake.
+fn backend(word: Option<&str>, nats: NatsSettings, driver: Driver) -> Result<Backend, String> {
+    let told = !nats.servers.is_empty() || nats.creds.is_some() || nats.token_file.is_some();
+    match word {
+        None | Some("local") if told => {
+            Err("--nats, --nats-creds and --nats-token-file are for --store jetstream".into())
+        }
+        None | Some("local") => Ok(Backend::Local),
+        Some("jetstream") if nats.servers.is_empty() => {
+            Err("--store jetstream needs at least one --nats URL".into())
+        }
+        Some("jetstream") if driver != Driver::Reactor => {
+            Err("--store jetstream runs on the reactor driver only".into())
+        }
+        Some("jetstream") if nats.creds.is_some() && nats.token_file.is_some() => {
+            Err("--nats-creds and --nats-token-file: give one or the other".into())
+        }
+        Some("jetstream") => Ok(Backend::JetStream(nats)),
+        Some(other) => Err(format!("--store: '{other}' is not one of local, jetstream")),
+    }
+}
+
+/// A `--nats` URL: `nats://` or `tls://`, with a host and a port.
+fn nats_url(p: &mut lexopt::Parser) -> Result<String, String> {
+    let url = p.value().map_err(err)?.string().map_err(err)?;
+    let rest = url
+        .strip_prefix("nats://")
+        .or_else(|| url.strip_prefix("tls://"))
+        .ok_or_else(|| {
+            format!("--nats: '{url}' is not a nats://HOST:PORT or tls://HOST:PORT URL")
+        })?;
+    let host_port = rest.rsplit('@').next().unwrap_or(rest);
+    match host_port.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(url),
+        _ => Err(format!(
+            "--nats: '{url}' needs a host and a port (nats://HOST:PORT)"
+        )),
+    }
 }
 
 /// TLS flags come as a set: listeners need a certificate and key, and a certificate with no

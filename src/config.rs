@@ -132,7 +132,41 @@ pub struct Config {
     pub run_as: RunAs,
     /// Where to serve `/metrics` and `/healthz`, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// Where messages are stored: the local log, or NATS JetStream.
+    pub backend: Backend,
 }
+
+/// `--store`: where the messages are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// The checksummed log in the data directory (the default).
+    #[default]
+    Local,
+    /// One JetStream stream per room on a NATS cluster shared by any number of chatd nodes.
+    JetStream(NatsSettings),
+}
+
+/// How to reach NATS and what to ask of JetStream (`--nats`, `--nats-creds`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsSettings {
+    /// Seed servers of one NATS cluster (`nats://` or `tls://` URLs).
+    pub servers: Vec<String>,
+    /// A credentials file (JWT and NKey seed), if the cluster wants one.
+    pub creds: Option<PathBuf>,
+    /// A file holding a token, if the cluster wants one (a file, so that it is not in `ps`).
+    pub token_file: Option<PathBuf>,
+    /// Copies of every stream JetStream keeps (1 for a single NATS server).
+    pub replicas: usize,
+    /// How long a SEND may wait for JetStream's PubAck, retries included, before it is
+    /// answered STORAGE.
+    pub ack_timeout: Duration,
+}
+
+/// `--jetstream-replicas` unless given: three copies, a quorum of two.
+pub const DEFAULT_REPLICAS: usize = 3;
+
+/// `--nats-ack-timeout` unless given.
+pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// `--user` and `--group`: who the daemon becomes once it holds its sockets and files.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -172,6 +206,7 @@ impl Default for Config {
             config_file: None,
             run_as: RunAs::default(),
             metrics: None,
+            backend: Backend::Local,
         }
     }
 }

@@ -44,6 +44,12 @@ pub const KEYS: &[&str] = &[
     "user",
     "group",
     "metrics",
+    "store",
+    "nats",
+    "nats-creds",
+    "nats-token-file",
+    "jetstream-replicas",
+    "nats-ack-timeout",
 ];
 
 /// The keys that may hold a list, one flag per item.
@@ -54,6 +60,7 @@ pub const REPEATABLE: &[&str] = &[
     "web-tls-listen",
     "web-allowed-origin",
     "web-trusted-proxy",
+    "nats",
 ];
 
 /// The flags a configuration file stands for (keys in sorted order; each appears once).

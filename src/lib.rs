@@ -20,6 +20,7 @@ pub mod datadir;
 pub mod fork;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod jetstream;
 pub mod mailbox;
 pub mod metrics;
 pub mod privilege;

@@ -9,7 +9,7 @@
 //! bounded number of `Arc`s.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::batch_frames::Frame;
@@ -71,6 +71,53 @@ impl Ring {
     /// the limits. `pos` is where the log stored it; without a log (`None`), eviction from the
     /// window is the end of retention and moves `first`. Returns the seq assigned.
     pub fn append(&mut self, frame: Frame, limits: RingLimits, pos: Option<Pos>) -> u64 {
+        self.push(frame, limits, |head, index| {
+            if let Some(pos) = pos
+                && (index.is_empty() || (head - 1).is_multiple_of(INDEX_STRIDE))
+            {
+                index.push((head, pos));
+            }
+        });
+        if pos.is_none() {
+            self.first = self.first.max(self.window_first);
+        }
+        self.head
+    }
+
+    /// Appends the frame for seq `head + 1` of a room whose history is kept outside this
+    /// process (a JetStream stream): eviction from the window is not the end of retention,
+    /// and there is no log to index. Returns the seq assigned.
+    pub fn append_kept_elsewhere(&mut self, frame: Frame, limits: RingLimits) -> u64 {
+        self.push(frame, limits, |_, _| {});
+        self.head
+    }
+
+    /// Seqs before `seq` were deleted (retention) before this process saw them: the window
+    /// restarts empty at `seq`, which is the next one appended.
+    pub fn skip_to(&mut self, seq: u64) {
+        if seq <= self.head + 1 {
+            return;
+        }
+        self.frames.clear();
+        self.bytes = 0;
+        self.head = seq - 1;
+        self.window_first = seq;
+        self.first = self.first.max(seq);
+    }
+
+    /// Retention elsewhere deleted every seq before `first` (0: none is retained).
+    pub fn set_first(&mut self, first: u64) {
+        self.first = if first > self.head { 0 } else { first };
+    }
+
+    /// The shared part of appending: the seq, the window, the eviction. `index` is given the
+    /// new head and the index to add a position to.
+    fn push(
+        &mut self,
+        frame: Frame,
+        limits: RingLimits,
+        index: impl FnOnce(u64, &mut Vec<(u64, Pos)>),
+    ) {
         self.head += 1;
         if self.first == 0 {
             self.first = self.head;
@@ -78,11 +125,7 @@ impl Ring {
         if self.frames.is_empty() {
             self.window_first = self.head;
         }
-        if let Some(pos) = pos
-            && (self.index.is_empty() || (self.head - 1).is_multiple_of(INDEX_STRIDE))
-        {
-            self.index.push((self.head, pos));
-        }
+        index(self.head, &mut self.index);
         self.bytes += frame.len();
         self.frames.push_back(frame);
         // Always keep the newest frame, however large, so that a live member can be served.
@@ -94,10 +137,6 @@ impl Ring {
                 self.window_first += 1;
             }
         }
-        if pos.is_none() {
-            self.first = self.first.max(self.window_first);
-        }
-        self.head
     }
 
     /// Restores a room from the log at start-up: its bounds and index, an empty window.
@@ -171,6 +210,35 @@ impl Ring {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RoomId(pub u32);
 
+/// Whether this process knows a room's history yet. With the local log it always does; with
+/// a store elsewhere (JetStream) a room is `Loading` from its first JOIN on this node until the
+/// store has said where its history stands, and `Failed` if the store could not be asked (the
+/// next JOIN asks again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loaded {
+    Yes,
+    Loading,
+    Failed,
+}
+
+impl Loaded {
+    const fn code(self) -> u8 {
+        match self {
+            Loaded::Yes => 0,
+            Loaded::Loading => 1,
+            Loaded::Failed => 2,
+        }
+    }
+
+    const fn of(code: u8) -> Loaded {
+        match code {
+            0 => Loaded::Yes,
+            1 => Loaded::Loading,
+            _ => Loaded::Failed,
+        }
+    }
+}
+
 /// A room: its name, its ring, and how many members each reactor has in it.
 #[derive(Debug)]
 pub struct Room {
@@ -179,16 +247,44 @@ pub struct Room {
     ring: RwLock<Ring>,
     /// Members per reactor, so that the sequencer wakes only reactors with someone to serve.
     members: Box<[AtomicU32]>,
+    /// A [`Loaded`], as its code.
+    loaded: AtomicU8,
 }
 
 impl Room {
-    fn new(id: RoomId, name: &str, reactors: usize) -> Room {
+    fn new(id: RoomId, name: &str, reactors: usize, loaded: Loaded) -> Room {
         Room {
             id,
             name: name.into(),
             ring: RwLock::new(Ring::default()),
             members: (0..reactors).map(|_| AtomicU32::new(0)).collect(),
+            loaded: AtomicU8::new(loaded.code()),
         }
+    }
+
+    /// Whether the room's history is known here. `SeqCst`, paired with [`Room::add_member`]
+    /// and the store's check of the members: a JOIN that waits for the load either sees it
+    /// done or is seen as a member to wake.
+    pub fn loaded(&self) -> Loaded {
+        Loaded::of(self.loaded.load(Ordering::SeqCst))
+    }
+
+    /// The store settled the room's history (`Yes`) or could not (`Failed`).
+    pub fn set_loaded(&self, loaded: Loaded) {
+        self.loaded.store(loaded.code(), Ordering::SeqCst);
+    }
+
+    /// Moves a `Failed` room back to `Loading`; true if this call did (and so must ask the
+    /// store again).
+    fn retry_load(&self) -> bool {
+        self.loaded
+            .compare_exchange(
+                Loaded::Failed.code(),
+                Loaded::Loading.code(),
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok()
     }
 
     /// Runs `f` with the ring read-locked. A poisoned lock is still read: the ring is only
@@ -204,7 +300,7 @@ impl Room {
 
     pub fn add_member(&self, reactor: usize) {
         if let Some(count) = self.members.get(reactor) {
-            count.fetch_add(1, Ordering::Relaxed);
+            count.fetch_add(1, Ordering::SeqCst);
         }
     }
 
@@ -218,18 +314,35 @@ impl Room {
     pub fn has_members_on(&self, reactor: usize) -> bool {
         self.members
             .get(reactor)
-            .is_some_and(|c| c.load(Ordering::Relaxed) > 0)
+            .is_some_and(|c| c.load(Ordering::SeqCst) > 0)
     }
 }
 
+/// Asks the store elsewhere to load a room (and follow it): given each room that becomes
+/// `Loading`. It must not block: it runs on the reactor that opened the room.
+pub type Follow = Box<dyn Fn(&Arc<Room>) + Send + Sync>;
+
 /// Every room of the server, created on first JOIN.
-#[derive(Debug)]
 pub struct Rooms {
     by_name: RwLock<HashMap<Box<str>, Arc<Room>>>,
     /// Settable while running (SIGHUP): a lower value creates no new room but removes none.
     max_rooms: AtomicUsize,
     reactors: usize,
     pub ring_limits: RingLimits,
+    /// With a store elsewhere, who loads new rooms; `None` with the local log, whose rooms
+    /// are all known from the start.
+    follow: Option<Follow>,
+}
+
+impl std::fmt::Debug for Rooms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rooms")
+            .field("rooms", &self.len())
+            .field("reactors", &self.reactors)
+            .field("ring_limits", &self.ring_limits)
+            .field("kept_elsewhere", &self.follow.is_some())
+            .finish()
+    }
 }
 
 impl Rooms {
@@ -239,7 +352,16 @@ impl Rooms {
             max_rooms: AtomicUsize::new(max_rooms),
             reactors,
             ring_limits,
+            follow: None,
         }
+    }
+
+    /// Rooms whose history is kept elsewhere: each new room starts `Loading` and is handed
+    /// to `follow`.
+    #[must_use]
+    pub fn kept_elsewhere(mut self, follow: Follow) -> Rooms {
+        self.follow = Some(follow);
+        self
     }
 
     /// The room called `name`, created if it does not exist yet.
@@ -247,24 +369,40 @@ impl Rooms {
     /// # Errors
     /// `TOO_MANY` if creating it would pass the server's room limit.
     pub fn open(&self, name: &str) -> Result<Arc<Room>, ErrorCode> {
-        if let Some(room) = self
+        let found = self
             .by_name
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(name)
-        {
-            return Ok(Arc::clone(room));
+            .cloned();
+        if let Some(room) = found {
+            if let Some(follow) = &self.follow
+                && room.retry_load()
+            {
+                follow(&room);
+            }
+            return Ok(room);
         }
-        let mut map = self.by_name.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(room) = map.get(name) {
-            return Ok(Arc::clone(room));
+        let room = {
+            let mut map = self.by_name.write().unwrap_or_else(PoisonError::into_inner);
+            if let Some(room) = map.get(name) {
+                return Ok(Arc::clone(room));
+            }
+            if map.len() >= self.max_rooms.load(Ordering::Relaxed) {
+                return Err(ErrorCode::TooMany);
+            }
+            let id = RoomId(u32::try_from(map.len()).map_err(|_| ErrorCode::TooMany)?);
+            let loaded = match self.follow {
+                Some(_) => Loaded::Loading,
+                None => Loaded::Yes,
+            };
+            let room = Arc::new(Room::new(id, name, self.reactors, loaded));
+            map.insert(name.into(), Arc::clone(&room));
+            room
+        };
+        if let Some(follow) = &self.follow {
+            follow(&room);
         }
-        if map.len() >= self.max_rooms.load(Ordering::Relaxed) {
-            return Err(ErrorCode::TooMany);
-        }
-        let id = RoomId(u32::try_from(map.len()).map_err(|_| ErrorCode::TooMany)?);
-        let room = Arc::new(Room::new(id, name, self.reactors));
-        map.insert(name.into(), Arc::clone(&room));
         Ok(room)
     }
 
@@ -282,7 +420,7 @@ impl Rooms {
     pub fn restore(&self, name: &str, first: u64, head: u64, index: Vec<(u64, Pos)>) -> Arc<Room> {
         let mut map = self.by_name.write().unwrap_or_else(PoisonError::into_inner);
         let id = RoomId(u32::try_from(map.len()).unwrap_or(u32::MAX));
-        let room = Arc::new(Room::new(id, name, self.reactors));
+        let room = Arc::new(Room::new(id, name, self.reactors, Loaded::Yes));
         room.write(|ring| ring.restore(first, head, index));
         map.insert(name.into(), Arc::clone(&room));
         room

@@ -17,9 +17,10 @@ use std::thread::JoinHandle;
 use mio::{Poll, Waker};
 
 use crate::auth::{self, Watch};
-use crate::config::{Config, Driver, Limits};
+use crate::config::{Backend, Config, Driver, Limits};
 use crate::datadir::DataDir;
 use crate::datadir::DirLock;
+use crate::jetstream;
 use crate::mailbox::Mailbox;
 use crate::metrics::Metrics;
 use crate::metrics::http::MetricsServer;
@@ -66,6 +67,23 @@ impl StopHandle {
     }
 }
 
+/// The threads that keep the messages: the sequencer and the archive with the local log, or
+/// the JetStream engine.
+enum StoreThreads {
+    Local {
+        sequencer: JoinHandle<LogWriter>,
+        archive: JoinHandle<()>,
+    },
+    JetStream(JoinHandle<()>),
+}
+
+/// The local log as opened at start-up, before its threads run.
+struct LocalStore {
+    epoch: u64,
+    log: LogWriter,
+    dir: std::path::PathBuf,
+}
+
 /// A running server.
 pub struct Server {
     addrs: Vec<SocketAddr>,
@@ -74,8 +92,7 @@ pub struct Server {
     web_tls_addrs: Vec<SocketAddr>,
     shared: Arc<Shared>,
     reactors: Vec<JoinHandle<()>>,
-    sequencer: JoinHandle<LogWriter>,
-    archive: JoinHandle<()>,
+    store: StoreThreads,
     watcher: JoinHandle<()>,
     watch: Arc<Mutex<Watch>>,
     metrics: Option<(SocketAddr, JoinHandle<()>)>,
@@ -111,29 +128,6 @@ impl Server {
         let data = DataDir::open(&config.data_dir)?;
         let lock = data.lock()?;
         let (watch, users) = Watch::open(data.users_path())?;
-        let log_dir = store::log_dir(data.path());
-        let opened = store::open(
-            &log_dir,
-            data.legacy_epoch()?,
-            RecoveryMode::TolerateTornTail,
-        )?;
-        let (ids, recovered) = match opened.ids {
-            Some(ids) => (ids, opened.recovered),
-            None => return Err(io::Error::other("the store opened without an epoch")),
-        };
-        if opened.minted {
-            log::info!("log: no history yet; its epoch is {:016x}", ids.epoch);
-        }
-        if let Some(torn) = &recovered.torn {
-            log::warn!(
-                "log: cut {} bytes{} of an unfinished write off the end of {} (at offset {}: {})",
-                torn.bytes,
-                torn.zeros_note(),
-                torn.path.display(),
-                torn.offset,
-                torn.reason
-            );
-        }
         // Certificate problems fail the start, before anything is bound.
         let tls = match config.tls_files() {
             Some(files) if config.wants_tls() => {
@@ -174,33 +168,61 @@ impl Server {
             polls.push(poll);
         }
         let limits = config.limits.clone();
-        let rooms = Rooms::new(limits.max_rooms, count, limits.ring);
-        for (name, history) in &recovered.rooms {
-            rooms.restore(name, history.first, history.head, history.index.clone());
-        }
-        let log = LogWriter::open(&log_dir, ids.segments, config.store, &recovered, &rooms)?;
-        log::info!(
-            "log: {} messages in {} rooms, {} segments, {} bytes",
-            recovered.records,
-            recovered.rooms.len(),
-            recovered.segments.len(),
-            log.total_bytes()
+        let mailboxes: Arc<[Mailbox]> = mailboxes.into();
+        let metrics = Arc::new(Metrics::new(count));
+        let (submit, inbox) = mpsc::channel();
+        let (fetch, requests) = mpsc::channel();
+        // Taken by whichever store runs.
+        let (mut inbox, mut requests) = (Some(inbox), Some(requests));
+        let mut rooms = Rooms::new(limits.max_rooms, count, limits.ring);
+        let (local, engine) = match &config.backend {
+            Backend::Local => (Some(open_local(&data, config, &rooms)?), None),
+            Backend::JetStream(nats) => {
+                let setup = jetstream::Setup {
+                    nats: nats.clone(),
+                    retention: config.store.retention,
+                    ring: limits.ring,
+                    max_frame: limits.max_frame,
+                    mailboxes: Arc::clone(&mailboxes),
+                    metrics: Arc::clone(&metrics),
+                };
+                let (Some(inbox), Some(requests)) = (inbox.take(), requests.take()) else {
+                    return Err(io::Error::other("the store's channels were taken twice"));
+                };
+                let engine = jetstream::start(setup, inbox, requests)?;
+                log::info!(
+                    "jetstream: rooms on {}, {} replicas; epoch {:016x}",
+                    nats.servers.join(", "),
+                    nats.replicas,
+                    engine.epoch.load(std::sync::atomic::Ordering::Relaxed)
+                );
+                rooms = rooms.kept_elsewhere(engine.follow);
+                (None, Some((engine.epoch, engine.thread)))
+            }
+        };
+        let epoch = match (&local, &engine) {
+            (Some(local), _) => local.epoch,
+            (None, Some((cell, _))) => cell.load(std::sync::atomic::Ordering::Relaxed),
+            (None, None) => return Err(io::Error::other("no store was opened")),
+        };
+        let mut shared = Shared::new(
+            limits,
+            epoch,
+            Published::new(users),
+            rooms,
+            Arc::clone(&mailboxes),
+            metrics,
         );
-        drop(recovered);
+        if let Some((cell, _)) = &engine {
+            shared = shared.with_epoch_cell(Arc::clone(cell));
+        }
         let shared = Arc::new(
-            Shared::new(
-                limits,
-                ids.epoch,
-                Published::new(users),
-                rooms,
-                mailboxes.into(),
-                Arc::new(Metrics::new(count)),
-            )
-            .with_tls(tls, config.tls_handshakes)
-            .with_web(WebSettings {
-                allowed_origins: config.web_allowed_origins.clone(),
-                trusted_proxies: config.web_trusted_proxies.clone(),
-            }),
+            shared
+                .with_tls(tls, config.tls_handshakes)
+                .with_web(WebSettings {
+                    allowed_origins: config.web_allowed_origins.clone(),
+                    trusted_proxies: config.web_trusted_proxies.clone(),
+                }),
         );
 
         let metrics = match config.metrics {
@@ -224,25 +246,32 @@ impl Server {
                 .name("users".into())
                 .spawn(move || watch_users(&watch, &shared))?
         };
-        let (submit, inbox) = mpsc::channel();
-        let sequencer = Sequencer {
-            inbox,
-            mailboxes: Arc::clone(&shared.mailboxes),
-            ring: config.limits.ring,
-            log,
-            metrics: Arc::clone(&shared.metrics),
+        let store = match (local, engine, inbox, requests) {
+            (Some(local), _, Some(inbox), Some(requests)) => {
+                let sequencer = Sequencer {
+                    inbox,
+                    mailboxes: Arc::clone(&shared.mailboxes),
+                    ring: config.limits.ring,
+                    log: local.log,
+                    metrics: Arc::clone(&shared.metrics),
+                };
+                let sequencer = std::thread::Builder::new()
+                    .name("sequencer".into())
+                    .spawn(move || sequencer.run())?;
+                let mailboxes = Arc::clone(&shared.mailboxes);
+                let stop = Arc::clone(&shared);
+                let dir = local.dir;
+                let archive =
+                    std::thread::Builder::new()
+                        .name("archive".into())
+                        .spawn(move || {
+                            store::archive::run(requests, mailboxes, dir, || stop.is_stopping())
+                        })?;
+                StoreThreads::Local { sequencer, archive }
+            }
+            (None, Some((_, thread)), _, _) => StoreThreads::JetStream(thread),
+            _ => return Err(io::Error::other("no store was opened")),
         };
-        let sequencer = std::thread::Builder::new()
-            .name("sequencer".into())
-            .spawn(move || sequencer.run())?;
-        let (fetch, requests) = mpsc::channel();
-        let mailboxes = Arc::clone(&shared.mailboxes);
-        let stop = Arc::clone(&shared);
-        let archive = std::thread::Builder::new()
-            .name("archive".into())
-            .spawn(move || {
-                store::archive::run(requests, mailboxes, log_dir, || stop.is_stopping())
-            })?;
 
         let mut reactors = Vec::with_capacity(count);
         if config.driver == Driver::Threads {
@@ -301,8 +330,7 @@ impl Server {
             web_tls_addrs,
             shared,
             reactors,
-            sequencer,
-            archive,
+            store,
             watcher,
             watch,
             metrics,
@@ -336,7 +364,7 @@ impl Server {
     }
 
     pub fn epoch(&self) -> u64 {
-        self.shared.epoch
+        self.shared.epoch()
     }
 
     pub fn stop_handle(&self) -> StopHandle {
@@ -357,21 +385,30 @@ impl Server {
                 panicked += 1;
             }
         }
-        match self.sequencer.join() {
-            Ok(log) => {
-                let s = log.stats;
-                log::info!(
-                    "log: {} records in {} batches, {} fsyncs, {} failed batches",
-                    s.records,
-                    s.batches,
-                    s.fsyncs,
-                    s.failed_batches
-                );
+        match self.store {
+            StoreThreads::Local { sequencer, archive } => {
+                match sequencer.join() {
+                    Ok(log) => {
+                        let s = log.stats;
+                        log::info!(
+                            "log: {} records in {} batches, {} fsyncs, {} failed batches",
+                            s.records,
+                            s.batches,
+                            s.fsyncs,
+                            s.failed_batches
+                        );
+                    }
+                    Err(_) => panicked += 1,
+                }
+                if archive.join().is_err() {
+                    panicked += 1;
+                }
             }
-            Err(_) => panicked += 1,
-        }
-        if self.archive.join().is_err() {
-            panicked += 1;
+            StoreThreads::JetStream(engine) => {
+                if engine.join().is_err() {
+                    panicked += 1;
+                }
+            }
         }
         if self.watcher.join().is_err() {
             panicked += 1;
@@ -388,6 +425,45 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Opens the local log: recovers it, restores its rooms into `rooms`, and opens its writer.
+fn open_local(data: &DataDir, config: &Config, rooms: &Rooms) -> io::Result<LocalStore> {
+    let dir = store::log_dir(data.path());
+    let opened = store::open(&dir, data.legacy_epoch()?, RecoveryMode::TolerateTornTail)?;
+    let (ids, recovered) = match opened.ids {
+        Some(ids) => (ids, opened.recovered),
+        None => return Err(io::Error::other("the store opened without an epoch")),
+    };
+    if opened.minted {
+        log::info!("log: no history yet; its epoch is {:016x}", ids.epoch);
+    }
+    if let Some(torn) = &recovered.torn {
+        log::warn!(
+            "log: cut {} bytes{} of an unfinished write off the end of {} (at offset {}: {})",
+            torn.bytes,
+            torn.zeros_note(),
+            torn.path.display(),
+            torn.offset,
+            torn.reason
+        );
+    }
+    for (name, history) in &recovered.rooms {
+        rooms.restore(name, history.first, history.head, history.index.clone());
+    }
+    let log = LogWriter::open(&dir, ids.segments, config.store, &recovered, rooms)?;
+    log::info!(
+        "log: {} messages in {} rooms, {} segments, {} bytes",
+        recovered.records,
+        recovered.rooms.len(),
+        recovered.segments.len(),
+        log.total_bytes()
+    );
+    Ok(LocalStore {
+        epoch: ids.epoch,
+        log,
+        dir,
+    })
 }
 
 /// The users-file watcher's thread: looks at the file every [`auth::POLL_EVERY`] until the

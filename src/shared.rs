@@ -25,7 +25,9 @@ pub struct Shared {
     /// The limits in force; read through [`Shared::limits_snapshot`], replaced by
     /// [`Shared::apply_limits`].
     limits: Published<Limits>,
-    pub epoch: u64,
+    /// WELCOME's epoch. Fixed with the local log; with JetStream the cluster keeps it, and a
+    /// room's history starting over there changes it while we run.
+    epoch: Arc<AtomicU64>,
     pub users: Users,
     pub rooms: Rooms,
     pub mailboxes: Arc<[Mailbox]>,
@@ -97,7 +99,7 @@ impl Shared {
     ) -> Shared {
         Shared {
             limits: Published::new(limits),
-            epoch,
+            epoch: Arc::new(AtomicU64::new(epoch)),
             users,
             rooms,
             mailboxes,
@@ -109,6 +111,23 @@ impl Shared {
             stopping: AtomicBool::new(false),
             connections: Mutex::new(Connections::default()),
         }
+    }
+
+    /// Announces the epoch kept in `cell` (the JetStream engine's) instead of a fixed one.
+    #[must_use]
+    pub fn with_epoch_cell(mut self, cell: Arc<AtomicU64>) -> Shared {
+        self.epoch = cell;
+        self
+    }
+
+    /// The epoch to announce in WELCOME now.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Where the epoch is kept, for the store to change it.
+    pub fn epoch_cell(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.epoch)
     }
 
     /// Serves TLS with `tls`, each reactor working on at most `handshakes` at once.

@@ -8,7 +8,7 @@ pub mod histogram;
 pub mod http;
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 
 use crate::protocol::ErrorCode;
 use crate::transport::tls::Failure;
@@ -103,10 +103,63 @@ impl StoreGauges {
     }
 }
 
+/// Whether the JetStream engine has NATS (`--store jetstream`); `Off` with the local log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineState {
+    Off,
+    Up,
+    Down,
+}
+
+/// What the JetStream engine reports.
+#[derive(Debug, Default)]
+pub struct EngineGauges {
+    /// An [`EngineState`]: 0 off, 1 up, 2 down.
+    state: AtomicU8,
+    pub publishes: AtomicU64,
+    pub retries: AtomicU64,
+    pub failures: AtomicU64,
+    /// From a SEND reaching the engine to its PubAck, retries included.
+    pub puback: Histogram,
+}
+
+impl EngineGauges {
+    pub fn set_state(&self, state: EngineState) {
+        let code = match state {
+            EngineState::Off => 0,
+            EngineState::Up => 1,
+            EngineState::Down => 2,
+        };
+        self.state.store(code, Relaxed);
+    }
+
+    pub fn state(&self) -> EngineState {
+        match self.state.load(Relaxed) {
+            0 => EngineState::Off,
+            1 => EngineState::Up,
+            _ => EngineState::Down,
+        }
+    }
+
+    pub fn published(&self, micros: u64) {
+        self.publishes.fetch_add(1, Relaxed);
+        self.puback.observe(micros);
+    }
+
+    pub fn retried(&self) {
+        self.retries.fetch_add(1, Relaxed);
+    }
+
+    pub fn failed(&self) {
+        self.failures.fetch_add(1, Relaxed);
+    }
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     pub shards: Box<[Shard]>,
     pub store: StoreGauges,
+    pub jetstream: EngineGauges,
 }
 
 impl Metrics {
@@ -114,6 +167,7 @@ impl Metrics {
         Metrics {
             shards: (0..reactors).map(|_| Shard::default()).collect(),
             store: StoreGauges::default(),
+            jetstream: EngineGauges::default(),
         }
     }
 
@@ -312,7 +366,53 @@ impl Metrics {
         for (h, name, help) in histograms {
             h.render(&mut out, name, help);
         }
+        self.render_jetstream(&mut out);
         out
+    }
+
+    /// The engine's figures, with `--store jetstream` only.
+    fn render_jetstream(&self, out: &mut String) {
+        let js = &self.jetstream;
+        let up = match js.state() {
+            EngineState::Off => return,
+            EngineState::Up => 1,
+            EngineState::Down => 0,
+        };
+        let lines = [
+            (
+                "jetstream_up",
+                "gauge",
+                "1 while the engine has a NATS connection, 0 while it is reconnecting.",
+                up,
+            ),
+            (
+                "jetstream_publishes_total",
+                "counter",
+                "SENDs JetStream confirmed (PubAck).",
+                js.publishes.load(Relaxed),
+            ),
+            (
+                "jetstream_retries_total",
+                "counter",
+                "Publishes tried again within their SEND's deadline.",
+                js.retries.load(Relaxed),
+            ),
+            (
+                "jetstream_failures_total",
+                "counter",
+                "SENDs answered STORAGE: no PubAck within --nats-ack-timeout.",
+                js.failures.load(Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in lines {
+            family(out, name, kind, help);
+            let _ = writeln!(out, "chatd_{name} {value}");
+        }
+        js.puback.render(
+            out,
+            "jetstream_puback",
+            "Time from a SEND reaching the engine to its PubAck, retries included.",
+        );
     }
 }
 

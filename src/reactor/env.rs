@@ -72,7 +72,7 @@ impl<M: Members> Env for ConnEnv<'_, M> {
     }
 
     fn epoch(&self) -> u64 {
-        self.shared.epoch
+        self.shared.epoch()
     }
 
     fn session_id(&mut self) -> u64 {

@@ -25,7 +25,7 @@ use crate::protocol::name::{is_valid_room, is_valid_user};
 use crate::protocol::{
     ClientFrame, Decoded, Deframer, ErrorCode, ServerFrame, VERSION, kind, replay_start,
 };
-use crate::room::{Behind, Room, RoomId};
+use crate::room::{Behind, Loaded, Room, RoomId};
 
 pub use outbox::Outbox;
 use rate::TokenBucket;
@@ -137,6 +137,28 @@ struct Barrier {
     heads: Vec<(RoomId, u64)>,
 }
 
+/// A JOIN of a room whose history the store elsewhere is still loading on this node: JOINED
+/// (or the ERROR) waits for it, and input is not read meanwhile, so answers stay in request
+/// order. The membership exists already, paused at [`PAUSED`], so that the load's wake-up
+/// finds this session.
+#[derive(Debug)]
+struct PendingJoin {
+    room: Arc<Room>,
+    after: u64,
+    limit: u32,
+}
+
+/// What holds a session's input back until it is settled.
+#[derive(Debug)]
+enum Wait {
+    Pong(Barrier),
+    Join(PendingJoin),
+}
+
+/// The cursor of a membership whose JOIN is not answered yet: past any seq, so it is owed
+/// nothing and holds no PING back.
+const PAUSED: u64 = u64::MAX;
+
 /// A session's state as operators see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -175,7 +197,7 @@ pub struct Session {
     stalled_since: Option<Stamp>,
     /// A PONG held back until what was asked before its PING is answered. Boxed: a PING with
     /// something still owed is rare, and an idle session pays one pointer for it.
-    barrier: Option<Box<Barrier>>,
+    barrier: Option<Box<Wait>>,
     pub out: Outbox,
 }
 
@@ -302,7 +324,7 @@ impl Session {
                 (m.cursor <= head.min(m.until)).then_some((m.room.id, head))
             })
             .collect();
-        self.barrier = Some(Box::new(Barrier { nonce, heads }));
+        self.barrier = Some(Box::new(Wait::Pong(Barrier { nonce, heads })));
         self.release_barrier();
     }
 
@@ -310,7 +332,7 @@ impl Session {
     /// queued its frames up to the head the PING saw. A member that leaves the room or is
     /// owed nothing more there (after BYE) no longer holds it back.
     fn release_barrier(&mut self) {
-        let Some(barrier) = self.barrier.as_mut() else {
+        let Some(Wait::Pong(barrier)) = self.barrier.as_deref_mut() else {
             return;
         };
         if self.in_flight > 0 {
@@ -380,23 +402,65 @@ impl Session {
                 Err(code) => return self.reject(env, code, 0, "the server holds too many rooms"),
             },
         };
+        if existing.is_none() {
+            // A member from here on, so that the wake-up of a load under way finds us.
+            env.joined(&room);
+            self.rooms.push(Membership::new(Arc::clone(&room), PAUSED));
+        }
+        if room.loaded() == Loaded::Yes {
+            return self.answer_join(&room, after, limit);
+        }
+        self.barrier = Some(Box::new(Wait::Join(PendingJoin { room, after, limit })));
+        // The load may have ended between our look and our joining.
+        self.settle_join(env);
+    }
+
+    /// JOINED, and the membership's cursor where the replay starts.
+    fn answer_join(&mut self, room: &Arc<Room>, after: u64, limit: u32) {
         let (first, head) = room.read(|ring| ring.bounds());
         let cursor = replay_start(after, limit, first, head);
         self.out.push_frame(&ServerFrame::Joined {
-            room: name,
+            room: &room.name,
             first,
             head,
         });
-        match existing.and_then(|i| self.rooms.get_mut(i)) {
-            Some(m) => {
-                m.cursor = cursor;
-                m.set_fetching(None);
-            }
-            None => {
-                env.joined(&room);
-                self.rooms.push(Membership::new(room, cursor));
-            }
+        if let Some(m) = self.rooms.iter_mut().find(|m| Arc::ptr_eq(&m.room, room)) {
+            m.cursor = cursor;
+            m.set_fetching(None);
         }
+    }
+
+    /// Answers a JOIN that waited for its room's load, once the load is over: JOINED, or a
+    /// non-fatal STORAGE error (and no membership) if the store could not be asked.
+    fn settle_join(&mut self, env: &mut impl Env) {
+        let Some(Wait::Join(pending)) = self.barrier.as_deref() else {
+            return;
+        };
+        let loaded = pending.room.loaded();
+        if loaded == Loaded::Loading {
+            return;
+        }
+        let Some(wait) = self.barrier.take() else {
+            return;
+        };
+        let Wait::Join(PendingJoin { room, after, limit }) = *wait else {
+            return;
+        };
+        if self.is_closing() {
+            return;
+        }
+        if loaded == Loaded::Yes {
+            return self.answer_join(&room, after, limit);
+        }
+        let paused = self
+            .rooms
+            .iter()
+            .position(|m| Arc::ptr_eq(&m.room, &room) && m.cursor == PAUSED);
+        if let Some(m) = paused.and_then(|i| self.rooms.remove(i)) {
+            env.left(&m.room);
+        }
+        let why = format!("the history of {} cannot be read now; try again", room.name);
+        self.reject(env, ErrorCode::Storage, 0, &why);
     }
 
     fn leave(&mut self, name: &str, env: &mut impl Env) {
@@ -524,6 +588,7 @@ impl Session {
     /// Tops the outbox up with frames the rooms owe this member, then queues a waiting PONG
     /// if that settled what it waited for.
     pub fn fill(&mut self, env: &mut impl Env) {
+        self.settle_join(env);
         self.fill_rooms(env);
         if self.may_fill() || matches!(self.state, State::Draining { .. }) {
             self.release_barrier();

@@ -1,0 +1,195 @@
+//! The engine thread's runtime: connecting to NATS, reading the epoch, then taking work off
+//! its queue until the reactors are gone.
+//!
+//! The queue is drained a burst at a time and ACKs are posted once per burst, so a busy
+//! moment costs each reactor one wake-up rather than one per message. Everything slow (a
+//! publish waiting for its PubAck, a room's consumer, a history read) runs as its own task,
+//! so the loop itself never waits on NATS.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_nats::ConnectOptions;
+use async_nats::jetstream::{self, kv};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+use super::publish::{Order, Publish};
+use super::{CONNECT_PATIENCE, Failure, Setup, Work, epoch, history, room};
+use crate::metrics::EngineState;
+use crate::room::Room;
+
+/// How long one attempt at a JetStream request may take before it is tried again (a publish
+/// within its SEND's deadline) or counted as failed.
+pub const ATTEMPT: Duration = Duration::from_secs(1);
+
+/// How long to wait before trying again something NATS refused.
+pub const BACKOFF: Duration = Duration::from_millis(250);
+
+/// What every task of the engine may need, cheap to clone.
+#[derive(Clone)]
+pub struct Link {
+    pub js: jetstream::Context,
+    pub bucket: kv::Store,
+    pub setup: Arc<Setup>,
+    /// This node, for `Nats-Msg-Id`: random per run.
+    pub node: u64,
+}
+
+/// The engine thread's body. `ready` hears once: connected (with the epoch in `epoch`), or why
+/// not.
+pub(super) fn run(
+    setup: Setup,
+    epoch: Arc<AtomicU64>,
+    work: UnboundedSender<Work>,
+    queue: UnboundedReceiver<Work>,
+    ready: &std::sync::mpsc::Sender<Result<(), Failure>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = ready.send(Err(Failure(format!(
+                "cannot make the engine's runtime: {e}"
+            ))));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let servers = setup.nats.servers.join(", ");
+        let link = match tokio::time::timeout(CONNECT_PATIENCE, connect(setup)).await {
+            Ok(Ok(link)) => link,
+            Ok(Err(failure)) => {
+                let _ = ready.send(Err(failure));
+                return;
+            }
+            Err(_) => {
+                let why = format!(
+                    "no NATS server of {servers} gave a JetStream answer within {}s",
+                    CONNECT_PATIENCE.as_secs()
+                );
+                let _ = ready.send(Err(Failure(why)));
+                return;
+            }
+        };
+        match epoch::read_or_mint(&link.bucket).await {
+            Ok(value) => epoch.store(value, std::sync::atomic::Ordering::Relaxed),
+            Err(failure) => {
+                let _ = ready.send(Err(failure));
+                return;
+            }
+        }
+        tokio::spawn(watch_epoch(link.bucket.clone(), epoch));
+        let followed: Arc<Mutex<Vec<Arc<Room>>>> = Arc::default();
+        tokio::spawn(room::refresh_firsts(link.clone(), Arc::clone(&followed)));
+        let _ = ready.send(Ok(()));
+        serve(link, work, queue, followed).await;
+    });
+}
+
+/// Connects with the credentials given and opens the bucket.
+async fn connect(setup: Setup) -> Result<Link, Failure> {
+    let nats = &setup.nats;
+    let options = match (&nats.creds, &nats.token_file) {
+        (Some(path), _) => ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?,
+        (None, Some(path)) => {
+            let token = std::fs::read_to_string(path)
+                .map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?;
+            ConnectOptions::with_token(token.trim().to_string())
+        }
+        (None, None) => ConnectOptions::new(),
+    };
+    let metrics = Arc::clone(&setup.metrics);
+    let options = options
+        .name(concat!("chatd/", env!("CARGO_PKG_VERSION")))
+        .connection_timeout(Duration::from_secs(5))
+        .event_callback(move |event| {
+            let metrics = Arc::clone(&metrics);
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        log::info!("jetstream: connected to NATS");
+                        metrics.jetstream.set_state(EngineState::Up);
+                    }
+                    async_nats::Event::Disconnected => {
+                        log::warn!("jetstream: lost NATS; reconnecting");
+                        metrics.jetstream.set_state(EngineState::Down);
+                    }
+                    async_nats::Event::Closed => metrics.jetstream.set_state(EngineState::Down),
+                    other => log::info!("jetstream: {other}"),
+                }
+            }
+        });
+    let client = options.connect(nats.servers.clone()).await.map_err(|e| {
+        Failure(format!(
+            "cannot connect to {}: {e}",
+            nats.servers.join(", ")
+        ))
+    })?;
+    setup.metrics.jetstream.set_state(EngineState::Up);
+    let mut js = jetstream::new(client);
+    js.set_timeout(ATTEMPT);
+    let bucket = epoch::bucket(&js, nats.replicas).await?;
+    let node =
+        crate::store::epoch::mint().map_err(|e| Failure(format!("cannot draw a node id: {e}")))?;
+    Ok(Link {
+        js,
+        bucket,
+        setup: Arc::new(setup),
+        node,
+    })
+}
+
+/// Follows the epoch for the life of the engine, watching again after any failure.
+async fn watch_epoch(bucket: kv::Store, cell: Arc<AtomicU64>) {
+    loop {
+        if let Err(failure) = epoch::follow(bucket.clone(), Arc::clone(&cell)).await {
+            log::warn!("jetstream: {failure}");
+        }
+        tokio::time::sleep(BACKOFF * 4).await;
+    }
+}
+
+/// Takes work until every reactor is gone.
+async fn serve(
+    link: Link,
+    work: UnboundedSender<Work>,
+    mut queue: UnboundedReceiver<Work>,
+    followed: Arc<Mutex<Vec<Arc<Room>>>>,
+) {
+    let reactors = link.setup.mailboxes.len();
+    let mut order = Order::new(reactors);
+    let mut publish = Publish::new(link.clone(), work.clone());
+    while let Some(first) = queue.recv().await {
+        let mut next = Some(first);
+        while let Some(item) = next {
+            match item {
+                Work::Submit(submit) => publish.start(submit, &mut order),
+                Work::Stored(outcome) => order.settle(outcome),
+                Work::Fetch(fetch) => {
+                    tokio::spawn(history::serve(link.clone(), fetch));
+                }
+                Work::Follow(room) => {
+                    {
+                        let mut list = followed.lock().unwrap_or_else(PoisonError::into_inner);
+                        // A room whose load failed comes again on its next JOIN.
+                        if !list.iter().any(|r| Arc::ptr_eq(r, &room)) {
+                            list.push(Arc::clone(&room));
+                        }
+                    }
+                    tokio::spawn(room::follow(link.clone(), room));
+                }
+                Work::Stop => {
+                    order.post(&link.setup.mailboxes);
+                    return;
+                }
+            }
+            next = queue.try_recv().ok();
+        }
+        order.post(&link.setup.mailboxes);
+    }
+}

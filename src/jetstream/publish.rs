@@ -1,0 +1,258 @@
+//! SEND → ACK through JetStream: publish with a `Nats-Msg-Id`, ACK only on the PubAck, and
+//! answer each connection in the order it sent.
+//!
+//! The id is this node's random id, the connection and the SEND id, and a ticket unique to
+//! this SEND on this node: a retry of the same SEND carries the same id, so the stream stores
+//! it once (within its duplicate window), while two SENDs that happen to share a client id
+//! stay two messages. A SEND whose PubAck does not come within `--nats-ack-timeout`, retries
+//! included, is answered STORAGE; it may still have been stored (the outcome is unknown), and
+//! docs/cluster.md says so. This module must never turn anything but a PubAck into an ACK.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_nats::HeaderMap;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::Work;
+use super::engine::{ATTEMPT, BACKOFF, Link};
+use super::frames::{USER_HEADER, user_and_text};
+use super::names;
+use crate::mailbox::{ConnRef, Mailbox, Stored};
+use crate::metrics::histogram::micros;
+use crate::protocol::ErrorCode;
+use crate::sequencer::Submit;
+
+/// What a publish task reports back to the engine's loop.
+#[derive(Debug)]
+pub struct Outcome {
+    reactor: usize,
+    conn: ConnRef,
+    ticket: u64,
+    result: Result<u64, ErrorCode>,
+}
+
+/// Starts publish tasks.
+pub struct Publish {
+    link: Link,
+    work: UnboundedSender<Work>,
+    next_ticket: u64,
+}
+
+impl Publish {
+    pub fn new(link: Link, work: UnboundedSender<Work>) -> Publish {
+        Publish {
+            link,
+            work,
+            next_ticket: 0,
+        }
+    }
+
+    /// Publishes `submit` in a task of its own, after taking its place in `order`.
+    pub fn start(&mut self, submit: Submit, order: &mut Order) {
+        self.next_ticket += 1;
+        let ticket = self.next_ticket;
+        order.expect(submit.reactor, submit.conn, ticket, submit.id);
+        let Some((user, text)) = user_and_text(&submit.frame) else {
+            // A reactor only submits frames it encoded; this cannot be stored as a message.
+            order.settle(Outcome {
+                reactor: submit.reactor,
+                conn: submit.conn,
+                ticket,
+                result: Err(ErrorCode::Storage),
+            });
+            return;
+        };
+        let message = Message {
+            subject: names::subject(&submit.room.name),
+            id: format!(
+                "{:016x}-{}-{}-{}",
+                self.link.node, submit.conn.serial, submit.id, ticket
+            ),
+            user: user.to_string(),
+            text: text.as_bytes().to_vec(),
+        };
+        let (link, work) = (self.link.clone(), self.work.clone());
+        let (reactor, conn) = (submit.reactor, submit.conn);
+        tokio::spawn(async move {
+            let result = store(&link, message).await;
+            let _ = work.send(Work::Stored(Outcome {
+                reactor,
+                conn,
+                ticket,
+                result,
+            }));
+        });
+    }
+}
+
+struct Message {
+    subject: String,
+    id: String,
+    user: String,
+    text: Vec<u8>,
+}
+
+/// Publishes until JetStream confirms or the SEND's deadline passes.
+async fn store(link: &Link, message: Message) -> Result<u64, ErrorCode> {
+    let started = Instant::now();
+    let gauges = &link.setup.metrics.jetstream;
+    let deadline = started + link.setup.nats.ack_timeout;
+    let mut tries = 0u32;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            gauges.failed();
+            log::warn!(
+                "jetstream: no PubAck for {} within {:?} ({tries} tries): answered STORAGE",
+                message.id,
+                link.setup.nats.ack_timeout
+            );
+            return Err(ErrorCode::Storage);
+        }
+        tries += 1;
+        if tries > 1 {
+            gauges.retried();
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", message.id.as_str());
+        headers.insert(USER_HEADER, message.user.as_str());
+        let attempt = async {
+            link.js
+                .publish_with_headers(
+                    message.subject.clone(),
+                    headers,
+                    message.text.clone().into(),
+                )
+                .await?
+                .await
+        };
+        match tokio::time::timeout(left.min(ATTEMPT), attempt).await {
+            Ok(Ok(ack)) => {
+                gauges.published(micros(started.elapsed()));
+                return Ok(ack.sequence);
+            }
+            Ok(Err(e)) => {
+                log::debug!("jetstream: publish {} failed: {e}", message.id);
+                tokio::time::sleep(BACKOFF.min(left)).await;
+            }
+            Err(_) => log::debug!("jetstream: publish {} timed out", message.id),
+        }
+    }
+}
+
+/// One SEND awaiting its answer.
+struct Slot {
+    ticket: u64,
+    id: u64,
+    result: Option<Result<u64, ErrorCode>>,
+}
+
+/// Keeps each connection's answers in the order of its SENDs, whatever order the PubAcks
+/// come back in (rooms on different stream leaders answer at different speeds).
+pub struct Order {
+    waiting: HashMap<(usize, usize, u64), VecDeque<Slot>>,
+    /// Answers ready to post, per reactor.
+    ready: Vec<Vec<Stored>>,
+}
+
+impl Order {
+    pub fn new(reactors: usize) -> Order {
+        Order {
+            waiting: HashMap::new(),
+            ready: (0..reactors).map(|_| Vec::new()).collect(),
+        }
+    }
+
+    fn expect(&mut self, reactor: usize, conn: ConnRef, ticket: u64, id: u64) {
+        self.waiting
+            .entry((reactor, conn.key, conn.serial))
+            .or_default()
+            .push_back(Slot {
+                ticket,
+                id,
+                result: None,
+            });
+    }
+
+    pub fn settle(&mut self, outcome: Outcome) {
+        let key = (outcome.reactor, outcome.conn.key, outcome.conn.serial);
+        let Some(queue) = self.waiting.get_mut(&key) else {
+            return;
+        };
+        if let Some(slot) = queue.iter_mut().find(|s| s.ticket == outcome.ticket) {
+            slot.result = Some(outcome.result);
+        }
+        while let Some(slot) = queue.front() {
+            let Some(result) = slot.result else { break };
+            let id = slot.id;
+            queue.pop_front();
+            if let Some(list) = self.ready.get_mut(outcome.reactor) {
+                list.push(Stored {
+                    conn: outcome.conn,
+                    id,
+                    result,
+                });
+            }
+        }
+        if queue.is_empty() {
+            self.waiting.remove(&key);
+        }
+    }
+
+    /// Posts every answer ready, one post per reactor.
+    pub fn post(&mut self, mailboxes: &Arc<[Mailbox]>) {
+        for (mailbox, list) in mailboxes.iter().zip(&mut self.ready) {
+            if !list.is_empty() {
+                mailbox.post(list, &[]);
+                list.clear();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(key: usize, ticket: u64, result: Result<u64, ErrorCode>) -> Outcome {
+        Outcome {
+            reactor: 0,
+            conn: ConnRef { key, serial: 1 },
+            ticket,
+            result,
+        }
+    }
+
+    #[test]
+    fn answers_leave_in_the_order_of_the_sends() {
+        let mut order = Order::new(1);
+        let a = ConnRef { key: 1, serial: 1 };
+        let b = ConnRef { key: 2, serial: 1 };
+        order.expect(0, a, 1, 10);
+        order.expect(0, a, 2, 11);
+        order.expect(0, b, 3, 10);
+        order.expect(0, a, 4, 12);
+        order.settle(outcome(1, 2, Ok(7)));
+        order.settle(outcome(2, 3, Ok(1)));
+        order.settle(outcome(1, 4, Err(ErrorCode::Storage)));
+        let ids: Vec<(usize, u64)> = order.ready[0].iter().map(|s| (s.conn.key, s.id)).collect();
+        assert_eq!(ids, [(2, 10)], "a's answers wait for its first SEND");
+        order.settle(outcome(1, 1, Ok(6)));
+        let got: Vec<(usize, u64, Result<u64, ErrorCode>)> = order.ready[0]
+            .iter()
+            .map(|s| (s.conn.key, s.id, s.result))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (2, 10, Ok(1)),
+                (1, 10, Ok(6)),
+                (1, 11, Ok(7)),
+                (1, 12, Err(ErrorCode::Storage))
+            ]
+        );
+        assert!(order.waiting.is_empty());
+    }
+}

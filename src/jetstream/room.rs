@@ -1,0 +1,226 @@
+//! One room on this node: load where its history stands (making its stream on the cluster's
+//! first JOIN of it), then follow the stream for as long as the node runs, appending every
+//! message to the room's ring in seq order and waking the reactors with members there.
+//!
+//! The consumer is an ordered one: JetStream delivers in stream order, and the client makes
+//! it anew from the last seq seen when it notices a gap or loses the server. A seq already in
+//! the ring is skipped; one past the next means retention deleted messages before this node
+//! saw them, and the ring restarts there. This module must never put a message in the ring
+//! out of seq order or twice.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
+use futures_util::{FutureExt, StreamExt};
+
+use super::engine::{BACKOFF, Link};
+use super::frames::{USER_HEADER, msg_frame};
+use super::{Failure, epoch, names};
+use crate::mailbox::Mailbox;
+use crate::room::{Loaded, Room};
+
+/// How often the first retained seq of each followed room is looked up again (retention on
+/// the stream moves it without telling anyone).
+const REFRESH_FIRST: Duration = Duration::from_secs(10);
+
+/// How long a stream's duplicate window is: retries of one SEND within it are stored once.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Loads `room`, then follows it until the engine stops. A room that cannot be loaded is
+/// marked `Failed`, which answers its waiting JOINs with an error; the next JOIN tries again.
+pub async fn follow(link: Link, room: Arc<Room>) {
+    match load(&link, &room).await {
+        Ok((first, head)) => {
+            room.write(|ring| ring.restore(first, head, Vec::new()));
+            room.set_loaded(Loaded::Yes);
+            wake(&link.setup.mailboxes, &room);
+        }
+        Err(failure) => {
+            log::warn!("jetstream: cannot load {}: {failure}", room.name);
+            room.set_loaded(Loaded::Failed);
+            wake(&link.setup.mailboxes, &room);
+            return;
+        }
+    }
+    loop {
+        if let Err(failure) = consume(&link, &room).await {
+            log::warn!(
+                "jetstream: following {}: {failure}; starting again",
+                room.name
+            );
+        }
+        tokio::time::sleep(BACKOFF * 4).await;
+    }
+}
+
+/// The stream's config for `room`: the retention flags become its limits.
+fn config(link: &Link, room: &str) -> stream::Config {
+    let retention = link.setup.retention;
+    stream::Config {
+        name: names::stream(room),
+        subjects: vec![names::subject(room)],
+        description: Some(format!("chatd room {room}")),
+        num_replicas: link.setup.nats.replicas,
+        storage: StorageType::File,
+        discard: DiscardPolicy::Old,
+        max_bytes: retention
+            .max_bytes
+            .and_then(|b| i64::try_from(b).ok())
+            .unwrap_or(-1),
+        max_age: retention.max_age.unwrap_or_default(),
+        max_message_size: i32::try_from(link.setup.max_frame).unwrap_or(i32::MAX),
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    }
+}
+
+/// Makes sure the room has a stream and says where its history stands: `(first, head)` as
+/// JOINED reports them.
+async fn load(link: &Link, room: &Room) -> Result<(u64, u64), Failure> {
+    let mut stream = link
+        .js
+        .get_or_create_stream(config(link, &room.name))
+        .await
+        .map_err(|e| Failure(format!("cannot open or make its stream: {e}")))?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| Failure(format!("cannot read its stream's state: {e}")))?;
+    epoch::check_room(
+        &link.bucket,
+        &room.name,
+        info.created.unix_timestamp_nanos(),
+    )
+    .await?;
+    let state = &info.state;
+    let first = if state.messages == 0 {
+        0
+    } else {
+        state.first_sequence
+    };
+    Ok((first, state.last_sequence))
+}
+
+/// Follows the room's stream from the seq after the ring's head until something fails.
+async fn consume(link: &Link, room: &Arc<Room>) -> Result<(), Failure> {
+    let stream = link
+        .js
+        .get_stream(names::stream(&room.name))
+        .await
+        .map_err(|e| Failure(format!("cannot open its stream: {e}")))?;
+    let start = room.read(|ring| ring.head()) + 1;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Failure(format!("cannot make a consumer: {e}")))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| Failure(format!("cannot consume: {e}")))?;
+    let mailboxes = &link.setup.mailboxes;
+    loop {
+        let Some(first) = messages.next().await else {
+            return Err(Failure("the consumer ended".into()));
+        };
+        take(link, room, first)?;
+        // Everything already here, then one wake-up for the lot.
+        while let Some(next) = messages.next().now_or_never() {
+            let Some(next) = next else {
+                wake(mailboxes, room);
+                return Err(Failure("the consumer ended".into()));
+            };
+            take(link, room, next)?;
+        }
+        wake(mailboxes, room);
+    }
+}
+
+/// One delivered message into the ring, in its place.
+fn take(
+    link: &Link,
+    room: &Room,
+    message: Result<async_nats::jetstream::Message, impl std::fmt::Display>,
+) -> Result<(), Failure> {
+    let message = message.map_err(|e| Failure(format!("consumer error: {e}")))?;
+    let info = message
+        .info()
+        .map_err(|e| Failure(format!("a delivery without its stream seq: {e}")))?;
+    let seq = info.stream_sequence;
+    let ts_ms = u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let user = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(USER_HEADER))
+        .map(|v| v.as_str().to_string());
+    let frame = msg_frame(
+        &room.name,
+        seq,
+        ts_ms,
+        user.as_deref(),
+        &message.payload,
+        link.setup.max_frame,
+    );
+    let limits = link.setup.ring;
+    room.write(|ring| {
+        let head = ring.head();
+        if seq <= head {
+            return;
+        }
+        if seq > head + 1 {
+            log::info!(
+                "jetstream: {} seqs {}..{} were deleted before this node saw them",
+                room.name,
+                head + 1,
+                seq - 1
+            );
+            ring.skip_to(seq);
+        }
+        ring.append_kept_elsewhere(frame, limits);
+    });
+    Ok(())
+}
+
+/// Tells every reactor with members in `room` to look at it.
+fn wake(mailboxes: &[Mailbox], room: &Room) {
+    for (reactor, mailbox) in mailboxes.iter().enumerate() {
+        if room.has_members_on(reactor) {
+            mailbox.post(&[], &[room.id]);
+        }
+    }
+}
+
+/// Keeps each followed room's first retained seq current, for JOINED.
+pub async fn refresh_firsts(link: Link, followed: Arc<Mutex<Vec<Arc<Room>>>>) {
+    loop {
+        tokio::time::sleep(REFRESH_FIRST).await;
+        let rooms: Vec<Arc<Room>> = followed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|r| r.loaded() == Loaded::Yes)
+            .cloned()
+            .collect();
+        for room in rooms {
+            let Ok(mut stream) = link.js.get_stream(names::stream(&room.name)).await else {
+                continue;
+            };
+            let Ok(info) = stream.info().await else {
+                continue;
+            };
+            let state = &info.state;
+            let first = if state.messages == 0 {
+                0
+            } else {
+                state.first_sequence
+            };
+            room.write(|ring| ring.set_first(first));
+        }
+    }
+}
