@@ -19,8 +19,8 @@ use chatd::protocol::{ClientFrame, ErrorCode};
 use nix::sys::signal::Signal;
 use util::nats::{self, NatsCluster, NatsServer};
 use util::nodes::{
-    ACK_TIMEOUT, ALL, MARGIN, Msg, Nodes, Outcome, Plan, Progress, RESUME, Sent, assert_history,
-    history, join_all, load, longest_stall, read_msgs,
+    ACK_TIMEOUT, ALL, MARGIN, Msg, Nodes, Outcome, Plan, Progress, RESUME, Sent, acked_head,
+    assert_history, barrier, history, join_all, load, longest_stall, read_msgs,
 };
 use util::{PATIENCE, expect_error};
 
@@ -130,7 +130,7 @@ fn members_on_two_nodes_see_the_same_messages_with_the_same_seqs_and_epoch() {
     // A member joining later replays from the stream what the others saw live.
     let (mut erin, epoch_e) = nodes.login(B, "erin");
     assert_eq!(epoch_e, epoch);
-    let replayed = history(&mut erin, &room[0]);
+    let (replayed, _) = history(&mut erin, &room[0], 20);
     let (acked, failed) = in_room(&room[0], &outcomes);
     assert_history(&room[0], &[on_a, on_b, replayed], &acked, &failed);
     frames::assert_alive(&mut carol);
@@ -188,7 +188,8 @@ fn sixty_four_rooms_with_senders_on_both_nodes_stay_contiguous_and_identical() {
     let mut on_b = read_msgs(&mut watch_b, &want);
     let (mut late, _) = nodes.login(A, "late");
     for room in &rooms {
-        let replayed = history(&mut late, room);
+        let through = u64::try_from(per_room).expect("small");
+        let (replayed, _) = history(&mut late, room, through);
         let seen = [
             on_a.remove(room).unwrap_or_default(),
             on_b.remove(room).unwrap_or_default(),
@@ -203,7 +204,7 @@ fn sixty_four_rooms_with_senders_on_both_nodes_stay_contiguous_and_identical() {
 #[test]
 fn killing_one_nats_server_under_load_repeatedly_loses_and_duplicates_nothing() {
     const KILLS: usize = 3;
-    let users = ["a0", "a1", "b0", "b1", "read-a", "read-b"];
+    let users = ["a0", "a1", "b0", "b1", "closer", "read-a", "read-b"];
     let Some(mut nodes) = Nodes::start("cluster kill one", 2, &users) else {
         return;
     };
@@ -254,22 +255,34 @@ fn killing_one_nats_server_under_load_repeatedly_loses_and_duplicates_nothing() 
             .map(|h| h.join().expect("load thread").expect("load"))
             .collect()
     });
+    let mut outcomes = outcomes;
+    let (mut closer, _) = nodes.login(B, "closer");
+    join_all(&mut closer, &rooms, 0, 0);
+    let mut late_failures = Outcome::default();
+    let closed = barrier(&mut closer, &rooms, &mut late_failures);
+    outcomes.extend([closed, late_failures]);
     let all: Vec<&Outcome> = outcomes.iter().collect();
     let acked: usize = outcomes.iter().map(|o| o.acked.len()).sum();
     let failed: usize = outcomes.iter().map(|o| o.failed.len()).sum();
     eprintln!(
-        "{KILLS} kills in {:?}: {acked} SENDs ACKed, {failed} answered STORAGE, longest stall of a room {:?}",
+        "{KILLS} kills in {:?}: {acked} SENDs ACKed, {failed} answered STORAGE, longest stall \
+         of a room {:?}",
         start.elapsed(),
         longest_stall(&all)
     );
 
     let (mut read_a, _) = nodes.login(A, "read-a");
     let (mut read_b, _) = nodes.login(B, "read-b");
+    let mut slowest = Duration::ZERO;
     for room in &rooms {
-        let seen = [history(&mut read_a, room), history(&mut read_b, room)];
         let (acked, failed) = in_room(room, &outcomes);
-        assert_history(room, &seen, &acked, &failed);
+        let through = acked_head(&acked);
+        let (on_a, lag_a) = history(&mut read_a, room, through);
+        let (on_b, lag_b) = history(&mut read_b, room, through);
+        slowest = slowest.max(lag_a).max(lag_b);
+        assert_history(room, &[on_a, on_b], &acked, &failed);
     }
+    eprintln!("the slowest node caught up with an ACKed seq {slowest:?} after JOINED");
 }
 
 /// Sends `count` SENDs as `name` to `room` while the quorum is lost and asserts each is
@@ -362,12 +375,12 @@ fn with_two_of_three_nats_servers_dead_sends_fail_with_storage_in_time_and_none_
 
     let (mut read_a, _) = nodes.login(A, "read-a");
     let (mut read_b, _) = nodes.login(B, "read-b");
-    let seen = [
-        history(&mut read_a, &room[0]),
-        history(&mut read_b, &room[0]),
-    ];
     let (acked, failed) = in_room(&room[0], &outcomes);
-    assert_history(&room[0], &seen, &acked, &failed);
+    let through = acked_head(&acked);
+    let (on_a, lag_a) = history(&mut read_a, &room[0], through);
+    let (on_b, lag_b) = history(&mut read_b, &room[0], through);
+    eprintln!("after the quorum came back, node A caught up in {lag_a:?}, node B in {lag_b:?}");
+    assert_history(&room[0], &[on_a, on_b], &acked, &failed);
 }
 
 #[test]

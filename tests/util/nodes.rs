@@ -110,6 +110,31 @@ impl Nodes {
     }
 }
 
+/// How many of a node's log lines about JetStream a failing test shows.
+const LOG_TAIL: usize = 40;
+
+impl Drop for Nodes {
+    /// A failing test shows what each node said about JetStream: the assertion says what went
+    /// wrong, the engine's warnings usually say why.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for (node, daemon) in self.daemons.iter().enumerate() {
+            let lines: Vec<String> = daemon
+                .log_lines()
+                .into_iter()
+                .filter(|l| l.contains("jetstream") || l.contains("WARN") || l.contains("ERROR"))
+                .collect();
+            let from = lines.len().saturating_sub(LOG_TAIL);
+            eprintln!("--- node {node}, its last JetStream and warning lines:");
+            for line in lines.get(from..).unwrap_or_default() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
 /// The flags of a node over the NATS servers at `urls`: every seed URL, replicas 3, the
 /// short ack timeout, and no rate limit (the loads send as fast as they are answered).
 pub fn node_flags(urls: &[String]) -> Vec<String> {
@@ -186,9 +211,12 @@ pub fn read_msgs(c: &mut Client, want: &HashMap<String, usize>) -> HashMap<Strin
     got
 }
 
-/// JOINs `room` with all history on a fresh connection's behalf and reads it to the head.
+/// JOINs `room` with all history and reads it through seq `through` (or JOINED's head if
+/// that is further): a node may be behind the stream for a while after a fault, and what it
+/// has not seen yet must still come, live, with no gap. Fails when the node has not caught up
+/// within [`RESUME`]. Returns the messages and how long catching up took after JOINED.
 #[track_caller]
-pub fn history(c: &mut Client, room: &str) -> Vec<Msg> {
+pub fn history(c: &mut Client, room: &str, through: u64) -> (Vec<Msg>, Duration) {
     let rooms = [room.to_string()];
     let [(first, head)] = join_all(c, &rooms, 0, ALL)[..] else {
         unreachable!("one room joined")
@@ -197,8 +225,81 @@ pub fn history(c: &mut Client, room: &str) -> Vec<Msg> {
         first <= 1,
         "no retention limit, yet {room} starts at {first}"
     );
-    let want = HashMap::from([(room.to_string(), usize::try_from(head).expect("small head"))]);
-    read_msgs(c, &want).remove(room).unwrap_or_default()
+    let joined = Instant::now();
+    let last = head.max(through);
+    let mut got = Vec::new();
+    let mut caught_up = Duration::ZERO;
+    c.set_timeout(Some(RESUME)).expect("timeout");
+    while got.last().map_or(0, |m: &Msg| m.seq) < last {
+        match c.recv() {
+            Ok(Some(Reply::Msg {
+                room: r,
+                seq,
+                ts_ms,
+                user,
+                text,
+            })) if r == room => {
+                if seq > head && caught_up.is_zero() {
+                    caught_up = joined.elapsed();
+                }
+                got.push(Msg {
+                    room: r,
+                    seq,
+                    ts_ms,
+                    user,
+                    text,
+                });
+            }
+            Ok(other) => panic!(
+                "{room}: expected MSG, got {other:?} after {} MSGs",
+                got.len()
+            ),
+            Err(e) => panic!(
+                "{room}: JOINED said head {head}, seq {through} was ACKed, yet only {} MSGs \
+                 came within {RESUME:?}: {e}",
+                got.len()
+            ),
+        }
+    }
+    if head < through {
+        caught_up = joined.elapsed();
+    }
+    c.set_timeout(Some(PATIENCE)).expect("timeout");
+    (got, caught_up)
+}
+
+/// After a load with faults, one SEND per room that must be ACKed (tried again while
+/// answered STORAGE, for up to [`RESUME`]): everything stored in a room before it, even a SEND
+/// of unknown outcome, is at a lower seq. Returns the ACKed ones; the rest go to `failed`.
+#[track_caller]
+pub fn barrier(c: &mut Client, rooms: &[String], failed: &mut Outcome) -> Outcome {
+    let mut closed = Outcome::default();
+    let start = Instant::now();
+    let mut id = 1;
+    for room in rooms {
+        loop {
+            let one = [room.clone()];
+            let o =
+                load(c, "barrier", &one, Plan::ids(id, 1), &Progress::new(&one)).expect("barrier");
+            id += 1;
+            let done = !o.acked.is_empty();
+            closed.acked.extend(o.acked);
+            failed.failed.extend(o.failed);
+            if done {
+                break;
+            }
+            assert!(
+                start.elapsed() < RESUME,
+                "{room}: no SEND ACKed within {RESUME:?} after the faults"
+            );
+        }
+    }
+    closed
+}
+
+/// The highest ACKed seq of `room`'s SENDs, 0 if none.
+pub fn acked_head(acked: &[&Sent]) -> u64 {
+    acked.iter().filter_map(|s| s.seq).max().unwrap_or(0)
 }
 
 /// A SEND and what became of it.
@@ -449,20 +550,30 @@ pub fn longest_stall(outcomes: &[&Outcome]) -> Duration {
         .unwrap_or_default()
 }
 
-/// Asserts a room's history is whole and honest: as seen on every node, the same messages
-/// (seq, ts, user, text) with seqs 1..=N in order; every ACKed SEND at its ACKed seq; no text
-/// twice; nothing but what was sent (a SEND answered STORAGE may or may not be there).
+/// Asserts a room's history is whole and honest: in every view (a member's, on any node),
+/// the same messages (seq, ts, user, text) with seqs 1..=N in order; every ACKed SEND at its
+/// ACKed seq; no text twice; nothing but what was sent (a SEND answered STORAGE may or may
+/// not be there).
 #[track_caller]
 pub fn assert_history(room: &str, seen: &[Vec<Msg>], acked: &[&Sent], failed: &[&Sent]) {
     let Some((first, others)) = seen.split_first() else {
         panic!("no node's view of {room}");
     };
-    for (node, other) in others.iter().enumerate() {
-        assert!(
-            other == first,
-            "{room}: node {} sees another history than node 0:\n{other:?}\nvs\n{first:?}",
-            node + 1
-        );
+    for (view, other) in others.iter().enumerate() {
+        if other != first {
+            let at = first.iter().zip(other.iter()).position(|(a, b)| a != b);
+            let at = at.unwrap_or(first.len().min(other.len()));
+            panic!(
+                "{room}: view {} differs from view 0 at index {at}: {:?} vs {:?} \
+                 (view 0 has {} messages, view {} has {})",
+                view + 1,
+                other.get(at),
+                first.get(at),
+                first.len(),
+                view + 1,
+                other.len()
+            );
+        }
     }
     let seqs: Vec<u64> = first.iter().map(|m| m.seq).collect();
     let want: Vec<u64> = (1..=u64::try_from(first.len()).expect("len")).collect();
