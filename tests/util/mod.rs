@@ -499,6 +499,18 @@ impl Driver {
         }
     }
 
+    /// A second `JetStream` node beside `other` (running): a data directory of its own with a
+    /// copy of `other`'s users, over the same NATS server.
+    #[track_caller]
+    pub fn start_beside(other: &Daemon, extra: &[&str]) -> Daemon {
+        let nats = other.nats.as_ref().expect("a --store jetstream daemon");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("data dir");
+        std::fs::copy(other.data_dir().join("users"), data.join("users")).expect("copy users");
+        Driver::start_jetstream(dir, Arc::clone(nats), extra)
+    }
+
     #[track_caller]
     fn start_jetstream(
         dir: tempfile::TempDir,
