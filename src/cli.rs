@@ -13,7 +13,7 @@ use crate::config::{
     Driver, Limits, NatsSettings,
 };
 use crate::protocol::MAX_FRAME_CEILING;
-use crate::store::FsyncPolicy;
+use crate::store::{FsyncPolicy, Retention};
 
 pub const USAGE: &str = "\
 chatd - a small chat server
@@ -122,12 +122,15 @@ STORAGE (every message is written to a log in DIR/log before it is acknowledged)
                                    (default: no age limit)
     --store local|jetstream        local (default): the log above. jetstream: every room is a
                                    stream on a NATS JetStream cluster that any number of chatd
-                                   nodes share (docs/cluster.md); the log flags do not apply,
-                                   the retention flags become each stream's limits
+                                   nodes share (docs/cluster.md); the log flags do not apply;
+                                   the retention flags, if given, become each room's stream
+                                   limits (none by default: the 4 GiB above is the log's)
     --nats URL                     a seed server of the NATS cluster, nats://HOST:PORT or
                                    tls://HOST:PORT; repeat for each (needed by --store jetstream)
     --nats-creds FILE              a NATS credentials file (JWT and NKey seed) to connect with
     --nats-token-file FILE         a file holding the NATS token to connect with
+    --nats-ca FILE                 trust this PEM CA certificate for tls:// NATS servers, as
+                                   well as the system's roots
     --jetstream-replicas N         copies JetStream keeps of each stream (default {replicas};
                                    1 for a single NATS server)
     --nats-ack-timeout DUR         how long a SEND waits for JetStream to confirm it, retries
@@ -222,8 +225,13 @@ fn parse_serve(p: &mut Parser) -> Result<Command, String> {
         servers: Vec::new(),
         creds: None,
         token_file: None,
+        ca: None,
         replicas: crate::config::DEFAULT_REPLICAS,
         ack_timeout: crate::config::DEFAULT_ACK_TIMEOUT,
+        retention: Retention {
+            max_bytes: None,
+            max_age: None,
+        },
     };
     let mut fsync_interval = Duration::from_secs(1);
     let l = &mut c.limits;
@@ -312,14 +320,17 @@ fn parse_serve(p: &mut Parser) -> Result<Command, String> {
             Arg::Long("retention-bytes") => {
                 let n: u64 = number(p, "--retention-bytes", 0, u64::MAX)?;
                 c.store.retention.max_bytes = (n > 0).then_some(n);
+                nats.retention.max_bytes = (n > 0).then_some(n);
             }
             Arg::Long("retention-age") => {
                 c.store.retention.max_age = Some(duration(p, "--retention-age")?);
+                nats.retention.max_age = c.store.retention.max_age;
             }
             Arg::Long("store") => store_word = Some(p.value().map_err(err)?.string().map_err(err)?),
             Arg::Long("nats") => nats.servers.push(nats_url(p)?),
             Arg::Long("nats-creds") => nats.creds = Some(p.value().map_err(err)?.into()),
             Arg::Long("nats-token-file") => nats.token_file = Some(p.value().map_err(err)?.into()),
+            Arg::Long("nats-ca") => nats.ca = Some(p.value().map_err(err)?.into()),
             Arg::Long("jetstream-replicas") => {
                 nats.replicas = number(p, "--jetstream-replicas", 1, 5)?;
             }
@@ -350,11 +361,15 @@ fn parse_serve(p: &mut Parser) -> Result<Command, String> {
 /// `--store` and the NATS flags that go with it: `jetstream` needs a server to reach, and NATS
 /// flags without it are surely a mistake.
 fn backend(word: Option<&str>, nats: NatsSettings, driver: Driver) -> Result<Backend, String> {
-    let told = !nats.servers.is_empty() || nats.creds.is_some() || nats.token_file.is_some();
+    let told = !nats.servers.is_empty()
+        || nats.creds.is_some()
+        || nats.token_file.is_some()
+        || nats.ca.is_some();
     match word {
-        None | Some("local") if told => {
-            Err("--nats, --nats-creds and --nats-token-file are for --store jetstream".into())
-        }
+        None | Some("local") if told => Err(
+            "--nats, --nats-creds, --nats-token-file and --nats-ca are for --store jetstream"
+                .into(),
+        ),
         None | Some("local") => Ok(Backend::Local),
         Some("jetstream") if nats.servers.is_empty() => {
             Err("--store jetstream needs at least one --nats URL".into())
@@ -736,6 +751,71 @@ mod tests {
         assert_eq!(c.store.retention.max_age, Some(Duration::from_secs(120)));
         let e = run(&["serve", "--fsync", "sometimes"]).expect_err("bad policy");
         assert!(e.contains("--fsync"), "{e}");
+    }
+
+    #[test]
+    fn jetstream_flags() {
+        let Ok(Command::Serve(c)) = run(&[
+            "serve",
+            "--store",
+            "jetstream",
+            "--nats",
+            "nats://127.0.0.1:4222",
+            "--nats",
+            "tls://user:pw@nats.example:4443",
+            "--jetstream-replicas",
+            "1",
+            "--nats-ack-timeout",
+            "500ms",
+            "--retention-age",
+            "60m",
+        ]) else {
+            panic!("jetstream flags should parse");
+        };
+        let Backend::JetStream(nats) = &c.backend else {
+            panic!("--store jetstream: {:?}", c.backend);
+        };
+        assert_eq!(nats.servers.len(), 2);
+        assert_eq!(nats.replicas, 1);
+        assert_eq!(nats.ack_timeout, Duration::from_millis(500));
+        // Only what was given reaches the streams, not the log's 4 GiB default.
+        assert_eq!(nats.retention.max_bytes, None);
+        assert_eq!(nats.retention.max_age, Some(Duration::from_secs(3600)));
+        let Ok(Command::Serve(c)) = run(&["serve"]) else {
+            panic!("no flags should parse");
+        };
+        assert_eq!(c.backend, Backend::Local);
+        for (args, needle) in [
+            (&["serve", "--store", "jetstream"][..], "--nats URL"),
+            (
+                &["serve", "--nats", "nats://127.0.0.1:4222"],
+                "--store jetstream",
+            ),
+            (&["serve", "--store", "cloud"], "local, jetstream"),
+            (
+                &["serve", "--store", "jetstream", "--nats", "127.0.0.1:4222"],
+                "nats://",
+            ),
+            (
+                &["serve", "--store", "jetstream", "--nats", "nats://host"],
+                "port",
+            ),
+            (
+                &[
+                    "serve",
+                    "--store",
+                    "jetstream",
+                    "--nats",
+                    "nats://h:1",
+                    "--driver",
+                    "threads",
+                ],
+                "reactor",
+            ),
+        ] {
+            let e = run(args).expect_err("should be refused");
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
     }
 
     #[test]

@@ -155,11 +155,17 @@ pub struct NatsSettings {
     pub creds: Option<PathBuf>,
     /// A file holding a token, if the cluster wants one (a file, so that it is not in `ps`).
     pub token_file: Option<PathBuf>,
+    /// A PEM CA certificate to trust for `tls://` servers, besides the system's roots.
+    pub ca: Option<PathBuf>,
     /// Copies of every stream JetStream keeps (1 for a single NATS server).
     pub replicas: usize,
     /// How long a SEND may wait for JetStream's PubAck, retries included, before it is
     /// answered STORAGE.
     pub ack_timeout: Duration,
+    /// `--retention-bytes` and `--retention-age` as given, for each room's stream. Only what
+    /// was given: the local log's default of 4 GiB in all would be 4 GiB per room here, and
+    /// JetStream reserves a stream's `max_bytes` on disk when it makes the stream.
+    pub retention: Retention,
 }
 
 /// `--jetstream-replicas` unless given: three copies, a quorum of two.
@@ -341,7 +347,8 @@ impl Reload {
             .map(|s| s.name)
             .collect();
         let (sa, sb) = (&running.store, &new.store);
-        let fixed: [(&'static str, bool); 22] = [
+        let fixed: [(&'static str, bool); 23] = [
+            ("store", running.backend != new.backend),
             ("listen", running.listen_addrs() != new.listen_addrs()),
             ("tls-listen", running.tls_listen != new.tls_listen),
             ("tls-cert", running.tls_cert != new.tls_cert),

@@ -48,6 +48,7 @@ pub const KEYS: &[&str] = &[
     "nats",
     "nats-creds",
     "nats-token-file",
+    "nats-ca",
     "jetstream-replicas",
     "nats-ack-timeout",
 ];

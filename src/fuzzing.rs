@@ -21,12 +21,14 @@ pub mod fake;
 mod http;
 mod session;
 mod store;
+mod stream_message;
 mod web_session;
 pub mod ws;
 
 pub use http::http_upgrade;
 pub use session::session_ops;
 pub use store::{log_record, recovery};
+pub use stream_message::stream_message;
 pub use web_session::web_session;
 pub use ws::ws_frame;
 
@@ -337,7 +339,7 @@ mod tests {
     type Body = fn(&[u8]);
 
     /// Every target's body and the folder names its inputs live under.
-    const TARGETS: [(&str, Body); 8] = [
+    const TARGETS: [(&str, Body); 9] = [
         ("decode_server", decode_stream),
         ("decode_client", decode_client_stream),
         ("session", session_ops),
@@ -346,6 +348,7 @@ mod tests {
         ("ws_frame", ws_frame),
         ("http_upgrade", http_upgrade),
         ("web_session", web_session),
+        ("stream_message", stream_message),
     ];
 
     /// Runs every file of `fuzz/<kind>/<target>/` through the target's body; returns the count.

@@ -22,8 +22,8 @@ use crate::datadir::DataDir;
 use crate::datadir::DirLock;
 use crate::jetstream;
 use crate::mailbox::Mailbox;
-use crate::metrics::Metrics;
 use crate::metrics::http::MetricsServer;
+use crate::metrics::{EngineState, Metrics};
 use crate::published::Published;
 use crate::reactor::{self, Reactor, Speaks};
 use crate::room::Rooms;
@@ -180,7 +180,7 @@ impl Server {
             Backend::JetStream(nats) => {
                 let setup = jetstream::Setup {
                     nats: nats.clone(),
-                    retention: config.store.retention,
+                    retention: nats.retention,
                     ring: limits.ring,
                     max_frame: limits.max_frame,
                     mailboxes: Arc::clone(&mailboxes),
@@ -231,7 +231,10 @@ impl Server {
                 let render = Box::new(move || view.metrics.render(view.rooms.len()));
                 let stop = Arc::clone(&shared);
                 let stopping = Box::new(move || stop.is_stopping());
-                Some(MetricsServer::bind(addr, render, stopping)?)
+                let view = Arc::clone(&shared);
+                let health = Box::new(move || health(&view));
+                let (server, bound) = MetricsServer::bind(addr, render, stopping)?;
+                Some((server.with_health(health), bound))
             }
             None => None,
         };
@@ -424,6 +427,16 @@ impl Server {
             )));
         }
         Ok(())
+    }
+}
+
+/// `/healthz`: with JetStream, whether the engine has NATS (503 while it has not); with the
+/// local log, always healthy while serving.
+fn health(shared: &Shared) -> Result<String, String> {
+    match shared.metrics.jetstream.state() {
+        EngineState::Off => Ok("ok\n".into()),
+        EngineState::Up => Ok("ok\njetstream: connected\n".into()),
+        EngineState::Down => Err("jetstream: NATS unreachable, reconnecting\n".into()),
     }
 }
 

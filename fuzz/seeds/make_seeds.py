@@ -384,6 +384,18 @@ SEEDS["web_session"] = {
                                        UPGRADE[4]) + w_chat,
 }
 
+# stream_message: a control byte (bit 0: an author header; bit 1: max_frame 64), the author up
+# to a zero byte, then the payload.
+SEEDS["stream_message"] = {
+    "plain": b"\x01alice\x00hello",
+    "no_author": b"\x00hello",
+    "bad_author": b"\x01al ice\x00hello",
+    "empty_text": b"\x01alice\x00",
+    "not_utf8": b"\x01alice\x00\xff\xfe",
+    "too_long_for_64": b"\x03alice\x00" + b"x" * 80,
+    "a_whole_msg_frame": b"\x00" + frame(0x84, s("#r") + u64(0) + u64(0) + s("bob") + b"hi"),
+}
+
 # Inputs that show daemon bugs not fixed yet; run strictly by ignored tests in src/fuzzing.
 KNOWN_BUGS = {
     "session": {

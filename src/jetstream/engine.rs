@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use async_nats::ConnectOptions;
 use async_nats::jetstream::{self, kv};
+use tokio::sync::Notify;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use super::publish::{Order, Publish};
 use super::{CONNECT_PATIENCE, Failure, Setup, Work, epoch, history, room};
 use crate::metrics::EngineState;
-use crate::room::Room;
+use crate::room::{Room, RoomId};
 
 /// How long one attempt at a JetStream request may take before it is tried again (a publish
 /// within its SEND's deadline) or counted as failed.
@@ -34,6 +35,23 @@ pub struct Link {
     pub setup: Arc<Setup>,
     /// This node, for `Nats-Msg-Id`: random per run.
     pub node: u64,
+    /// Signalled by a room's follower each time its ring advanced.
+    pub advanced: Arc<Advanced>,
+}
+
+/// One `Notify` per followed room, so that a SEND's ACK can wait until its message is in the
+/// ring here: then the sender sees its own MSG before its ACK, and a JOIN after the ACK sees a
+/// head at least that seq, as with the local log.
+#[derive(Default)]
+pub struct Advanced {
+    rooms: Mutex<std::collections::HashMap<RoomId, Arc<Notify>>>,
+}
+
+impl Advanced {
+    pub fn of(&self, room: RoomId) -> Arc<Notify> {
+        let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(rooms.entry(room).or_default())
+    }
 }
 
 /// The engine thread's body. `ready` hears once: connected (with the epoch in `epoch`), or why
@@ -60,7 +78,10 @@ pub(super) fn run(
     runtime.block_on(async move {
         let servers = setup.nats.servers.join(", ");
         let link = match tokio::time::timeout(CONNECT_PATIENCE, connect(setup)).await {
-            Ok(Ok(link)) => link,
+            Ok(Ok((link, value))) => {
+                epoch.store(value, std::sync::atomic::Ordering::Relaxed);
+                link
+            }
             Ok(Err(failure)) => {
                 let _ = ready.send(Err(failure));
                 return;
@@ -74,13 +95,6 @@ pub(super) fn run(
                 return;
             }
         };
-        match epoch::read_or_mint(&link.bucket).await {
-            Ok(value) => epoch.store(value, std::sync::atomic::Ordering::Relaxed),
-            Err(failure) => {
-                let _ = ready.send(Err(failure));
-                return;
-            }
-        }
         tokio::spawn(watch_epoch(link.bucket.clone(), epoch));
         let followed: Arc<Mutex<Vec<Arc<Room>>>> = Arc::default();
         tokio::spawn(room::refresh_firsts(link.clone(), Arc::clone(&followed)));
@@ -89,8 +103,8 @@ pub(super) fn run(
     });
 }
 
-/// Connects with the credentials given and opens the bucket.
-async fn connect(setup: Setup) -> Result<Link, Failure> {
+/// Connects with the credentials given, opens the bucket and reads the epoch.
+async fn connect(setup: Setup) -> Result<(Link, u64), Failure> {
     let nats = &setup.nats;
     let options = match (&nats.creds, &nats.token_file) {
         (Some(path), _) => ConnectOptions::with_credentials_file(path)
@@ -102,6 +116,10 @@ async fn connect(setup: Setup) -> Result<Link, Failure> {
             ConnectOptions::with_token(token.trim().to_string())
         }
         (None, None) => ConnectOptions::new(),
+    };
+    let options = match &nats.ca {
+        Some(ca) => options.add_root_certificates(ca.clone()),
+        None => options,
     };
     let metrics = Arc::clone(&setup.metrics);
     let options = options
@@ -133,15 +151,34 @@ async fn connect(setup: Setup) -> Result<Link, Failure> {
     setup.metrics.jetstream.set_state(EngineState::Up);
     let mut js = jetstream::new(client);
     js.set_timeout(ATTEMPT);
-    let bucket = epoch::bucket(&js, nats.replicas).await?;
+    // A cluster that has just started has no JetStream leader yet: ask until it has (the
+    // caller's timeout bounds the wait), and say what the last answer was.
+    let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE - ATTEMPT;
+    let (bucket, epoch) = loop {
+        let read = async {
+            let bucket = epoch::bucket(&js, nats.replicas).await?;
+            let epoch = epoch::read_or_mint(&bucket).await?;
+            Ok::<_, Failure>((bucket, epoch))
+        };
+        match read.await {
+            Ok(both) => break both,
+            Err(failure) if tokio::time::Instant::now() >= deadline => return Err(failure),
+            Err(failure) => {
+                log::info!("jetstream: not ready yet ({failure}); asking again");
+                tokio::time::sleep(BACKOFF).await;
+            }
+        }
+    };
     let node =
         crate::store::epoch::mint().map_err(|e| Failure(format!("cannot draw a node id: {e}")))?;
-    Ok(Link {
+    let link = Link {
         js,
         bucket,
         setup: Arc::new(setup),
         node,
-    })
+        advanced: Arc::default(),
+    };
+    Ok((link, epoch))
 }
 
 /// Follows the epoch for the life of the engine, watching again after any failure.

@@ -22,6 +22,7 @@ use super::names;
 use crate::mailbox::{ConnRef, Mailbox, Stored};
 use crate::metrics::histogram::micros;
 use crate::protocol::ErrorCode;
+use crate::room::Room;
 use crate::sequencer::Submit;
 
 /// What a publish task reports back to the engine's loop.
@@ -75,8 +76,12 @@ impl Publish {
         };
         let (link, work) = (self.link.clone(), self.work.clone());
         let (reactor, conn) = (submit.reactor, submit.conn);
+        let room = submit.room;
         tokio::spawn(async move {
             let result = store(&link, message).await;
+            if let Ok(seq) = result {
+                in_ring(&link, &room, seq).await;
+            }
             let _ = work.send(Work::Stored(Outcome {
                 reactor,
                 conn,
@@ -141,6 +146,29 @@ async fn store(link: &Link, message: Message) -> Result<u64, ErrorCode> {
         }
     }
 }
+
+/// Waits until message `seq` of `room` is in the ring on this node, or [`VISIBLE_PATIENCE`]
+/// has passed: the message is stored either way, and the ACK is not held back for ever by a
+/// follower that is starting again.
+async fn in_ring(link: &Link, room: &Room, seq: u64) {
+    let advanced = link.advanced.of(room.id);
+    let deadline = tokio::time::Instant::now() + VISIBLE_PATIENCE;
+    loop {
+        let notified = advanced.notified();
+        tokio::pin!(notified);
+        // Registered before the look, so an advance between the two is not missed.
+        notified.as_mut().enable();
+        if room.read(|ring| ring.head()) >= seq {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Longest an ACK waits for its message to reach the ring here.
+const VISIBLE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One SEND awaiting its answer.
 struct Slot {

@@ -25,6 +25,10 @@ use crate::room::{Loaded, Room};
 /// the stream moves it without telling anyone).
 const REFRESH_FIRST: Duration = Duration::from_secs(10);
 
+/// How long a followed room may stay quiet before the stream is asked whether it really has
+/// nothing new.
+const QUIET_CHECK: Duration = Duration::from_secs(5);
+
 /// How long a stream's duplicate window is: retries of one SEND within it are stored once.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -105,7 +109,7 @@ async fn load(link: &Link, room: &Room) -> Result<(u64, u64), Failure> {
 
 /// Follows the room's stream from the seq after the ring's head until something fails.
 async fn consume(link: &Link, room: &Arc<Room>) -> Result<(), Failure> {
-    let stream = link
+    let mut stream = link
         .js
         .get_stream(names::stream(&room.name))
         .await
@@ -125,20 +129,40 @@ async fn consume(link: &Link, room: &Arc<Room>) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure(format!("cannot consume: {e}")))?;
     let mailboxes = &link.setup.mailboxes;
+    let advanced = link.advanced.of(room.id);
     loop {
-        let Some(first) = messages.next().await else {
-            return Err(Failure("the consumer ended".into()));
+        let first = match tokio::time::timeout(QUIET_CHECK, messages.next()).await {
+            Ok(Some(first)) => first,
+            Ok(None) => return Err(Failure("the consumer ended".into())),
+            Err(_) => {
+                // Quiet for a while: make sure it is the room and not the consumer. A
+                // consumer whose server died can stay silent without reporting an error.
+                let info = stream
+                    .info()
+                    .await
+                    .map_err(|e| Failure(format!("cannot read its stream's state: {e}")))?;
+                let head = room.read(|ring| ring.head());
+                if info.state.last_sequence > head {
+                    return Err(Failure(format!(
+                        "the consumer fell silent at seq {head} while the stream is at {}",
+                        info.state.last_sequence
+                    )));
+                }
+                continue;
+            }
         };
         take(link, room, first)?;
         // Everything already here, then one wake-up for the lot.
         while let Some(next) = messages.next().now_or_never() {
             let Some(next) = next else {
                 wake(mailboxes, room);
+                advanced.notify_waiters();
                 return Err(Failure("the consumer ended".into()));
             };
             take(link, room, next)?;
         }
         wake(mailboxes, room);
+        advanced.notify_waiters();
     }
 }
 

@@ -35,11 +35,16 @@ struct HttpConn {
 /// Produces the body of `/metrics`.
 pub type Render = Box<dyn Fn() -> String + Send>;
 
+/// Says whether the server is healthy for `/healthz`: `Ok(body)` answers 200, `Err(body)`
+/// 503. The body names what it looked at (the JetStream engine, with `--store jetstream`).
+pub type Health = Box<dyn Fn() -> Result<String, String> + Send>;
+
 pub struct MetricsServer {
     poll: Poll,
     listener: TcpListener,
     conns: Slab<HttpConn>,
     render: Render,
+    health: Health,
     stopping: Stopping,
 }
 
@@ -50,6 +55,13 @@ pub type Stopping = Box<dyn Fn() -> bool + Send>;
 const POLL_EVERY: Duration = Duration::from_millis(250);
 
 impl MetricsServer {
+    /// Answers `/healthz` with `health` rather than a plain "ok".
+    #[must_use]
+    pub fn with_health(mut self, health: Health) -> MetricsServer {
+        self.health = health;
+        self
+    }
+
     /// Binds `addr`; returns the server and the address bound (port 0 resolved).
     ///
     /// # Errors
@@ -73,6 +85,7 @@ impl MetricsServer {
                 poll,
                 listener,
                 conns: Slab::new(),
+                health: Box::new(|| Ok("ok\n".into())),
                 render,
                 stopping,
             },
@@ -159,7 +172,7 @@ impl MetricsServer {
             return;
         };
         // A failed read or write ends the exchange like a finished one.
-        let done = step(conn, &self.render).unwrap_or(true);
+        let done = step(conn, &self.render, &self.health).unwrap_or(true);
         if done {
             self.close(key);
         }
@@ -173,7 +186,7 @@ impl MetricsServer {
 }
 
 /// Reads the request until its blank line, then writes the answer. True when finished.
-fn step(conn: &mut HttpConn, render: &Render) -> io::Result<bool> {
+fn step(conn: &mut HttpConn, render: &Render, health: &Health) -> io::Result<bool> {
     if conn.response.is_empty() {
         let mut buf = [0u8; 1024];
         loop {
@@ -194,7 +207,7 @@ fn step(conn: &mut HttpConn, render: &Render) -> io::Result<bool> {
         if !complete && conn.request.len() <= MAX_REQUEST {
             return Ok(false);
         }
-        conn.response = respond(&conn.request, render);
+        conn.response = respond(&conn.request, render, health);
     }
     while conn.written < conn.response.len() {
         match conn
@@ -212,7 +225,7 @@ fn step(conn: &mut HttpConn, render: &Render) -> io::Result<bool> {
 }
 
 /// The whole HTTP response to a request.
-fn respond(request: &[u8], render: &Render) -> Vec<u8> {
+fn respond(request: &[u8], render: &Render, health: &Health) -> Vec<u8> {
     let line = request
         .split(|&b| b == b'\r' || b == b'\n')
         .next()
@@ -233,7 +246,10 @@ fn respond(request: &[u8], render: &Render) -> Vec<u8> {
             "text/plain; version=0.0.4; charset=utf-8",
             render(),
         ),
-        (b"GET", b"/healthz") => ("200 OK", "text/plain", "ok\n".into()),
+        (b"GET", b"/healthz") => match health() {
+            Ok(body) => ("200 OK", "text/plain", body),
+            Err(body) => ("503 Service Unavailable", "text/plain", body),
+        },
         (b"GET", _) => (
             "404 Not Found",
             "text/plain",
@@ -257,9 +273,11 @@ mod tests {
     #[test]
     fn routes() {
         let render: Render = Box::new(|| "chatd_rooms 1\n".into());
+        let health: Health = Box::new(|| Ok("ok\n".into()));
         let ok = String::from_utf8(respond(
             b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
             &render,
+            &health,
         ))
         .expect("utf8");
         assert!(
@@ -267,12 +285,23 @@ mod tests {
             "{ok}"
         );
         assert!(ok.contains("Content-Length: 14\r\n"));
-        let health =
-            String::from_utf8(respond(b"GET /healthz HTTP/1.1\r\n\r\n", &render)).expect("utf8");
-        assert!(health.ends_with("\r\n\r\nok\n"));
-        assert!(respond(b"GET /x HTTP/1.1\r\n\r\n", &render).starts_with(b"HTTP/1.1 404"));
-        assert!(respond(b"POST /metrics HTTP/1.1\r\n\r\n", &render).starts_with(b"HTTP/1.1 405"));
-        assert!(respond(&[b'A'; MAX_REQUEST + 1], &render).starts_with(b"HTTP/1.1 431"));
+        let healthy =
+            String::from_utf8(respond(b"GET /healthz HTTP/1.1\r\n\r\n", &render, &health))
+                .expect("utf8");
+        assert!(healthy.ends_with("\r\n\r\nok\n"));
+        let down: Health = Box::new(|| Err("jetstream: down\n".into()));
+        let sick = String::from_utf8(respond(b"GET /healthz HTTP/1.1\r\n\r\n", &render, &down))
+            .expect("utf8");
+        assert!(
+            sick.starts_with("HTTP/1.1 503 ") && sick.ends_with("jetstream: down\n"),
+            "{sick}"
+        );
+        assert!(respond(b"GET /x HTTP/1.1\r\n\r\n", &render, &health).starts_with(b"HTTP/1.1 404"));
+        assert!(
+            respond(b"POST /metrics HTTP/1.1\r\n\r\n", &render, &health)
+                .starts_with(b"HTTP/1.1 405")
+        );
+        assert!(respond(&[b'A'; MAX_REQUEST + 1], &render, &health).starts_with(b"HTTP/1.1 431"));
     }
 
     #[test]
