@@ -142,6 +142,31 @@ async fn consume(link: &Link, room: &Arc<Room>) -> Result<(), Failure> {
                     .await
                     .map_err(|e| Failure(format!("cannot read its stream's state: {e}")))?;
                 let head = room.read(|ring| ring.head());
+                if info.state.last_sequence < head {
+                    // The stream was deleted and made anew: its seqs start over. The marker
+                    // check changes the epoch; the ring starts again from the new stream.
+                    log::error!(
+                        "jetstream: the stream of {} holds fewer messages ({}) than this node \
+                         has seen ({head}); its history started over",
+                        room.name,
+                        info.state.last_sequence
+                    );
+                    epoch::check_room(
+                        &link.bucket,
+                        &room.name,
+                        info.created.unix_timestamp_nanos(),
+                    )
+                    .await?;
+                    let state = &info.state;
+                    let first = if state.messages == 0 {
+                        0
+                    } else {
+                        state.first_sequence
+                    };
+                    room.write(|ring| ring.restore(first, state.last_sequence, Vec::new()));
+                    wake(mailboxes, room);
+                    return Err(Failure("following the new stream from its start".into()));
+                }
                 if info.state.last_sequence > head {
                     return Err(Failure(format!(
                         "the consumer fell silent at seq {head} while the stream is at {}",
