@@ -2,9 +2,9 @@
 //! A fatal error is the last frame before the server closes; after a non-fatal one the
 //! connection keeps working, which each test proves with a PING/PONG round trip.
 //!
-//! SLOW_CONSUMER has its own test elsewhere. STORAGE and INTERNAL cannot be provoked in this
-//! version: messages live in memory until the durable log lands, so no store can fail, and
-//! INTERNAL has no input that reaches it.
+//! SLOW_CONSUMER has its own test elsewhere, and so has STORAGE: a full disk in
+//! `tests/durability.rs`, a lost NATS quorum in `tests/cluster.rs`. INTERNAL has no input that
+//! reaches it.
 
 #[path = "util/frames.rs"]
 mod frames;

@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod nats;
+pub mod nodes;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -37,6 +40,10 @@ pub struct Daemon {
     /// One per `--web-tls-listen`.
     pub web_tls_addrs: Vec<SocketAddr>,
     pub dir: tempfile::TempDir,
+    /// The NATS server a `--store jetstream` daemon of [`Driver::JetStream`] stores in; it
+    /// lives as long as the daemon (dropped after it) and can be shared with a daemon started
+    /// again on the same store ([`Driver::start_again`]).
+    pub nats: Option<Arc<nats::NatsServer>>,
     log: Log,
 }
 
@@ -91,7 +98,7 @@ impl Daemon {
         });
         let log: Log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let (lines, cv) = &*sink;
                 lines.lock().expect("log lock").push(line);
@@ -120,6 +127,9 @@ impl Daemon {
                 Ok((addr, _)) => addrs.push(addr),
                 Err(_) => {
                     let _ = child.kill();
+                    let _ = child.wait();
+                    // The pipe is closed now: wait for the last lines (a bad flag's error).
+                    let _ = stderr_reader.join();
                     let lines = log.0.lock().expect("log lock").join("\n");
                     panic!("chatd did not report its address; stderr:\n{lines}");
                 }
@@ -137,6 +147,7 @@ impl Daemon {
             web_addrs,
             web_tls_addrs,
             dir,
+            nats: None,
             log,
         }
     }
@@ -432,13 +443,17 @@ pub fn recv_msgs(
     msgs
 }
 
-/// What serves the connections of the daemon a test starts (`chatd serve --driver`): tests
-/// of the protocol run against each, through [`per_driver!`], so that a second driver can
-/// never drift from the contract unnoticed.
+/// What serves the connections of the daemon a test starts (`chatd serve --driver`), and
+/// where it stores messages (`--store`): tests of the protocol run against each, through
+/// [`per_driver!`], so that a second driver or store can never drift from the contract
+/// unnoticed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Driver {
     Reactor,
     Threads,
+    /// The reactor over `--store jetstream`, on a single nats-server of its own started for
+    /// the daemon (`--jetstream-replicas 1`).
+    JetStream,
 }
 
 impl Driver {
@@ -446,21 +461,82 @@ impl Driver {
         match self {
             Driver::Reactor => "reactor",
             Driver::Threads => "threads",
+            Driver::JetStream => "jetstream",
         }
     }
 
-    /// `Daemon::start` with this driver.
+    /// `Daemon::start` with this driver (and for `JetStream`, a fresh nats-server).
     #[track_caller]
     pub fn start(self, extra: &[&str]) -> Daemon {
-        let mut flags = extra.to_vec();
-        flags.extend(["--driver", self.name()]);
-        Daemon::start(&flags)
+        match self {
+            Driver::Reactor | Driver::Threads => {
+                let mut flags = extra.to_vec();
+                flags.extend(["--driver", self.name()]);
+                Daemon::start(&flags)
+            }
+            Driver::JetStream => {
+                let nats = Arc::new(nats::NatsServer::single());
+                Driver::start_jetstream(tempfile::tempdir().expect("temp dir"), nats, extra)
+            }
+        }
+    }
+
+    /// Starts a daemon on the store of `previous` (stopped or not): its data directory and,
+    /// for `JetStream`, its NATS server, so that what it stored is there again.
+    #[track_caller]
+    pub fn start_again(self, previous: &Daemon, extra: &[&str]) -> Daemon {
+        let data = previous.data_dir().display().to_string();
+        let mut flags = vec!["--data-dir", data.as_str()];
+        flags.extend_from_slice(extra);
+        match (self, &previous.nats) {
+            (Driver::JetStream, Some(nats)) => Driver::start_jetstream(
+                tempfile::tempdir().expect("temp dir"),
+                Arc::clone(nats),
+                &flags,
+            ),
+            (Driver::JetStream, None) => panic!("the previous daemon had no NATS server"),
+            _ => self.start(&flags),
+        }
+    }
+
+    /// A second `JetStream` node beside `other` (running): a data directory of its own with a
+    /// copy of `other`'s users, over the same NATS server.
+    #[track_caller]
+    pub fn start_beside(other: &Daemon, extra: &[&str]) -> Daemon {
+        let nats = other.nats.as_ref().expect("a --store jetstream daemon");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("data dir");
+        std::fs::copy(other.data_dir().join("users"), data.join("users")).expect("copy users");
+        Driver::start_jetstream(dir, Arc::clone(nats), extra)
+    }
+
+    #[track_caller]
+    fn start_jetstream(
+        dir: tempfile::TempDir,
+        nats: Arc<nats::NatsServer>,
+        extra: &[&str],
+    ) -> Daemon {
+        let url = nats.url();
+        let mut flags = vec![
+            "--store",
+            "jetstream",
+            "--nats",
+            url.as_str(),
+            "--jetstream-replicas",
+            "1",
+        ];
+        flags.extend_from_slice(extra);
+        let mut d = Daemon::start_in(dir, &flags);
+        d.nats = Some(nats);
+        d
     }
 }
 
 /// Defines a test once and runs it against every driver: `fn name(driver: Driver) { .. }`
-/// becomes the tests `name::reactor` and `name::threads`, each calling the body with its
-/// driver (which starts daemons with `driver.start(..)`).
+/// becomes the tests `name::reactor`, `name::threads` and `name::jetstream`, each calling the
+/// body with its driver (which starts daemons with `driver.start(..)`). The `jetstream` test
+/// says SKIPPED and passes where nats-server is not installed.
 #[allow(unused_macros)]
 macro_rules! per_driver {
     ($($(#[$meta:meta])* fn $name:ident($driver:ident: Driver) $body:block)*) => {
@@ -477,6 +553,14 @@ macro_rules! per_driver {
                 #[test]
                 fn threads() {
                     body(util::Driver::Threads);
+                }
+
+                #[test]
+                fn jetstream() {
+                    if util::nats::skip(module_path!()) {
+                        return;
+                    }
+                    body(util::Driver::JetStream);
                 }
 
                 $(#[$meta])*
