@@ -174,6 +174,7 @@ pub enum Command {
     Live(Box<crate::live::Live>),
     Standard(crate::standard::Standard),
     Lab(crate::lab::Lab),
+    Cluster(crate::cluster::Cluster),
     Help,
 }
 
@@ -218,6 +219,12 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         return match crate::standard::parse(&mut p) {
             Err(e) if e == "help" => Ok(Command::Help),
             other => other.map(Command::Standard),
+        };
+    }
+    if word == "cluster" {
+        return match crate::cluster::parse(&mut p) {
+            Err(e) if e == "help" => Ok(Command::Help),
+            other => other.map(Command::Cluster),
         };
     }
     if word == "handshakes" {

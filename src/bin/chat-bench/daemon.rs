@@ -249,7 +249,7 @@ impl Drop for Daemon {
 
 /// The address in chatd's `listening on ADDR` line if its suffix (none for plain, ` (TLS)`,
 /// ` (web)`, ` (web, TLS)`) is `suffix`.
-fn listener<'l>(line: &'l str, suffix: &str) -> Option<&'l str> {
+pub(crate) fn listener<'l>(line: &'l str, suffix: &str) -> Option<&'l str> {
     let addr = line.trim().strip_prefix("listening on ")?;
     let addr = match addr.find(" (") {
         Some(at) if addr.get(at..) == Some(suffix) => addr.get(..at)?,
@@ -273,7 +273,7 @@ pub fn fresh_dir() -> Result<PathBuf, String> {
 }
 
 /// `chatd user add USER --data-dir DATA`; the token is the last line it prints.
-fn add_user(chatd: &Path, data: &Path, user: &str) -> Result<String, String> {
+pub(crate) fn add_user(chatd: &Path, data: &Path, user: &str) -> Result<String, String> {
     let out = Command::new(chatd)
         .args(["user", "add", user, "--data-dir"])
         .arg(data)

@@ -278,7 +278,7 @@ fn pubsub(l: &Live, server: &Server, r: &mut Record) -> Result<(), String> {
     Ok(())
 }
 
-fn per_cent(cpu: Option<f64>, secs: f64) -> Option<f64> {
+pub(crate) fn per_cent(cpu: Option<f64>, secs: f64) -> Option<f64> {
     cpu.filter(|_| secs > 0.0).map(|c| 100.0 * c / secs)
 }
 
@@ -287,7 +287,7 @@ const GENERATOR_SATURATED_PCT: f64 = 90.0;
 
 /// `yes` when the bench's own CPU, not the server, likely set the pace of the run: then its
 /// rate is a lower bound of what the server can do.
-fn generator_bound(bench_cpu_pct: Option<f64>) -> &'static str {
+pub(crate) fn generator_bound(bench_cpu_pct: Option<f64>) -> &'static str {
     match bench_cpu_pct {
         Some(p) if p >= GENERATOR_SATURATED_PCT => "yes",
         Some(_) => "no",

@@ -7,6 +7,7 @@
 //! 127.0.0.1, and every loop in it is bounded by message counts and socket deadlines.
 
 mod args;
+mod cluster;
 mod compare;
 mod daemon;
 mod handshakes;
@@ -53,7 +54,12 @@ fn main() -> ExitCode {
     };
     match cmd {
         Command::Help => {
-            print!("{USAGE}\n{}\n{}", standard::USAGE, lab::report::USAGE);
+            print!(
+                "{USAGE}\n{}\n{}\n{}",
+                cluster::USAGE,
+                standard::USAGE,
+                lab::report::USAGE
+            );
             ExitCode::SUCCESS
         }
         Command::Durable { target, load } => durable(&target, &load),
@@ -87,6 +93,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Cluster(c) => cluster(&c),
         Command::Matrix(m) => match matrix::run(&m) {
             matrix::Verdict::Clean => ExitCode::SUCCESS,
             matrix::Verdict::Violations => ExitCode::from(1),
@@ -113,6 +120,28 @@ fn lab_report() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("chat-bench lab-report: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn cluster(c: &cluster::Cluster) -> ExitCode {
+    match cluster::run(c) {
+        Ok(r) => {
+            print!("{}", r.rows());
+            println!("{}", r.json());
+            if cluster::broken(&r) {
+                eprintln!(
+                    "chat-bench cluster: the accounting did not balance \
+                     (see lost/dups/gaps/unanswered/read_errors)"
+                );
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("chat-bench cluster: {e}");
             ExitCode::from(2)
         }
     }

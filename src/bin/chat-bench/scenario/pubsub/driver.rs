@@ -11,12 +11,12 @@ use mio::{Events, Poll};
 
 use super::{Measured, PubSub};
 use crate::login::FRAME_DEADLINE;
-use crate::net::{Link, own_cpu_secs};
+use crate::net::{Endpoint, Link, own_cpu_secs};
 use crate::payload::{Clock, Stamp, decode, encode};
 use crate::server::Server;
 use crate::stats::Latency;
 use crate::track::Stream;
-use crate::wire::{In, Wire};
+use crate::wire::{Creds, In, Wire};
 
 /// After the publishers finish, how long subscribers may go without a delivery before what
 /// they still miss counts as lost.
@@ -75,6 +75,32 @@ struct Shared {
 }
 
 pub fn drive(ps: &PubSub, server: &Server) -> Result<Measured, String> {
+    let to = server.endpoint();
+    let at = Ends {
+        publishers: &to,
+        subscribers: &to,
+        creds: &server.creds,
+        server_cpu: &|| server.usage().and_then(|u| u.cpu_secs),
+    };
+    drive_to(ps, &at)
+}
+
+/// Where a run's connections go and how its servers' CPU is read: `drive` sends both kinds
+/// to one server; `chat-bench cluster` puts the publishers on one chatd node and the
+/// subscribers on another, and sums the CPU of every process of the cluster.
+pub struct Ends<'a> {
+    pub publishers: &'a Endpoint,
+    pub subscribers: &'a Endpoint,
+    pub creds: &'a Creds,
+    /// CPU seconds the servers spent so far; `None` when unknown.
+    pub server_cpu: &'a dyn Fn() -> Option<f64>,
+}
+
+/// `drive` with the ends given apart.
+///
+/// # Errors
+/// No connection could be set up.
+pub fn drive_to(ps: &PubSub, at: &Ends<'_>) -> Result<Measured, String> {
     let mut poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
     let mut events = Events::with_capacity(1024);
     let mut shared = Shared {
@@ -84,7 +110,6 @@ pub fn drive(ps: &PubSub, server: &Server) -> Result<Measured, String> {
         failures: Vec::new(),
         last_delivery: None,
     };
-    let to = server.endpoint();
     let mut conns = Vec::with_capacity(ps.publishers + ps.subscribers);
     for i in 0..ps.publishers + ps.subscribers {
         let publisher = i < ps.publishers;
@@ -107,12 +132,17 @@ pub fn drive(ps: &PubSub, server: &Server) -> Result<Measured, String> {
         };
         let mut c = Conn {
             link: None,
-            wire: crate::wire::new(ps.kind, publisher, &server.creds),
+            wire: crate::wire::new(ps.kind, publisher, at.creds),
             role,
             phase: Phase::Hello,
             pending: 0,
         };
-        match Link::open(&poll, &to, i) {
+        let to = if publisher {
+            at.publishers
+        } else {
+            at.subscribers
+        };
+        match Link::open(&poll, to, i) {
             Ok(mut link) => {
                 c.wire.hello(&mut link.out);
                 if let Err(e) = link.flush() {
@@ -150,7 +180,7 @@ pub fn drive(ps: &PubSub, server: &Server) -> Result<Measured, String> {
                     let why = shared.failures.first().cloned().unwrap_or_default();
                     return Err(format!("no connection could be set up: {why}"));
                 }
-                let server_cpu = server.usage().and_then(|u| u.cpu_secs);
+                let server_cpu = (at.server_cpu)();
                 start = Some((now, own_cpu_secs(), server_cpu));
                 for c in &mut conns {
                     if c.phase == Phase::Ready {
@@ -218,7 +248,7 @@ pub fn drive(ps: &PubSub, server: &Server) -> Result<Measured, String> {
     let owed = owed_per_room(&conns, ps.rooms.max(1));
     let mut m = Measured {
         bench_cpu_secs: own_cpu_secs() - cpu0,
-        server_cpu_secs: server0.and_then(|c0| Some(server.usage()?.cpu_secs? - c0)),
+        server_cpu_secs: server0.and_then(|c0| Some((at.server_cpu)()? - c0)),
         ..Measured::default()
     };
     let mut sent_by: Vec<Vec<u64>> = Vec::new();

@@ -8,6 +8,8 @@
 
 mod driver;
 
+pub use driver::Ends;
+
 use crate::stats::Latency;
 use crate::track::Tally;
 use crate::wire::Kind;
@@ -103,5 +105,13 @@ impl PubSub {
     /// No connection could be set up.
     pub fn run(&self, server: &crate::server::Server) -> Result<Measured, String> {
         driver::drive(self, server)
+    }
+
+    /// Runs with the publishers and the subscribers each at their own end.
+    ///
+    /// # Errors
+    /// No connection could be set up.
+    pub fn run_to(&self, at: &Ends<'_>) -> Result<Measured, String> {
+        driver::drive_to(self, at)
     }
 }
