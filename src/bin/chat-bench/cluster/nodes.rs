@@ -160,11 +160,7 @@ fn start_node(
         .arg(data)
         .args(["--listen", "127.0.0.1:0", "--send-rate", "0"])
         .args(["--max-connections-per-ip", &per_ip])
-        .args(["--store", "jetstream", "--jetstream-replicas", "3"])
-        // chatd's default --retention-bytes (4 GiB) becomes each room's stream `max_bytes`,
-        // which JetStream reserves on every replica when it places the stream: with the 33 GB
-        // a server here may store, only about 8 rooms could be made. Keep all instead.
-        .args(["--retention-bytes", "0"]);
+        .args(["--store", "jetstream", "--jetstream-replicas", "3"]);
     for u in urls {
         cmd.args(["--nats", u]);
     }
