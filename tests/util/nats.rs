@@ -197,13 +197,19 @@ impl NatsServer {
     /// ready. Callers skip first when [`binary`] fails.
     #[track_caller]
     pub fn single() -> NatsServer {
+        NatsServer::single_with(&[])
+    }
+
+    /// Like [`NatsServer::single`], with `extra` flags (`--auth TOKEN`, `--tls ...`).
+    #[track_caller]
+    pub fn single_with(extra: &[&str]) -> NatsServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
             let ports = free_ports(2);
             let (client_port, monitor_port) = (ports[0], ports[1]);
             let store = dir.path().join("store");
-            let args = vec![
+            let mut args = vec![
                 "-js".to_string(),
                 "-sd".to_string(),
                 store.display().to_string(),
@@ -214,6 +220,7 @@ impl NatsServer {
                 "-m".to_string(),
                 monitor_port.to_string(),
             ];
+            args.extend(extra.iter().map(|a| a.to_string()));
             let mut process = Process {
                 name: "nats-server".to_string(),
                 args,
@@ -238,8 +245,27 @@ impl NatsServer {
         self.process.url()
     }
 
+    /// The client port, for a URL of another scheme (`tls://`).
+    pub fn client_port(&self) -> u16 {
+        self.process.client_port
+    }
+
     pub fn monitor_port(&self) -> u16 {
         self.process.monitor_port
+    }
+
+    /// SIGKILLs the server.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts it again on the same ports and store, and waits until JetStream is ready.
+    #[track_caller]
+    pub fn restart(&mut self) {
+        self.process.spawn();
+        if let Err(why) = wait_ready(&mut [&mut self.process], Instant::now() + READY) {
+            panic!("nats-server did not come back: {why}");
+        }
     }
 
     /// The directory that holds the store and the log.
