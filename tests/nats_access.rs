@@ -15,6 +15,21 @@ use chatd::client::Reply;
 use util::nats::{self, NatsServer};
 use util::{BIN, Daemon, PATIENCE, join, recv, send};
 
+/// A node on the one NATS server at `url`, with `extra` flags.
+#[track_caller]
+fn node(url: &str, extra: &[&str]) -> Daemon {
+    let mut flags = vec![
+        "--store",
+        "jetstream",
+        "--nats",
+        url,
+        "--jetstream-replicas",
+        "1",
+    ];
+    flags.extend_from_slice(extra);
+    Daemon::start(&flags)
+}
+
 /// A JOIN, a SEND and its ACK: the node stores through NATS.
 #[track_caller]
 fn stores_a_message(d: &Daemon) {
@@ -66,16 +81,10 @@ fn a_token_from_a_file_lets_the_node_in_and_a_wrong_one_stops_the_start() {
     let bad = dir.path().join("bad");
     std::fs::write(&bad, "not-it\n").expect("token file");
     let url = server.url();
-    let d = Daemon::start(&[
-        "--store",
-        "jetstream",
-        "--nats",
+    let d = node(
         &url,
-        "--jetstream-replicas",
-        "1",
-        "--nats-token-file",
-        good.to_str().expect("utf-8 path"),
-    ]);
+        &["--nats-token-file", good.to_str().expect("utf-8 path")],
+    );
     stores_a_message(&d);
     let started = Instant::now();
     let why = refused_start(&[
@@ -110,16 +119,10 @@ fn a_tls_server_is_reached_through_nats_ca_and_refused_without_it() {
     );
     let server = NatsServer::single_with(&["--tls", "--tlscert", &cert, "--tlskey", &key]);
     let url = format!("tls://127.0.0.1:{}", server.client_port());
-    let d = Daemon::start(&[
-        "--store",
-        "jetstream",
-        "--nats",
+    let d = node(
         &url,
-        "--jetstream-replicas",
-        "1",
-        "--nats-ca",
-        ca.ca_pem.to_str().expect("utf-8 path"),
-    ]);
+        &["--nats-ca", ca.ca_pem.to_str().expect("utf-8 path")],
+    );
     stores_a_message(&d);
     // Without the CA, the server's certificate is not trusted.
     let why = refused_start(&["--nats", &url]);
@@ -162,18 +165,10 @@ fn healthz_follows_the_engines_connection_to_nats() {
     }
     let mut server = NatsServer::single();
     let url = server.url();
-    let d = Daemon::start(&[
-        "--store",
-        "jetstream",
-        "--nats",
+    let d = node(
         &url,
-        "--jetstream-replicas",
-        "1",
-        "--nats-ack-timeout",
-        "1s",
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
+        &["--nats-ack-timeout", "1s", "--metrics", "127.0.0.1:0"],
+    );
     let body = healthz_becomes(&d, 200);
     assert!(body.contains("jetstream: connected"), "{body}");
     stores_a_message(&d);

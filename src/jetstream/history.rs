@@ -13,7 +13,6 @@ use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures_util::StreamExt;
 
 use super::engine::{BACKOFF, Link};
-use super::frames::{USER_HEADER, msg_frame};
 use super::{Failure, names};
 use crate::batch_frames::Frame;
 use crate::mailbox::{Fetched, Gone};
@@ -92,28 +91,11 @@ async fn read(link: &Link, fetch: &Fetch) -> Result<Result<Vec<Frame>, Gone>, Fa
             .map_err(|_| Failure("no message came".into()))?
             .ok_or_else(|| Failure("the consumer ended".into()))?
             .map_err(|e| Failure(format!("consumer error: {e}")))?;
-        let info = next
-            .info()
-            .map_err(|e| Failure(format!("a delivery without its stream seq: {e}")))?;
-        let seq = info.stream_sequence;
+        let (seq, frame) = super::room::delivered(link, room, &next)?;
         if seq != want {
             // Deleted between our look at the state and the read.
             return Ok(Err(Gone));
         }
-        let ts_ms = u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-        let user = next
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(USER_HEADER))
-            .map(|v| v.as_str().to_string());
-        let frame = msg_frame(
-            &room.name,
-            seq,
-            ts_ms,
-            user.as_deref(),
-            &next.payload,
-            link.setup.max_frame,
-        );
         bytes += frame.len();
         frames.push(frame);
         want += 1;

@@ -18,6 +18,7 @@ use futures_util::{FutureExt, StreamExt};
 use super::engine::{BACKOFF, Link};
 use super::frames::{USER_HEADER, msg_frame};
 use super::{Failure, epoch, names};
+use crate::batch_frames::Frame;
 use crate::mailbox::Mailbox;
 use crate::room::{Loaded, Room};
 
@@ -112,13 +113,45 @@ async fn load(link: &Link, room: &Room) -> Result<(u64, u64), Failure> {
         info.created.unix_timestamp_nanos(),
     )
     .await?;
-    let state = &info.state;
+    Ok(bounds(&info.state))
+}
+
+/// `(first, head)` of a stream's state as JOINED reports them: first is 0 when the stream
+/// retains nothing.
+pub(super) fn bounds(state: &async_nats::jetstream::stream::State) -> (u64, u64) {
     let first = if state.messages == 0 {
         0
     } else {
         state.first_sequence
     };
-    Ok((first, state.last_sequence))
+    (first, state.last_sequence)
+}
+
+/// A delivered message as its seq and the MSG frame members receive.
+pub(super) fn delivered(
+    link: &Link,
+    room: &Room,
+    message: &async_nats::jetstream::Message,
+) -> Result<(u64, Frame), Failure> {
+    let info = message
+        .info()
+        .map_err(|e| Failure(format!("a delivery without its stream seq: {e}")))?;
+    let seq = info.stream_sequence;
+    let ts_ms = u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let user = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(USER_HEADER))
+        .map(|v| v.as_str().to_string());
+    let frame = msg_frame(
+        &room.name,
+        seq,
+        ts_ms,
+        user.as_deref(),
+        &message.payload,
+        link.setup.max_frame,
+    );
+    Ok((seq, frame))
 }
 
 /// Follows the room's stream from the seq after the ring's head until something fails.
@@ -171,13 +204,8 @@ async fn consume(link: &Link, room: &Arc<Room>) -> Result<(), Failure> {
                         info.created.unix_timestamp_nanos(),
                     )
                     .await?;
-                    let state = &info.state;
-                    let first = if state.messages == 0 {
-                        0
-                    } else {
-                        state.first_sequence
-                    };
-                    room.write(|ring| ring.restore(first, state.last_sequence, Vec::new()));
+                    let (first, last) = bounds(&info.state);
+                    room.write(|ring| ring.restore(first, last, Vec::new()));
                     wake(mailboxes, room);
                     return Err(Failure("following the new stream from its start".into()));
                 }
@@ -212,24 +240,7 @@ fn take(
     message: Result<async_nats::jetstream::Message, impl std::fmt::Display>,
 ) -> Result<(), Failure> {
     let message = message.map_err(|e| Failure(format!("consumer error: {e}")))?;
-    let info = message
-        .info()
-        .map_err(|e| Failure(format!("a delivery without its stream seq: {e}")))?;
-    let seq = info.stream_sequence;
-    let ts_ms = u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-    let user = message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(USER_HEADER))
-        .map(|v| v.as_str().to_string());
-    let frame = msg_frame(
-        &room.name,
-        seq,
-        ts_ms,
-        user.as_deref(),
-        &message.payload,
-        link.setup.max_frame,
-    );
+    let (seq, frame) = delivered(link, room, &message)?;
     let limits = link.setup.ring;
     room.write(|ring| {
         let head = ring.head();
@@ -277,12 +288,7 @@ pub async fn refresh_firsts(link: Link, followed: Arc<Mutex<Vec<Arc<Room>>>>) {
             let Ok(info) = stream.info().await else {
                 continue;
             };
-            let state = &info.state;
-            let first = if state.messages == 0 {
-                0
-            } else {
-                state.first_sequence
-            };
+            let (first, _) = bounds(&info.state);
             room.write(|ring| ring.set_first(first));
         }
     }
