@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures_util::StreamExt;
 
 use super::engine::{BACKOFF, Link};
@@ -69,19 +68,7 @@ async fn read(link: &Link, fetch: &Fetch) -> Result<Result<Vec<Frame>, Gone>, Fa
     if last < fetch.from {
         return Ok(Ok(Vec::new()));
     }
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: fetch.from,
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| Failure(format!("cannot make a consumer: {e}")))?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| Failure(format!("cannot consume: {e}")))?;
+    let mut messages = super::room::ordered_from(&stream, fetch.from).await?;
     let mut frames = Vec::new();
     let mut bytes = 0;
     let mut want = fetch.from;

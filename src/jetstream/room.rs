@@ -116,6 +116,26 @@ async fn load(link: &Link, room: &Room) -> Result<(u64, u64), Failure> {
     Ok(bounds(&info.state))
 }
 
+/// The stream's messages from seq `start` on, in order, through an ordered consumer.
+pub(super) async fn ordered_from(
+    stream: &async_nats::jetstream::stream::Stream,
+    start: u64,
+) -> Result<pull::Ordered, Failure> {
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Failure(format!("cannot make a consumer: {e}")))?;
+    consumer
+        .messages()
+        .await
+        .map_err(|e| Failure(format!("cannot consume: {e}")))
+}
+
 /// `(first, head)` of a stream's state as JOINED reports them: first is 0 when the stream
 /// retains nothing.
 pub(super) fn bounds(state: &async_nats::jetstream::stream::State) -> (u64, u64) {
@@ -162,19 +182,7 @@ async fn consume(link: &Link, room: &Arc<Room>) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure(format!("cannot open its stream: {e}")))?;
     let start = room.read(|ring| ring.head()) + 1;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: start,
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| Failure(format!("cannot make a consumer: {e}")))?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| Failure(format!("cannot consume: {e}")))?;
+    let mut messages = ordered_from(&stream, start).await?;
     let mailboxes = &link.setup.mailboxes;
     let advanced = link.advanced.of(room.id);
     loop {
