@@ -59,6 +59,8 @@ CLUSTER (chatd nodes over NATS JetStream, see docs/cluster.md):
                            time with no ACK, then the read-back (nothing ACKed may be lost)
     --chatd PATH           the chatd binary (default: next to this executable)
     --nats-server PATH     default /usr/sbin/nats-server
+    --keep-logs            leave the NATS servers' and chatd nodes' logs and stores behind (the
+                           paths are printed), to find what a kill or a lost message did
 ";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,10 +103,27 @@ pub struct Cluster {
     pub kill_every: u64,
     pub chatd: PathBuf,
     pub nats: PathBuf,
+    /// Leave the servers' and nodes' directories (logs and stores) in place at the end.
+    pub keep_logs: bool,
 }
 
 /// The chatd nodes of a run.
 const NODES: usize = 2;
+
+/// Lost messages named on stderr per room and node, at most.
+const LOST_SHOWN: usize = 20;
+
+/// `HH:MM:SS.mmm` (UTC) of a Unix time in ms, as nats-server's log lines show the time.
+fn clock(ms: u64) -> String {
+    let s = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03} UTC",
+        s / 3600 % 24,
+        s / 60 % 60,
+        s % 60,
+        ms % 1000
+    )
+}
 
 /// Parses the flags after `cluster`.
 ///
@@ -128,6 +147,7 @@ pub fn parse(p: &mut lexopt::Parser) -> Result<Cluster, String> {
         kill_every: 3,
         chatd: exe_dir.join("chatd"),
         nats: PathBuf::from("/usr/sbin/nats-server"),
+        keep_logs: false,
     };
     let mut spawn = false;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
@@ -145,6 +165,7 @@ pub fn parse(p: &mut lexopt::Parser) -> Result<Cluster, String> {
             Long("kill-every") => c.kill_every = number(p, "--kill-every", 1)?,
             Long("chatd") => c.chatd = PathBuf::from(text(p)?),
             Long("nats-server") => c.nats = PathBuf::from(text(p)?),
+            Long("keep-logs") => c.keep_logs = true,
             Long("help") | Short('h') => return Err("help".into()),
             other => return Err(other.unexpected().to_string()),
         }
@@ -205,8 +226,10 @@ fn put_cpu(r: &mut Record, a: Cpu, b: Cpu) {
 /// The servers or the load could not be set up.
 pub fn run(c: &Cluster) -> Result<Record, String> {
     let mut nats = Nats::start(&c.nats)?;
+    nats.keep = c.keep_logs;
     let conns = c.senders.max(c.subscribers + 1);
-    let nodes = Nodes::start(&c.chatd, &nats.urls(), NODES, conns)?;
+    let mut nodes = Nodes::start(&c.chatd, &nats.urls(), NODES, conns)?;
+    nodes.keep = c.keep_logs;
     let mut r = Record::default();
     r.text("scenario", "cluster");
     r.text("mode", c.mode.name());
@@ -346,6 +369,18 @@ fn writes(c: &Cluster, nodes: &Nodes, nats: &mut Nats, r: &mut Record) -> Result
                     if let Some(t) = checked.get_mut(n) {
                         t.add(readback::check(&acked, &read));
                     }
+                    // Each one named, so that it can be found in the servers' logs.
+                    for (a, there) in readback::lost(&acked, &read, LOST_SHOWN) {
+                        let holds = there
+                            .map_or("nothing of ours".into(), |(s, i)| format!("SEND {s}:{i}"));
+                        eprintln!(
+                            "chat-bench: lost: {room} seq {} on node {n}: SEND {}:{} ACKed at {}; the seq holds {holds}",
+                            a.seq,
+                            a.sender,
+                            a.id,
+                            clock(a.at_ms)
+                        );
+                    }
                 }
                 Err(e) => read_errors.push(e),
             }
@@ -391,9 +426,15 @@ fn steer(
                     break;
                 }
                 let victim = getrandom::u32().map_or(0, |x| x as usize % nats::SERVERS);
+                let at = sender::unix_ms();
                 let restarted = nats.kill(victim).and_then(|()| nats.restart(victim));
                 match restarted {
                     Ok(took) => {
+                        eprintln!(
+                            "chat-bench: killed nats n{victim} at {}, current again after {} ms",
+                            clock(at),
+                            took.as_millis()
+                        );
                         ctl.kills += 1;
                         ctl.slowest_restart = ctl.slowest_restart.max(took);
                     }

@@ -46,6 +46,8 @@ pub struct Nats {
     bin: PathBuf,
     dir: PathBuf,
     servers: Vec<Server>,
+    /// Leave `dir` (each server's log `n<i>.log` and store) behind when dropped.
+    pub keep: bool,
 }
 
 impl Nats {
@@ -65,6 +67,7 @@ impl Nats {
             bin: bin.to_path_buf(),
             dir,
             servers: Vec::new(),
+            keep: false,
         };
         // Bound all at once, then released: nine distinct ports, which the servers take a
         // moment later (another process could take one in between; the start then fails).
@@ -221,8 +224,15 @@ impl Drop for Nats {
                 let _ = c.wait();
             }
         }
-        // Only the directory made for this cluster.
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.keep {
+            eprintln!(
+                "chat-bench: the NATS logs and stores are kept in {}",
+                self.dir.display()
+            );
+        } else {
+            // Only the directory made for this cluster.
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

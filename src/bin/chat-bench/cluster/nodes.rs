@@ -31,6 +31,8 @@ pub struct Nodes {
     dir: PathBuf,
     pub nodes: Vec<Node>,
     pub token: String,
+    /// Leave `dir` (each node's log `node<i>.log` and data) behind when dropped.
+    pub keep: bool,
 }
 
 impl Nodes {
@@ -50,6 +52,7 @@ impl Nodes {
             dir,
             nodes: Vec::new(),
             token: String::new(),
+            keep: false,
         };
         let first = nodes.dir.join("node0");
         nodes.token = crate::daemon::add_user(chatd, &first, SPAWN_USER)?;
@@ -140,8 +143,15 @@ impl Drop for Nodes {
                 let _ = c.wait();
             }
         }
-        // Only the directory made for these nodes.
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.keep {
+            eprintln!(
+                "chat-bench: the chatd nodes' logs are kept in {}",
+                self.dir.display()
+            );
+        } else {
+            // Only the directory made for these nodes.
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

@@ -81,6 +81,23 @@ pub fn check(acked: &[Acked], read: &[(u64, String)]) -> Checked {
     c
 }
 
+/// The ACKed messages of one room that `check` counts as lost, each with what the room holds
+/// at its seq instead (`None`: nothing, or not one of ours); at most `n` of them.
+pub fn lost(acked: &[Acked], read: &[(u64, String)], n: usize) -> Vec<(Acked, Option<(u32, u64)>)> {
+    let at: HashMap<u64, Option<(u32, u64)>> = read
+        .iter()
+        .map(|(seq, text)| (*seq, parse_text(text)))
+        .collect();
+    acked
+        .iter()
+        .filter_map(|a| {
+            let there = at.get(&a.seq).copied().flatten();
+            (there != Some((a.sender, a.id))).then_some((*a, there))
+        })
+        .take(n)
+        .collect()
+}
+
 /// Reads `room` back in full on the node at `addr`: JOINED's head, then every MSG up to it.
 ///
 /// # Errors
@@ -152,7 +169,18 @@ mod tests {
             seq,
             sender,
             id,
+            at_ms: 0,
         }
+    }
+
+    #[test]
+    fn lost_names_what_the_seq_holds_instead() {
+        let read = [msg(1, 0, 1), msg(2, 0, 9)];
+        let acks = [acked(1, 0, 1), acked(2, 1, 5), acked(3, 1, 6)];
+        let l = lost(&acks, &read, 10);
+        let got: Vec<_> = l.iter().map(|(a, there)| (a.seq, *there)).collect();
+        assert_eq!(got, [(2, Some((0, 9))), (3, None)]);
+        assert_eq!(lost(&acks, &read, 1).len(), 1);
     }
 
     #[test]

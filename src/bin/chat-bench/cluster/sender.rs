@@ -21,6 +21,16 @@ pub struct Acked {
     pub seq: u64,
     pub sender: u32,
     pub id: u64,
+    /// When the ACK was read, in ms since the Unix epoch: to find a lost one in the servers'
+    /// logs.
+    pub at_ms: u64,
+}
+
+/// The wall clock in ms since the Unix epoch (0 if the clock is before it).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The text of message `id` of `sender`: `SENDER:ID ` and `x` up to `size` bytes.
@@ -111,6 +121,7 @@ impl Sender {
             seq,
             sender: self.index,
             id,
+            at_ms: unix_ms(),
         })
     }
 
@@ -211,14 +222,10 @@ mod tests {
         assert!(wire.is_empty(), "window full");
         let a = s.ack(2, 9, t0 + Duration::from_micros(50));
         assert_eq!(
-            a,
-            Some(Acked {
-                room: 1,
-                seq: 9,
-                sender: 3,
-                id: 2
-            })
+            a.map(|a| (a.room, a.seq, a.sender, a.id)),
+            Some((1, 9, 3, 2))
         );
+        assert!(a.is_some_and(|a| a.at_ms > 0), "the ACK is stamped");
         s.fill("r", &mut wire, t0);
         let sent = sends_in(&wire);
         assert_eq!(sent.len(), 1);
