@@ -179,6 +179,15 @@ impl Ring {
         }
     }
 
+    /// The frame of `seq`, if it is in the window.
+    pub fn frame_at(&self, seq: u64) -> Option<&Frame> {
+        if self.frames.is_empty() || seq < self.window_first || seq > self.head {
+            return None;
+        }
+        self.frames
+            .get(usize::try_from(seq - self.window_first).ok()?)
+    }
+
     /// Hands frames with seq `cursor..` to `sink`, at most `max` of them, and returns the
     /// next cursor.
     ///
@@ -493,6 +502,31 @@ mod tests {
             None,
         );
         assert_eq!(ring.bounds(), (1, 1));
+    }
+
+    #[test]
+    fn frame_at_finds_a_seq_only_inside_the_window() {
+        let mut ring = Ring::default();
+        let limits = RingLimits {
+            messages: 3,
+            bytes: 1 << 20,
+        };
+        assert!(ring.frame_at(1).is_none());
+        for n in 1..=5 {
+            ring.append_kept_elsewhere(frame(n, 4), limits);
+        }
+        assert_eq!(
+            ring.frame_at(4).map(|f| f.bytes().to_vec()),
+            Some(vec![4; 4])
+        );
+        assert_eq!(
+            ring.frame_at(3).map(|f| f.bytes().to_vec()),
+            Some(vec![3; 4])
+        );
+        assert!(ring.frame_at(2).is_none(), "evicted");
+        assert!(ring.frame_at(6).is_none(), "not yet");
+        ring.skip_to(10);
+        assert!(ring.frame_at(5).is_none(), "skipped over");
     }
 
     #[test]

@@ -79,10 +79,10 @@ impl Publish {
         let (reactor, conn) = (submit.reactor, submit.conn);
         let room = submit.room;
         tokio::spawn(async move {
-            let result = store(&link, message).await;
-            if let Ok(seq) = result {
-                in_ring(&link, &room, seq).await;
-            }
+            let result = match store(&link, &message).await {
+                Ok(seq) => confirm(&link, &room, seq, &message).await,
+                Err(code) => Err(code),
+            };
             let _ = work.send(Work::Stored(Outcome {
                 reactor,
                 conn,
@@ -101,7 +101,7 @@ struct Message {
 }
 
 /// Publishes until JetStream confirms or the SEND's deadline passes.
-async fn store(link: &Link, message: Message) -> Result<u64, ErrorCode> {
+async fn store(link: &Link, message: &Message) -> Result<u64, ErrorCode> {
     let started = Instant::now();
     let gauges = &link.setup.metrics.jetstream;
     let deadline = started + link.setup.nats.ack_timeout;
@@ -154,10 +154,57 @@ async fn store(link: &Link, message: Message) -> Result<u64, ErrorCode> {
     }
 }
 
-/// Waits until message `seq` of `room` is in the ring on this node, or [`VISIBLE_PATIENCE`]
-/// has passed: the message is stored either way, and the ACK is not held back for ever by a
-/// follower that is starting again.
-async fn in_ring(link: &Link, room: &Room, seq: u64) {
+/// What holds the seq a PubAck named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// The message that PubAck was for.
+    Ours,
+    /// Another message: the PubAck was wrong.
+    Other,
+}
+
+/// Whether the stream holds `message` at `seq`, as its PubAck said; the seq to ACK if so.
+///
+/// A PubAck is not taken on trust: under repeated server kills, nats-server 2.9.10 was seen
+/// (`chat-bench cluster --mode kills`, docs/cluster.md) to PubAck a SEND at a seq where the
+/// stream then kept another message, one whose own publish had timed out and been sent again.
+/// An ACK there would be a message lost. This node's ring, which the follower fills from the
+/// stream, answers at no cost; the stream is asked only when the ring does not hold `seq`.
+/// Anything but a confirmation is STORAGE: the outcome is unknown, which the client is told.
+async fn confirm(link: &Link, room: &Room, seq: u64, message: &Message) -> Result<u64, ErrorCode> {
+    let gauges = &link.setup.metrics.jetstream;
+    let held = match in_ring(link, room, seq, message).await {
+        Some(held) => Ok(held),
+        None => in_stream(link, room, seq, message).await,
+    };
+    match held {
+        Ok(Held::Ours) => Ok(seq),
+        Ok(Held::Other) => {
+            gauges.conflicted();
+            log::error!(
+                "jetstream: NATS confirmed {} at seq {seq} of {}, but the stream holds another \
+                 message there: answered STORAGE, not ACK",
+                message.id,
+                room.name
+            );
+            Err(ErrorCode::Storage)
+        }
+        Err(why) => {
+            gauges.failed();
+            log::warn!(
+                "jetstream: cannot confirm {} at seq {seq} of {}: {why}; answered STORAGE",
+                message.id,
+                room.name
+            );
+            Err(ErrorCode::Storage)
+        }
+    }
+}
+
+/// Waits until message `seq` of `room` is in the ring on this node, for at most
+/// [`VISIBLE_PATIENCE`], and says whose it is there; `None` if it did not come or already
+/// left the ring's window. Waiting also means the sender's own MSG comes before its ACK.
+async fn in_ring(link: &Link, room: &Room, seq: u64, message: &Message) -> Option<Held> {
     let advanced = link.advanced.of(room.id);
     let deadline = tokio::time::Instant::now() + VISIBLE_PATIENCE;
     loop {
@@ -166,12 +213,45 @@ async fn in_ring(link: &Link, room: &Room, seq: u64) {
         // Registered before the look, so an advance between the two is not missed.
         notified.as_mut().enable();
         if room.read(|ring| ring.head()) >= seq {
-            return;
+            return room.read(|ring| {
+                ring.frame_at(seq)
+                    .map(|frame| whose(frame.bytes(), message))
+            });
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            return;
+            return None;
         }
     }
+}
+
+/// Whose message a MSG frame from the ring is: ours if it has our author and text. (Two
+/// messages of one author with the same text cannot be told apart here; they read the same.)
+fn whose(frame: &[u8], message: &Message) -> Held {
+    match user_and_text(frame) {
+        Some((user, text)) if user == message.user && text.as_bytes() == message.text => Held::Ours,
+        _ => Held::Other,
+    }
+}
+
+/// Asks the stream what it holds at `seq`: ours if it carries our `Nats-Msg-Id`.
+async fn in_stream(link: &Link, room: &Room, seq: u64, message: &Message) -> Result<Held, String> {
+    let ask = async {
+        let stream = link
+            .js
+            .get_stream_no_info(names::stream(&room.name))
+            .await
+            .map_err(|e| e.to_string())?;
+        stream.get_raw_message(seq).await.map_err(|e| e.to_string())
+    };
+    let stored = tokio::time::timeout(ATTEMPT, ask)
+        .await
+        .map_err(|_| "the stream did not answer in time".to_string())??;
+    let id = stored.headers.get("Nats-Msg-Id").map(|v| v.as_str());
+    Ok(if id == Some(message.id.as_str()) {
+        Held::Ours
+    } else {
+        Held::Other
+    })
 }
 
 /// Longest an ACK waits for its message to reach the ring here.
@@ -250,6 +330,34 @@ impl Order {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{ServerFrame, encode_server};
+
+    fn msg(user: &str, text: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        let frame = ServerFrame::Msg {
+            room: "#r",
+            seq: 7,
+            ts_ms: 1,
+            user,
+            text,
+        };
+        encode_server(&frame, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_ring_frame_is_ours_only_with_our_author_and_text() {
+        let ours = Message {
+            subject: "s".into(),
+            id: "n-1-2-3".into(),
+            user: "alice".into(),
+            text: b"hello".to_vec(),
+        };
+        assert_eq!(whose(&msg("alice", "hello"), &ours), Held::Ours);
+        assert_eq!(whose(&msg("alice", "hello again"), &ours), Held::Other);
+        assert_eq!(whose(&msg("bob", "hello"), &ours), Held::Other);
+        assert_eq!(whose(b"not a frame", &ours), Held::Other);
+    }
 
     fn outcome(key: usize, ticket: u64, result: Result<u64, ErrorCode>) -> Outcome {
         Outcome {

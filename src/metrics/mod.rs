@@ -119,6 +119,8 @@ pub struct EngineGauges {
     pub publishes: AtomicU64,
     pub retries: AtomicU64,
     pub failures: AtomicU64,
+    /// PubAcks naming a seq the stream holds another message at: answered STORAGE.
+    pub conflicts: AtomicU64,
     /// From a SEND reaching the engine to its PubAck, retries included.
     pub puback: Histogram,
 }
@@ -152,6 +154,10 @@ impl EngineGauges {
 
     pub fn failed(&self) {
         self.failures.fetch_add(1, Relaxed);
+    }
+
+    pub fn conflicted(&self) {
+        self.conflicts.fetch_add(1, Relaxed);
     }
 }
 
@@ -402,6 +408,12 @@ impl Metrics {
                 "counter",
                 "SENDs answered STORAGE: no PubAck within --nats-ack-timeout.",
                 js.failures.load(Relaxed),
+            ),
+            (
+                "jetstream_conflicts_total",
+                "counter",
+                "PubAcks whose seq the stream holds another message at: answered STORAGE, not ACK.",
+                js.conflicts.load(Relaxed),
             ),
         ];
         for (name, kind, help, value) in lines {
