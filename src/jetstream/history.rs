@@ -57,6 +57,13 @@ async fn read(link: &Link, fetch: &Fetch) -> Result<Result<Vec<Frame>, Gone>, Fa
         .await
         .map_err(|e| Failure(format!("cannot read the stream's state: {e}")))?;
     if info.state.messages == 0 || fetch.from < info.state.first_sequence {
+        log::info!(
+            "jetstream: {} from seq {}: the stream holds {} messages from seq {}: gone",
+            room.name,
+            fetch.from,
+            info.state.messages,
+            info.state.first_sequence
+        );
         return Ok(Err(Gone));
     }
     // Up to what the ring holds or will: never past the head members know of.
@@ -79,8 +86,21 @@ async fn read(link: &Link, fetch: &Fetch) -> Result<Result<Vec<Frame>, Gone>, Fa
             .ok_or_else(|| Failure("the consumer ended".into()))?
             .map_err(|e| Failure(format!("consumer error: {e}")))?;
         let (seq, frame) = super::room::delivered(link, room, &next)?;
+        if seq < want {
+            // async-nats remakes an ordered consumer that lost its server before delivering
+            // anything from the stream's start (`DeliverPolicy::All`), not from ours: a fresh
+            // one is cheaper than reading up to `want`.
+            return Err(Failure(format!(
+                "the consumer started again from seq {seq}, not {want}"
+            )));
+        }
         if seq != want {
             // Deleted between our look at the state and the read.
+            log::info!(
+                "jetstream: {} from seq {}: the stream gave seq {seq} for {want}: gone",
+                room.name,
+                fetch.from
+            );
             return Ok(Err(Gone));
         }
         bytes += frame.len();

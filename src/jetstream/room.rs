@@ -20,7 +20,7 @@ use super::frames::{USER_HEADER, msg_frame};
 use super::{Failure, epoch, names};
 use crate::batch_frames::Frame;
 use crate::mailbox::Mailbox;
-use crate::room::{Loaded, Room};
+use crate::room::{Loaded, Ring, Room};
 
 /// How often the first retained seq of each followed room is looked up again (retention on
 /// the stream moves it without telling anyone).
@@ -226,18 +226,19 @@ async fn consume(link: &Link, room: &Arc<Room>) -> Result<(), Failure> {
                 continue;
             }
         };
-        take(link, room, first)?;
+        let mut taken = take(link, room, first);
         // Everything already here, then one wake-up for the lot.
-        while let Some(next) = messages.next().now_or_never() {
-            let Some(next) = next else {
-                wake(mailboxes, room);
-                advanced.notify_waiters();
-                return Err(Failure("the consumer ended".into()));
+        while taken.is_ok()
+            && let Some(next) = messages.next().now_or_never()
+        {
+            taken = match next {
+                Some(next) => take(link, room, next),
+                None => Err(Failure("the consumer ended".into())),
             };
-            take(link, room, next)?;
         }
         wake(mailboxes, room);
         advanced.notify_waiters();
+        taken?;
     }
 }
 
@@ -249,6 +250,15 @@ fn take(
 ) -> Result<(), Failure> {
     let message = message.map_err(|e| Failure(format!("consumer error: {e}")))?;
     let (seq, frame) = delivered(link, room, &message)?;
+    let head = room.read(Ring::head);
+    if seq <= head {
+        // Only a consumer remade before its first delivery goes back: async-nats then starts
+        // it at the stream's first seq, not at ours. Start again from the ring's head rather
+        // than read the whole history through.
+        return Err(Failure(format!(
+            "the consumer started again from seq {seq}, before the ring's head {head}"
+        )));
+    }
     let limits = link.setup.ring;
     room.write(|ring| {
         let head = ring.head();
