@@ -149,6 +149,13 @@ async fn connect(setup: Setup) -> Result<(Link, u64), Failure> {
         ))
     })?;
     setup.metrics.jetstream.set_state(EngineState::Up);
+    let version = client.server_info().version;
+    if before_2_10(&version) {
+        log::warn!(
+            "jetstream: nats-server {version} can lose messages it confirmed when a server is \
+             killed and restarted (measured with 2.9.10, docs/cluster.md); use 2.10 or newer"
+        );
+    }
     let mut js = jetstream::new(client);
     js.set_timeout(ATTEMPT);
     // A cluster that has just started has no JetStream leader yet: ask until it has (the
@@ -179,6 +186,24 @@ async fn connect(setup: Setup) -> Result<(Link, u64), Failure> {
         advanced: Arc::default(),
     };
     Ok((link, epoch))
+}
+
+/// Whether a nats-server version (`2.9.10`, maybe with a suffix) is older than 2.10, the
+/// first we have not seen lose confirmed writes under repeated kills; `false` if unreadable.
+fn before_2_10(version: &str) -> bool {
+    let mut parts = version.trim_start_matches('v').split('.');
+    let number = |p: Option<&str>| {
+        p.map(|p| {
+            p.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|d| d.parse::<u32>().ok())
+    };
+    match (number(parts.next()), number(parts.next())) {
+        (Some(major), Some(minor)) => (major, minor) < (2, 10),
+        _ => false,
+    }
 }
 
 /// Follows the epoch for the life of the engine, watching again after any failure.
@@ -228,5 +253,21 @@ async fn serve(
             next = queue.try_recv().ok();
         }
         order.post(&link.setup.mailboxes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::before_2_10;
+
+    #[test]
+    fn servers_before_2_10_are_told_apart() {
+        assert!(before_2_10("2.9.10"));
+        assert!(before_2_10("v2.9.25"));
+        assert!(before_2_10("1.4.1"));
+        assert!(!before_2_10("2.10.0"));
+        assert!(!before_2_10("2.15.1-beta"));
+        assert!(!before_2_10("3.0.0"));
+        assert!(!before_2_10("unknown"));
     }
 }
