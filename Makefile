@@ -32,6 +32,18 @@ bench:
 	./target/release/chat-bench standard --runs 3 --latency-runs 5 --secs 5 \
 		--server-cpu 0 --cpu 1 --out docs/benchmarks.md --plots docs/plots
 
+# The cluster scenarios (docs/cluster.md, docs/benchmarks.md "Cluster"): three nats-server and
+# two chatd nodes (--store jetstream) on this machine; 3 runs of throughput and of cross-node
+# latency, then one of 20 NATS-server kills under load. About 10 minutes. Prints one JSON line
+# per run. NATS_SERVER=PATH runs another nats-server than Debian's.
+NATS_SERVER ?= /usr/sbin/nats-server
+bench-cluster:
+	$(CARGO) build --release --bins
+	for mode in throughput throughput throughput latency latency latency kills; do \
+		./target/release/chat-bench cluster --spawn --mode $$mode \
+			--nats-server $(NATS_SERVER) || exit 1; \
+	done
+
 # The concurrency lab (docs/lab.md): each server model at N = 1, 2, 4 ... 4096 connections of
 # 1 Mbit/s each, each connection in a room of its own and then all in one room, 60 s per run,
 # 3 runs each, the server pinned to CPU 0 (the paper's one vCPU) and the bench to CPU 1, the
@@ -75,4 +87,4 @@ clean:
 	$(CARGO) clean
 	rm -rf fuzz/target
 
-.PHONY: run build test bench lab lint fuzz fuzz-smoke clean
+.PHONY: run build test bench bench-cluster lab lint fuzz fuzz-smoke clean

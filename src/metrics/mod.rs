@@ -406,7 +406,7 @@ impl Metrics {
             (
                 "jetstream_failures_total",
                 "counter",
-                "SENDs answered STORAGE: no PubAck within --nats-ack-timeout.",
+                "SENDs answered STORAGE: no PubAck within --nats-ack-timeout, or one that could not be confirmed.",
                 js.failures.load(Relaxed),
             ),
             (
