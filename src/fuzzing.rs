@@ -243,6 +243,7 @@ mod tests {
                 version: 1,
                 user: "alice",
                 token: "secret",
+                client: 0,
             },
             ClientFrame::Join {
                 room: "#general",

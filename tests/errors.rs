@@ -24,6 +24,7 @@ fn hello<'a>(user: &'a str, token: &'a str) -> ClientFrame<'a> {
         version: 1,
         user,
         token,
+        client: 0,
     }
 }
 
@@ -125,6 +126,7 @@ fn hello_version_2_is_unsupported_version(driver: Driver) {
         version: 2,
         user: "alice",
         token: &token,
+        client: 0,
     })
     .expect("HELLO");
     expect_fatal(&mut c, ErrorCode::UnsupportedVersion);

@@ -35,6 +35,7 @@ fn hello(d: &Daemon, user: &str, token: &str) -> (Client, u64) {
         version: 1,
         user,
         token,
+        client: 0,
     })
     .expect("HELLO");
     match recv(&mut c) {
@@ -374,6 +375,7 @@ fn frames_before_hello_and_wrong_tokens_are_refused() {
             version: 1,
             user,
             token,
+            client: 0,
         })
         .expect("HELLO");
         expect_fatal(&mut c, ErrorCode::AuthFailed);
@@ -425,6 +427,7 @@ fn past_max_connections_a_client_gets_too_many_until_a_place_is_free() {
             version: 1,
             user: "bob",
             token: &token,
+            client: 0,
         })
         .expect("HELLO");
         match recv(&mut c) {

@@ -20,6 +20,7 @@ fn hello<'a>(user: &'a str, token: &'a str) -> ClientFrame<'a> {
         version: 1,
         user,
         token,
+        client: 0,
     }
 }
 

@@ -9,7 +9,7 @@ pub mod frame;
 pub mod name;
 
 pub use codec::{Decoded, Deframer, Reader, encode_client, encode_server};
-pub use frame::{ClientFrame, ErrorCode, ServerFrame, kind};
+pub use frame::{ClientFrame, ErrorCode, ServerFrame, UserList, Version, kind};
 
 /// The protocol version this crate speaks.
 pub const VERSION: u8 = 1;
