@@ -655,6 +655,22 @@ mod tests {
             // WELCOME JOINED, the window (8 MSGs), the 4 older ones from the log, STORAGE for
             // the SEND whose sync failed, and the MSG that took its seq.
             ("archive_during_a_batch_that_fails", 16, None),
+            // Version 2: WELCOME JOINED, WHO and WATCH not implemented yet (INVALID), WATCH 2
+            // (INVALID), PONG.
+            ("v2_hello_join_who_watch", 6, None),
+            ("v2_client_0_send_ack", 4, None),
+            // Version 1 as before: WELCOME JOINED, then the WHO is an unknown kind.
+            ("v1_hello_then_who", 3, fatal(ErrorCode::UnknownKind)),
+            ("who_before_hello", 1, fatal(ErrorCode::UnknownKind)),
+            (
+                "hello_of_another_version",
+                1,
+                fatal(ErrorCode::UnsupportedVersion),
+            ),
+            ("v1_hello_with_client_id", 1, fatal(ErrorCode::Malformed)),
+            ("v2_then_v1_hello", 2, fatal(ErrorCode::NotAuthenticated)),
+            // WELCOME, NOT_JOINED, INVALID (room "")
+            ("v2_who_not_joined_then_watch_bad_room", 3, None),
         ];
         for (name, frames, end) in cases {
             let (saw, fatal) = run(&seed(name), true);
