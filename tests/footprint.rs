@@ -83,6 +83,9 @@ fn an_idle_member_of_one_room_owns_no_heap_memory() {
             "the answers were queued on the heap and given back: the count works"
         );
         assert_eq!(second.user(), first.user());
-        assert_eq!(second.client().map(|c| c.get()), (client != 0).then_some(client));
+        assert_eq!(
+            second.client().map(|c| c.get()),
+            (client != 0).then_some(client)
+        );
     }
 }

@@ -386,6 +386,26 @@ fn frames_before_hello_and_wrong_tokens_are_refused() {
     expect_fatal(&mut zero, ErrorCode::Malformed);
 }
 
+/// The fork model speaks version 1 only: a version 2 HELLO, well formed, is refused as a
+/// version it does not speak, and a version 1 connection's WHO is an unknown kind.
+#[test]
+fn it_speaks_version_1_only() {
+    let d = start(&[]);
+    let token = add(&d, "ann");
+    let mut c = d.connect();
+    c.send(&ClientFrame::Hello {
+        version: 2,
+        user: "ann",
+        token: &token,
+        client: 5,
+    })
+    .expect("HELLO");
+    expect_fatal(&mut c, ErrorCode::UnsupportedVersion);
+    let mut ann = hello(&d, "ann", &token).0;
+    ann.send_raw(&[0, 0, 0, 11, 0x07]).expect("WHO header");
+    expect_fatal(&mut ann, ErrorCode::UnknownKind);
+}
+
 #[test]
 fn rooms_are_checked_before_anything_is_stored() {
     let d = start(&[]);
