@@ -62,6 +62,81 @@ fn every_v2_frame_encodes_to_contract_bytes_and_back() {
     assert_eq!(kinds, [kind::HELLO, kind::WHO, kind::WATCH]);
 }
 
+/// The examples of the "Version 2" section of docs/protocol.md, byte for byte.
+#[test]
+fn the_examples_in_docs_protocol_md_are_what_the_codec_writes() {
+    let mut out = Vec::new();
+    let hello = ClientFrame::Hello {
+        version: 2,
+        user: "alice",
+        token: "s3cret",
+        client: 0x8f3a_1c5e_9b7d_2046,
+    };
+    encode_client(&hello, &mut out);
+    assert_eq!(
+        out,
+        hex("00000019 01 02 0005 616c696365 0006 733363726574 8f3a1c5e9b7d2046")
+    );
+    out.clear();
+    encode_client(&ClientFrame::Who { room: "#general" }, &mut out);
+    assert_eq!(out, hex("0000000b 07 0008 2367656e6572616c"));
+    out.clear();
+    encode_client(
+        &ClientFrame::Watch {
+            room: "#general",
+            on: 1,
+        },
+        &mut out,
+    );
+    assert_eq!(out, hex("0000000c 08 0008 2367656e6572616c 01"));
+    out.clear();
+    encode_members("#general", 2, ["alice", "bob"], DEFAULT_MAX_FRAME, &mut out);
+    let members = "0000001d 88 0008 2367656e6572616c 00000002 0002 0005 616c696365 0003 626f62";
+    assert_eq!(out, hex(members));
+    out.clear();
+    let presence = ServerFrame::Presence {
+        room: "#general",
+        user: "carol",
+        here: true,
+    };
+    encode_server(&presence, &mut out);
+    assert_eq!(
+        out,
+        hex("00000013 89 0008 2367656e6572616c 0005 6361726f6c 01")
+    );
+    for (code, reference, message, wire) in [
+        (
+            ErrorCode::Forbidden,
+            7,
+            "forbidden",
+            "00000016 87 0010 0000000000000007 0009 666f7262696464656e",
+        ),
+        (
+            ErrorCode::StaleId,
+            3,
+            "stale id",
+            "00000015 87 0011 0000000000000003 0008 7374616c65206964",
+        ),
+        (
+            ErrorCode::Invalid,
+            0,
+            "WHO/WATCH not implemented yet",
+            "0000002a 87 0007 0000000000000000 001d 57484f2f5741544348206e6f7420696d706c656d656e74656420796574",
+        ),
+    ] {
+        out.clear();
+        encode_server(
+            &ServerFrame::Error {
+                code: code.as_u16(),
+                reference,
+                message,
+            },
+            &mut out,
+        );
+        assert_eq!(out, hex(wire), "{code}");
+    }
+}
+
 #[test]
 fn a_members_list_reads_back_in_order() {
     let wire = hex("00000013 88 0002 2361 00000003 0002 0002 616c 0002 626f");
