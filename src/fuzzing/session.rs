@@ -356,6 +356,9 @@ impl Client {
                     self.pings.add(nonce);
                     self.barriers.push_back((nonce, self.sends_taken));
                 }
+                // The session reads nothing after BYE, though it counts the rest of that
+                // input as used: what follows was never taken.
+                Ok(ClientFrame::Bye) => return,
                 _ => {}
             }
             used = used.get(raw.wire_len..).unwrap_or_default();
