@@ -63,6 +63,18 @@ pub enum Reply {
         reference: u64,
         message: String,
     },
+    /// Version 2; a client that speaks version 1 (as this one does) never receives it.
+    Members {
+        room: String,
+        total: u32,
+        users: Vec<String>,
+    },
+    /// Version 2; a client that speaks version 1 (as this one does) never receives it.
+    Presence {
+        room: String,
+        user: String,
+        here: bool,
+    },
 }
 
 impl From<ServerFrame<'_>> for Reply {
@@ -112,6 +124,16 @@ impl From<ServerFrame<'_>> for Reply {
                 code,
                 reference,
                 message: message.into(),
+            },
+            ServerFrame::Members { room, total, users } => Reply::Members {
+                room: room.into(),
+                total,
+                users: users.iter().map(String::from).collect(),
+            },
+            ServerFrame::Presence { room, user, here } => Reply::Presence {
+                room: room.into(),
+                user: user.into(),
+                here,
             },
         }
     }

@@ -5,8 +5,10 @@
 //! than only "no panic": a frame never claims more bytes than were buffered, the deframer never
 //! waits for more than one frame's worth, every refusal is decided from the header alone, every
 //! parsed frame re-encodes to the very bytes it came from, and how the input was split into
-//! reads changes nothing. The targets under `fuzz/fuzz_targets/` are one-liners that call in
-//! here. A panic in this module means the codec broke a promise; it must never panic for any
+//! reads changes nothing. Each stream is decoded as version 1 and as version 2, and the two
+//! must agree up to the first frame of a kind only version 2 has, which version 1 refuses as
+//! UNKNOWN_KIND from its kind byte. The targets under `fuzz/fuzz_targets/` are one-liners
+//! that call in here. A panic in this module means the codec broke a promise; it must never panic for any
 //! other reason.
 //!
 //! The other bodies live in submodules: [`session_ops`] drives a connection's state machine
@@ -34,7 +36,8 @@ pub use ws::ws_frame;
 
 use crate::protocol::codec::{FrameError, RawFrame, parse_client, parse_server};
 use crate::protocol::{
-    DEFAULT_MAX_FRAME, Decoded, Deframer, ErrorCode, HEADER_LEN, encode_client, encode_server,
+    DEFAULT_MAX_FRAME, Decoded, Deframer, ErrorCode, HEADER_LEN, Version, encode_client,
+    encode_server, kind,
 };
 
 /// A limit small enough that short fuzz inputs also reach the TOO_LARGE path.
@@ -55,6 +58,14 @@ const TO_SERVER: Direction = Direction {
 };
 const TO_CLIENT: Direction = Direction {
     deframer: Deframer::for_client,
+    reencode: server_again,
+};
+const TO_SERVER_V2: Direction = Direction {
+    deframer: |max_frame| Deframer::for_server_in(Version::V2, max_frame),
+    reencode: client_again,
+};
+const TO_CLIENT_V2: Direction = Direction {
+    deframer: |max_frame| Deframer::for_client_in(Version::V2, max_frame),
     reencode: server_again,
 };
 
@@ -79,7 +90,7 @@ fn server_again(raw: &RawFrame<'_>) -> Result<Vec<u8>, FrameError> {
 /// # Panics
 /// When the codec breaks one of the promises listed in the module documentation.
 pub fn decode_stream(data: &[u8]) {
-    check(&TO_SERVER, data);
+    check_versions(&TO_SERVER, &TO_SERVER_V2, data);
 }
 
 /// Decodes `data` as the bytes a client reads from a server; otherwise as [`decode_stream`].
@@ -87,7 +98,30 @@ pub fn decode_stream(data: &[u8]) {
 /// # Panics
 /// When the codec breaks one of the promises listed in the module documentation.
 pub fn decode_client_stream(data: &[u8]) {
-    check(&TO_CLIENT, data);
+    check_versions(&TO_CLIENT, &TO_CLIENT_V2, data);
+}
+
+/// Decodes one fuzz input as version 1 (`v1`) and as version 2 (`v2`) of one direction, and
+/// relates the two: version 2 only knows more kinds, so it finds the same frames and the same
+/// first error, unless version 1 stopped at a kind only version 2 has, as UNKNOWN_KIND.
+fn check_versions(v1: &Direction, v2: &Direction, data: &[u8]) {
+    let old = check(v1, data);
+    let new = check(v2, data);
+    let n = old.frames.len();
+    assert_eq!(
+        new.frames.get(..n),
+        Some(&old.frames[..]),
+        "version 2 decoded a version 1 stream differently"
+    );
+    if n < new.frames.len() || old.error != new.error {
+        let (_, stream) = read_plan(data);
+        let stopped_at = stream.get(old.consumed + HEADER_LEN).copied();
+        assert_eq!(old.error.map(|e| e.code), Some(ErrorCode::UnknownKind));
+        assert!(
+            stopped_at.and_then(kind::introduced_in) == Some(Version::V2),
+            "version 1 stopped at kind {stopped_at:02x?}, which is not version 2's"
+        );
+    }
 }
 
 /// What feeding a stream produced: the wire bytes of each frame, in order, and the first error.
@@ -98,8 +132,9 @@ struct Outcome {
     consumed: usize,
 }
 
-/// Decodes one fuzz input under both limits, whole and in reads, and relates the outcomes.
-fn check(dir: &Direction, data: &[u8]) {
+/// Decodes one fuzz input under both limits, whole and in reads, and relates the outcomes;
+/// returns the outcome under the larger limit.
+fn check(dir: &Direction, data: &[u8]) -> Outcome {
     let (sizes, stream) = read_plan(data);
     let large = check_limit(dir, DEFAULT_MAX_FRAME, stream, &sizes);
     let small = check_limit(dir, SMALL_MAX_FRAME, stream, &sizes);
@@ -113,6 +148,7 @@ fn check(dir: &Direction, data: &[u8]) {
     if n < large.frames.len() || small.error != large.error {
         assert_eq!(small.error.map(|e| e.code), Some(ErrorCode::TooLarge));
     }
+    large
 }
 
 /// Splits the input into read sizes and the stream they cut up.
@@ -243,6 +279,7 @@ mod tests {
                 version: 1,
                 user: "alice",
                 token: "secret",
+                client: 0,
             },
             ClientFrame::Join {
                 room: "#general",
@@ -298,6 +335,64 @@ mod tests {
         wire
     }
 
+    /// HELLO of version 2, JOIN, WHO, WATCH, PING as a version 2 client pipelines them.
+    fn client_stream_v2() -> Vec<u8> {
+        let mut wire = Vec::new();
+        for frame in [
+            ClientFrame::Hello {
+                version: 2,
+                user: "alice",
+                token: "secret",
+                client: 0x0102_0304_0506_0708,
+            },
+            ClientFrame::Join {
+                room: "#general",
+                after: 0,
+                limit: 0,
+            },
+            ClientFrame::Who { room: "#general" },
+            ClientFrame::Watch {
+                room: "#general",
+                on: 1,
+            },
+            ClientFrame::Ping { nonce: 7 },
+        ] {
+            encode_client(&frame, &mut wire);
+        }
+        wire
+    }
+
+    /// WELCOME, MEMBERS, PRESENCE, ERROR FORBIDDEN as a server answers a version 2 client.
+    fn server_stream_v2() -> Vec<u8> {
+        let mut wire = Vec::new();
+        let welcome = ServerFrame::Welcome {
+            version: 2,
+            epoch: 9,
+            session: 3,
+            max_frame: DEFAULT_MAX_FRAME,
+            idle_timeout_ms: 30_000,
+            server: "chatd",
+        };
+        encode_server(&welcome, &mut wire);
+        let users = ["alice", "bob"];
+        crate::protocol::codec::encode_members("#general", 2, users, 64, &mut wire);
+        for frame in [
+            ServerFrame::Presence {
+                room: "#general",
+                user: "carol",
+                here: true,
+            },
+            ServerFrame::Error {
+                code: ErrorCode::Forbidden.as_u16(),
+                reference: 0,
+                message: "no",
+            },
+        ] {
+            encode_server(&frame, &mut wire);
+        }
+        wire
+    }
+
     /// Read plans: one byte per read, reads of 2 and 5, one read of up to 256.
     const PLANS: [&[u8]; 3] = [&[0x00], &[0x02, 1, 4], &[0x01, 0xff]];
 
@@ -315,6 +410,50 @@ mod tests {
         assert_eq!((outcome.frames.len(), outcome.error), (5, None));
         let outcome = feed(&TO_CLIENT, Deframer::for_client(64), &server_stream(), &[3]);
         assert_eq!(outcome.frames.len(), 5);
+    }
+
+    #[test]
+    fn version_2_streams_decode_in_version_2_and_stop_in_version_1_at_the_first_new_kind() {
+        for plan in PLANS {
+            decode_stream(&with_plan(plan, &client_stream_v2()));
+            decode_client_stream(&with_plan(plan, &server_stream_v2()));
+        }
+        let v2 = Deframer::for_server_in(Version::V2, 64);
+        let outcome = feed(&TO_SERVER_V2, v2, &client_stream_v2(), &[3]);
+        assert_eq!((outcome.frames.len(), outcome.error), (5, None));
+        // HELLO and JOIN, then WHO's kind byte.
+        let outcome = feed(
+            &TO_SERVER,
+            Deframer::for_server(64),
+            &client_stream_v2(),
+            &[3],
+        );
+        let code = outcome.error.map(|e| e.code);
+        assert_eq!(
+            (outcome.frames.len(), code),
+            (2, Some(ErrorCode::UnknownKind))
+        );
+
+        let v2 = Deframer::for_client_in(Version::V2, 64);
+        let outcome = feed(&TO_CLIENT_V2, v2, &server_stream_v2(), &[3]);
+        assert_eq!((outcome.frames.len(), outcome.error), (4, None));
+        let outcome = feed(
+            &TO_CLIENT,
+            Deframer::for_client(64),
+            &server_stream_v2(),
+            &[3],
+        );
+        let code = outcome.error.map(|e| e.code);
+        assert_eq!(
+            (outcome.frames.len(), code),
+            (1, Some(ErrorCode::UnknownKind))
+        );
+        for cut in 0..client_stream_v2().len() {
+            decode_stream(&with_plan(&[0x02, 0, 6], &client_stream_v2()[..cut]));
+        }
+        for cut in 0..server_stream_v2().len() {
+            decode_client_stream(&with_plan(&[0x02, 0, 6], &server_stream_v2()[..cut]));
+        }
     }
 
     #[test]

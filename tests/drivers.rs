@@ -116,6 +116,7 @@ fn under_the_threads_driver_a_member_that_never_reads_is_dropped_as_a_slow_consu
             version: 1,
             user: "lurker",
             token: &token,
+            client: 0,
         })
         .expect("HELLO");
     assert!(matches!(recv(&mut lurker), Reply::Welcome { .. }));

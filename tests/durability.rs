@@ -93,6 +93,7 @@ fn hello(addr: SocketAddr, token: &str) -> (Client, u64) {
         version: 1,
         user: "alice",
         token,
+        client: 0,
     })
     .expect("send HELLO");
     match recv(&mut c) {

@@ -24,6 +24,7 @@ fn hello<'a>(user: &'a str, token: &'a str) -> ClientFrame<'a> {
         version: 1,
         user,
         token,
+        client: 0,
     }
 }
 
@@ -117,17 +118,26 @@ fn a_kind_the_server_does_not_take_is_unknown_kind(driver: Driver) {
 }
 
 per_driver! {
-fn hello_version_2_is_unsupported_version(driver: Driver) {
+fn hello_of_a_version_the_server_does_not_speak_is_unsupported_version(driver: Driver) {
     let d = driver.start(&[]);
     let token = d.add_user("alice");
     let mut c = d.connect();
     c.send(&ClientFrame::Hello {
-        version: 2,
+        version: 3,
         user: "alice",
         token: &token,
+        client: 0,
     })
     .expect("HELLO");
     expect_fatal(&mut c, ErrorCode::UnsupportedVersion);
+    // Whatever follows the version byte: only its version could say how to read it.
+    for body in [&[0][..], &[9, 0xff, 0xff, 0xff], &[0xff]] {
+        assert_fatal(
+            &mut d.connect(),
+            &raw(kind::HELLO, body),
+            ErrorCode::UnsupportedVersion,
+        );
+    }
 }
 }
 

@@ -3,7 +3,9 @@
 //! compile time in `src/reactor/conn.rs` and `src/session/mod.rs`) and its key in the
 //! reactor's members of the room; the session itself keeps its first room inline, shares its
 //! user's name with the users table, and gives its outbox back once idle. See "Memory per
-//! idle connection" in docs/architecture.md.
+//! idle connection" in docs/architecture.md. Protocol version 2 changes none of that, except
+//! for a connection whose HELLO named a client id: it keeps the id beside the name, in one
+//! allocation of 24 bytes.
 //!
 //! The allocator of this test binary counts every allocation, so this file holds one test:
 //! another running beside it would be counted too.
@@ -19,13 +21,14 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-/// HELLO as alice, then JOIN `room`, as one read.
-fn hello_and_join(room: &str) -> Vec<u8> {
+/// HELLO of `version` (with `client`) as alice, then JOIN `room`, as one read.
+fn hello_and_join(room: &str, version: u8, client: u64) -> Vec<u8> {
     let mut wire = Vec::new();
     let hello = ClientFrame::Hello {
-        version: 1,
+        version,
         user: "alice",
         token: "s3cret",
+        client,
     };
     let join = ClientFrame::Join {
         room,
@@ -57,24 +60,32 @@ fn idle_member(env: &mut FakeEnv, wire: &[u8]) -> Session {
 #[test]
 fn an_idle_member_of_one_room_owns_no_heap_memory() {
     let mut env = FakeEnv::new();
-    let wire = hello_and_join("lobby");
     // The first member opens the room: that memory is the room's, shared by all its members.
-    let first = idle_member(&mut env, &wire);
+    let first = idle_member(&mut env, &hello_and_join("lobby", 1, 0));
+    // (version, client id, heap an idle member of that HELLO holds): the name, shared with
+    // the users table, and 8 bytes of id beside it.
+    for (version, client, expected) in [(1, 0, 0), (2, 0, 0), (2, 42, 24)] {
+        let wire = hello_and_join("lobby", version, client);
+        let region = Region::new(GLOBAL);
+        let second = idle_member(&mut env, &wire);
+        let change = region.change();
 
-    let region = Region::new(GLOBAL);
-    let second = idle_member(&mut env, &wire);
-    let change = region.change();
-
-    // A growing reallocation counts into `bytes_allocated`, a shrinking one into
-    // `bytes_deallocated`.
-    let held = change.bytes_allocated as isize - change.bytes_deallocated as isize;
-    assert_eq!(
-        held, 0,
-        "an idle member holds {held} bytes of heap of its own ({change:?})"
-    );
-    assert!(
-        change.allocations > 0,
-        "the answers were queued on the heap and given back: the count works"
-    );
-    assert_eq!(second.user(), first.user());
+        // A growing reallocation counts into `bytes_allocated`, a shrinking one into
+        // `bytes_deallocated`.
+        let held = change.bytes_allocated as isize - change.bytes_deallocated as isize;
+        assert_eq!(
+            held, expected,
+            "an idle member of version {version}, client {client}, holds {held} bytes of heap \
+             of its own ({change:?})"
+        );
+        assert!(
+            change.allocations > 0,
+            "the answers were queued on the heap and given back: the count works"
+        );
+        assert_eq!(second.user(), first.user());
+        assert_eq!(
+            second.client().map(|c| c.get()),
+            (client != 0).then_some(client)
+        );
+    }
 }

@@ -35,6 +35,7 @@ fn hello(d: &Daemon, user: &str, token: &str) -> (Client, u64) {
         version: 1,
         user,
         token,
+        client: 0,
     })
     .expect("HELLO");
     match recv(&mut c) {
@@ -374,6 +375,7 @@ fn frames_before_hello_and_wrong_tokens_are_refused() {
             version: 1,
             user,
             token,
+            client: 0,
         })
         .expect("HELLO");
         expect_fatal(&mut c, ErrorCode::AuthFailed);
@@ -382,6 +384,26 @@ fn frames_before_hello_and_wrong_tokens_are_refused() {
     let mut zero = d.connect();
     zero.send_raw(&[0, 0, 0, 0]).expect("length 0");
     expect_fatal(&mut zero, ErrorCode::Malformed);
+}
+
+/// The fork model speaks version 1 only: a version 2 HELLO, well formed, is refused as a
+/// version it does not speak, and a version 1 connection's WHO is an unknown kind.
+#[test]
+fn it_speaks_version_1_only() {
+    let d = start(&[]);
+    let token = add(&d, "ann");
+    let mut c = d.connect();
+    c.send(&ClientFrame::Hello {
+        version: 2,
+        user: "ann",
+        token: &token,
+        client: 5,
+    })
+    .expect("HELLO");
+    expect_fatal(&mut c, ErrorCode::UnsupportedVersion);
+    let mut ann = hello(&d, "ann", &token).0;
+    ann.send_raw(&[0, 0, 0, 11, 0x07]).expect("WHO header");
+    expect_fatal(&mut ann, ErrorCode::UnknownKind);
 }
 
 #[test]
@@ -425,6 +447,7 @@ fn past_max_connections_a_client_gets_too_many_until_a_place_is_free() {
             version: 1,
             user: "bob",
             token: &token,
+            client: 0,
         })
         .expect("HELLO");
         match recv(&mut c) {

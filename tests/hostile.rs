@@ -129,6 +129,7 @@ fn hello_bytes(user: &str, token: &str) -> Vec<u8> {
         version: 1,
         user,
         token,
+        client: 0,
     };
     encode_client(&hello, &mut out);
     out
@@ -312,6 +313,7 @@ fn a_flood_over_the_per_address_limit_gets_too_many_and_others_get_in() {
                 version: 1,
                 user: "holder",
                 token: &holder_token,
+                client: 0,
             };
             c.send(&hello).expect("hello");
             assert!(matches!(recv(&mut c), Reply::Welcome { .. }));
@@ -331,6 +333,7 @@ fn a_flood_over_the_per_address_limit_gets_too_many_and_others_get_in() {
             version: 1,
             user: "dave",
             token: &token,
+            client: 0,
         })
         .expect("hello");
     assert!(matches!(recv(&mut other), Reply::Welcome { .. }));

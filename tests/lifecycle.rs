@@ -103,6 +103,7 @@ fn assert_not_served(d: &Daemon, user: &str, token: &str) {
         version: 1,
         user,
         token,
+        client: 0,
     };
     // The write itself may fail on a connection the kernel already reset.
     let _ = c.send(&hello);
@@ -280,6 +281,7 @@ fn user_commands_add_list_remove_and_refuse_mistakes() {
         version: 1,
         user: "bob",
         token: &tokens[2],
+        client: 0,
     })
     .expect("send HELLO");
     expect_fatal(&mut bob, ErrorCode::AuthFailed);
@@ -347,6 +349,7 @@ fn the_data_directory_and_its_epoch_are_created_on_first_run() {
             version: 1,
             user: "alice",
             token,
+            client: 0,
         })
         .expect("send HELLO");
         let epoch = match recv(&mut c) {

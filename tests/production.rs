@@ -20,6 +20,7 @@ fn welcome_max_frame(c: &mut chatd::client::Client, user: &str, token: &str) -> 
         version: 1,
         user,
         token,
+        client: 0,
     })
     .expect("hello");
     match recv(c) {
@@ -41,6 +42,7 @@ fn a_config_file_sets_options_and_flags_override_it() {
         version: 1,
         user: "alice",
         token: &token,
+        client: 0,
     })
     .expect("hello");
     match recv(&mut c) {

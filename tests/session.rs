@@ -64,6 +64,7 @@ fn ipv4_and_ipv6_listeners_serve_the_same_rooms() {
         version: 1,
         user: "bob",
         token: &bob_token,
+        client: 0,
     })
     .expect("hello");
     assert!(matches!(recv(&mut bob), Reply::Welcome { .. }));

@@ -230,6 +230,7 @@ fn frames_split_at_every_byte_across_tls_records_are_reassembled() {
             version: 1,
             user: "alice",
             token: &token,
+            client: 0,
         },
         ClientFrame::Join {
             room: "#split",

@@ -128,6 +128,7 @@ fn hello(c: &mut Client) {
         version: 1,
         user: "alice",
         token: "t0k",
+        client: 0,
     })
     .expect("send HELLO");
 }
@@ -281,6 +282,7 @@ fn a_reader_thread_blocked_on_the_socket_does_not_block_the_writer() {
             version: 1,
             user: "alice",
             token: "t",
+            client: 0,
         }))
         .expect("HELLO");
     let deadline = Instant::now() + PATIENCE;

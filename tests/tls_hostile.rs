@@ -123,6 +123,7 @@ fn plaintext_to_a_tls_port_ends_only_that_connection() {
             version: 1,
             user: "alice",
             token: "x",
+            client: 0,
         },
         &mut hello,
     );

@@ -53,6 +53,7 @@ fn expect_login_refused(d: &Daemon, user: &str, token: &str) {
         version: 1,
         user,
         token,
+        client: 0,
     })
     .expect("send HELLO");
     expect_fatal(&mut c, ErrorCode::AuthFailed);

@@ -34,6 +34,7 @@ fn hello_bytes(user: &str, token: &str) -> Vec<u8> {
             version: 1,
             user,
             token,
+            client: 0,
         },
         &mut bytes,
     );

@@ -54,6 +54,19 @@ ack = frame(0x85, u64(1) + u64(42))
 pong = frame(0x86, u64(7))
 error = frame(0x87, struct.pack(">H", 8) + u64(1) + s("not joined"))
 
+# Version 2 (protocol-v2.md): HELLO with a client id, WHO, WATCH, MEMBERS, PRESENCE, and the
+# two new error codes.
+hello_v2 = frame(0x01, b"\x02" + s("alice") + s("secret") + u64(0x0102030405060708))
+hello_v1_with_client = frame(0x01, b"\x01" + s("alice") + s("secret") + u64(1))
+hello_v9_garbage = frame(0x01, b"\x09\xff\xff\x00")
+who = frame(0x07, s("#general"))
+watch_on = frame(0x08, s("#general") + b"\x01")
+watch_2 = frame(0x08, s("#general") + b"\x02")
+members = frame(0x88, s("#general") + u32(3) + struct.pack(">H", 2) + s("alice") + s("bob"))
+presence = frame(0x89, s("#general") + s("carol") + b"\x01")
+forbidden = frame(0x87, struct.pack(">H", 16) + u64(0) + s("forbidden"))
+stale_id = frame(0x87, struct.pack(">H", 17) + u64(5) + s("stale id"))
+
 SEEDS = {
     "decode_server": {
         "hello_join_send": ONE_BYTE_READS + hello + join + send,
@@ -68,6 +81,12 @@ SEEDS = {
         "bye_with_body": reads(2) + frame(0x06, b"\x00"),
         "str_past_body": reads(2) + frame(0x03, struct.pack(">H", 5) + b"a"),
         "text_not_utf8": reads(9) + frame(0x04, s("#general") + u64(3) + b"\xc3("),
+        "v2_hello_join_who_watch": ONE_BYTE_READS + hello_v2 + join + who + watch_on + ping,
+        "v2_every_new_kind": reads(13) + who + watch_on + watch_2 + hello_v2,
+        "v1_hello_with_client_id": reads(4) + hello_v1_with_client + ping,
+        "hello_of_another_version": reads(2) + hello_v9_garbage + who,
+        "who_cut_short": reads(3) + hello_v2 + who[:-2],
+        "watch_without_on": reads(5) + frame(0x08, s("#general")),
     },
     "decode_client": {
         "welcome_joined_msg": ONE_BYTE_READS + welcome + joined + msg,
@@ -78,6 +97,12 @@ SEEDS = {
         "zero_length": ONE_BYTE_READS + ack + u32(0),
         "wrong_direction_kind": ONE_BYTE_READS + frame(0x05, u64(1)),
         "str_not_utf8": reads(2) + frame(0x83, s(b"\xff\xfe")),
+        "v2_members_presence_errors": reads(11) + welcome + members + presence + forbidden
+        + stale_id,
+        "members_count_lies": reads(7) + frame(0x88, s("#a") + u32(3) + struct.pack(">H", 3)
+                                               + s("alice") + s("bob")),
+        "presence_here_2": ONE_BYTE_READS + frame(0x89, s("#a") + s("bob") + b"\x02"),
+        "members_then_v1_kinds": reads(31) + members + joined + msg,
     },
 }
 
@@ -110,6 +135,22 @@ def s_send(room=0, id=1, text=0):
 
 def s_send_long(room=0, id=1, extra=0):
     return bytes([1, 5, room, id, extra])
+
+
+def s_hello2(user=0, token=0, client=1):
+    return bytes([1, 0, 0x80, user, token, client])
+
+
+def s_hello_version(version=0xf3, user=0, token=0):
+    return bytes([1, 0, version, user, token])
+
+
+def s_who(room=0):
+    return bytes([1, 8, room])
+
+
+def s_watch(room=0, on=1):
+    return bytes([1, 9, room, on])
 
 
 def s_raw(data):
@@ -174,6 +215,16 @@ SEEDS["session"] = {
     "archive_during_a_batch_that_fails": s_hello() + s_join() + s_post() * 12 + s_write(255)
     + s_send(0, 1) + s_archive(2) + s_store(1) + s_post() + DRAIN,
     "send_to_room_not_joined": s_hello() + s_send(1, 5) + s_leave(1) + s_join(4) + DRAIN,
+    # Version 2 and mixed versions.
+    "v2_hello_join_who_watch": s_hello2() + s_join() + s_who() + s_watch(0, 1) + s_watch(0, 2)
+    + s_ping(1) + DRAIN,
+    "v2_client_0_send_ack": s_hello2(0, 0, 0) + s_join() + s_send() + s_store() + DRAIN,
+    "v1_hello_then_who": s_hello() + s_join() + s_who() + s_ping(1) + DRAIN,
+    "who_before_hello": s_who() + s_hello() + DRAIN,
+    "hello_of_another_version": s_hello_version() + s_ping(1) + DRAIN,
+    "v1_hello_with_client_id": s_raw(hello_v1_with_client[:29]) + DRAIN,
+    "v2_then_v1_hello": s_hello2() + s_hello() + DRAIN,
+    "v2_who_not_joined_then_watch_bad_room": s_hello2() + s_who(1) + s_watch(5, 1) + DRAIN,
 }
 
 

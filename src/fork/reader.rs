@@ -199,11 +199,15 @@ impl<'a> Reader<'a> {
             Err(FrameError { code, reason }) => return Some(self.fatal(code, reason)),
         };
         match frame {
+            // The fork model speaks version 1 only: a HELLO of any other version, 2 included,
+            // is UNSUPPORTED_VERSION.
             ClientFrame::Hello {
                 version,
                 user,
                 token,
+                ..
             } => self.hello(version, user, token),
+            ClientFrame::HelloUnsupported { version, .. } => self.hello(version, "", ""),
             ClientFrame::Join { room, after, limit } => self.join(room, after, limit),
             ClientFrame::Leave { room } => {
                 self.leave(room);
@@ -218,6 +222,11 @@ impl<'a> Reader<'a> {
                 None
             }
             ClientFrame::Bye => Some(End::Finish),
+            // Version 2's kinds: the version 1 deframer above refuses them from their kind
+            // byte, so they never get here; should one, it is what version 1 says it is.
+            ClientFrame::Who { .. } | ClientFrame::Watch { .. } => {
+                Some(self.fatal(ErrorCode::UnknownKind, "unknown frame kind"))
+            }
         }
     }
 

@@ -13,7 +13,8 @@
 //! | op | what it does                                                    | arguments      |
 //! |----|-----------------------------------------------------------------|----------------|
 //! | 0  | append raw bytes to the input and call `receive`                | len, bytes     |
-//! | 1,2| append one encoded client frame (valid-ish) and call `receive`   | 4 bytes        |
+//! | 1,2| append one encoded client frame (valid-ish, of either version:    | 4 bytes        |
+//! |    | HELLO 1 or 2 or another, WHO, WATCH) and call `receive`          |                |
 //! | 3  | play the sequencer: settle the batch in flight (fails if bit 0  | fail mask      |
 //! |    | is set), then store every pending SEND, one batch each          |                |
 //! | 4  | advance the clock by `n * 100 ms`, then `tick`                  | n              |
@@ -26,6 +27,11 @@
 //!
 //! At the end the sequencer settles what is in flight, stores what is pending, and the
 //! outbox is drained.
+//!
+//! Versions mix freely: a HELLO of version 1, 2 or another, and WHO or WATCH before or after
+//! it. The client checks that WELCOME echoes the version of the HELLO it answers, that a
+//! version 1 connection never sees a frame or error code only version 2 has, and that a WHO
+//! or WATCH on a connection not in version 2 never leaves it open.
 
 use std::collections::HashMap;
 use std::io::{self, IoSlice, Write};
@@ -34,7 +40,9 @@ use std::time::Duration;
 use super::fake::{EPOCH, FakeEnv, TS_MS};
 use crate::config::Limits;
 use crate::protocol::codec::{parse_client, parse_server};
-use crate::protocol::{ClientFrame, Decoded, Deframer, ErrorCode, ServerFrame, encode_client};
+use crate::protocol::{
+    ClientFrame, Decoded, Deframer, ErrorCode, ServerFrame, Version, encode_client, kind,
+};
 use crate::room::RingLimits;
 use crate::session::{Session, Tick};
 
@@ -74,6 +82,8 @@ fn is_fatal(code: u16) -> bool {
                 | ErrorCode::RateLimited
                 | ErrorCode::TooMany
                 | ErrorCode::Storage
+                | ErrorCode::Forbidden
+                | ErrorCode::StaleId
         )
     )
 }
@@ -161,7 +171,13 @@ struct Client {
     /// Bytes received and not yet a whole frame.
     pending: Vec<u8>,
     frames: usize,
-    welcomed: bool,
+    /// The version WELCOME named; `None` before it.
+    welcomed: Option<u8>,
+    /// The version of the first HELLO the session took, the one a WELCOME answers.
+    hello_version: Option<u8>,
+    /// A WHO or WATCH was taken on a connection whose first HELLO was not version 2 (or
+    /// before any HELLO): the session must end.
+    who_before_v2: bool,
     /// The fatal ERROR received, after which nothing may come.
     fatal: Option<u16>,
     /// Rooms joined: the last MSG seq seen since the JOINED (0: none yet).
@@ -183,7 +199,9 @@ struct Client {
 impl Client {
     /// Takes the whole frames off `pending` and checks each.
     fn read(&mut self, env: &FakeEnv) {
-        let deframer = Deframer::for_client(MAX_FRAME);
+        // Every kind of every version, so that a version 2 frame on a version 1 connection
+        // is seen and caught below rather than refused here.
+        let deframer = Deframer::for_client_in(Version::V2, MAX_FRAME);
         let bytes = std::mem::take(&mut self.pending);
         let mut rest = &bytes[..];
         loop {
@@ -207,7 +225,13 @@ impl Client {
             "{shown} after the fatal ERROR {:?}",
             self.fatal
         );
-        if !self.welcomed {
+        if self.welcomed != Some(2) {
+            let v2_only = kind::introduced_in(frame.kind()) != Some(Version::V1);
+            let stale = matches!(*frame, ServerFrame::Error { code, .. }
+                if code == ErrorCode::StaleId.as_u16());
+            assert!(!v2_only && !stale, "{shown} on a version 1 connection");
+        }
+        if self.welcomed.is_none() {
             assert!(
                 matches!(
                     frame,
@@ -223,9 +247,10 @@ impl Client {
                 max_frame,
                 ..
             } => {
-                assert!(!self.welcomed, "a second WELCOME");
-                assert_eq!((version, epoch, max_frame), (1, EPOCH, MAX_FRAME));
-                self.welcomed = true;
+                assert!(self.welcomed.is_none(), "a second WELCOME");
+                assert_eq!((epoch, max_frame), (EPOCH, MAX_FRAME));
+                assert_eq!(Some(version), self.hello_version, "WELCOME echoes HELLO");
+                self.welcomed = Some(version);
             }
             ServerFrame::Joined { room, first, head } => {
                 assert!(first <= head, "{shown}");
@@ -276,6 +301,21 @@ impl Client {
                     "{shown} overtook the answer to a SEND before its PING"
                 );
             }
+            ServerFrame::Members { room, total, users } => {
+                assert!(
+                    self.joined.contains_key(room),
+                    "{shown} for a room not joined"
+                );
+                assert!(users.len() <= usize::try_from(total).unwrap_or(usize::MAX));
+                let users: Vec<&str> = users.iter().collect();
+                assert!(users.windows(2).all(|w| w[0] < w[1]), "{shown} not sorted");
+            }
+            ServerFrame::Presence { room, .. } => {
+                assert!(
+                    self.joined.contains_key(room),
+                    "{shown} for a room not joined"
+                );
+            }
             ServerFrame::Error {
                 code, reference, ..
             } => {
@@ -296,9 +336,18 @@ impl Client {
 
     /// Notes the SENDs and PINGs among the whole frames the session took from the input.
     fn took(&mut self, mut used: &[u8]) {
-        let deframer = Deframer::for_server(MAX_FRAME);
+        let deframer = Deframer::for_server_in(Version::V2, MAX_FRAME);
         while let Ok(Decoded::Frame(raw)) = deframer.next(used) {
             match parse_client(&raw) {
+                Ok(
+                    ClientFrame::Hello { version, .. }
+                    | ClientFrame::HelloUnsupported { version, .. },
+                ) => {
+                    self.hello_version.get_or_insert(version);
+                }
+                Ok(ClientFrame::Who { .. } | ClientFrame::Watch { .. }) => {
+                    self.who_before_v2 |= self.hello_version != Some(2);
+                }
                 Ok(ClientFrame::Send { id, .. }) => {
                     self.sends.add(id);
                     self.sends_taken += usize::from(id != 0);
@@ -307,6 +356,9 @@ impl Client {
                     self.pings.add(nonce);
                     self.barriers.push_back((nonce, self.sends_taken));
                 }
+                // The session reads nothing after BYE, though it counts the rest of that
+                // input as used: what follows was never taken.
+                Ok(ClientFrame::Bye) => return,
                 _ => {}
             }
             used = used.get(raw.wire_len..).unwrap_or_default();
@@ -337,15 +389,20 @@ impl Script<'_> {
 fn client_frame(script: &mut Script<'_>, out: &mut Vec<u8>) {
     let (sel, a) = (script.byte(), script.byte());
     let room = ROOMS[usize::from(a) % ROOMS.len()];
-    let frame = match sel % 8 {
+    let frame = match sel % 10 {
         0 => {
             let user = script.pick(NAMES);
             let token = script.pick(TOKENS);
-            let version = if a >= 0xf0 { a } else { 1 };
+            let (version, client) = match a {
+                0xf0.. => (a, 0),
+                0x80.. => (2, u64::from(script.byte())),
+                _ => (1, 0),
+            };
             ClientFrame::Hello {
                 version,
                 user,
                 token,
+                client,
             }
         }
         1 => {
@@ -383,6 +440,11 @@ fn client_frame(script: &mut Script<'_>, out: &mut Vec<u8>) {
             );
             return;
         }
+        8 => ClientFrame::Who { room },
+        9 => ClientFrame::Watch {
+            room,
+            on: script.byte() % 3,
+        },
         _ => ClientFrame::Send {
             room,
             id: script.byte().into(),
@@ -469,6 +531,10 @@ fn run_with(data: &[u8], strict: bool, tweak: impl FnOnce(&mut FakeEnv)) -> (usi
         env.members,
         i64::try_from(s.rooms().count()).unwrap_or(i64::MAX),
         "joined/left calls do not match the memberships"
+    );
+    assert!(
+        !client.who_before_v2 || s.ended_by().is_some(),
+        "a WHO or WATCH outside version 2 left the session open"
     );
     match s.ended_by() {
         Some(code) => assert_eq!(client.fatal, Some(code.as_u16()), "fatal error unsaid"),
@@ -592,6 +658,22 @@ mod tests {
             // WELCOME JOINED, the window (8 MSGs), the 4 older ones from the log, STORAGE for
             // the SEND whose sync failed, and the MSG that took its seq.
             ("archive_during_a_batch_that_fails", 16, None),
+            // Version 2: WELCOME JOINED, WHO and WATCH not implemented yet (INVALID), WATCH 2
+            // (INVALID), PONG.
+            ("v2_hello_join_who_watch", 6, None),
+            ("v2_client_0_send_ack", 4, None),
+            // Version 1 as before: WELCOME JOINED, then the WHO is an unknown kind.
+            ("v1_hello_then_who", 3, fatal(ErrorCode::UnknownKind)),
+            ("who_before_hello", 1, fatal(ErrorCode::UnknownKind)),
+            (
+                "hello_of_another_version",
+                1,
+                fatal(ErrorCode::UnsupportedVersion),
+            ),
+            ("v1_hello_with_client_id", 1, fatal(ErrorCode::Malformed)),
+            ("v2_then_v1_hello", 2, fatal(ErrorCode::NotAuthenticated)),
+            // WELCOME, NOT_JOINED, INVALID (room "")
+            ("v2_who_not_joined_then_watch_bad_room", 3, None),
         ];
         for (name, frames, end) in cases {
             let (saw, fatal) = run(&seed(name), true);

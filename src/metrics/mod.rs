@@ -14,21 +14,27 @@ use crate::protocol::ErrorCode;
 use crate::transport::tls::Failure;
 use histogram::Histogram;
 
-/// Client frame kinds are 1..=6; index 0 counts nothing (kept so kinds index directly).
-const KINDS: usize = 7;
-const CODES: usize = 16;
-const OUT_NAMES: [&str; 8] = [
-    "", "WELCOME", "JOINED", "LEFT", "MSG", "ACK", "PONG", "ERROR",
+/// Client frame kinds are 1..=8 (WHO and WATCH are version 2's); index 0 counts nothing
+/// (kept so kinds index directly).
+const KINDS: usize = 9;
+/// Error codes are 1..=17 (FORBIDDEN and STALE_ID are version 2's); index 0 counts nothing.
+const CODES: usize = 18;
+/// Server frame kinds 0x81..=0x89, at index kind - 0x80.
+const OUT_KINDS: usize = 10;
+const OUT_NAMES: [&str; OUT_KINDS] = [
+    "", "WELCOME", "JOINED", "LEFT", "MSG", "ACK", "PONG", "ERROR", "MEMBERS", "PRESENCE",
 ];
-const KIND_NAMES: [&str; KINDS] = ["", "HELLO", "JOIN", "LEAVE", "SEND", "PING", "BYE"];
+const KIND_NAMES: [&str; KINDS] = [
+    "", "HELLO", "JOIN", "LEAVE", "SEND", "PING", "BYE", "WHO", "WATCH",
+];
 
 /// One reactor's counters. Aligned so two reactors never share a cache line.
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub struct Shard {
     pub frames_in: [AtomicU64; KINDS],
-    /// Server frame kinds 0x81..=0x87, at index kind - 0x80.
-    pub frames_out: [AtomicU64; 8],
+    /// Server frame kinds 0x81..=0x89, at index kind - 0x80.
+    pub frames_out: [AtomicU64; OUT_KINDS],
     pub errors: [AtomicU64; CODES],
     /// MSG frames queued to members (live and replayed): the fanout.
     pub delivered: AtomicU64,
@@ -460,5 +466,28 @@ mod tests {
         assert!(text.contains("chatd_fsync_seconds_bucket{le=\"+Inf\"} 3"));
         assert!(text.contains("chatd_fsync_seconds_count 3"));
         assert!(text.contains("chatd_rooms 3"));
+    }
+
+    #[test]
+    fn version_2_kinds_and_codes_are_counted() {
+        use crate::protocol::kind;
+        let m = Metrics::new(1);
+        m.shards[0].frame_in(kind::WHO);
+        m.shards[0].frame_in(kind::WATCH);
+        m.shards[0].frame_out(kind::MEMBERS, 2);
+        m.shards[0].frame_out(kind::PRESENCE, 3);
+        m.shards[0].error(ErrorCode::Forbidden);
+        m.shards[0].error(ErrorCode::StaleId);
+        let text = m.render(0);
+        for line in [
+            "chatd_frames_in_total{kind=\"WHO\"} 1",
+            "chatd_frames_in_total{kind=\"WATCH\"} 1",
+            "chatd_frames_out_total{kind=\"MEMBERS\"} 2",
+            "chatd_frames_out_total{kind=\"PRESENCE\"} 3",
+            "chatd_errors_total{code=\"FORBIDDEN\"} 1",
+            "chatd_errors_total{code=\"STALE_ID\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
     }
 }

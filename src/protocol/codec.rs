@@ -3,10 +3,13 @@
 //! The deframer looks at a byte buffer and answers "here is a frame", "need more bytes", or
 //! a protocol error carrying its contract code. It judges a frame by its header as early as the
 //! bytes allow: a zero or oversized length after 4 bytes, an unknown kind after 5, so that a
-//! hostile peer can never make us buffer a body we are going to refuse.
+//! hostile peer can never make us buffer a body we are going to refuse. Which kinds it knows
+//! depends on the protocol version of the connection: a version 1 connection (and every
+//! connection before its HELLO) refuses version 2's kinds from their kind byte, as it always
+//! did.
 
 use super::HEADER_LEN;
-use super::frame::{ClientFrame, ErrorCode, ServerFrame, kind};
+use super::frame::{ClientFrame, ErrorCode, ServerFrame, UserList, Version, kind};
 
 /// Why a frame was refused: the contract code plus a short human reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,27 +43,42 @@ pub enum Decoded<'a> {
     NeedMore,
 }
 
-/// Splits a byte stream into frames of one direction.
+/// Splits a byte stream into frames of one direction and one protocol version.
 #[derive(Debug, Clone, Copy)]
 pub struct Deframer {
     max_frame: u32,
-    known_kind: fn(u8) -> bool,
+    version: Version,
+    /// Reads what a server receives (client kinds); else what a client receives.
+    to_server: bool,
 }
 
 impl Deframer {
-    /// A deframer for what a server receives: client kinds only.
+    /// A deframer for what a server receives on a version 1 connection, and on any
+    /// connection before its HELLO: version 1's client kinds only.
     pub fn for_server(max_frame: u32) -> Deframer {
+        Deframer::for_server_in(Version::V1, max_frame)
+    }
+
+    /// A deframer for what a server receives on a connection speaking `version`.
+    pub fn for_server_in(version: Version, max_frame: u32) -> Deframer {
         Deframer {
             max_frame,
-            known_kind: kind::is_client,
+            version,
+            to_server: true,
         }
     }
 
-    /// A deframer for what a client receives: server kinds only.
+    /// A deframer for what a version 1 client receives: version 1's server kinds only.
     pub fn for_client(max_frame: u32) -> Deframer {
+        Deframer::for_client_in(Version::V1, max_frame)
+    }
+
+    /// A deframer for what a client speaking `version` receives.
+    pub fn for_client_in(version: Version, max_frame: u32) -> Deframer {
         Deframer {
             max_frame,
-            known_kind: kind::is_server,
+            version,
+            to_server: false,
         }
     }
 
@@ -68,12 +86,24 @@ impl Deframer {
         self.max_frame
     }
 
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    fn known_kind(&self, kind_byte: u8) -> bool {
+        if self.to_server {
+            kind::is_client_in(self.version, kind_byte)
+        } else {
+            kind::is_server_in(self.version, kind_byte)
+        }
+    }
+
     /// Looks at the front of `buf`.
     ///
     /// # Errors
     /// `MALFORMED` for a zero length, `TOO_LARGE` for a length over `max_frame`, and
-    /// `UNKNOWN_KIND` for a kind byte of the wrong direction, each as soon as the bytes that
-    /// show it are present.
+    /// `UNKNOWN_KIND` for a kind byte of the wrong direction or of a later version, each as
+    /// soon as the bytes that show it are present.
     pub fn next<'a>(&self, buf: &'a [u8]) -> Result<Decoded<'a>, FrameError> {
         let Some(header) = buf.first_chunk::<HEADER_LEN>() else {
             return Ok(Decoded::NeedMore);
@@ -91,7 +121,7 @@ impl Deframer {
         let Some(&kind_byte) = buf.get(HEADER_LEN) else {
             return Ok(Decoded::NeedMore);
         };
-        if !(self.known_kind)(kind_byte) {
+        if !self.known_kind(kind_byte) {
             return Err(FrameError {
                 code: ErrorCode::UnknownKind,
                 reason: "unknown frame kind",
@@ -168,6 +198,11 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(bytes).map_err(|_| FrameError::malformed("text is not UTF-8"))
     }
 
+    /// How many bytes are left to read.
+    pub fn remaining(&self) -> usize {
+        self.rest.len()
+    }
+
     /// Succeeds only if every byte was read.
     pub fn finish(&self) -> Result<(), FrameError> {
         if self.rest.is_empty() {
@@ -180,16 +215,37 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Parses the body of a client frame. `raw.kind` must be a client kind (the deframer made
+/// Parses the body of a client frame of any version; whether the connection may send that
+/// kind is the deframer's business. `raw.kind` must be a client kind (the deframer made
 /// sure); any other kind is reported as `UNKNOWN_KIND`.
+///
+/// A HELLO is read by its version byte: version 1 is `user, token`, version 2 is `user,
+/// token, client` (so a version 1 HELLO with a client id behind its token has bytes left over,
+/// MALFORMED), and any other version is [`ClientFrame::HelloUnsupported`] whatever follows.
 pub fn parse_client<'a>(raw: &RawFrame<'a>) -> Result<ClientFrame<'a>, FrameError> {
     let mut r = Reader::new(raw.body);
     let frame = match raw.kind {
-        kind::HELLO => ClientFrame::Hello {
-            version: r.u8()?,
-            user: r.str()?,
-            token: r.str()?,
-        },
+        kind::HELLO => {
+            let version = r.u8()?;
+            match Version::from_wire(version) {
+                Some(Version::V1) => ClientFrame::Hello {
+                    version,
+                    user: r.str()?,
+                    token: r.str()?,
+                    client: 0,
+                },
+                Some(Version::V2) => ClientFrame::Hello {
+                    version,
+                    user: r.str()?,
+                    token: r.str()?,
+                    client: r.u64()?,
+                },
+                None => ClientFrame::HelloUnsupported {
+                    version,
+                    rest: r.take(r.remaining()).unwrap_or_default(),
+                },
+            }
+        }
         kind::JOIN => ClientFrame::Join {
             room: r.str()?,
             after: r.u64()?,
@@ -203,6 +259,11 @@ pub fn parse_client<'a>(raw: &RawFrame<'a>) -> Result<ClientFrame<'a>, FrameErro
         },
         kind::PING => ClientFrame::Ping { nonce: r.u64()? },
         kind::BYE => ClientFrame::Bye,
+        kind::WHO => ClientFrame::Who { room: r.str()? },
+        kind::WATCH => ClientFrame::Watch {
+            room: r.str()?,
+            on: r.u8()?,
+        },
         _ => {
             return Err(FrameError {
                 code: ErrorCode::UnknownKind,
@@ -248,6 +309,22 @@ pub fn parse_server<'a>(raw: &RawFrame<'a>) -> Result<ServerFrame<'a>, FrameErro
             code: r.u16()?,
             reference: r.u64()?,
             message: r.str()?,
+        },
+        kind::MEMBERS => {
+            let room = r.str()?;
+            let total = r.u32()?;
+            let count = r.u16()?;
+            let users = UserList::from_wire(count, r.take(r.remaining()).unwrap_or_default())?;
+            ServerFrame::Members { room, total, users }
+        }
+        kind::PRESENCE => ServerFrame::Presence {
+            room: r.str()?,
+            user: r.str()?,
+            here: match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(FrameError::malformed("PRESENCE here is neither 0 nor 1")),
+            },
         },
         _ => {
             return Err(FrameError {
@@ -306,6 +383,11 @@ impl<'a> FrameWriter<'a> {
         self
     }
 
+    fn bytes(&mut self, b: &[u8]) -> &mut Self {
+        self.out.extend_from_slice(b);
+        self
+    }
+
     fn finish(&mut self) {
         let length = self.out.len() - self.start - HEADER_LEN;
         let length = u32::try_from(length).unwrap_or(u32::MAX);
@@ -335,12 +417,22 @@ pub fn encode_client(frame: &ClientFrame<'_>, out: &mut Vec<u8>) {
             version,
             user,
             token,
-        } => w.u8(version).str(user).str(token),
+            client,
+        } => {
+            w.u8(version).str(user).str(token);
+            match Version::from_wire(version) {
+                Some(Version::V2) => w.u64(client),
+                _ => &mut w,
+            }
+        }
+        ClientFrame::HelloUnsupported { version, rest } => w.u8(version).bytes(rest),
         ClientFrame::Join { room, after, limit } => w.str(room).u64(after).u32(limit),
         ClientFrame::Leave { room } => w.str(room),
         ClientFrame::Send { room, id, text } => w.str(room).u64(id).text(text),
         ClientFrame::Ping { nonce } => w.u64(nonce),
         ClientFrame::Bye => &mut w,
+        ClientFrame::Who { room } => w.str(room),
+        ClientFrame::Watch { room, on } => w.str(room).u8(on),
     }
     .finish();
 }
@@ -379,8 +471,43 @@ pub fn encode_server(frame: &ServerFrame<'_>, out: &mut Vec<u8>) {
             reference,
             message,
         } => w.u16(code).u64(reference).str(message),
+        ServerFrame::Members { room, total, users } => w
+            .str(room)
+            .u32(total)
+            .u16(u16::try_from(users.len()).unwrap_or(u16::MAX))
+            .bytes(users.wire()),
+        ServerFrame::Presence { room, user, here } => w.str(room).str(user).u8(u8::from(here)),
     }
     .finish();
+}
+
+/// Appends a MEMBERS frame of `room` listing the longest prefix of `users` that fits in
+/// `max_frame` (and in a u16 count), and returns how many it listed. `users` should come
+/// sorted, as the contract lists them, so that what is left out is the end of the list;
+/// `total` is how many there are in all, listed or not.
+///
+/// A MEMBERS with no user takes `9 + room` bytes (73 for the longest room name), which every
+/// `max_frame` the server accepts holds; with a `max_frame` smaller than that the frame is
+/// written with no user, longer than `max_frame`.
+pub fn encode_members<'u>(
+    room: &str,
+    total: u32,
+    users: impl IntoIterator<Item = &'u str>,
+    max_frame: u32,
+    out: &mut Vec<u8>,
+) -> u16 {
+    let max_frame = usize::try_from(max_frame).unwrap_or(usize::MAX);
+    // kind, room, total, count
+    let mut length = 1 + 2 + room.len() + 4 + 2;
+    let fitting = users.into_iter().take_while(|user| {
+        length = length.saturating_add(2 + user.len());
+        length <= max_frame
+    });
+    let mut list = Vec::new();
+    let count = UserList::write(fitting, &mut list);
+    let users = UserList { count, wire: &list };
+    encode_server(&ServerFrame::Members { room, total, users }, out);
+    count
 }
 
 /// The `length` field of the MSG frame that would carry this message: the kind byte, the

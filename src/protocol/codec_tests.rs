@@ -1,6 +1,9 @@
 //! Tests of the codec against the wire contract (protocol v1): the exact bytes of every frame
-//! kind, every error the decoder can report, and properties over arbitrary frames, arbitrary
-//! splits of a stream into reads, and arbitrary bytes.
+//! kind, every error the decoder can report, and properties over arbitrary frames (of both
+//! versions), arbitrary splits of a stream into reads, and arbitrary bytes. What version 2
+//! added has its examples and errors in `codec_tests/v2.rs`.
+
+mod v2;
 
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -10,7 +13,7 @@ use super::codec::{
 };
 use super::{
     ClientFrame, DEFAULT_MAX_FRAME, Decoded, Deframer, ErrorCode, HEADER_LEN, ServerFrame,
-    encode_client, encode_server, kind,
+    UserList, Version, encode_client, encode_server, kind,
 };
 
 /// Bytes from hex words; a word may hold several bytes ("0000000a" is four), so expected
@@ -31,7 +34,7 @@ fn hex(s: &str) -> Vec<u8> {
 #[rustfmt::skip] // a table: one frame and its bytes per line
 fn client_examples() -> Vec<(ClientFrame<'static>, Vec<u8>)> {
     vec![
-        (ClientFrame::Hello { version: 1, user: "al", token: "pw" },
+        (ClientFrame::Hello { version: 1, user: "al", token: "pw", client: 0 },
             hex("0000000a 01 01 0002 616c 0002 7077")),
         (ClientFrame::Join { room: "#a", after: 5, limit: u32::MAX },
             hex("00000011 02 0002 2361 0000000000000005 ffffffff")),
@@ -78,18 +81,24 @@ fn raw_frame(deframer: Deframer, wire: &[u8]) -> RawFrame<'_> {
     }
 }
 
-/// Deframes and parses a buffer holding exactly one client frame.
+/// Deframes and parses a buffer holding exactly one client frame, of either version.
 #[track_caller]
 fn decode_client(wire: &[u8]) -> Result<ClientFrame<'_>, FrameError> {
-    let raw = raw_frame(Deframer::for_server(DEFAULT_MAX_FRAME), wire);
+    let raw = raw_frame(
+        Deframer::for_server_in(Version::V2, DEFAULT_MAX_FRAME),
+        wire,
+    );
     assert_eq!(raw.wire_len, wire.len());
     parse_client(&raw)
 }
 
-/// Deframes and parses a buffer holding exactly one server frame.
+/// Deframes and parses a buffer holding exactly one server frame, of either version.
 #[track_caller]
 fn decode_server(wire: &[u8]) -> Result<ServerFrame<'_>, FrameError> {
-    let raw = raw_frame(Deframer::for_client(DEFAULT_MAX_FRAME), wire);
+    let raw = raw_frame(
+        Deframer::for_client_in(Version::V2, DEFAULT_MAX_FRAME),
+        wire,
+    );
     assert_eq!(raw.wire_len, wire.len());
     parse_server(&raw)
 }
@@ -377,13 +386,43 @@ fn field() -> impl Strategy<Value = &'static str> {
     any::<String>().prop_map(|s| &*s.leak())
 }
 
+/// Any short run of bytes, leaked as [`field`] is.
+fn bytes() -> impl Strategy<Value = &'static [u8]> {
+    prop::collection::vec(any::<u8>(), 0..24).prop_map(|v| &*v.leak())
+}
+
+/// A MEMBERS user list of up to 6 arbitrary strings, its wire leaked as [`field`] is.
+fn user_list() -> impl Strategy<Value = UserList<'static>> {
+    prop::collection::vec(field(), 0..6).prop_map(|users| {
+        let mut wire = Vec::new();
+        let count = UserList::write(users, &mut wire);
+        UserList::from_wire(count, wire.leak()).expect("a written list reads back")
+    })
+}
+
+/// Client frames of both versions, each as the codec decodes it: a version 1 HELLO has no
+/// client id, and a HELLO of another version is kept as its raw rest.
 fn client_frame() -> impl Strategy<Value = ClientFrame<'static>> {
     prop_oneof![
-        (any::<u8>(), field(), field()).prop_map(|(version, user, token)| ClientFrame::Hello {
-            version,
+        (field(), field()).prop_map(|(user, token)| ClientFrame::Hello {
+            version: 1,
             user,
-            token
+            token,
+            client: 0,
         }),
+        (field(), field(), any::<u64>()).prop_map(|(user, token, client)| ClientFrame::Hello {
+            version: 2,
+            user,
+            token,
+            client,
+        }),
+        (
+            any::<u8>().prop_filter("a version spoken", |v| Version::from_wire(*v).is_none()),
+            bytes()
+        )
+            .prop_map(|(version, rest)| ClientFrame::HelloUnsupported { version, rest }),
+        field().prop_map(|room| ClientFrame::Who { room }),
+        (field(), any::<u8>()).prop_map(|(room, on)| ClientFrame::Watch { room, on }),
         (field(), any::<u64>(), any::<u32>()).prop_map(|(room, after, limit)| ClientFrame::Join {
             room,
             after,
@@ -438,6 +477,13 @@ fn server_frame() -> impl Strategy<Value = ServerFrame<'static>> {
                 message,
             }
         }),
+        (field(), any::<u32>(), user_list())
+            .prop_map(|(room, total, users)| ServerFrame::Members { room, total, users }),
+        (field(), field(), any::<bool>()).prop_map(|(room, user, here)| ServerFrame::Presence {
+            room,
+            user,
+            here
+        }),
     ]
 }
 
@@ -445,8 +491,8 @@ fn server_frame() -> impl Strategy<Value = ServerFrame<'static>> {
 /// of either direction (or any kind) followed by anything.
 fn wire_bytes() -> impl Strategy<Value = Vec<u8>> {
     let kind = prop_oneof![
-        kind::HELLO..=kind::BYE,
-        kind::WELCOME..=kind::ERROR,
+        kind::HELLO..=kind::WATCH,
+        kind::WELCOME..=kind::PRESENCE,
         any::<u8>()
     ];
     let plausible = (1u32..48, kind, prop::collection::vec(any::<u8>(), 0..64))
@@ -492,7 +538,7 @@ proptest! {
         encode_client(&frame, &mut wire);
         let encoded = wire.len();
         wire.extend(tail);
-        let raw = raw_frame(Deframer::for_server(DEFAULT_MAX_FRAME), &wire);
+        let raw = raw_frame(Deframer::for_server_in(Version::V2, DEFAULT_MAX_FRAME), &wire);
         prop_assert_eq!(raw.wire_len, encoded);
         prop_assert_eq!(parse_client(&raw), Ok(frame));
     }
@@ -503,7 +549,7 @@ proptest! {
         encode_server(&frame, &mut wire);
         let encoded = wire.len();
         wire.extend(tail);
-        let raw = raw_frame(Deframer::for_client(DEFAULT_MAX_FRAME), &wire);
+        let raw = raw_frame(Deframer::for_client_in(Version::V2, DEFAULT_MAX_FRAME), &wire);
         prop_assert_eq!(raw.wire_len, encoded);
         prop_assert_eq!(parse_server(&raw), Ok(frame));
     }
@@ -515,7 +561,7 @@ proptest! {
     ) {
         let mut wire = Vec::new();
         frames.iter().for_each(|frame| encode_client(frame, &mut wire));
-        let deframer = Deframer::for_server(DEFAULT_MAX_FRAME);
+        let deframer = Deframer::for_server_in(Version::V2, DEFAULT_MAX_FRAME);
         let (whole, left) = drain_reads(deframer, &[&wire]);
         prop_assert_eq!((whole.concat(), left), (wire.clone(), 0));
         prop_assert_eq!(drain_reads(deframer, &reads(&wire, &points)), (whole.clone(), 0));
@@ -530,7 +576,7 @@ proptest! {
     ) {
         let mut wire = Vec::new();
         frames.iter().for_each(|frame| encode_server(frame, &mut wire));
-        let deframer = Deframer::for_client(DEFAULT_MAX_FRAME);
+        let deframer = Deframer::for_client_in(Version::V2, DEFAULT_MAX_FRAME);
         let (whole, left) = drain_reads(deframer, &[&wire]);
         prop_assert_eq!((whole.concat(), left), (wire.clone(), 0));
         prop_assert_eq!(drain_reads(deframer, &reads(&wire, &points)), (whole.clone(), 0));
@@ -543,7 +589,13 @@ proptest! {
         wire in wire_bytes(),
         max_frame in prop_oneof![Just(1u32), 1u32..128, Just(DEFAULT_MAX_FRAME), Just(u32::MAX)],
     ) {
-        for deframer in [Deframer::for_server(max_frame), Deframer::for_client(max_frame)] {
+        let deframers = [
+            Deframer::for_server(max_frame),
+            Deframer::for_client(max_frame),
+            Deframer::for_server_in(Version::V2, max_frame),
+            Deframer::for_client_in(Version::V2, max_frame),
+        ];
+        for deframer in deframers {
             let mut at = 0;
             while let Ok(Decoded::Frame(raw)) = deframer.next(&wire[at..]) {
                 prop_assert!(raw.wire_len <= wire.len() - at);

@@ -1,4 +1,4 @@
-//! The wire protocol, version 1: frame types, names, and the codec.
+//! The wire protocol, versions 1 and 2: frame types, names, and the codec.
 //!
 //! Everything here is pure: bytes in, frames out, and frames in, bytes out. No I/O, no clocks,
 //! no allocation that input can make unbounded. The daemon, the client, the benchmark and the
@@ -9,9 +9,11 @@ pub mod frame;
 pub mod name;
 
 pub use codec::{Decoded, Deframer, Reader, encode_client, encode_server};
-pub use frame::{ClientFrame, ErrorCode, ServerFrame, kind};
+pub use frame::{ClientFrame, ErrorCode, ServerFrame, UserList, Version, kind};
 
-/// The protocol version this crate speaks.
+/// The protocol version this crate's clients speak (the `chat` client, the benchmark, the
+/// tests' helpers), and all the fork model speaks: version 1. The server speaks every
+/// [`Version`].
 pub const VERSION: u8 = 1;
 
 /// Default maximum frame length (kind byte plus body).

@@ -8,7 +8,12 @@
 //! The states: `Handshake` until a good HELLO, `Ready` while chatting, `Draining` after BYE
 //! or at shutdown (read nothing more, wait for the ACKs owed), `Closing` after a fatal error
 //! (flush within a grace period, then the reactor closes). Nothing follows a fatal ERROR.
+//!
+//! The protocol version is the one the accepted HELLO named, kept in `Ready`; until then a
+//! connection speaks version 1. A version 1 connection must see exactly version 1: the kinds
+//! version 2 added are refused there from their kind byte, as unknown kinds always were.
 
+mod identity;
 pub mod outbox;
 pub mod rate;
 mod rooms;
@@ -23,10 +28,11 @@ use crate::mailbox::Gone;
 use crate::protocol::codec::{FrameError, msg_length, parse_client};
 use crate::protocol::name::{is_valid_room, is_valid_user};
 use crate::protocol::{
-    ClientFrame, Decoded, Deframer, ErrorCode, ServerFrame, VERSION, kind, replay_start,
+    ClientFrame, Decoded, Deframer, ErrorCode, ServerFrame, Version, kind, replay_start,
 };
 use crate::room::{Behind, Loaded, Room, RoomId};
 
+use identity::Identity;
 pub use outbox::Outbox;
 use rate::TokenBucket;
 use rooms::{Membership, Rooms};
@@ -109,8 +115,9 @@ pub trait Env {
 enum State {
     /// Waiting for HELLO until the deadline.
     Handshake { deadline: Stamp },
-    /// Chatting; closed if no frame comes for the idle timeout after `last_frame`.
-    Ready { last_frame: Stamp },
+    /// Chatting in `version` (it sits in what was padding); closed if no frame comes for the
+    /// idle timeout after `last_frame`.
+    Ready { last_frame: Stamp, version: Version },
     /// Reads nothing more; once no ACK is owed, sends `then` (if any) and closes.
     Draining {
         then: Option<ErrorCode>,
@@ -185,8 +192,9 @@ pub enum Tick {
 #[derive(Debug)]
 pub struct Session {
     state: State,
-    /// The user's name from the users table; `None` before HELLO.
-    user: Option<Arc<str>>,
+    /// The user's name from the users table ("" before HELLO), and the client id of a
+    /// version 2 HELLO that named one.
+    user: Identity,
     rooms: Rooms,
     /// Where the next fill starts among `rooms`, so that one busy room cannot starve another.
     /// At most the number of rooms joined, itself at most 2^16 (`--max-rooms-per-connection`).
@@ -212,7 +220,7 @@ impl Session {
             state: State::Handshake {
                 deadline: Stamp::of(now).plus(limits.handshake_timeout),
             },
-            user: None,
+            user: Identity::nobody(),
             rooms: Rooms::default(),
             next_room: 0,
             in_flight: 0,
@@ -260,9 +268,13 @@ impl Session {
     ///
     /// [`wants_input`]: Session::wants_input
     pub fn receive(&mut self, input: &[u8], env: &mut impl Env) -> usize {
-        let deframer = Deframer::for_server(env.limits().max_frame);
+        let max_frame = env.limits().max_frame;
         let mut used = 0;
         while self.wants_input() {
+            // The version in force decides which kinds exist, frame by frame: a HELLO of
+            // version 2 may be followed by a WHO in the same read. Before HELLO and on a
+            // version 1 connection, WHO and WATCH are UNKNOWN_KIND from their kind byte.
+            let deframer = Deframer::for_server_in(self.version(), max_frame);
             let rest = input.get(used..).unwrap_or_default();
             match deframer.next(rest) {
                 Ok(Decoded::NeedMore) => break,
@@ -270,7 +282,7 @@ impl Session {
                     used += raw.wire_len;
                     env.frame_in(raw.kind);
                     let now = env.now();
-                    if let State::Ready { last_frame } = &mut self.state {
+                    if let State::Ready { last_frame, .. } = &mut self.state {
                         *last_frame = Stamp::of(now);
                     }
                     if matches!(self.state, State::Handshake { .. }) && raw.kind != kind::HELLO {
@@ -298,7 +310,10 @@ impl Session {
                 version,
                 user,
                 token,
-            } => self.hello(version, user, token, env),
+                client,
+            } => self.hello(version, user, token, client, env),
+            // Not read past its version byte: the version alone decides the answer.
+            ClientFrame::HelloUnsupported { version, .. } => self.hello(version, "", "", 0, env),
             ClientFrame::Join { room, after, limit } => self.join(room, after, limit, env),
             ClientFrame::Leave { room } => self.leave(room, env),
             ClientFrame::Send { room, id, text } => self.send(room, id, text, env),
@@ -310,7 +325,51 @@ impl Session {
                 };
                 self.finish_draining(now);
             }
+            ClientFrame::Who { room } => self.who(room, None, env),
+            ClientFrame::Watch { room, on } => self.who(room, Some(on), env),
         }
+    }
+
+    /// The protocol version in force: the one the accepted HELLO named, and version 1 until
+    /// one was accepted.
+    pub fn version(&self) -> Version {
+        match self.state {
+            State::Ready { version, .. } => version,
+            _ => Version::V1,
+        }
+    }
+
+    /// The client id of a version 2 HELLO that named one (`client ≠ 0`).
+    pub fn client(&self) -> Option<std::num::NonZeroU64> {
+        self.user.client()
+    }
+
+    /// WHO, and WATCH with its `on`: version 2 only. On a version 1 connection the deframer
+    /// refused both kinds as UNKNOWN_KIND before their bodies were read; the first check
+    /// keeps that answer should one ever get this far. The checks run in SEND's order: room
+    /// name (INVALID), joined (NOT_JOINED), then the field value (`on` neither 0 nor 1:
+    /// INVALID, not fatal, as version 1 treats a bad field value).
+    fn who(&mut self, name: &str, watch: Option<u8>, env: &mut impl Env) {
+        if self.version() < Version::V2 {
+            return self.fatal(ErrorCode::UnknownKind, "unknown frame kind", env.now());
+        }
+        if !is_valid_room(name) {
+            return self.reject(env, ErrorCode::Invalid, 0, "invalid room name");
+        }
+        if !self.rooms.iter().any(|m| &*m.room.name == name) {
+            return self.reject(env, ErrorCode::NotJoined, 0, "join the room first");
+        }
+        if watch.is_some_and(|on| on > 1) {
+            return self.reject(env, ErrorCode::Invalid, 0, "WATCH takes 0 or 1");
+        }
+        self.who_not_implemented_yet(env);
+    }
+
+    /// TODO(issue 16, who is here): answer WHO with MEMBERS, and WATCH with MEMBERS then
+    /// PRESENCE on every change. Until that slice lands, a well-formed WHO or WATCH of a
+    /// joined room gets this non-fatal INVALID, so that no client mistakes it for support.
+    fn who_not_implemented_yet(&mut self, env: &mut impl Env) {
+        self.reject(env, ErrorCode::Invalid, 0, "WHO/WATCH not implemented yet");
     }
 
     /// Answers a PING now if nothing is owed for earlier requests, or sets a barrier that
@@ -351,33 +410,37 @@ impl Session {
         }
     }
 
-    fn hello(&mut self, version: u8, user: &str, token: &str, env: &mut impl Env) {
+    /// HELLO of any version: `client` is 0 unless `version` is 2. The checks keep version
+    /// 1's order: a second HELLO, then the version, then the user.
+    fn hello(&mut self, version: u8, user: &str, token: &str, client: u64, env: &mut impl Env) {
         let now = env.now();
         if matches!(self.state, State::Ready { .. }) {
             return self.fatal(ErrorCode::NotAuthenticated, "already authenticated", now);
         }
-        if version != VERSION {
+        let Some(version) = Version::from_wire(version) else {
             return self.fatal(
                 ErrorCode::UnsupportedVersion,
-                "this server speaks version 1",
+                "this server speaks versions 1 and 2",
                 now,
             );
-        }
+        };
         let name = is_valid_user(user)
             .then(|| env.authenticate(user, token))
             .flatten();
         let Some(name) = name else {
             return self.fatal(ErrorCode::AuthFailed, "unknown user or wrong token", now);
         };
-        self.user = Some(name);
+        let client = if version == Version::V2 { client } else { 0 };
+        self.user = Identity::new(name, client);
         self.state = State::Ready {
             last_frame: Stamp::of(now),
+            version,
         };
         let limits = env.limits();
         let idle_ms = u32::try_from(limits.idle_timeout.as_millis()).unwrap_or(u32::MAX);
         let max_frame = limits.max_frame;
         let welcome = ServerFrame::Welcome {
-            version: VERSION,
+            version: version.as_u8(),
             epoch: env.epoch(),
             session: env.session_id(),
             max_frame,
@@ -387,6 +450,10 @@ impl Session {
         self.out.push_frame(&welcome);
     }
 
+    /// JOIN. Room names follow version 1's grammar on both versions for now: a direct room
+    /// (`@alice+bob`, version 2) is still INVALID, because the store's kept-heads file
+    /// (`store/heads.rs`) reads back version 1 names only and would refuse a file naming one,
+    /// and with it the next start. The access slice of issue 16 lets them in.
     fn join(&mut self, name: &str, after: u64, limit: u32, env: &mut impl Env) {
         if !is_valid_room(name) {
             return self.reject(env, ErrorCode::Invalid, 0, "invalid room name");
@@ -493,7 +560,7 @@ impl Session {
             return self.reject(env, ErrorCode::Invalid, id, "empty message");
         }
         let limits = env.limits();
-        let user = self.user.as_deref().unwrap_or_default();
+        let user = self.user.user();
         let length = msg_length(name, user, text);
         if length > usize::try_from(limits.max_frame).unwrap_or(usize::MAX) {
             return self.reject(env, ErrorCode::Invalid, id, "message longer than max_frame");
@@ -711,7 +778,7 @@ impl Session {
                 self.fatal(ErrorCode::Timeout, "no HELLO in time", now);
                 return Tick::Flush;
             }
-            State::Ready { last_frame } if at.since(last_frame) >= limits.idle_timeout => {
+            State::Ready { last_frame, .. } if at.since(last_frame) >= limits.idle_timeout => {
                 self.fatal(ErrorCode::Timeout, "idle for too long", now);
                 return Tick::Flush;
             }
@@ -780,7 +847,7 @@ impl Session {
 
     /// The authenticated user's name ("" before HELLO).
     pub fn user(&self) -> &str {
-        self.user.as_deref().unwrap_or_default()
+        self.user.user()
     }
 
     /// A non-fatal error answering a request, counted for the metrics.

@@ -21,6 +21,7 @@ fn hello<'a>(user: &'a str, token: &'a str) -> ClientFrame<'a> {
         version: 1,
         user,
         token,
+        client: 0,
     }
 }
 fn join(room: &str, after: u64, limit: u32) -> ClientFrame<'_> {
@@ -63,7 +64,9 @@ fn read_bytes(s: &mut Session, env: &mut FakeEnv) -> Vec<u8> {
 /// Hands each frame of a server stream to `saw`; the stream must be whole, well-formed frames
 /// no longer than `max_frame`.
 fn each_frame(mut bytes: &[u8], max_frame: u32, mut saw: impl FnMut(ServerFrame<'_>)) {
-    let deframer = Deframer::for_client(max_frame);
+    // Every kind of both versions: a version 2 frame where it does not belong shows in the
+    // description rather than as an unknown kind.
+    let deframer = Deframer::for_client_in(Version::V2, max_frame);
     while !bytes.is_empty() {
         let Ok(Decoded::Frame(raw)) = deframer.next(bytes) else {
             panic!("output is not whole frames: {bytes:02x?}");
@@ -106,6 +109,11 @@ fn describe(frame: &ServerFrame<'_>) -> String {
             let code = ErrorCode::from_u16(code).expect("a contract code");
             format!("ERROR {code} {reference}")
         }
+        ServerFrame::Members { room, total, users } => {
+            let users: Vec<&str> = users.iter().collect();
+            format!("MEMBERS {room} {total} {}", users.join(","))
+        }
+        ServerFrame::Presence { room, user, here } => format!("PRESENCE {room} {user} {here}"),
     }
 }
 
@@ -146,8 +154,11 @@ fn hello_is_answered_with_welcome() {
 fn every_fatal_path_sends_one_error_and_nothing_after() {
     let good = wire(&[hello("alice", "s3cret")]);
     // The version byte follows the 4 length bytes and the kind.
-    let mut v2 = good.clone();
-    v2[5] = 2;
+    let mut v3 = good.clone();
+    v3[5] = 3;
+    // Version 2 reads a client id after the token: a version 1 body is too short for it.
+    let mut v2_short = good.clone();
+    v2_short[5] = 2;
     let mut v0_bad_user = wire(&[hello("no such", "")]);
     v0_bad_user[5] = 0;
     // (log in first, the offending bytes, the ERROR)
@@ -157,7 +168,8 @@ fn every_fatal_path_sends_one_error_and_nothing_after() {
         (false, vec![0, 0, 0, 2, kind::JOIN, 0xff], "NOT_AUTHENTICATED"),
         (false, wire(&[ClientFrame::Bye]), "NOT_AUTHENTICATED"),
         (true, good.clone(), "NOT_AUTHENTICATED"),
-        (false, v2, "UNSUPPORTED_VERSION"),
+        (false, v3, "UNSUPPORTED_VERSION"),
+        (false, v2_short, "MALFORMED"),
         (false, v0_bad_user, "UNSUPPORTED_VERSION"),
         (false, wire(&[hello("bad name", "s3cret")]), "AUTH_FAILED"),
         (false, wire(&[hello("", "s3cret")]), "AUTH_FAILED"),
@@ -710,3 +722,4 @@ fn a_fatal_error_drops_a_waiting_pong() {
 }
 
 mod props;
+mod v2;

@@ -203,6 +203,7 @@ impl Daemon {
             version: 1,
             user: name,
             token,
+            client: 0,
         })
         .expect("send HELLO");
         match recv(&mut c) {

@@ -101,6 +101,7 @@ impl Nodes {
             version: 1,
             user,
             token,
+            client: 0,
         })
         .expect("HELLO");
         match recv(&mut c) {

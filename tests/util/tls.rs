@@ -141,6 +141,7 @@ impl TlsClient {
             version: 1,
             user,
             token,
+            client: 0,
         })
         .expect("HELLO");
         let w = self.expect();

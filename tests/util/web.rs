@@ -143,6 +143,7 @@ impl<S: Read + Write> WsClient<S> {
             version: 1,
             user,
             token,
+            client: 0,
         });
         match self.expect() {
             Reply::Welcome { .. } => {}
@@ -234,6 +235,7 @@ impl RawWs {
             version: 1,
             user,
             token,
+            client: 0,
         });
         match ws.recv() {
             Got::Reply(Reply::Welcome { .. }) => ws,

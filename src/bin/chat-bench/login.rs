@@ -32,6 +32,7 @@ pub fn login(target: &Target) -> io::Result<Client> {
         version: chatd::protocol::VERSION,
         user: &target.user,
         token: &target.token,
+        client: 0,
     })?;
     match next(&mut c)? {
         Reply::Welcome { .. } => Ok(c),

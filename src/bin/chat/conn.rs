@@ -71,6 +71,7 @@ impl Conn {
             version: VERSION,
             user,
             token,
+            client: 0,
         };
         // A server that refuses us at accept (TOO_MANY) may have closed before HELLO is
         // written: its ERROR, if it can still be read, says more than the failed write.

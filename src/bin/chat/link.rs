@@ -384,7 +384,11 @@ impl Link {
                     self.notes.push_back(Note::Error { code, message });
                 }
             }
-            Reply::Pong { .. } | Reply::Welcome { .. } => {}
+            // Version 2's frames: this client speaks version 1, so the server sends none.
+            Reply::Pong { .. }
+            | Reply::Welcome { .. }
+            | Reply::Members { .. }
+            | Reply::Presence { .. } => {}
         }
     }
 

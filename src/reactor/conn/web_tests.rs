@@ -151,6 +151,7 @@ fn hello() -> Vec<u8> {
         version: 1,
         user,
         token,
+        client: 0,
     })
 }
 

@@ -85,6 +85,9 @@ impl Checker {
                 *next = (seq + 1, true);
             }
             ServerFrame::Welcome { .. } | ServerFrame::Pong { .. } => {}
+            ServerFrame::Members { .. } | ServerFrame::Presence { .. } => {
+                panic!("{frame:?} on a version 1 connection")
+            }
         }
     }
 }

@@ -142,6 +142,7 @@ pub fn drive(
                     version: chatd::protocol::VERSION,
                     user: SPAWN_USER,
                     token,
+                    client: 0,
                 };
                 encode_client(&hello, &mut link.out);
                 let join = ClientFrame::Join {

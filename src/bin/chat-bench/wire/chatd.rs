@@ -33,6 +33,7 @@ impl Wire for Chatd {
             version: chatd::protocol::VERSION,
             user: &self.creds.user,
             token: &self.creds.token,
+            client: 0,
         };
         encode_client(&hello, out);
     }

@@ -149,6 +149,7 @@ fn open(poll: &Poll, i: usize, target: &Target, room: &str, sender: Sender) -> C
         version: chatd::protocol::VERSION,
         user: &target.user,
         token: &target.token,
+        client: 0,
     };
     encode_client(&hello, &mut c.out);
     let join = ClientFrame::Join {
