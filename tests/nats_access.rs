@@ -105,6 +105,38 @@ fn a_token_from_a_file_lets_the_node_in_and_a_wrong_one_stops_the_start() {
     assert!(why.contains("cannot connect to"), "no token at all: {why}");
 }
 
+/// A credentials file that cannot be used stops the start and names the file. (A working one
+/// needs a NATS server in operator mode with account JWTs, which the tests do not set up.)
+#[test]
+fn an_unusable_creds_file_stops_the_start_naming_it() {
+    if nats::skip("NATS creds") {
+        return;
+    }
+    let server = NatsServer::single();
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("missing.creds");
+    let why = refused_start(&[
+        "--nats",
+        &url,
+        "--nats-creds",
+        missing.to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        why.contains("cannot read") && why.contains("missing.creds"),
+        "{why}"
+    );
+    let garbage = dir.path().join("garbage.creds");
+    std::fs::write(&garbage, "this is not a JWT and an NKey seed\n").expect("creds file");
+    let why = refused_start(&[
+        "--nats",
+        &url,
+        "--nats-creds",
+        garbage.to_str().expect("utf-8 path"),
+    ]);
+    assert!(why.contains("garbage.creds"), "{why}");
+}
+
 #[test]
 fn a_tls_server_is_reached_through_nats_ca_and_refused_without_it() {
     if nats::skip("TLS to NATS") {
