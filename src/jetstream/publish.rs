@@ -161,6 +161,10 @@ enum Held {
     Ours,
     /// Another message: the PubAck was wrong.
     Other,
+    /// Nothing to compare any more: the follower passed the seq but the ring no longer holds
+    /// it, or the stream's first seq is past it (retention removed it after it was stored).
+    /// The ACK stands on the PubAck alone.
+    Retired,
 }
 
 /// Whether the stream holds `message` at `seq`, as its PubAck said; the seq to ACK if so.
@@ -169,8 +173,9 @@ enum Held {
 /// (`chat-bench cluster --mode kills`, docs/cluster.md) to PubAck a SEND at a seq where the
 /// stream then kept another message, one whose own publish had timed out and been sent again.
 /// An ACK there would be a message lost. This node's ring, which the follower fills from the
-/// stream, answers at no cost; the stream is asked only when the ring does not hold `seq`.
-/// Anything but a confirmation is STORAGE: the outcome is unknown, which the client is told.
+/// stream, answers at no cost; the stream is asked only when the follower has not reached
+/// `seq` within [`VISIBLE_PATIENCE`]. Another message there, or no answer from the stream, is
+/// STORAGE: the outcome is unknown, which the client is told.
 async fn confirm(link: &Link, room: &Room, seq: u64, message: &Message) -> Result<u64, ErrorCode> {
     let gauges = &link.setup.metrics.jetstream;
     let held = match in_ring(link, room, seq, message).await {
@@ -178,7 +183,7 @@ async fn confirm(link: &Link, room: &Room, seq: u64, message: &Message) -> Resul
         None => in_stream(link, room, seq, message).await,
     };
     match held {
-        Ok(Held::Ours) => Ok(seq),
+        Ok(Held::Ours | Held::Retired) => Ok(seq),
         Ok(Held::Other) => {
             gauges.conflicted();
             log::error!(
@@ -202,8 +207,11 @@ async fn confirm(link: &Link, room: &Room, seq: u64, message: &Message) -> Resul
 }
 
 /// Waits until message `seq` of `room` is in the ring on this node, for at most
-/// [`VISIBLE_PATIENCE`], and says whose it is there; `None` if it did not come or already
-/// left the ring's window. Waiting also means the sender's own MSG comes before its ACK.
+/// [`VISIBLE_PATIENCE`], and says whose it is there; `None` if it did not come. Waiting also
+/// means the sender's own MSG comes before its ACK. A seq the follower passed but the ring no
+/// longer holds (evicted by the ring's limits, or deleted by retention before this node saw
+/// it) is `Retired`: asking the stream for each of those would load the engine exactly when
+/// the follower must keep up with a burst.
 async fn in_ring(link: &Link, room: &Room, seq: u64, message: &Message) -> Option<Held> {
     let advanced = link.advanced.of(room.id);
     let deadline = tokio::time::Instant::now() + VISIBLE_PATIENCE;
@@ -213,10 +221,10 @@ async fn in_ring(link: &Link, room: &Room, seq: u64, message: &Message) -> Optio
         // Registered before the look, so an advance between the two is not missed.
         notified.as_mut().enable();
         if room.read(|ring| ring.head()) >= seq {
-            return room.read(|ring| {
+            return Some(room.read(|ring| {
                 ring.frame_at(seq)
-                    .map(|frame| whose(frame.bytes(), message))
-            });
+                    .map_or(Held::Retired, |frame| whose(frame.bytes(), message))
+            }));
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
             return None;
@@ -233,25 +241,41 @@ fn whose(frame: &[u8], message: &Message) -> Held {
     }
 }
 
-/// Asks the stream what it holds at `seq`: ours if it carries our `Nats-Msg-Id`.
+/// Asks the stream what it holds at `seq`: ours if it carries our `Nats-Msg-Id`; retired if
+/// there is no such message and the stream's first seq is past it (a seq past the stream's
+/// last is another matter: a stream that forgot what it confirmed).
 async fn in_stream(link: &Link, room: &Room, seq: u64, message: &Message) -> Result<Held, String> {
     let ask = async {
-        let stream = link
+        let mut stream = link
             .js
-            .get_stream_no_info(names::stream(&room.name))
+            .get_stream(names::stream(&room.name))
             .await
             .map_err(|e| e.to_string())?;
-        stream.get_raw_message(seq).await.map_err(|e| e.to_string())
+        match stream.get_raw_message(seq).await {
+            Ok(stored) => {
+                let id = stored.headers.get("Nats-Msg-Id").map(|v| v.as_str());
+                Ok(if id == Some(message.id.as_str()) {
+                    Held::Ours
+                } else {
+                    Held::Other
+                })
+            }
+            Err(e) => {
+                let info = stream.info().await.map_err(|i| format!("{e}; {i}"))?;
+                let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+                if seq < first {
+                    Ok(Held::Retired)
+                } else if seq > last {
+                    Ok(Held::Other)
+                } else {
+                    Err(e.to_string())
+                }
+            }
+        }
     };
-    let stored = tokio::time::timeout(ATTEMPT, ask)
+    tokio::time::timeout(ATTEMPT, ask)
         .await
-        .map_err(|_| "the stream did not answer in time".to_string())??;
-    let id = stored.headers.get("Nats-Msg-Id").map(|v| v.as_str());
-    Ok(if id == Some(message.id.as_str()) {
-        Held::Ours
-    } else {
-        Held::Other
-    })
+        .map_err(|_| "the stream did not answer in time".to_string())?
 }
 
 /// Longest an ACK waits for its message to reach the ring here.

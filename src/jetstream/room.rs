@@ -48,11 +48,20 @@ pub async fn follow(link: Link, room: Arc<Room>) {
             result => break result,
         }
     };
-    match loaded {
+    let mut subscribed = match loaded {
         Ok((first, head)) => {
             room.write(|ring| ring.restore(first, head, Vec::new()));
+            // The consumer is made before the JOINs are answered, so that it is already
+            // reading at the head they are told: SENDs right after JOINED are not left in the
+            // stream, within reach of its retention limits, while the consumer is being made.
+            // If it cannot be made now, `consume` tries again.
+            let subscribed = subscribe(&link, &room)
+                .await
+                .map_err(|f| log::debug!("jetstream: following {}: {f}", room.name))
+                .ok();
             room.set_loaded(Loaded::Yes);
             wake(&link.setup.mailboxes, &room);
+            subscribed
         }
         Err(failure) => {
             log::warn!("jetstream: cannot load {}: {failure}", room.name);
@@ -60,9 +69,9 @@ pub async fn follow(link: Link, room: Arc<Room>) {
             wake(&link.setup.mailboxes, &room);
             return;
         }
-    }
+    };
     loop {
-        if let Err(failure) = consume(&link, &room).await {
+        if let Err(failure) = consume(&link, &room, subscribed.take()).await {
             log::warn!(
                 "jetstream: following {}: {failure}; starting again",
                 room.name
@@ -174,15 +183,29 @@ pub(super) fn delivered(
     Ok((seq, frame))
 }
 
-/// Follows the room's stream from the seq after the ring's head until something fails.
-async fn consume(link: &Link, room: &Arc<Room>) -> Result<(), Failure> {
-    let mut stream = link
+/// The room's stream, and an ordered consumer of it from the seq after the ring's head.
+async fn subscribe(link: &Link, room: &Room) -> Result<(stream::Stream, pull::Ordered), Failure> {
+    let stream = link
         .js
         .get_stream(names::stream(&room.name))
         .await
         .map_err(|e| Failure(format!("cannot open its stream: {e}")))?;
     let start = room.read(|ring| ring.head()) + 1;
-    let mut messages = ordered_from(&stream, start).await?;
+    let messages = ordered_from(&stream, start).await?;
+    Ok((stream, messages))
+}
+
+/// Follows the room's stream from the seq after the ring's head until something fails, with
+/// the consumer `subscribed` if one was made already.
+async fn consume(
+    link: &Link,
+    room: &Arc<Room>,
+    subscribed: Option<(stream::Stream, pull::Ordered)>,
+) -> Result<(), Failure> {
+    let (mut stream, mut messages) = match subscribed {
+        Some(both) => both,
+        None => subscribe(link, room).await?,
+    };
     let mailboxes = &link.setup.mailboxes;
     let advanced = link.advanced.of(room.id);
     loop {
