@@ -6,9 +6,9 @@
 //! cursor, and never reuses seqs across server epochs.
 //!
 //! It also keeps every SEND not yet answered (ACK or refusal), and writes it again, with its
-//! original id, once its room is JOINED on the next connection: on a version 2 connection the
-//! server stores each exactly once. A SEND for a room not joined on this connection waits for
-//! that JOINED, so a message never arrives before its room's join (NOT_JOINED). It never
+//! original id, right after its room's JOIN on the next connection: on a version 2 connection
+//! the server stores each exactly once. A SEND for a room whose JOIN is not written on this
+//! connection waits for it, so a message never arrives before its room's join (NOT_JOINED). It never
 //! writes a version 2 frame (WHO, WATCH) on a version 1 connection.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -168,7 +168,7 @@ struct Room {
     cursor: Option<u64>,
     /// The (after, limit) of the JOIN in flight on this connection.
     asked: (u64, u32),
-    /// JOINED on this connection: SENDs for it may be written.
+    /// JOIN written on this connection: SENDs for it may follow.
     ready: bool,
 }
 
@@ -484,7 +484,9 @@ impl Link {
 
     fn on_error(&mut self, code: u16, reference: u64, message: String, answered: Option<Request>) {
         if reference != 0 {
-            self.unacked.remove(&reference);
+            if self.unacked.remove(&reference).is_none() {
+                return; // answered already (its room's JOIN was refused first)
+            }
             self.notes.push_back(Note::Refused {
                 id: reference,
                 code,
@@ -666,10 +668,33 @@ impl Link {
         };
         if self.write(&join).is_ok() {
             if let Some(live) = &mut self.live {
-                live.requests.push_back(Request::Join(name));
+                live.requests.push_back(Request::Join(name.clone()));
             }
             if let Some(room) = self.rooms.get_mut(i) {
                 room.asked = asked;
+                room.ready = true;
+            }
+            self.resend(&name);
+        }
+    }
+
+    /// Writes every unanswered SEND of `room` again, in id order. The server reads a
+    /// connection in order, so right after the JOIN is soon enough.
+    fn resend(&mut self, room: &str) {
+        let resend: Vec<(u64, String)> = self
+            .unacked
+            .iter()
+            .filter(|(_, (r, _))| r == room)
+            .map(|(&id, (_, text))| (id, text.clone()))
+            .collect();
+        for (id, text) in resend {
+            let send = ClientFrame::Send {
+                room,
+                id,
+                text: &text,
+            };
+            if self.write(&send).is_err() {
+                break; // the connection is being replaced; the next one sends them
             }
         }
     }
@@ -685,25 +710,6 @@ impl Link {
             .filter(|&c| next > c.saturating_add(1))
             .map(|c| (c + 1, next - 1));
         r.cursor = Some(r.cursor.unwrap_or(0).max(next.saturating_sub(1)));
-        r.ready = true;
-        let resend: Vec<(u64, String)> = self
-            .unacked
-            .iter()
-            .filter(|(_, (r, _))| *r == room)
-            .map(|(&id, (_, text))| (id, text.clone()))
-            .collect();
-        for (id, text) in resend {
-            if self
-                .write(&ClientFrame::Send {
-                    room: &room,
-                    id,
-                    text: &text,
-                })
-                .is_err()
-            {
-                break; // the connection is being replaced; the next JOINED sends them
-            }
-        }
         let watch = self.watch
             && self
                 .live

@@ -62,11 +62,24 @@ pub fn send(s: &Settings, room: &str, text: Option<String>, wait: Duration) -> R
             "empty message: nothing to send",
         ));
     }
-    let local = Local::open(s);
-    for w in &local.warnings {
+    let mut local = Local::open(s);
+    for w in local.warnings.drain(..) {
         eprintln!("chat: warning: {w}");
     }
     let leftovers = local.pending();
+    // A message given as words is in the outbox before the first connection is tried, so
+    // that it survives whatever happens next.
+    let from_stdin = text.is_none();
+    let mut given = None;
+    if let Some(text) = text {
+        let id = local.queue(room, &text).map_err(|why| {
+            Failure::new(
+                Exit::Other,
+                format!("the message was not sent to {room}: {why}"),
+            )
+        })?;
+        given = Some((id, text));
+    }
     let live_only = Start::Window { after: 0, limit: 0 };
     let mut rooms: Vec<(String, Start)> = vec![(room.into(), live_only)];
     for (_, e) in &leftovers {
@@ -84,14 +97,14 @@ pub fn send(s: &Settings, room: &str, text: Option<String>, wait: Duration) -> R
     let mut sender = Poster {
         d: Driver::new(link, rx),
         lines: VecDeque::new(),
-        input_done: text.is_some(),
+        input_done: !from_stdin,
         gap: Duration::ZERO,
         next_at: None,
         local,
         wait,
         down_since: None,
     };
-    let result = sender.run(room, text, leftovers, tx);
+    let result = sender.run(room, given, leftovers, tx);
     result.map_err(|mut f| {
         if sender.local.keeps() {
             f.message = format!(
@@ -126,7 +139,7 @@ impl Poster {
     fn run(
         &mut self,
         room: &str,
-        text: Option<String>,
+        given: Option<(u64, String)>,
         leftovers: Vec<(u64, Entry)>,
         input: mpsc::Sender<crate::events::Event>,
     ) -> Result<(), Failure> {
@@ -134,33 +147,33 @@ impl Poster {
         for (id, e) in leftovers {
             self.deliver(&e.room, id, &e.text, "a message left in the outbox")?;
         }
-        let from_stdin = text.is_none();
-        if let Some(text) = text {
-            self.lines.push_back(text);
-        } else {
-            crate::input::spawn_plain(input);
+        if let Some((id, text)) = given {
+            return self
+                .deliver(room, id, &text, "the message")
+                .map(|()| self.bye());
         }
+        crate::input::spawn_plain(input);
         let mut line = 0;
         while let Some(text) = self.next_line()? {
             line += 1;
             if text.is_empty() {
                 continue;
             }
-            let what = if from_stdin {
-                format!("line {line}")
-            } else {
-                "the message".to_string()
-            };
+            let what = format!("line {line}");
             let id = self.local.queue(room, &text).map_err(|why| {
                 Failure::new(Exit::Other, format!("{what} was not sent to {room}: {why}"))
             })?;
             self.deliver(room, id, &text, &what)?;
         }
+        self.bye();
+        Ok(())
+    }
+
+    fn bye(&mut self) {
         for w in self.local.warnings.drain(..) {
             eprintln!("chat: warning: {w}");
         }
         self.d.link.bye();
-        Ok(())
     }
 
     fn joined(&mut self, room: &str) -> Result<(), Failure> {
@@ -267,7 +280,16 @@ impl Poster {
         match self.d.step(until)? {
             Step::Note(note) => {
                 match &note {
-                    Note::Connected { .. } => self.down_since = None,
+                    Note::Connected { fell_back, .. } => {
+                        self.down_since = None;
+                        if *fell_back {
+                            eprintln!(
+                                "chat: chatd at {} does not speak protocol version 2 \
+                                 (UNSUPPORTED_VERSION): using version 1",
+                                self.d.link.addr()
+                            );
+                        }
+                    }
                     Note::Down { why, retry_in } | Note::Retrying { why, retry_in } => {
                         self.down_since.get_or_insert_with(Instant::now);
                         let since = self.down_since.map_or(Duration::ZERO, |t| t.elapsed());
