@@ -689,6 +689,108 @@ fn who_msg_and_watch_answers_of_a_server_without_them_are_shown_not_fatal() {
     );
 }
 
+/// A server of before version 2: it refuses a version 2 HELLO with UNSUPPORTED_VERSION and
+/// closes, and on a version 1 connection answers JOIN, SEND and BYE. Returns its address and
+/// the (version, client) of each HELLO it got, once `connections` have ended.
+fn old_server(connections: usize) -> (SocketAddr, std::thread::JoinHandle<Vec<(u8, u64)>>) {
+    use chatd::protocol::codec::parse_client;
+    use chatd::protocol::{ClientFrame, Decoded, Deframer, ErrorCode, ServerFrame, encode_server};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let serve = move || {
+        let mut hellos = Vec::new();
+        for _ in 0..connections {
+            let (mut stream, _) = listener.accept().expect("accept");
+            stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+            let deframer = Deframer::for_server(65_536);
+            let mut buf = Vec::new();
+            let mut out = Vec::new();
+            'conn: loop {
+                let mut chunk = [0u8; 4096];
+                let n = stream.read(&mut chunk).expect("read");
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                while let Ok(Decoded::Frame(raw)) = deframer.next(&buf) {
+                    let used = raw.wire_len;
+                    let mut bye = false;
+                    match parse_client(&raw).expect("a frame chat may send") {
+                        ClientFrame::Hello {
+                            version, client, ..
+                        } => {
+                            hellos.push((version, client));
+                            let reply = if version == 1 {
+                                ServerFrame::Welcome {
+                                    version: 1,
+                                    epoch: 1,
+                                    session: 1,
+                                    max_frame: 65_536,
+                                    idle_timeout_ms: 60_000,
+                                    server: "old",
+                                }
+                            } else {
+                                bye = true;
+                                ServerFrame::Error {
+                                    code: ErrorCode::UnsupportedVersion.as_u16(),
+                                    reference: 0,
+                                    message: "this server speaks version 1",
+                                }
+                            };
+                            encode_server(&reply, &mut out);
+                        }
+                        ClientFrame::Join { room, .. } => {
+                            let joined = ServerFrame::Joined {
+                                room,
+                                first: 0,
+                                head: 0,
+                            };
+                            encode_server(&joined, &mut out);
+                        }
+                        ClientFrame::Send { id, .. } => {
+                            encode_server(&ServerFrame::Ack { id, seq: 1 }, &mut out);
+                        }
+                        _ => bye = true,
+                    }
+                    buf.drain(..used);
+                    stream.write_all(&out).expect("write");
+                    out.clear();
+                    if bye {
+                        break 'conn;
+                    }
+                }
+            }
+        }
+        hellos
+    };
+    (addr, std::thread::spawn(serve))
+}
+
+#[test]
+fn send_says_so_and_speaks_version_1_to_a_server_that_refuses_version_2() {
+    let (addr, server) = old_server(2);
+    let alice = Account::with_token(addr, "alice", "t");
+    let done = alice.run(&["send", "--wait", "0", "#r", "hi"], "");
+    assert_ok(&done);
+    assert!(
+        done.stderr
+            .contains("does not speak protocol version 2 (UNSUPPORTED_VERSION): using version 1"),
+        "{}",
+        done.stderr
+    );
+    let hellos = server.join().expect("the old server");
+    assert_eq!(hellos.len(), 2, "{hellos:?}");
+    assert_eq!(hellos[0].0, 2, "version 2 first");
+    assert_ne!(hellos[0].1, 0, "with a client id");
+    assert_eq!(hellos[1], (1, 0), "then version 1, once");
+    let client_file = alice.outbox().with_extension("client");
+    let kept = std::fs::read_to_string(&client_file).expect("the client id is kept");
+    assert!(
+        kept.contains(&format!("client {:016x}", hellos[0].1)),
+        "{kept}"
+    );
+}
+
 /// A daemon with a plain listener and a TLS one whose certificate (for localhost and
 /// 127.0.0.1) is signed by a fresh test CA.
 struct TlsDaemon {
