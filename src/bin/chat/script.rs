@@ -103,6 +103,7 @@ pub fn send(s: &Settings, room: &str, text: Option<String>, wait: Duration) -> R
         local,
         wait,
         down_since: None,
+        ever_connected: false,
     };
     let result = sender.run(room, given, leftovers, tx);
     result.map_err(|mut f| {
@@ -128,6 +129,8 @@ struct Poster {
     /// How long the server may stay unreachable.
     wait: Duration,
     down_since: Option<Instant>,
+    /// Whether any connection got through: giving up is then Lost, else Unreachable.
+    ever_connected: bool,
 }
 
 enum Answer {
@@ -269,6 +272,14 @@ impl Poster {
         }
     }
 
+    fn gave_up(&self) -> Exit {
+        if self.ever_connected {
+            Exit::Lost
+        } else {
+            Exit::Unreachable
+        }
+    }
+
     /// One step of the driver: input is queued, notes are returned, a timeout is `None`.
     /// Reconnects are reported on stderr, and a server away for longer than `wait` ends it.
     fn step(&mut self, until: Option<Instant>) -> Result<Option<Note>, Failure> {
@@ -282,6 +293,7 @@ impl Poster {
                 match &note {
                     Note::Connected { fell_back, .. } => {
                         self.down_since = None;
+                        self.ever_connected = true;
                         if *fell_back {
                             eprintln!(
                                 "chat: chatd at {} does not speak protocol version 2 \
@@ -295,7 +307,7 @@ impl Poster {
                         let since = self.down_since.map_or(Duration::ZERO, |t| t.elapsed());
                         if since + *retry_in > self.wait {
                             return Err(Failure::new(
-                                Exit::Lost,
+                                self.gave_up(),
                                 format!("{why}; gave up after {} s", self.wait.as_secs()),
                             ));
                         }
@@ -319,7 +331,7 @@ impl Poster {
             Step::Timeout => {
                 if self.down_since.is_some_and(|t| t.elapsed() >= self.wait) {
                     return Err(Failure::new(
-                        Exit::Lost,
+                        self.gave_up(),
                         format!(
                             "cannot reach chatd at {}: gave up after {} s",
                             self.d.link.addr(),
