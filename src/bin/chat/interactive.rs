@@ -2,8 +2,9 @@
 //! typed goes to the outbox and is pending until the server ACKs it (its own MSG then shows
 //! it in the room's order); one typed while disconnected is marked queued, and the link sends
 //! every pending message again after reconnecting; a refusal is marked with the server's
-//! reason. Pending messages left at the end stay in the outbox for the next run. The last seq seen per room goes to the state file now and then and
-//! at the end, so the next run can show what was missed.
+//! reason. Pending messages left at the end stay in the outbox for the next run. The last
+//! seq seen per room goes to the state file now and then and at the end, so the next run can
+//! show what was missed.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -669,5 +670,29 @@ impl Chat {
             let path = file.path().display().to_string();
             self.say(&format!("!! cannot save the state file {path}: {e}"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forbidden_and_stale_id_refusals_read_as_sentences() {
+        let p = Pending::new("#team".into(), "hello".into());
+        assert_eq!(
+            refused_line(&p, ErrorCode::Forbidden.as_u16(), "no access"),
+            "✗ [#team] not sent: you may not use this room, FORBIDDEN (no access): hello"
+        );
+        let stale = refused_line(&p, ErrorCode::StaleId.as_u16(), "");
+        assert_eq!(
+            stale,
+            "? [#team] the server can no longer tell whether this was stored, STALE_ID; look \
+             in the room's history: hello"
+        );
+        assert_eq!(
+            refused_line(&p, ErrorCode::RateLimited.as_u16(), "slow down"),
+            "✗ [#team] not sent, RATE_LIMITED (slow down): hello"
+        );
     }
 }
