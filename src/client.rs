@@ -19,7 +19,7 @@ pub use tls::TlsStream;
 pub use transport::Transport;
 
 use crate::protocol::codec::{FrameError, parse_server};
-use crate::protocol::{ClientFrame, Decoded, Deframer, ServerFrame, encode_client};
+use crate::protocol::{ClientFrame, Decoded, Deframer, ServerFrame, Version, encode_client};
 
 /// The largest frame a client accepts before it knows the server's `max_frame`: the largest
 /// any chatd can be configured to send.
@@ -63,13 +63,14 @@ pub enum Reply {
         reference: u64,
         message: String,
     },
-    /// Version 2; a client that speaks version 1 (as this one does) never receives it.
+    /// Version 2: received only on a connection whose deframer speaks it (see
+    /// [`Client::speak`]).
     Members {
         room: String,
         total: u32,
         users: Vec<String>,
     },
-    /// Version 2; a client that speaks version 1 (as this one does) never receives it.
+    /// Version 2, like [`Reply::Members`].
     Presence {
         room: String,
         user: String,
@@ -187,6 +188,14 @@ impl Client {
         }
     }
 
+    /// Reads what a server sends on a connection speaking `version` from now on: version 2
+    /// adds MEMBERS and PRESENCE, which a version 1 connection refuses as UNKNOWN_KIND. Set it
+    /// before writing a HELLO of that version (a server sends nothing of a later version than
+    /// the HELLO's), and back to version 1 if WELCOME says so.
+    pub fn speak(&mut self, version: Version) {
+        self.deframer = Deframer::for_client_in(version, self.deframer.max_frame());
+    }
+
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.stream.tcp().peer_addr()
     }
@@ -257,4 +266,56 @@ fn invalid(e: FrameError) -> io::Error {
         io::ErrorKind::InvalidData,
         format!("{}: {}", e.code, e.reason),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::codec::encode_members;
+    use crate::protocol::encode_server;
+    use std::net::TcpListener;
+
+    /// A client whose server has already written `bytes`.
+    fn client_after(bytes: &[u8]) -> Client {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = Client::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (mut server, _) = listener.accept().expect("accept");
+        server.write_all(bytes).expect("write");
+        client
+    }
+
+    #[test]
+    fn members_and_presence_are_read_on_a_version_2_connection_only() {
+        let mut members = Vec::new();
+        encode_members("#r", 2, ["alice", "bob"], 1024, &mut members);
+        let mut v1 = client_after(&members);
+        assert!(v1.recv().is_err(), "version 1 refuses MEMBERS");
+        let mut v2 = client_after(&members);
+        v2.speak(Version::V2);
+        assert_eq!(
+            v2.recv().expect("members"),
+            Some(Reply::Members {
+                room: "#r".into(),
+                total: 2,
+                users: vec!["alice".into(), "bob".into()]
+            })
+        );
+        let mut presence = Vec::new();
+        let frame = ServerFrame::Presence {
+            room: "#r",
+            user: "bob",
+            here: false,
+        };
+        encode_server(&frame, &mut presence);
+        let mut v2 = client_after(&presence);
+        v2.speak(Version::V2);
+        assert_eq!(
+            v2.recv().expect("presence"),
+            Some(Reply::Presence {
+                room: "#r".into(),
+                user: "bob".into(),
+                here: false
+            })
+        );
+    }
 }

@@ -322,7 +322,8 @@ fn errors_a_user_meets_are_one_line_with_their_own_exit_status_and_help_explains
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     let port = listener.local_addr().expect("addr");
     drop(listener);
-    let done = Account::with_token(port, "alice", "t").run(&["send", "#r", "hi"], "");
+    let done =
+        Account::with_token(port, "alice", "t").run(&["send", "--wait", "0", "#r", "hi"], "");
     assert_exit(
         &done,
         3,
@@ -413,7 +414,11 @@ fn interactive_mode_marks_a_refused_message_with_the_reason() {
         refused,
         "✗ [#slow] not sent, RATE_LIMITED (slow down): second"
     );
-    chat.expect("[#slow] alice: first");
+    // The refusal and the first message's MSG may come in either order (the MSG waits for
+    // the disk, the refusal does not; each line also waits for chat's outbox to sync).
+    if !chat.seen.iter().any(|l| l.contains("[#slow] alice: first")) {
+        chat.expect("[#slow] alice: first");
+    }
     chat.type_line("/leave #slow");
     chat.expect("-- left [#slow]");
     chat.type_line("after leaving");
@@ -544,6 +549,251 @@ fn tail_follow_resumes_after_the_daemon_is_killed() {
     tail.signal(Signal::SIGTERM);
     let done = tail.close();
     assert!(done.stderr.contains("reconnecting in"), "{}", done.stderr);
+}
+
+/// Stops `d` with `signal` and returns what starts it again on the same data dir and port.
+#[track_caller]
+fn stop(d: &mut Daemon, signal: Signal) -> impl FnOnce() -> Daemon {
+    d.signal(signal);
+    assert!(d.wait_exit().is_some(), "daemon stops");
+    let dir = std::mem::replace(&mut d.dir, tempfile::tempdir().expect("tmp"));
+    let listen = format!("127.0.0.1:{}", d.addr.port());
+    move || Daemon::start_in(dir, &["--send-rate", "0", "--listen", &listen])
+}
+
+impl Account {
+    /// The outbox file of this account (see `chat --help`, FILES).
+    fn outbox(&self) -> std::path::PathBuf {
+        let name = format!("{}@{}.outbox", self.user, self.server).replace(':', "_");
+        self.home.path().join("state/chat").join(name)
+    }
+}
+
+/// Waits until `path` exists with `len` bytes, or more than nothing if `len` is `None`.
+#[track_caller]
+fn wait_for_file(path: &std::path::Path, len: Option<u64>) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let now = std::fs::metadata(path).map(|m| m.len()).ok();
+        let reached = match (now, len) {
+            (Some(n), Some(want)) => n == want,
+            (Some(n), None) => n > 0,
+            (None, _) => false,
+        };
+        if reached {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never reached {len:?}: {now:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn send_keeps_its_message_in_the_outbox_while_the_daemon_is_down_and_posts_it_once() {
+    let mut d1 = Daemon::start(&["--send-rate", "0"]);
+    let alice = Account::new(&d1, "alice");
+    let start_again = stop(&mut d1, Signal::SIGKILL);
+    let chat = alice.spawn(&["send", "--wait", "60", "#q", "while", "down"]);
+    // In the outbox before the first connection is tried, and kept while none succeeds.
+    wait_for_file(&alice.outbox(), None);
+    let _d2 = start_again();
+    let done = chat.close();
+    assert_ok(&done);
+    assert!(done.stderr.contains("trying again in"), "{}", done.stderr);
+    wait_for_file(&alice.outbox(), Some(0));
+    let tail = alice.run(&["tail", "#q", "--json"], "");
+    assert_eq!(
+        json_field(&tail.lines, "text"),
+        ["while down"],
+        "exactly once"
+    );
+}
+
+#[test]
+fn send_gives_up_at_its_deadline_and_the_next_run_sends_what_it_left() {
+    let mut d1 = Daemon::start(&["--send-rate", "0"]);
+    let alice = Account::new(&d1, "alice");
+    let start_again = stop(&mut d1, Signal::SIGTERM);
+    let done = alice.run(&["send", "--wait", "1", "#q", "first"], "");
+    assert_eq!(
+        done.status.code(),
+        Some(3),
+        "never reached: {}",
+        done.stderr
+    );
+    assert!(
+        done.stderr.contains("stay in the outbox"),
+        "{}",
+        done.stderr
+    );
+    let _d2 = start_again();
+    assert_ok(&alice.run(&["send", "#q", "second"], ""));
+    let tail = alice.run(&["tail", "#q", "--json"], "");
+    assert_eq!(
+        json_field(&tail.lines, "text"),
+        ["first", "second"],
+        "the leftover first, each once"
+    );
+    wait_for_file(&alice.outbox(), Some(0));
+}
+
+#[test]
+fn interactive_mode_queues_a_line_typed_while_disconnected_and_sends_it_once_after() {
+    let mut d1 = Daemon::start(&["--send-rate", "0"]);
+    let alice = Account::new(&d1, "alice");
+    let mut chat = alice.spawn(&["#r"]);
+    chat.expect("-- joined [#r]");
+    let start_again = stop(&mut d1, Signal::SIGKILL);
+    chat.expect("reconnecting in");
+    chat.type_line("typed while away");
+    chat.expect("… [#r] queued (not connected), sent once reconnected: typed while away");
+    wait_for_file(&alice.outbox(), None);
+    let _d2 = start_again();
+    chat.expect("-- reconnected to");
+    chat.expect("[#r] alice: typed while away");
+    wait_for_file(&alice.outbox(), Some(0));
+    chat.type_line("/quit");
+    let done = chat.close();
+    assert_ok(&done);
+    assert_eq!(texts_by(&done.lines, "#r", "alice"), ["typed while away"]);
+    let tail = alice.run(&["tail", "#r", "--json"], "");
+    assert_eq!(
+        json_field(&tail.lines, "text"),
+        ["typed while away"],
+        "exactly once"
+    );
+}
+
+#[test]
+fn who_msg_and_watch_answers_of_a_server_without_them_are_shown_not_fatal() {
+    let d = Daemon::start(&[]);
+    let alice = Account::new(&d, "alice");
+    let mut chat = alice.spawn(&["#w"]);
+    chat.expect("-- joined [#w]");
+    // Until the server implements WHO and WATCH, it refuses them as INVALID (not fatal).
+    let watch = chat.expect("!! /who [#w]");
+    assert!(watch.contains("INVALID"), "{watch}");
+    chat.type_line("/who");
+    chat.expect("!! /who [#w]: INVALID");
+    chat.type_line("/msg bob hello bob");
+    chat.expect("-- current room: [@alice+bob]");
+    chat.expect("!! cannot join [@alice+bob]");
+    chat.type_line("/room #w");
+    chat.type_line("still connected");
+    chat.expect("[#w] alice: still connected");
+    let done = chat.close();
+    assert_ok(&done);
+    assert!(
+        !done.lines.iter().any(|l| l.contains("reconnect")),
+        "{:?}",
+        done.lines
+    );
+}
+
+/// A server of before version 2: it refuses a version 2 HELLO with UNSUPPORTED_VERSION and
+/// closes, and on a version 1 connection answers JOIN, SEND and BYE. Returns its address and
+/// the (version, client) of each HELLO it got, once `connections` have ended.
+fn old_server(connections: usize) -> (SocketAddr, std::thread::JoinHandle<Vec<(u8, u64)>>) {
+    use chatd::protocol::codec::parse_client;
+    use chatd::protocol::{ClientFrame, Decoded, Deframer, ErrorCode, ServerFrame, encode_server};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let serve = move || {
+        let mut hellos = Vec::new();
+        for _ in 0..connections {
+            let (mut stream, _) = listener.accept().expect("accept");
+            stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+            let deframer = Deframer::for_server(65_536);
+            let mut buf = Vec::new();
+            let mut out = Vec::new();
+            'conn: loop {
+                let mut chunk = [0u8; 4096];
+                let n = stream.read(&mut chunk).expect("read");
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                while let Ok(Decoded::Frame(raw)) = deframer.next(&buf) {
+                    let used = raw.wire_len;
+                    let mut bye = false;
+                    match parse_client(&raw).expect("a frame chat may send") {
+                        ClientFrame::Hello {
+                            version, client, ..
+                        } => {
+                            hellos.push((version, client));
+                            let reply = if version == 1 {
+                                ServerFrame::Welcome {
+                                    version: 1,
+                                    epoch: 1,
+                                    session: 1,
+                                    max_frame: 65_536,
+                                    idle_timeout_ms: 60_000,
+                                    server: "old",
+                                }
+                            } else {
+                                bye = true;
+                                ServerFrame::Error {
+                                    code: ErrorCode::UnsupportedVersion.as_u16(),
+                                    reference: 0,
+                                    message: "this server speaks version 1",
+                                }
+                            };
+                            encode_server(&reply, &mut out);
+                        }
+                        ClientFrame::Join { room, .. } => {
+                            let joined = ServerFrame::Joined {
+                                room,
+                                first: 0,
+                                head: 0,
+                            };
+                            encode_server(&joined, &mut out);
+                        }
+                        ClientFrame::Send { id, .. } => {
+                            encode_server(&ServerFrame::Ack { id, seq: 1 }, &mut out);
+                        }
+                        _ => bye = true,
+                    }
+                    buf.drain(..used);
+                    stream.write_all(&out).expect("write");
+                    out.clear();
+                    if bye {
+                        break 'conn;
+                    }
+                }
+            }
+        }
+        hellos
+    };
+    (addr, std::thread::spawn(serve))
+}
+
+#[test]
+fn send_says_so_and_speaks_version_1_to_a_server_that_refuses_version_2() {
+    let (addr, server) = old_server(2);
+    let alice = Account::with_token(addr, "alice", "t");
+    let done = alice.run(&["send", "--wait", "0", "#r", "hi"], "");
+    assert_ok(&done);
+    assert!(
+        done.stderr
+            .contains("does not speak protocol version 2 (UNSUPPORTED_VERSION): using version 1"),
+        "{}",
+        done.stderr
+    );
+    let hellos = server.join().expect("the old server");
+    assert_eq!(hellos.len(), 2, "{hellos:?}");
+    assert_eq!(hellos[0].0, 2, "version 2 first");
+    assert_ne!(hellos[0].1, 0, "with a client id");
+    assert_eq!(hellos[1], (1, 0), "then version 1, once");
+    let client_file = alice.outbox().with_extension("client");
+    let kept = std::fs::read_to_string(&client_file).expect("the client id is kept");
+    assert!(
+        kept.contains(&format!("client {:016x}", hellos[0].1)),
+        "{kept}"
+    );
 }
 
 /// A daemon with a plain listener and a TLS one whose certificate (for localhost and

@@ -31,6 +31,8 @@ OPTIONS:
                          not the host of --server (e.g. connecting by IP address to a
                          certificate for chat.example.org); implies --tls
     --no-tls             plain TCP even if the config file asks for TLS
+    --state-dir DIR      where the state files, client id and outbox live (default: see
+                         FILES)
     -h, --help           this text
     -V, --version        the version
 
@@ -44,12 +46,17 @@ INTERACTIVE MODE:
     A line you type goes to the current room: the first one joined, or the one chosen with
     /room. What you typed stays on screen as `[room]> text` until the server confirms it;
     the confirmed message then appears with its time like everyone else's. A message the
-    server refuses is marked `✗` with the reason (e.g. RATE_LIMITED, NOT_JOINED).
+    server refuses is marked `✗` with the reason (e.g. RATE_LIMITED, NOT_JOINED, FORBIDDEN).
+    A line typed while disconnected is kept in the outbox (see FILES), shown as `… [room]
+    queued`, and sent after reconnecting, as is one whose confirmation the drop took away;
+    one still pending at /quit is sent by the next chat of that user and server.
 
     /join ROOM      join ROOM and make it the current room
     /leave [ROOM]   leave ROOM (default: the current room)
     /room ROOM      make ROOM (already joined) the current room; /room alone names it
     /rooms          list the rooms joined
+    /msg USER TEXT  send TEXT to USER in your direct room with them (`@alice+bob`)
+    /who [ROOM]     list who is in ROOM (default: the current room)
     /help           list these commands
     /quit           wait for the server to confirm what you sent, then leave (also Ctrl-D)
     //text          send `/text` as a message
@@ -59,12 +66,23 @@ INTERACTIVE MODE:
     When stdin is not a terminal, lines are read as they come, without a line editor, and
     the end of input is /quit.
 
+    chat speaks version 2 of the protocol: with the client id kept in the state directory,
+    the server stores a message sent again after a lost confirmation only once. With a
+    server that answers UNSUPPORTED_VERSION it says so and speaks version 1: /who, /msg
+    and presence lines (`bob joined [#general]`, shown for the rooms joined) need version 2,
+    and a message resent there after a lost confirmation may be stored twice.
+
 SCRIPTS:
     send ROOM TEXT...   post the words of TEXT, joined by spaces, as one message. With no
                         TEXT, post each non-empty line of stdin as a message, in order.
                         Exits 0 once the server has confirmed (ACKed) every message. Sends
                         are paced to the server's rate limit: a RATE_LIMITED message is
-                        retried after a pause, up to 12 times.
+                        retried after a pause, up to 12 times. Each message waits in the
+                        outbox until confirmed: while the server is unreachable or the
+                        connection drops, send reconnects with growing pauses and sends it
+                        again with the same id, for up to --wait seconds. Messages left in
+                        the outbox by an earlier run (of send or interactive mode) go first.
+        --wait N        give up reconnecting after N seconds (default 30; 0: fail at once)
     tail ROOM           print the last --history messages of ROOM, one per line as
                         `SEQ YYYY-MM-DD HH:MM [room] user: text`, then exit.
         --after N       only messages after seq N (all of them, unless --limit)
@@ -97,6 +115,10 @@ FILES:
         the last message seen in each room. Interactive mode reads it on start to show what
         you missed since last time (after --history messages you had already seen), and
         rewrites it atomically as messages arrive. Safe to delete.
+        alice@127.0.0.1_7667.client: this installation's client id and the last message id
+        reserved (ids only increase, across runs). Deleting it makes a new client id.
+        alice@127.0.0.1_7667.outbox: the messages not yet confirmed by the server, kept
+        until they are; one chat at a time uses it (another runs without one and says so).
 
 EXIT STATUS:
     0 success; 1 any other error; 2 bad usage, config or missing token; 3 cannot reach the
@@ -119,6 +141,9 @@ pub struct Options {
     pub tls: Option<bool>,
     pub ca_file: Option<PathBuf>,
     pub server_name: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    /// `chat send --wait`: seconds to keep reconnecting.
+    pub wait: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +189,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(Options, Comma
             Long("no-tls") => opts.tls = Some(false),
             Long("ca-file") => opts.ca_file = Some(p.value().map_err(err)?.into()),
             Long("server-name") => opts.server_name = Some(string(&mut p, "--server-name")?),
+            Long("state-dir") => opts.state_dir = Some(p.value().map_err(err)?.into()),
+            Long("wait") => opts.wait = Some(number(&mut p, "--wait")?),
             Long("after") => after = Some(number(&mut p, "--after")?),
             Long("limit") => {
                 let v = string(&mut p, "--limit")?;
@@ -207,6 +234,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(Options, Comma
         (json, "--json"),
     ];
     let is_tail = words.first().is_some_and(|w| w == "tail");
+    if opts.wait.is_some() && words.first().is_none_or(|w| w != "send") {
+        return Err("--wait goes with `chat send`".into());
+    }
     if let Some((_, flag)) = tail_only.iter().find(|(set, _)| *set && !is_tail) {
         return Err(format!("{flag} goes with `chat tail`"));
     }
@@ -340,6 +370,17 @@ mod tests {
         assert!(e.contains("--ca-file") && e.contains("--no-tls"), "{e}");
         for flag in ["--tls", "--ca-file", "--server-name", "--no-tls"] {
             assert!(USAGE.contains(flag), "{flag} is explained");
+        }
+    }
+
+    #[test]
+    fn state_dir_is_for_all_and_wait_for_send_only() {
+        let (o, _) = run(&["--state-dir", "/s", "send", "#a", "--wait", "5", "x"]).expect("ok");
+        assert_eq!(o.state_dir, Some(PathBuf::from("/s")));
+        assert_eq!(o.wait, Some(5));
+        assert!(run(&["#a", "--wait", "5"]).is_err());
+        for needle in ["--state-dir", "--wait", "/msg USER TEXT", "/who", "outbox"] {
+            assert!(USAGE.contains(needle), "{needle}");
         }
     }
 

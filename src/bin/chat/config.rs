@@ -22,7 +22,8 @@ pub struct Settings {
     /// Rooms to join when none are named on the command line.
     pub rooms: Vec<String>,
     pub history: u32,
-    /// Where the state files live; `None` when neither XDG_STATE_HOME nor HOME is set.
+    /// Where the state files, client id and outbox live: --state-dir, else the XDG rule;
+    /// `None` when neither XDG_STATE_HOME nor HOME is set.
     pub state_dir: Option<PathBuf>,
     /// `None`: plain TCP.
     pub tls: Option<TlsSettings>,
@@ -109,7 +110,10 @@ pub fn resolve(opts: &Options, env: Env<'_>) -> Result<Settings, Failure> {
         token,
         rooms: file.rooms,
         history: opts.history.or(file.history).unwrap_or(DEFAULT_HISTORY),
-        state_dir: state_dir(env, home.as_deref()),
+        state_dir: opts
+            .state_dir
+            .clone()
+            .or_else(|| state_dir(env, home.as_deref())),
         tls,
     })
 }

@@ -1,7 +1,8 @@
 //! One connection to chatd: connect (and the TLS handshake, if asked), HELLO, WELCOME, then
 //! a reader thread that turns the socket into [`Event`]s while the owner writes frames. A
 //! connection never retries or reconnects by itself (that is `link`'s job), and every wait
-//! in it has a deadline.
+//! in it has a deadline. It speaks the version the target asks for; a server too old for
+//! version 2 (UNSUPPORTED_VERSION) is asked again, once, in version 1.
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -9,7 +10,7 @@ use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use chatd::client::{Client, Reply, Transport};
-use chatd::protocol::{ClientFrame, ErrorCode, VERSION, encode_client};
+use chatd::protocol::{ClientFrame, ErrorCode, Version, encode_client};
 
 use crate::events::Event;
 use crate::failure::{Exit, Failure, describe};
@@ -27,6 +28,10 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Welcome {
     pub epoch: u64,
     pub idle_timeout: Duration,
+    /// The version in force: what WELCOME echoed.
+    pub version: Version,
+    /// The server refused version 2, and this connection is version 1's second try.
+    pub fell_back: bool,
 }
 
 /// The writing half of a connection, plain or TLS; its reading half lives in a thread.
@@ -50,6 +55,27 @@ impl Conn {
         id: u64,
         events: &Sender<Event>,
     ) -> Result<(Conn, Welcome), Failure> {
+        match Conn::open_in(target, target.version, id, events) {
+            Err(Login::Old) if target.version > Version::V1 => {
+                let (conn, welcome) = Conn::open_in(target, Version::V1, id, events)
+                    .map_err(|e| e.failure(&target.addr, &target.user))?;
+                let welcome = Welcome {
+                    fell_back: true,
+                    ..welcome
+                };
+                Ok((conn, welcome))
+            }
+            Err(e) => Err(e.failure(&target.addr, &target.user)),
+            Ok(opened) => Ok(opened),
+        }
+    }
+
+    fn open_in(
+        target: &Target,
+        version: Version,
+        id: u64,
+        events: &Sender<Event>,
+    ) -> Result<(Conn, Welcome), Login> {
         let (addr, user, token) = (&target.addr, &target.user, &target.token);
         let tcp = connect(addr)?;
         let lost = |e: io::Error| {
@@ -66,12 +92,17 @@ impl Conn {
         };
         let mut reader = Client::from_transport(stream.try_clone().map_err(lost)?);
         reader.set_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(lost)?;
+        reader.speak(version);
         let mut conn = Conn { stream, id };
         let hello = ClientFrame::Hello {
-            version: VERSION,
+            version: version.as_u8(),
             user,
             token,
-            client: 0,
+            client: if version >= Version::V2 {
+                target.client
+            } else {
+                0
+            },
         };
         // A server that refuses us at accept (TOO_MANY) may have closed before HELLO is
         // written: its ERROR, if it can still be read, says more than the failed write.
@@ -80,37 +111,55 @@ impl Conn {
             Ok(Some(Reply::Welcome {
                 epoch,
                 idle_timeout_ms,
+                version: echoed,
                 ..
-            })) => Welcome {
-                epoch,
-                idle_timeout: Duration::from_millis(u64::from(idle_timeout_ms)),
-            },
+            })) => {
+                let version = Version::from_wire(echoed)
+                    .unwrap_or(Version::V1)
+                    .min(version);
+                reader.speak(version);
+                Welcome {
+                    epoch,
+                    idle_timeout: Duration::from_millis(u64::from(idle_timeout_ms)),
+                    version,
+                    fell_back: false,
+                }
+            }
+            Ok(Some(Reply::Error { code, .. }))
+                if code == ErrorCode::UnsupportedVersion.as_u16() =>
+            {
+                return Err(Login::Old);
+            }
             Ok(Some(Reply::Error { code, message, .. })) => {
-                return Err(refused(addr, user, code, &message));
+                return Err(refused(addr, user, code, &message).into());
             }
             Ok(Some(other)) => {
                 return Err(Failure::new(
                     Exit::Other,
                     format!("chatd at {addr} answered HELLO with {other:?}"),
-                ));
+                )
+                .into());
             }
             Ok(None) => {
-                return Err(sent.err().map_or_else(
-                    || {
-                        Failure::new(
-                            Exit::Lost,
-                            format!(
-                                "chatd at {addr} closed the connection during the login{}",
-                                if target.tls.is_none() {
-                                    " (if that is a TLS port, use --tls)"
-                                } else {
-                                    ""
-                                }
-                            ),
-                        )
-                    },
-                    lost,
-                ));
+                return Err(sent
+                    .err()
+                    .map_or_else(
+                        || {
+                            Failure::new(
+                                Exit::Lost,
+                                format!(
+                                    "chatd at {addr} closed the connection during the login{}",
+                                    if target.tls.is_none() {
+                                        " (if that is a TLS port, use --tls)"
+                                    } else {
+                                        ""
+                                    }
+                                ),
+                            )
+                        },
+                        lost,
+                    )
+                    .into());
             }
             Err(e)
                 if matches!(
@@ -124,9 +173,10 @@ impl Conn {
                         "cannot reach chatd at {addr}: no answer to the login within {} s",
                         HANDSHAKE_TIMEOUT.as_secs()
                     ),
-                ));
+                )
+                .into());
             }
-            Err(e) => return Err(lost(e)),
+            Err(e) => return Err(lost(e).into()),
         };
         reader.set_timeout(None).map_err(lost)?;
         let tx = events.clone();
@@ -150,6 +200,27 @@ impl Conn {
     /// Closes both directions, which also ends the reader thread.
     pub fn close(&self) {
         self.stream.close();
+    }
+}
+
+/// Why a login failed: a server too old for the version asked, or anything else.
+enum Login {
+    Old,
+    Failed(Failure),
+}
+
+impl From<Failure> for Login {
+    fn from(f: Failure) -> Login {
+        Login::Failed(f)
+    }
+}
+
+impl Login {
+    fn failure(self, addr: &str, user: &str) -> Failure {
+        match self {
+            Login::Old => refused(addr, user, ErrorCode::UnsupportedVersion.as_u16(), ""),
+            Login::Failed(f) => f,
+        }
     }
 }
 

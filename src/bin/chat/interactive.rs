@@ -1,20 +1,26 @@
 //! Interactive mode: rooms in, messages out, one current room for what is typed. A message
-//! typed is pending until the server ACKs it (its own MSG then shows it in the room's
-//! order); a refusal is marked with the server's reason, and one the connection took down
-//! unconfirmed says so. The last seq seen per room goes to the state file now and then and
-//! at the end, so the next run can show what was missed.
+//! typed goes to the outbox and is pending until the server ACKs it (its own MSG then shows
+//! it in the room's order); one typed while disconnected is marked queued, and the link sends
+//! every pending message again after reconnecting; a refusal is marked with the server's
+//! reason. Pending messages left at the end stay in the outbox for the next run. The last
+//! seq seen per room goes to the state file now and then and at the end, so the next run can
+//! show what was missed.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::mpsc::{self, Sender};
 use std::time::{Duration, Instant};
 
+use chatd::protocol::name::direct_room;
+use chatd::protocol::{ErrorCode, Version};
+
 use crate::config::Settings;
 use crate::events::{Driver, Step};
 use crate::failure::{Failure, check_room, reason};
 use crate::input::{Screen, Terminal, spawn_plain, spawn_tty};
 use crate::link::{Link, Mode, Note, Start};
-use crate::render::{chat_line, clean, today, when};
+use crate::local::Local;
+use crate::render::{chat_line, clean, members_line, presence_line, today, when};
 use crate::script::target;
 use crate::state::{State, StateFile};
 
@@ -30,6 +36,8 @@ const HELP: &[&str] = &[
     "-- /leave [ROOM]   leave ROOM (default: the current room)",
     "-- /room ROOM      make ROOM the current room (/room alone names it)",
     "-- /rooms          list the rooms joined",
+    "-- /msg USER TEXT  send TEXT to USER in your direct room with them",
+    "-- /who [ROOM]     who is in ROOM (default: the current room)",
     "-- /quit           leave once the server has confirmed what you sent (also Ctrl-D)",
     "-- //text          send `/text`; any other line goes to the current room",
 ];
@@ -48,7 +56,8 @@ struct Chat {
     prompts: Option<Sender<Option<String>>>,
     current: Option<String>,
     pending: BTreeMap<u64, Pending>,
-    next_id: u64,
+    local: Local,
+    user: String,
     history: u32,
     /// The state as this run found it, for rooms joined later.
     saved: Option<State>,
@@ -84,12 +93,28 @@ pub fn run(s: &Settings, rooms: Vec<String>) -> Result<(), Failure> {
             None
         }
     });
-    let starts = wanted
+    let local = Local::open(s);
+    let leftovers = local.pending();
+    // The rooms of messages an earlier run left pending are joined too, so they can go.
+    let mut rooms = wanted.clone();
+    for (_, e) in &leftovers {
+        if !rooms.contains(&e.room) {
+            rooms.push(e.room.clone());
+        }
+    }
+    let starts = rooms
         .iter()
         .map(|r| (r.clone(), start_for(saved.as_ref(), None, r, s.history)))
         .collect();
     let (tx, rx) = mpsc::channel();
-    let link = Link::open(target(s)?, tx.clone(), Mode::Resilient, s.history, starts)?;
+    let mut link = Link::open(
+        target(s, local.client())?,
+        tx.clone(),
+        Mode::Resilient,
+        s.history,
+        starts,
+    )?;
+    link.watch = true;
     let terminal = Terminal::save();
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let (screen, prompts) = if tty {
@@ -110,7 +135,8 @@ pub fn run(s: &Settings, rooms: Vec<String>) -> Result<(), Failure> {
         prompts,
         current: wanted.first().cloned(),
         pending: BTreeMap::new(),
-        next_id: 1,
+        local,
+        user: s.user.clone(),
         history: s.history,
         saved,
         file,
@@ -128,6 +154,16 @@ pub fn run(s: &Settings, rooms: Vec<String>) -> Result<(), Failure> {
     if wanted.is_empty() {
         chat.say("-- no rooms joined yet: /join ROOM");
     }
+    chat.warnings();
+    for (id, e) in leftovers {
+        chat.say(&format!(
+            "… [{}] left unconfirmed by an earlier run, sending again: {}",
+            e.room,
+            clean(&e.text, " ")
+        ));
+        chat.d.link.send(&e.room, id, &e.text);
+        chat.pending.insert(id, Pending::new(e.room, e.text));
+    }
     chat.prompt();
     let result = chat.run();
     chat.save();
@@ -136,6 +172,25 @@ pub fn run(s: &Settings, rooms: Vec<String>) -> Result<(), Failure> {
         println!(); // off the line being edited, so the error starts a line of its own
     }
     result
+}
+
+/// How a refused message is shown: the server's reason, in words for the refusals of
+/// version 2.
+fn refused_line(p: &Pending, code: u16, message: &str) -> String {
+    let text = clean(&p.text, " ");
+    let why = reason(code, message);
+    match ErrorCode::from_u16(code) {
+        Some(ErrorCode::StaleId) => format!(
+            "? [{}] the server can no longer tell whether this was stored, {why}; look in \
+             the room's history: {text}",
+            p.room
+        ),
+        Some(ErrorCode::Forbidden) => format!(
+            "✗ [{}] not sent: you may not use this room, {why}: {text}",
+            p.room
+        ),
+        _ => format!("✗ [{}] not sent, {why}: {text}", p.room),
+    }
 }
 
 /// Where a room's first JOIN starts: from the last seq seen in it (this run or an earlier
@@ -155,6 +210,17 @@ fn start_for(saved: Option<&State>, left: Option<(u64, u64)>, room: &str, histor
             after: 0,
             limit: history,
         })
+}
+
+impl Pending {
+    fn new(room: String, text: String) -> Pending {
+        Pending {
+            room,
+            text,
+            since: Instant::now(),
+            pointed_out: false,
+        }
+    }
 }
 
 impl Chat {
@@ -229,6 +295,22 @@ impl Chat {
                 None => self.say("-- no current room: /join ROOM"),
             },
             ("rooms", _) => self.list_rooms(),
+            ("msg" | "m", Some(user)) => {
+                let text = command
+                    .trim_start()
+                    .split_once(char::is_whitespace)
+                    .and_then(|(_, rest)| rest.trim_start().split_once(char::is_whitespace))
+                    .map(|(_, text)| text.trim_start());
+                match text.filter(|t| !t.is_empty()) {
+                    Some(text) => self.direct(&user, text),
+                    None => self.say("!! /msg needs a USER and a TEXT"),
+                }
+            }
+            ("msg" | "m", None) => self.say("!! /msg needs a USER and a TEXT"),
+            ("who" | "w", room) => match room.or_else(|| self.current.clone()) {
+                Some(room) => self.who(&room),
+                None => self.say("!! no current room: /who ROOM"),
+            },
             ("help" | "h" | "?", _) => {
                 for line in HELP {
                     self.say(line);
@@ -256,6 +338,37 @@ impl Chat {
         }
         self.say(&format!("-- current room: [{room}]"));
         self.current = Some(room);
+    }
+
+    /// `/msg USER TEXT`: joins the direct room of us and USER, makes it current, posts TEXT.
+    fn direct(&mut self, user: &str, text: &str) {
+        let Some(room) = direct_room([self.user.as_str(), user]) else {
+            return self.say(&format!(
+                "!! no direct room with {user:?}: a user name is 1-32 characters from \
+                 A-Z a-z 0-9 . _ - and not yours"
+            ));
+        };
+        if self.d.link.version() == Some(Version::V1) {
+            return self.say("!! /msg needs a server that speaks protocol version 2");
+        }
+        if !self.d.link.has(&room) {
+            let start = start_for(self.saved.as_ref(), None, &room, self.history);
+            self.d.link.join(&room, start);
+        }
+        if self.current.as_deref() != Some(room.as_str()) {
+            self.say(&format!("-- current room: [{room}]"));
+            self.current = Some(room);
+        }
+        self.post(text);
+    }
+
+    fn who(&mut self, room: &str) {
+        if !self.d.link.has(room) {
+            return self.say(&format!("!! not in [{room}]: /join {room} first"));
+        }
+        if let Err(why) = self.d.link.who(room) {
+            self.say(&format!("!! /who [{room}]: {why}"));
+        }
     }
 
     fn leave(&mut self, room: &str) {
@@ -304,22 +417,31 @@ impl Chat {
             // What a terminal would show after the prompt, so a piped session reads alike.
             self.say(&format!("[{room}]> {}", clean(text, " ")));
         }
-        let id = self.next_id;
-        self.next_id += 1;
-        match self.d.link.send(&room, id, text) {
-            Ok(()) => {
-                let pending = Pending {
-                    room,
-                    text: text.to_string(),
-                    since: Instant::now(),
-                    pointed_out: false,
-                };
-                self.pending.insert(id, pending);
+        let id = match self.local.queue(&room, text) {
+            Ok(id) => id,
+            Err(why) => {
+                return self.say(&format!(
+                    "✗ [{room}] not sent ({why}): {}",
+                    clean(text, " ")
+                ));
             }
-            Err(why) => self.say(&format!(
-                "✗ [{room}] not sent ({why}): {}",
+        };
+        self.d.link.send(&room, id, text);
+        if !self.d.link.is_connected() {
+            self.say(&format!(
+                "… [{room}] queued (not connected), sent once reconnected: {}",
                 clean(text, " ")
-            )),
+            ));
+        }
+        self.pending
+            .insert(id, Pending::new(room, text.to_string()));
+        self.warnings();
+    }
+
+    /// Shows what went wrong with the files kept on this machine, once each.
+    fn warnings(&mut self) {
+        for w in std::mem::take(&mut self.local.warnings) {
+            self.say(&format!("!! {w}"));
         }
     }
 
@@ -329,7 +451,17 @@ impl Chat {
             Note::Connected {
                 again,
                 epoch_changed,
+                fell_back,
+                ..
             } => {
+                if fell_back {
+                    let addr = self.d.link.addr().to_string();
+                    self.say(&format!(
+                        "-- chatd at {addr} does not speak protocol version 2 \
+                         (UNSUPPORTED_VERSION): using version 1, without /who, /msg or \
+                         presence, and a message sent again may be stored twice"
+                    ));
+                }
                 if again {
                     let addr = self.d.link.addr().to_string();
                     self.say(&format!("-- reconnected to {addr}"));
@@ -352,6 +484,21 @@ impl Chat {
                 }
             }
             Note::Left { room } => self.say(&format!("-- left [{room}]")),
+            Note::Removed { room } => {
+                self.say(&format!("!! the server took you out of [{room}]"));
+                if self.current.as_deref() == Some(room.as_str()) {
+                    self.current = self.d.link.rooms().next().map(str::to_string);
+                }
+            }
+            Note::Members { room, total, users } => {
+                self.say(&members_line(&room, total, &users));
+            }
+            Note::Presence { room, user, here } => self.say(&presence_line(&room, &user, here)),
+            Note::WhoFailed {
+                room,
+                code,
+                message,
+            } => self.say(&format!("!! /who [{room}]: {}", reason(code, &message))),
             Note::Msg {
                 room,
                 ts_ms,
@@ -371,16 +518,16 @@ impl Chat {
             }
             Note::Ack { id, .. } => {
                 self.pending.remove(&id);
+                self.local.done(id);
+                self.warnings();
             }
-            Note::Refused { id, code, message } => match self.pending.remove(&id) {
-                Some(p) => self.say(&format!(
-                    "✗ [{}] not sent, {}: {}",
-                    p.room,
-                    reason(code, &message),
-                    clean(&p.text, " ")
-                )),
-                None => self.say(&format!("!! {}", reason(code, &message))),
-            },
+            Note::Refused { id, code, message } => {
+                self.local.done(id);
+                match self.pending.remove(&id) {
+                    Some(p) => self.say(&refused_line(&p, code, &message)),
+                    None => self.say(&format!("!! {}", reason(code, &message))),
+                }
+            }
             Note::JoinFailed {
                 room,
                 code,
@@ -400,7 +547,12 @@ impl Chat {
                     "-- {why}; reconnecting in {:.1} s",
                     retry_in.as_secs_f64()
                 ));
-                self.unconfirmed("the connection dropped");
+                if !self.pending.is_empty() {
+                    let n = self.pending.len();
+                    self.say(&format!(
+                        "… {n} unconfirmed message(s) kept, sent again after reconnecting"
+                    ));
+                }
             }
             Note::Retrying { why, retry_in } => self.say(&format!(
                 "-- {why}; trying again in {:.1} s",
@@ -414,8 +566,18 @@ impl Chat {
         false
     }
 
-    /// Says which pending messages will never be confirmed.
+    /// Says which pending messages this run will not see confirmed.
     fn unconfirmed(&mut self, why: &str) {
+        if self.local.keeps() {
+            for p in std::mem::take(&mut self.pending).into_values() {
+                self.say(&format!(
+                    "… [{}] not confirmed before {why}; kept in the outbox for the next run: {}",
+                    p.room,
+                    clean(&p.text, " ")
+                ));
+            }
+            return;
+        }
         for p in std::mem::take(&mut self.pending).into_values() {
             self.say(&format!(
                 "? [{}] not confirmed before {why}; it may not have been stored: {}",
@@ -508,5 +670,29 @@ impl Chat {
             let path = file.path().display().to_string();
             self.say(&format!("!! cannot save the state file {path}: {e}"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forbidden_and_stale_id_refusals_read_as_sentences() {
+        let p = Pending::new("#team".into(), "hello".into());
+        assert_eq!(
+            refused_line(&p, ErrorCode::Forbidden.as_u16(), "no access"),
+            "✗ [#team] not sent: you may not use this room, FORBIDDEN (no access): hello"
+        );
+        let stale = refused_line(&p, ErrorCode::StaleId.as_u16(), "");
+        assert_eq!(
+            stale,
+            "? [#team] the server can no longer tell whether this was stored, STALE_ID; look \
+             in the room's history: hello"
+        );
+        assert_eq!(
+            refused_line(&p, ErrorCode::RateLimited.as_u16(), "slow down"),
+            "✗ [#team] not sent, RATE_LIMITED (slow down): hello"
+        );
     }
 }

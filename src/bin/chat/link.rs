@@ -4,14 +4,20 @@
 //! arrive once and in order. It PINGs at a third of the server's idle timeout and treats a
 //! server that stays silent too long as gone. It never delivers a MSG at or below a room's
 //! cursor, and never reuses seqs across server epochs.
+//!
+//! It also keeps every SEND not yet answered (ACK or refusal), and writes it again, with its
+//! original id, right after its room's JOIN on the next connection: on a version 2 connection
+//! the server stores each exactly once. A SEND for a room whose JOIN is not written on this
+//! connection waits for it, so a message never arrives before its room's join (NOT_JOINED). It never
+//! writes a version 2 frame (WHO, WATCH) on a version 1 connection.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use chatd::client::Reply;
 use chatd::protocol::replay_start;
-use chatd::protocol::{ClientFrame, ErrorCode};
+use chatd::protocol::{ClientFrame, ErrorCode, Version};
 
 use crate::conn::Conn;
 use crate::events::Event;
@@ -36,6 +42,10 @@ pub struct Target {
     pub token: String,
     /// `None`: plain TCP.
     pub tls: Option<Secure>,
+    /// The version to ask for; version 1 after a server refused version 2.
+    pub version: Version,
+    /// This installation's client id, sent in a version 2 HELLO (0: no exactly-once).
+    pub client: u64,
 }
 
 /// Where a room's first JOIN starts.
@@ -55,6 +65,9 @@ pub enum Mode {
     Resilient,
     /// Fail: a script should not silently resume.
     OneShot,
+    /// Like `Resilient`, and the first connection is retried too (`chat send`, which gives
+    /// up at its own deadline).
+    Patient,
 }
 
 /// What the link tells the mode above it.
@@ -65,6 +78,9 @@ pub enum Note {
     Connected {
         again: bool,
         epoch_changed: bool,
+        version: Version,
+        /// The server refused version 2 and this connection speaks version 1.
+        fell_back: bool,
     },
     /// JOINED: the replay that follows starts at `next` and ends at `head`. `resumed` if
     /// this room had been joined before on an earlier connection; `gap` names the seqs that
@@ -78,6 +94,29 @@ pub enum Note {
     },
     Left {
         room: String,
+    },
+    /// The server took us out of a room we had not asked to leave (access lost); the room
+    /// is no longer wanted.
+    Removed {
+        room: String,
+    },
+    /// Who is in `room` (WHO's answer, or the first answer to WATCH).
+    Members {
+        room: String,
+        total: u32,
+        users: Vec<String>,
+    },
+    /// `user` arrived in (`here`) or left `room`.
+    Presence {
+        room: String,
+        user: String,
+        here: bool,
+    },
+    /// A WHO or WATCH was refused (WATCH's refusal is reported once per run).
+    WhoFailed {
+        room: String,
+        code: u16,
+        message: String,
     },
     Msg {
         room: String,
@@ -129,6 +168,8 @@ struct Room {
     cursor: Option<u64>,
     /// The (after, limit) of the JOIN in flight on this connection.
     asked: (u64, u32),
+    /// JOIN written on this connection: SENDs for it may follow.
+    ready: bool,
 }
 
 /// A JOIN or LEAVE awaiting its answer; they are answered in order, which is how an
@@ -136,7 +177,9 @@ struct Room {
 #[derive(Debug)]
 enum Request {
     Join(String),
-    Leave,
+    Leave(String),
+    Who(String),
+    Watch(String),
 }
 
 #[derive(Debug)]
@@ -153,6 +196,9 @@ struct Live {
     fatal: Option<(u16, String)>,
     /// Why we closed it ourselves (write failed, server silent); its close is on the way.
     broken: Option<String>,
+    version: Version,
+    /// The server refused a WATCH: ask no more on this connection.
+    watch_refused: bool,
 }
 
 #[derive(Debug)]
@@ -168,6 +214,12 @@ pub struct Link {
     retry_at: Option<Instant>,
     attempts: u32,
     quitting: bool,
+    /// SENDs not answered yet, by id: (room, text).
+    unacked: BTreeMap<u64, (String, String)>,
+    /// WATCH each room once joined (version 2 only).
+    pub watch: bool,
+    /// A WATCH refusal was reported already.
+    watch_told: bool,
     /// What happened, in order, for the mode above to take.
     pub notes: VecDeque<Note>,
 }
@@ -196,13 +248,36 @@ impl Link {
             retry_at: None,
             attempts: 0,
             quitting: false,
+            unacked: BTreeMap::new(),
+            watch: false,
+            watch_told: false,
             notes: VecDeque::new(),
         };
         for (name, start) in rooms {
             link.add_room(name, start);
         }
-        link.connect()?;
+        match link.connect() {
+            Ok(()) => {}
+            Err(f) if link.mode == Mode::Patient && f.is_transient() => {
+                let retry_in = link.backoff();
+                link.retry_at = Some(Instant::now() + retry_in);
+                link.notes.push_back(Note::Retrying {
+                    why: f.message,
+                    retry_in,
+                });
+            }
+            Err(f) => return Err(f),
+        }
         Ok(link)
+    }
+
+    /// The version of the connection, if there is one.
+    pub fn version(&self) -> Option<Version> {
+        self.live.as_ref().map(|l| l.version)
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.live.as_ref().is_some_and(|l| l.broken.is_none())
     }
 
     pub fn addr(&self) -> &str {
@@ -244,17 +319,36 @@ impl Link {
         if self.write(&ClientFrame::Leave { room }).is_ok()
             && let Some(live) = &mut self.live
         {
-            live.requests.push_back(Request::Leave);
+            live.requests.push_back(Request::Leave(room.to_string()));
         }
         gone.cursor
     }
 
-    /// Writes a SEND.
+    /// Sends message `id` to `room`, now if the room is joined on a live connection, else once
+    /// it is; and again, with the same id, after every reconnect until it is answered. Returns
+    /// whether it was written now. `room` must be wanted (joined) for it to ever go.
+    pub fn send(&mut self, room: &str, id: u64, text: &str) -> bool {
+        self.unacked
+            .insert(id, (room.to_string(), text.to_string()));
+        let ready = self.rooms.iter().any(|r| r.name == room && r.ready);
+        ready && self.write(&ClientFrame::Send { room, id, text }).is_ok()
+    }
+
+    /// Asks who is in `room`; the answer is a [`Note::Members`] or a [`Note::WhoFailed`].
     ///
     /// # Errors
-    /// Not connected, or the write failed (the connection is then being replaced).
-    pub fn send(&mut self, room: &str, id: u64, text: &str) -> Result<(), String> {
-        self.write(&ClientFrame::Send { room, id, text })
+    /// Not connected, or the connection speaks version 1, which has no WHO.
+    pub fn who(&mut self, room: &str) -> Result<(), String> {
+        match self.version() {
+            None => return Err("not connected".into()),
+            Some(Version::V1) => return Err("the server speaks only version 1".into()),
+            Some(_) => {}
+        }
+        self.write(&ClientFrame::Who { room })?;
+        if let Some(live) = &mut self.live {
+            live.requests.push_back(Request::Who(room.to_string()));
+        }
+        Ok(())
     }
 
     /// Says BYE: the server answers what it owes, then closes, and [`Note::Closed`] follows.
@@ -322,7 +416,11 @@ impl Link {
         };
         live.heard = Instant::now();
         let answered = match &reply {
-            Reply::Joined { .. } | Reply::Left { .. } => live.requests.pop_front(),
+            Reply::Joined { .. } | Reply::Members { .. } => live.requests.pop_front(),
+            Reply::Left { room } => match live.requests.front() {
+                Some(Request::Leave(r)) if r == room => live.requests.pop_front(),
+                _ => None, // unasked: the server took us out
+            },
             Reply::Error {
                 code, reference: 0, ..
             } if !is_fatal(*code) => live.requests.pop_front(),
@@ -338,7 +436,17 @@ impl Link {
         };
         match reply {
             Reply::Joined { room, first, head } => self.on_joined(room, first, head),
-            Reply::Left { room } => self.notes.push_back(Note::Left { room }),
+            Reply::Left { room } if answered.is_some() => self.notes.push_back(Note::Left { room }),
+            Reply::Left { room } => {
+                self.rooms.retain(|r| r.name != room);
+                self.notes.push_back(Note::Removed { room });
+            }
+            Reply::Members { room, total, users } => {
+                self.notes.push_back(Note::Members { room, total, users });
+            }
+            Reply::Presence { room, user, here } => {
+                self.notes.push_back(Note::Presence { room, user, here });
+            }
             Reply::Msg {
                 room,
                 seq,
@@ -361,34 +469,73 @@ impl Link {
                     text,
                 });
             }
-            Reply::Ack { id, seq } => self.notes.push_back(Note::Ack { id, seq }),
+            Reply::Ack { id, seq } => {
+                self.unacked.remove(&id);
+                self.notes.push_back(Note::Ack { id, seq });
+            }
             Reply::Error {
                 code,
                 reference,
                 message,
-            } => {
-                if reference != 0 {
+            } => self.on_error(code, reference, message, answered),
+            Reply::Pong { .. } | Reply::Welcome { .. } => {}
+        }
+    }
+
+    fn on_error(&mut self, code: u16, reference: u64, message: String, answered: Option<Request>) {
+        if reference != 0 {
+            if self.unacked.remove(&reference).is_none() {
+                return; // answered already (its room's JOIN was refused first)
+            }
+            self.notes.push_back(Note::Refused {
+                id: reference,
+                code,
+                message,
+            });
+            return;
+        }
+        match answered {
+            Some(Request::Join(room)) => {
+                self.rooms.retain(|r| r.name != room);
+                // Its messages can never go now: each is refused for the room's reason.
+                let stuck: Vec<u64> = self
+                    .unacked
+                    .iter()
+                    .filter(|(_, (r, _))| *r == room)
+                    .map(|(&id, _)| id)
+                    .collect();
+                for id in stuck {
+                    self.unacked.remove(&id);
                     self.notes.push_back(Note::Refused {
-                        id: reference,
+                        id,
                         code,
-                        message,
+                        message: message.clone(),
                     });
-                } else if let Some(Request::Join(room)) = answered {
-                    self.rooms.retain(|r| r.name != room);
-                    self.notes.push_back(Note::JoinFailed {
+                }
+                self.notes.push_back(Note::JoinFailed {
+                    room,
+                    code,
+                    message,
+                });
+            }
+            Some(Request::Who(room)) => self.notes.push_back(Note::WhoFailed {
+                room,
+                code,
+                message,
+            }),
+            Some(Request::Watch(room)) => {
+                if let Some(live) = &mut self.live {
+                    live.watch_refused = true;
+                }
+                if !std::mem::replace(&mut self.watch_told, true) {
+                    self.notes.push_back(Note::WhoFailed {
                         room,
                         code,
                         message,
                     });
-                } else {
-                    self.notes.push_back(Note::Error { code, message });
                 }
             }
-            // Version 2's frames: this client speaks version 1, so the server sends none.
-            Reply::Pong { .. }
-            | Reply::Welcome { .. }
-            | Reply::Members { .. }
-            | Reply::Presence { .. } => {}
+            Some(Request::Leave(_)) | None => self.notes.push_back(Note::Error { code, message }),
         }
     }
 
@@ -428,7 +575,7 @@ impl Link {
         };
         match self.mode {
             Mode::OneShot => Err(failure),
-            Mode::Resilient => {
+            Mode::Resilient | Mode::Patient => {
                 let retry_in = self.backoff();
                 self.retry_at = Some(Instant::now() + retry_in);
                 self.notes.push_back(Note::Down {
@@ -446,6 +593,7 @@ impl Link {
             start,
             cursor: None,
             asked: (0, 0),
+            ready: false,
         });
     }
 
@@ -453,6 +601,10 @@ impl Link {
         self.conn_ids += 1;
         let t = &self.target;
         let (conn, welcome) = Conn::open(t, self.conn_ids, &self.events)?;
+        if welcome.fell_back {
+            // Ask an old server in version 1 straight away from now on.
+            self.target.version = Version::V1;
+        }
         let again = self.epoch.is_some();
         let epoch_changed = self.epoch.is_some_and(|e| e != welcome.epoch);
         if epoch_changed {
@@ -477,11 +629,18 @@ impl Link {
             requests: VecDeque::new(),
             fatal: None,
             broken: None,
+            version: welcome.version,
+            watch_refused: false,
         });
         self.notes.push_back(Note::Connected {
             again,
             epoch_changed,
+            version: welcome.version,
+            fell_back: welcome.fell_back,
         });
+        for r in &mut self.rooms {
+            r.ready = false;
+        }
         for i in 0..self.rooms.len() {
             self.send_join(i);
         }
@@ -509,10 +668,33 @@ impl Link {
         };
         if self.write(&join).is_ok() {
             if let Some(live) = &mut self.live {
-                live.requests.push_back(Request::Join(name));
+                live.requests.push_back(Request::Join(name.clone()));
             }
             if let Some(room) = self.rooms.get_mut(i) {
                 room.asked = asked;
+                room.ready = true;
+            }
+            self.resend(&name);
+        }
+    }
+
+    /// Writes every unanswered SEND of `room` again, in id order. The server reads a
+    /// connection in order, so right after the JOIN is soon enough.
+    fn resend(&mut self, room: &str) {
+        let resend: Vec<(u64, String)> = self
+            .unacked
+            .iter()
+            .filter(|(_, (r, _))| r == room)
+            .map(|(&id, (_, text))| (id, text.clone()))
+            .collect();
+        for (id, text) in resend {
+            let send = ClientFrame::Send {
+                room,
+                id,
+                text: &text,
+            };
+            if self.write(&send).is_err() {
+                break; // the connection is being replaced; the next one sends them
             }
         }
     }
@@ -528,6 +710,19 @@ impl Link {
             .filter(|&c| next > c.saturating_add(1))
             .map(|c| (c + 1, next - 1));
         r.cursor = Some(r.cursor.unwrap_or(0).max(next.saturating_sub(1)));
+        let watch = self.watch
+            && self
+                .live
+                .as_ref()
+                .is_some_and(|l| l.version >= Version::V2 && !l.watch_refused);
+        if watch
+            && self
+                .write(&ClientFrame::Watch { room: &room, on: 1 })
+                .is_ok()
+            && let Some(live) = &mut self.live
+        {
+            live.requests.push_back(Request::Watch(room.clone()));
+        }
         self.notes.push_back(Note::Joined {
             room,
             head,

@@ -9,9 +9,12 @@ mod config;
 mod conn;
 mod events;
 mod failure;
+mod ids;
 mod input;
 mod interactive;
 mod link;
+mod local;
+mod outbox;
 mod render;
 mod script;
 mod state;
@@ -21,6 +24,9 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use args::Command;
+
+/// How long `chat send` keeps reconnecting to an unreachable server, in seconds.
+const DEFAULT_WAIT: u64 = 30;
 use failure::Failure;
 
 fn main() -> ExitCode {
@@ -52,7 +58,10 @@ fn run(opts: &args::Options, command: Command) -> Result<(), Failure> {
     let settings = config::resolve(opts, &|key| std::env::var(key).ok())?;
     match command {
         Command::Chat { rooms } => interactive::run(&settings, rooms),
-        Command::Send { room, text } => script::send(&settings, &room, text),
+        Command::Send { room, text } => {
+            let wait = std::time::Duration::from_secs(opts.wait.unwrap_or(DEFAULT_WAIT));
+            script::send(&settings, &room, text, wait)
+        }
         Command::Tail {
             room,
             after,

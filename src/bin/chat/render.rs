@@ -94,6 +94,24 @@ pub fn json_string(s: &str) -> String {
     out
 }
 
+/// WHO's answer: `-- [room] 3 here: alice, bob, carol` (`… and N more` when the server's
+/// frame could not hold them all).
+pub fn members_line(room: &str, total: u32, users: &[String]) -> String {
+    let names: Vec<String> = users.iter().map(|u| clean(u, " ")).collect();
+    let mut line = format!("-- [{room}] {total} here: {}", names.join(", "));
+    let listed = u32::try_from(users.len()).unwrap_or(u32::MAX);
+    if total > listed {
+        line.push_str(&format!(" and {} more", total - listed));
+    }
+    line
+}
+
+/// A PRESENCE: `-- bob joined [#general]` or `-- bob left [#general]`.
+pub fn presence_line(room: &str, user: &str, here: bool) -> String {
+    let what = if here { "joined" } else { "left" };
+    format!("-- {} {what} [{room}]", clean(user, " "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +138,26 @@ mod tests {
         assert_eq!(w.hhmm.len(), 5, "{}", w.hhmm);
         assert_eq!(w.day.len(), 10, "{}", w.day);
         assert_eq!(today().len(), 10);
+    }
+
+    #[test]
+    fn members_and_presence_read_as_sentences() {
+        let users = vec!["alice".to_string(), "bob".to_string()];
+        assert_eq!(
+            members_line("#general", 2, &users),
+            "-- [#general] 2 here: alice, bob"
+        );
+        assert_eq!(
+            members_line("#big", 5, &users),
+            "-- [#big] 5 here: alice, bob and 3 more"
+        );
+        assert_eq!(
+            presence_line("#general", "bob", true),
+            "-- bob joined [#general]"
+        );
+        assert_eq!(
+            presence_line("@alice+bob", "bob", false),
+            "-- bob left [@alice+bob]"
+        );
     }
 }
