@@ -11,9 +11,9 @@ pub mod name;
 pub use codec::{Decoded, Deframer, Reader, encode_client, encode_server};
 pub use frame::{ClientFrame, ErrorCode, ServerFrame, UserList, Version, kind};
 
-/// The protocol version this crate's clients speak (the `chat` client, the benchmark, the
-/// tests' helpers), and all the fork model speaks: version 1. The server speaks every
-/// [`Version`].
+/// The protocol version the benchmark and the tests' helpers speak, and all the fork model
+/// speaks: version 1. The `chat` client asks for version 2 and falls back to this one; the
+/// server speaks every [`Version`].
 pub const VERSION: u8 = 1;
 
 /// Default maximum frame length (kind byte plus body).
