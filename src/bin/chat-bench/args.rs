@@ -40,6 +40,8 @@ LOAD OPTIONS:
     --rooms K              spread senders over K rooms R-0..R-(K-1) (default 1: all in R)
     --driver poll|threads  one poll loop for all connections (default), or a thread with a
                            blocking socket per connection
+    --protocol 1|2         HELLO's version (default 1); 2 gives each connection a client id
+                           of its own, so the daemon checks every SEND for a duplicate
 
 PUB/SUB, IDLE AND CONNECT (see docs/benchmarks.md for every flag):
     chat-bench fanout|rooms|idle|connect (--spawn | --addr ADDR ...) [--target chatd|redis|nats]
@@ -110,6 +112,8 @@ MATRIX OPTIONS:
     --policies LIST        fsync policies to run (default always,interval,never)
     --sender-counts LIST   sender counts to run (default 1,16,256)
     --repeat K             runs per combination; the table shows medians (default 1)
+    --protocols LIST       protocol versions, e.g. 1,2: each combination runs with each,
+                           taking turns within every repeat (default 1)
 
 Output: a human summary or table, and one JSON line per run, on stdout. Exit 1 when an
 accounting check failed, 2 on a usage or setup error.
@@ -125,6 +129,9 @@ pub struct Load {
     pub room: String,
     pub rooms: usize,
     pub driver: Driver,
+    /// HELLO's version: 1, or 2 with a client id of its own per connection, so that the
+    /// daemon checks every SEND for a duplicate (exactly-once).
+    pub protocol: u8,
 }
 
 /// How the bench drives its sender connections.
@@ -164,6 +171,9 @@ pub struct Matrix {
     pub policies: Vec<String>,
     pub sender_counts: Vec<usize>,
     pub repeat: usize,
+    /// Protocol versions to run each cell with, taking turns within each repeat so that they
+    /// meet the same machine state.
+    pub protocols: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -250,12 +260,14 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         room: "bench".into(),
         rooms: 1,
         driver: Driver::Poll,
+        protocol: 1,
     };
     let (mut addr, mut user, mut token_file) = (None, "bench".to_string(), None);
     let (mut spawn, mut chatd, mut fsync) = (false, None, "always".to_string());
     let mut messages = None;
     let mut policies: Vec<String> = POLICIES.iter().map(|s| s.to_string()).collect();
     let (mut sender_counts, mut repeat) = (vec![1, 16, 256], 1);
+    let mut protocols = vec![1];
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
             Long("addr") => addr = Some(text(&mut p)?),
@@ -274,6 +286,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             Long("policies") => policies = list(&text(&mut p)?, policy)?,
             Long("sender-counts") => sender_counts = list(&text(&mut p)?, count)?,
             Long("repeat") => repeat = number(&mut p, "--repeat", 1)?,
+            Long("protocol") => load.protocol = protocol(&text(&mut p)?)?,
+            Long("protocols") if matrix => protocols = list(&text(&mut p)?, protocol)?,
             Long("help") | Short('h') => return Ok(Command::Help),
             other => return Err(other.unexpected().to_string()),
         }
@@ -290,6 +304,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             policies,
             sender_counts,
             repeat,
+            protocols,
         }));
     }
     if let Some(m) = messages {
@@ -349,6 +364,14 @@ fn count(v: &str) -> Result<usize, String> {
     match v.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("'{v}' is not a sender count >= 1")),
+    }
+}
+
+fn protocol(v: &str) -> Result<u8, String> {
+    match v {
+        "1" => Ok(1),
+        "2" => Ok(2),
+        _ => Err(format!("'{v}' is not a protocol version: 1 or 2")),
     }
 }
 
@@ -427,6 +450,19 @@ mod tests {
         assert_eq!(m.policies, ["never", "always"]);
         assert_eq!(m.sender_counts, [2, 4]);
         assert_eq!(m.messages, None);
+    }
+
+    #[test]
+    fn protocols_are_one_or_two_and_take_turns_in_the_matrix() {
+        let cmd = run(&["durable", "--spawn", "--protocol", "2"]).expect("parses");
+        assert!(matches!(cmd, Command::Durable { load, .. } if load.protocol == 2));
+        let cmd = run(&["durable-matrix", "--spawn", "--protocols", "1,2"]).expect("parses");
+        assert!(matches!(cmd, Command::Matrix(m) if m.protocols == [1, 2] && m.load.protocol == 1));
+        assert!(run(&["durable", "--spawn", "--protocol", "3"]).is_err());
+        assert!(
+            run(&["durable", "--spawn", "--protocols", "1,2"]).is_err(),
+            "matrix only"
+        );
     }
 
     #[test]

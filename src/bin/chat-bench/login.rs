@@ -26,18 +26,41 @@ pub struct Target {
 /// # Errors
 /// The connection failed, timed out, or the server answered something other than WELCOME.
 pub fn login(target: &Target) -> io::Result<Client> {
+    login_speaking(target, chatd::protocol::VERSION, 0)
+}
+
+/// Connects and completes HELLO/WELCOME in protocol `version`, with `client` as the client id
+/// of a version 2 HELLO.
+///
+/// # Errors
+/// As [`login`].
+pub fn login_speaking(target: &Target, version: u8, client: u64) -> io::Result<Client> {
     let mut c = Client::connect(target.addr)?;
     c.set_timeout(Some(FRAME_DEADLINE))?;
+    if version == 2 {
+        c.speak(chatd::protocol::Version::V2);
+    }
     c.send(&ClientFrame::Hello {
-        version: chatd::protocol::VERSION,
+        version,
         user: &target.user,
         token: &target.token,
-        client: 0,
+        client,
     })?;
     match next(&mut c)? {
         Reply::Welcome { .. } => Ok(c),
         other => Err(unexpected("WELCOME", &other)),
     }
+}
+
+/// The client id of a version 2 HELLO for connection `i` of this run: non-zero, distinct per
+/// connection, and new for every run (the process id and the clock are in it), so that each
+/// connection is an active `(user, client)` pair of its own to the daemon.
+pub fn client_id(i: usize) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let run = (u64::from(std::process::id()) << 40) ^ (nanos << 20);
+    (run & !0xF_FFFF) | ((i as u64 & 0xF_FFFF) + 1)
 }
 
 /// JOINs `room` for live messages only (no replay) and waits for JOINED.

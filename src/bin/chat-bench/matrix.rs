@@ -30,28 +30,35 @@ pub fn run(m: &Matrix) -> Verdict {
             let mut load = m.load.clone();
             load.senders = senders;
             load.messages = m.messages.unwrap_or_else(|| matrix_messages(senders));
-            let scenario = Durable { load: load.clone() };
-            let mut runs = Vec::new();
+            // One list of runs per protocol; the protocols take turns within each repeat.
+            let mut runs: Vec<Vec<Run>> = m.protocols.iter().map(|_| Vec::new()).collect();
             for rep in 1..=m.repeat {
-                eprintln!(
-                    "chat-bench: fsync {policy}, {senders} senders x {} messages, run {rep}/{}",
-                    load.messages, m.repeat
-                );
-                match spawned(&scenario, &spawn, &load) {
-                    Ok(done) => {
-                        complain(&done);
-                        violations |= done.run.violations > 0;
-                        println!("{}", done.run.json());
-                        let _ = std::io::stdout().flush();
-                        runs.push(done.run);
-                    }
-                    Err(e) => {
-                        eprintln!("chat-bench: run failed: {e}");
-                        broken = true;
+                for (&protocol, runs) in m.protocols.iter().zip(runs.iter_mut()) {
+                    load.protocol = protocol;
+                    let scenario = Durable { load: load.clone() };
+                    eprintln!(
+                        "chat-bench: fsync {policy}, {senders} senders x {} messages, protocol \
+                         {protocol}, run {rep}/{}",
+                        load.messages, m.repeat
+                    );
+                    match spawned(&scenario, &spawn, &load) {
+                        Ok(done) => {
+                            complain(&done);
+                            violations |= done.run.violations > 0;
+                            println!("{}", done.run.json());
+                            let _ = std::io::stdout().flush();
+                            runs.push(done.run);
+                        }
+                        Err(e) => {
+                            eprintln!("chat-bench: run failed: {e}");
+                            broken = true;
+                        }
                     }
                 }
             }
-            medians.extend(Run::median_of(&runs));
+            for runs in &runs {
+                medians.extend(Run::median_of(runs));
+            }
         }
     }
     if m.repeat > 1 {

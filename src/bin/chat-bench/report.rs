@@ -12,6 +12,9 @@ use crate::stats::{ErrorCounts, median};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {
     pub scenario: &'static str,
+    /// The protocol version the senders spoke (2: with a client id, so every SEND is
+    /// checked for a duplicate).
+    pub protocol: u8,
     pub fsync: Option<String>,
     pub senders: usize,
     pub window: usize,
@@ -39,6 +42,7 @@ pub struct Run {
 /// The run's shape, before it ran.
 pub struct Shape<'a> {
     pub scenario: &'static str,
+    pub protocol: u8,
     pub fsync: Option<&'a str>,
     pub senders: usize,
     pub window: usize,
@@ -52,6 +56,7 @@ impl Run {
         let log = daemon.and_then(|d| d.log);
         Run {
             scenario: shape.scenario,
+            protocol: shape.protocol,
             fsync: shape.fsync.map(str::to_string),
             senders: shape.senders,
             window: shape.window,
@@ -121,12 +126,13 @@ impl Run {
             .as_deref()
             .map_or_else(|| "null".to_string(), |f| format!("\"{}\"", escape(f)));
         format!(
-            "{{\"scenario\":\"{}\",\"fsync\":{fsync},\"senders\":{},\"window\":{},\"size\":{},\
+            "{{\"scenario\":\"{}\",\"protocol\":{},\"fsync\":{fsync},\"senders\":{},\"window\":{},\"size\":{},\
              \"messages\":{},\"acked\":{},\"msgs_received\":{},\"secs\":{:.3},\"msgs_per_sec\":{:.1},\"p50_us\":{},\
              \"p90_us\":{},\"p99_us\":{},\"max_us\":{},\"msgs_per_fsync\":{},\
              \"records_per_batch\":{},\"server_cpu_secs\":{},\"server_peak_rss_kib\":{},\
              \"errors\":{errors},\"violations\":{},\"failures\":{}}}",
             escape(self.scenario),
+            self.protocol,
             self.senders,
             self.window,
             self.size,
@@ -183,8 +189,9 @@ pub fn table(runs: &[Run]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<8} {:>7} {:>6} {:>8} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10} {:>9} {:>7} {:>8} {:>6}",
+        "{:<8} {:>5} {:>7} {:>6} {:>8} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10} {:>9} {:>7} {:>8} {:>6}",
         "fsync",
+        "proto",
         "senders",
         "window",
         "acked",
@@ -203,8 +210,9 @@ pub fn table(runs: &[Run]) -> String {
     for r in runs {
         let _ = writeln!(
             out,
-            "{:<8} {:>7} {:>6} {:>8} {:>6.2} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>10} {:>9} {:>7} {:>8} {:>6}",
+            "{:<8} {:>5} {:>7} {:>6} {:>8} {:>6.2} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>10} {:>9} {:>7} {:>8} {:>6}",
             r.fsync.as_deref().unwrap_or("-"),
+            r.protocol,
             r.senders,
             r.window,
             r.acked,
@@ -236,6 +244,7 @@ mod tests {
     fn run(msgs_per_sec: f64, fsync: Option<f64>, max_us: u64) -> Run {
         Run {
             scenario: "durable",
+            protocol: 1,
             fsync: Some("always".into()),
             senders: 16,
             window: 1,

@@ -60,6 +60,7 @@ fn done(
 ) -> Done {
     let shape = Shape {
         scenario: scenario.name(),
+        protocol: load.protocol,
         fsync,
         senders: load.senders,
         window: load.window,

@@ -18,7 +18,7 @@ use mio::{Events, Interest, Poll, Token};
 use super::Driven;
 use super::sender::{Event, Sender};
 use crate::args::Load;
-use crate::login::{FRAME_DEADLINE, Target};
+use crate::login::{FRAME_DEADLINE, Target, client_id};
 
 /// Bytes read per `read` call; one buffer shared by all connections.
 const SCRATCH: usize = 64 * 1024;
@@ -62,7 +62,7 @@ pub fn drive(
     let mut conns = Vec::with_capacity(rooms.len());
     for (i, room) in rooms.iter().enumerate() {
         let sender = Sender::new(room.clone(), Arc::clone(text), load.messages, load.window);
-        conns.push(open(&poll, i, target, room, sender));
+        conns.push(open(&poll, i, target, load.protocol, room, sender));
     }
     let mut scratch = vec![0u8; SCRATCH];
     let mut start = None;
@@ -120,7 +120,7 @@ pub fn drive(
 }
 
 /// Connects (blocking: loopback connects at once) and queues HELLO and JOIN.
-fn open(poll: &Poll, i: usize, target: &Target, room: &str, sender: Sender) -> Conn {
+fn open(poll: &Poll, i: usize, target: &Target, protocol: u8, room: &str, sender: Sender) -> Conn {
     let mut c = Conn {
         stream: None,
         room: room.to_string(),
@@ -146,10 +146,10 @@ fn open(poll: &Poll, i: usize, target: &Target, room: &str, sender: Sender) -> C
         }
     }
     let hello = ClientFrame::Hello {
-        version: chatd::protocol::VERSION,
+        version: protocol,
         user: &target.user,
         token: &target.token,
-        client: 0,
+        client: if protocol == 2 { client_id(i) } else { 0 },
     };
     encode_client(&hello, &mut c.out);
     let join = ClientFrame::Join {

@@ -12,7 +12,7 @@ use chatd::protocol::ClientFrame;
 use super::Driven;
 use super::sender::{Event, Report, Sender};
 use crate::args::Load;
-use crate::login::{Target, join_live, login};
+use crate::login::{Target, client_id, join_live, login_speaking};
 
 /// Stack of a sender thread: it holds a few small buffers, and 256 of them must be cheap.
 const SENDER_STACK: usize = 256 * 1024;
@@ -29,6 +29,7 @@ pub fn drive(
     text: &Arc<str>,
 ) -> Result<Driven, String> {
     let gate = Arc::new(Gate::default());
+    let protocol = load.protocol;
     let mut handles = Vec::with_capacity(rooms.len());
     for (i, room) in rooms.iter().enumerate() {
         let sender = Sender::new(room.clone(), Arc::clone(text), load.messages, load.window);
@@ -37,7 +38,9 @@ pub fn drive(
             .name(format!("sender-{i}"))
             .stack_size(SENDER_STACK)
             .spawn(move || {
-                let ready = login(&target).and_then(|mut c| join_live(&mut c, &room).map(|()| c));
+                let client = if protocol == 2 { client_id(i) } else { 0 };
+                let ready = login_speaking(&target, protocol, client)
+                    .and_then(|mut c| join_live(&mut c, &room).map(|()| c));
                 // Everyone arrives at the gate, ready or not, so that the count completes.
                 if !at_gate.arrive_and_wait() {
                     return Err(format!("sender {i}: the run was called off"));
