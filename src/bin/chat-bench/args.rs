@@ -185,6 +185,7 @@ pub enum Command {
     Standard(crate::standard::Standard),
     Lab(crate::lab::Lab),
     Cluster(crate::cluster::Cluster),
+    Presence(crate::presence::Presence),
     Help,
 }
 
@@ -235,6 +236,12 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         return match crate::cluster::parse(&mut p) {
             Err(e) if e == "help" => Ok(Command::Help),
             other => other.map(Command::Cluster),
+        };
+    }
+    if word == "presence" {
+        return match crate::presence::parse(&mut p) {
+            Err(e) if e == "help" => Ok(Command::Help),
+            other => other.map(Command::Presence),
         };
     }
     if word == "handshakes" {

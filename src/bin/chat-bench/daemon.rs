@@ -193,6 +193,11 @@ impl Daemon {
         Ok((daemon, token))
     }
 
+    /// The daemon's data directory (its users file, its log).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

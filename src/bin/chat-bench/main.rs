@@ -22,6 +22,7 @@ mod payload;
 mod peer_args;
 mod pki;
 mod plot;
+mod presence;
 mod record;
 mod report;
 mod runner;
@@ -55,7 +56,8 @@ fn main() -> ExitCode {
     match cmd {
         Command::Help => {
             print!(
-                "{USAGE}\n{}\n{}\n{}",
+                "{USAGE}\n{}\n{}\n{}\n{}",
+                presence::USAGE,
                 cluster::USAGE,
                 standard::USAGE,
                 lab::report::USAGE
@@ -94,6 +96,17 @@ fn main() -> ExitCode {
             }
         },
         Command::Cluster(c) => cluster(&c),
+        Command::Presence(p) => match presence::run(&p) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => {
+                eprintln!("chat-bench presence: a run did not balance (see its violations)");
+                ExitCode::from(1)
+            }
+            Err(e) => {
+                eprintln!("chat-bench: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Matrix(m) => match matrix::run(&m) {
             matrix::Verdict::Clean => ExitCode::SUCCESS,
             matrix::Verdict::Violations => ExitCode::from(1),

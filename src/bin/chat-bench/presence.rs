@@ -1,0 +1,620 @@
+//! `chat-bench presence`: what "who is here" costs the daemon. A room of M members, each a
+//! user of its own on a version 2 connection, and C churners (more users) that join and leave
+//! it at a paced rate. Each run is done twice on fresh daemons, taking turns: with every
+//! member watching the room (WATCH on: each arrival and departure is a PRESENCE to all M) and
+//! with nobody watching (the daemon still counts who is in the room, but tells no one). The
+//! difference in the daemon's CPU time is the cost of the fanout.
+//!
+//! Accounting: with WATCH on, every member must get exactly one PRESENCE per churn event (the
+//! churners start only once every member has its MEMBERS snapshot, and only churners' events
+//! are counted); with it off, none. Anything else is a violation and the run exits 1.
+//!
+//! The generator's own CPU time is reported beside the daemon's: the members are read on one
+//! mio loop, so a run whose generator used most of a core is flagged as generator-bound.
+
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chatd::client::{Client, Reply};
+use chatd::protocol::codec::parse_server;
+use chatd::protocol::{ClientFrame, Decoded, Deframer, ServerFrame, Version, encode_client};
+use lexopt::prelude::*;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use sha2::{Digest as _, Sha256};
+
+use crate::daemon::{Daemon, Listen};
+use crate::os::usage_of;
+
+pub const USAGE: &str = "\
+PRESENCE (who is here: docs/benchmarks.md):
+    chat-bench presence [--members M] [--churners C] [--rate R] [--secs S] [--runs N]
+                        [--chatd PATH]
+    --members M            users in the room, each on a version 2 connection (default 1000)
+    --churners C           more users that join and leave the room (default 20)
+    --rate R               joins plus leaves per second, all churners together (default 200)
+    --secs S               seconds of churn per run (default 5)
+    --runs N               runs of each mode, WATCH on and off taking turns (default 3)
+";
+
+/// The room everyone meets in.
+const ROOM: &str = "#presence";
+
+/// Read buffer per member, and the frame limit we accept.
+const MAX_FRAME: u32 = 1 << 20;
+
+/// How long the members may take to get every PRESENCE once the churn stopped.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// How long setting up (logins, joins, snapshots) may take.
+const SETUP: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Presence {
+    pub chatd: PathBuf,
+    pub members: usize,
+    pub churners: usize,
+    pub rate: u32,
+    pub secs: f64,
+    pub runs: usize,
+}
+
+/// Parses the flags after `presence`; `Err("help")` for `--help`.
+///
+/// # Errors
+/// A bad flag or value.
+pub fn parse(p: &mut lexopt::Parser) -> Result<Presence, String> {
+    let mut out = Presence {
+        chatd: crate::args::default_chatd(),
+        members: 1000,
+        churners: 20,
+        rate: 200,
+        secs: 5.0,
+        runs: 3,
+    };
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("members") => out.members = positive(&value(p)?, "--members")?,
+            Long("churners") => out.churners = positive(&value(p)?, "--churners")?,
+            Long("rate") => out.rate = positive(&value(p)?, "--rate")?,
+            Long("secs") => {
+                out.secs = value(p)?
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| *s > 0.0 && s.is_finite())
+                    .ok_or("--secs takes a number of seconds > 0")?;
+            }
+            Long("runs") => out.runs = positive(&value(p)?, "--runs")?,
+            Long("chatd") => out.chatd = PathBuf::from(value(p)?),
+            Long("help") | Short('h') => return Err("help".into()),
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    Ok(out)
+}
+
+fn value(p: &mut lexopt::Parser) -> Result<String, String> {
+    p.value()
+        .map_err(|e| e.to_string())?
+        .string()
+        .map_err(|e| e.to_string())
+}
+
+fn positive<T: std::str::FromStr + PartialOrd + Default>(v: &str, flag: &str) -> Result<T, String> {
+    v.parse::<T>()
+        .ok()
+        .filter(|n| *n > T::default())
+        .ok_or_else(|| format!("{flag} takes a whole number > 0, not '{v}'"))
+}
+
+/// One run's figures.
+#[derive(Debug, Clone, Default)]
+pub struct Row {
+    pub watch: bool,
+    pub members: usize,
+    /// Joins plus leaves the churners completed.
+    pub events: u64,
+    pub secs: f64,
+    /// PRESENCE frames the members got for churners.
+    pub frames: u64,
+    pub daemon_cpu_secs: Option<f64>,
+    pub generator_cpu_secs: Option<f64>,
+    pub violations: usize,
+}
+
+impl Row {
+    pub fn json(&self) -> String {
+        let opt = |v: Option<f64>| v.map_or_else(|| "null".into(), |x| format!("{x:.3}"));
+        format!(
+            "{{\"scenario\":\"presence\",\"watch\":{},\"members\":{},\"events\":{},\"secs\":{:.3},\
+             \"frames\":{},\"daemon_cpu_secs\":{},\"generator_cpu_secs\":{},\"violations\":{}}}",
+            self.watch,
+            self.members,
+            self.events,
+            self.secs,
+            self.frames,
+            opt(self.daemon_cpu_secs),
+            opt(self.generator_cpu_secs),
+            self.violations
+        )
+    }
+
+    /// Daemon CPU microseconds per churn event.
+    fn us_per_event(&self) -> Option<f64> {
+        let cpu = self.daemon_cpu_secs?;
+        (self.events > 0).then(|| cpu * 1e6 / self.events as f64)
+    }
+
+    /// Whether the generator used most of a core: then it, not the daemon, may set the pace.
+    fn generator_bound(&self) -> bool {
+        self.generator_cpu_secs
+            .is_some_and(|g| self.secs > 0.0 && g / self.secs > 0.8)
+    }
+}
+
+/// Runs every run and prints a JSON line per run and a table of medians. Returns whether
+/// every run balanced.
+///
+/// # Errors
+/// A daemon or the load could not be set up.
+pub fn run(p: &Presence) -> Result<bool, String> {
+    let mut rows: [Vec<Row>; 2] = [Vec::new(), Vec::new()];
+    for rep in 1..=p.runs {
+        for (i, watch) in [false, true].into_iter().enumerate() {
+            eprintln!(
+                "chat-bench presence: {} members, WATCH {}, run {rep}/{}",
+                p.members,
+                if watch { "on" } else { "off" },
+                p.runs
+            );
+            let row = once(p, watch)?;
+            println!("{}", row.json());
+            let _ = io::stdout().flush();
+            if let Some(list) = rows.get_mut(i) {
+                list.push(row);
+            }
+        }
+    }
+    print!("{}", table(p, &rows));
+    Ok(rows.iter().flatten().all(|r| r.violations == 0))
+}
+
+/// The medians of each mode, and the difference that is the fanout's cost.
+fn table(p: &Presence, rows: &[Vec<Row>; 2]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nmedians of {} runs (min-max); {} members, {} churners, {} events/s asked\n",
+        p.runs, p.members, p.churners, p.rate
+    );
+    let _ = writeln!(
+        out,
+        "| WATCH | events/s | PRESENCE frames/s | daemon cpu s | daemon µs per event | generator cpu s | violations |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let mut per_event = [None, None];
+    for (i, list) in rows.iter().enumerate() {
+        let rate = spread(list, |r| (r.secs > 0.0).then(|| r.events as f64 / r.secs));
+        let frames = spread(list, |r| (r.secs > 0.0).then(|| r.frames as f64 / r.secs));
+        let cpu = spread(list, |r| r.daemon_cpu_secs);
+        let us = spread(list, Row::us_per_event);
+        let generator = spread(list, |r| r.generator_cpu_secs);
+        if let Some(slot) = per_event.get_mut(i) {
+            *slot = us.map(|(m, _, _)| m);
+        }
+        let bound = list.iter().any(Row::generator_bound);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {}{} | {} |",
+            if i == 1 { "on" } else { "off" },
+            show(rate, 0),
+            show(frames, 0),
+            show(cpu, 2),
+            show(us, 1),
+            show(generator, 2),
+            if bound { " (generator-bound)" } else { "" },
+            list.iter().map(|r| r.violations).sum::<usize>()
+        );
+    }
+    if let [Some(off), Some(on)] = per_event {
+        let _ = writeln!(
+            out,
+            "\nfanout cost: {:.1} µs of daemon CPU per event, {:.0} ns per PRESENCE frame delivered",
+            on - off,
+            (on - off) * 1000.0 / p.members as f64
+        );
+    }
+    out
+}
+
+/// Median, min and max of the runs' values, where known.
+fn spread(rows: &[Row], get: impl Fn(&Row) -> Option<f64>) -> Option<(f64, f64, f64)> {
+    let mut v: Vec<f64> = rows.iter().filter_map(get).collect();
+    v.sort_by(f64::total_cmp);
+    let median = *v.get(v.len() / 2)?;
+    Some((median, *v.first()?, *v.last()?))
+}
+
+fn show(v: Option<(f64, f64, f64)>, places: usize) -> String {
+    v.map_or_else(
+        || "-".into(),
+        |(m, lo, hi)| format!("{m:.places$} ({lo:.places$}-{hi:.places$})"),
+    )
+}
+
+/// One run on a fresh daemon.
+fn once(p: &Presence, watch: bool) -> Result<Row, String> {
+    let connections = p.members + p.churners + 16;
+    let (daemon, _) =
+        Daemon::start_pinned(&p.chatd, "never", "bench", connections, None, Listen::Plain)?;
+    let members: Vec<(String, String)> = (0..p.members)
+        .map(|i| (format!("m{i}"), format!("token-m{i}")))
+        .collect();
+    let churners: Vec<(String, String)> = (0..p.churners)
+        .map(|i| (format!("c{i}"), format!("token-c{i}")))
+        .collect();
+    add_users(&daemon, members.iter().chain(&churners))?;
+    let last = churners.last().or(members.last()).ok_or("no users")?;
+    wait_for_login(&daemon, last)?;
+
+    let mut room = Members::open(&daemon, &members, watch)?;
+    room.until_ready()?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let daemon_before = daemon.usage().cpu_secs;
+    let generator_before = usage_of(std::process::id()).cpu_secs;
+    let started = Instant::now();
+    let per_churner = f64::from(p.rate) / p.churners as f64;
+    let mut handles = Vec::new();
+    for (user, token) in churners {
+        let (addr, stop) = (daemon.addr, Arc::clone(&stop));
+        let spawned = thread::Builder::new()
+            .name(format!("churn-{user}"))
+            .spawn(move || churn(addr, &user, &token, per_churner, &stop));
+        handles.push(spawned.map_err(|e| format!("cannot start a churner: {e}"))?);
+    }
+    let churn_for = Duration::from_secs_f64(p.secs);
+    while started.elapsed() < churn_for {
+        room.turn(Duration::from_millis(50))?;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut events = 0;
+    for h in handles {
+        events += h.join().map_err(|_| "a churner panicked")??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let expected = if watch { events } else { 0 };
+    let drain_until = Instant::now() + DRAIN;
+    while !room.all_have(expected) && Instant::now() < drain_until {
+        room.turn(Duration::from_millis(50))?;
+    }
+    let daemon_cpu = daemon.usage().cpu_secs;
+    let generator_cpu = usage_of(std::process::id()).cpu_secs;
+    let violations = room.counts.iter().filter(|&&n| n != expected).count();
+    if violations > 0 {
+        eprintln!(
+            "chat-bench presence: {violations} members did not get exactly {expected} PRESENCE \
+             frames (first counts: {:?})",
+            room.counts.iter().take(8).collect::<Vec<_>>()
+        );
+    }
+    let frames = room.counts.iter().sum();
+    drop(room);
+    daemon.stop()?;
+    Ok(Row {
+        watch,
+        members: p.members,
+        events,
+        secs,
+        frames,
+        daemon_cpu_secs: daemon_before.zip(daemon_cpu).map(|(a, b)| b - a),
+        generator_cpu_secs: generator_before.zip(generator_cpu).map(|(a, b)| b - a),
+        violations,
+    })
+}
+
+/// Adds users to the daemon's users file, as `chatd user add` would write them (a name and
+/// the SHA-256 of its token); the daemon's watcher loads the file within a second. Writing
+/// the lines directly saves a thousand processes per run.
+fn add_users<'a>(
+    daemon: &Daemon,
+    users: impl Iterator<Item = &'a (String, String)>,
+) -> Result<(), String> {
+    let path = daemon.data_dir().join("users");
+    let mut text = std::fs::read_to_string(&path).map_err(|e| format!("users file: {e}"))?;
+    for (user, token) in users {
+        let digest = Sha256::digest(token.as_bytes());
+        let _ = write!(text, "{user} ");
+        for b in digest {
+            let _ = write!(text, "{b:02x}");
+        }
+        text.push('\n');
+    }
+    let new = path.with_extension("new");
+    std::fs::write(&new, text).map_err(|e| format!("users file: {e}"))?;
+    std::fs::rename(&new, &path).map_err(|e| format!("users file: {e}"))
+}
+
+/// Logs in as `user` until the daemon knows it (its watcher looks every 250 ms).
+fn wait_for_login(daemon: &Daemon, (user, token): &(String, String)) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if login(daemon.addr, user, token).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the daemon never let {user} log in"));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A blocking version 2 connection of `user`, past WELCOME.
+fn login(addr: std::net::SocketAddr, user: &str, token: &str) -> io::Result<Client> {
+    let mut c = Client::connect(addr)?;
+    c.set_timeout(Some(Duration::from_secs(30)))?;
+    c.speak(Version::V2);
+    c.send(&ClientFrame::Hello {
+        version: 2,
+        user,
+        token,
+        client: 0,
+    })?;
+    match c.recv()? {
+        Some(Reply::Welcome { .. }) => Ok(c),
+        other => Err(io::Error::other(format!("expected WELCOME, got {other:?}"))),
+    }
+}
+
+/// One churner: JOIN, wait for JOINED, LEAVE, wait for LEFT, paced at `events_per_sec`
+/// (a join and a leave are two events), until `stop`. Returns the events completed.
+fn churn(
+    addr: std::net::SocketAddr,
+    user: &str,
+    token: &str,
+    events_per_sec: f64,
+    stop: &AtomicBool,
+) -> Result<u64, String> {
+    let mut c = login(addr, user, token).map_err(|e| format!("{user}: {e}"))?;
+    let period = Duration::from_secs_f64(2.0 / events_per_sec);
+    let mut next = Instant::now();
+    let mut events = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if next > now {
+            thread::sleep(next - now);
+        }
+        next += period;
+        let join = ClientFrame::Join {
+            room: ROOM,
+            after: 0,
+            limit: 0,
+        };
+        c.send(&join).map_err(|e| format!("{user}: {e}"))?;
+        wait(&mut c, user, |r| matches!(r, Reply::Joined { .. }))?;
+        c.send(&ClientFrame::Leave { room: ROOM })
+            .map_err(|e| format!("{user}: {e}"))?;
+        wait(&mut c, user, |r| matches!(r, Reply::Left { .. }))?;
+        events += 2;
+    }
+    Ok(events)
+}
+
+/// Reads until a frame `wanted` accepts; an ERROR or a close is a failure.
+fn wait(c: &mut Client, user: &str, wanted: impl Fn(&Reply) -> bool) -> Result<(), String> {
+    loop {
+        match c.recv() {
+            Ok(Some(r)) if wanted(&r) => return Ok(()),
+            Ok(Some(Reply::Error { code, message, .. })) => {
+                return Err(format!("{user}: ERROR {code} {message}"));
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(format!("{user}: the server closed the connection")),
+            Err(e) => return Err(format!("{user}: {e}")),
+        }
+    }
+}
+
+/// The members' connections, on one poll loop.
+struct Members {
+    poll: Poll,
+    events: Events,
+    conns: Vec<Member>,
+    /// PRESENCE frames about churners, per member.
+    counts: Vec<u64>,
+}
+
+struct Member {
+    stream: TcpStream,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    /// Answers still owed before the member is ready: WELCOME, JOINED, and MEMBERS if it
+    /// watches.
+    owed: u8,
+}
+
+impl Members {
+    /// Connects every member and queues HELLO, JOIN and (if `watch`) WATCH.
+    fn open(daemon: &Daemon, users: &[(String, String)], watch: bool) -> Result<Members, String> {
+        let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
+        let mut conns = Vec::with_capacity(users.len());
+        for (i, (user, token)) in users.iter().enumerate() {
+            let std = std::net::TcpStream::connect(daemon.addr)
+                .and_then(|s| s.set_nonblocking(true).map(|()| s))
+                .map_err(|e| format!("member {i}: {e}"))?;
+            let mut stream = TcpStream::from_std(std);
+            poll.registry()
+                .register(
+                    &mut stream,
+                    Token(i),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .map_err(|e| format!("member {i}: {e}"))?;
+            let mut out = Vec::new();
+            let hello = ClientFrame::Hello {
+                version: 2,
+                user,
+                token,
+                client: 0,
+            };
+            encode_client(&hello, &mut out);
+            let join = ClientFrame::Join {
+                room: ROOM,
+                after: 0,
+                limit: 0,
+            };
+            encode_client(&join, &mut out);
+            if watch {
+                encode_client(&ClientFrame::Watch { room: ROOM, on: 1 }, &mut out);
+            }
+            conns.push(Member {
+                stream,
+                inbuf: Vec::new(),
+                out,
+                owed: if watch { 3 } else { 2 },
+            });
+        }
+        Ok(Members {
+            poll,
+            events: Events::with_capacity(1024),
+            counts: vec![0; conns.len()],
+            conns,
+        })
+    }
+
+    fn until_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + SETUP;
+        while self.conns.iter().any(|m| m.owed > 0) {
+            if Instant::now() > deadline {
+                let waiting = self.conns.iter().filter(|m| m.owed > 0).count();
+                return Err(format!("{waiting} members never got their answers"));
+            }
+            self.turn(Duration::from_millis(100))?;
+        }
+        Ok(())
+    }
+
+    fn all_have(&self, n: u64) -> bool {
+        self.counts.iter().all(|&c| c >= n)
+    }
+
+    /// One poll: reads and writes what is ready.
+    fn turn(&mut self, timeout: Duration) -> Result<(), String> {
+        self.poll
+            .poll(&mut self.events, Some(timeout))
+            .map_err(|e| format!("poll: {e}"))?;
+        let ready: Vec<usize> = self.events.iter().map(|e| e.token().0).collect();
+        for i in ready {
+            let (Some(m), Some(count)) = (self.conns.get_mut(i), self.counts.get_mut(i)) else {
+                continue;
+            };
+            m.service(count).map_err(|e| format!("member {i}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Member {
+    fn service(&mut self, count: &mut u64) -> Result<(), String> {
+        while !self.out.is_empty() {
+            match self.stream.write(&self.out) {
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("writing: {e}")),
+            }
+        }
+        let mut buf = [0u8; 16 << 10];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Err("the server closed the connection".into()),
+                Ok(n) => self
+                    .inbuf
+                    .extend_from_slice(buf.get(..n).unwrap_or_default()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("reading: {e}")),
+            }
+        }
+        let deframer = Deframer::for_client_in(Version::V2, MAX_FRAME);
+        let mut used = 0;
+        loop {
+            let rest = self.inbuf.get(used..).unwrap_or_default();
+            let raw = match deframer.next(rest) {
+                Ok(Decoded::Frame(raw)) => raw,
+                Ok(Decoded::NeedMore) => break,
+                Err(e) => return Err(format!("bad frame: {}", e.reason)),
+            };
+            used += raw.wire_len;
+            match parse_server(&raw).map_err(|e| format!("bad frame: {}", e.reason))? {
+                ServerFrame::Welcome { .. }
+                | ServerFrame::Joined { .. }
+                | ServerFrame::Members { .. } => self.owed = self.owed.saturating_sub(1),
+                ServerFrame::Presence { user, .. } if user.starts_with('c') => *count += 1,
+                ServerFrame::Presence { .. } | ServerFrame::Msg { .. } => {}
+                ServerFrame::Error { code, message, .. } => {
+                    return Err(format!("ERROR {code} {message}"));
+                }
+                other => return Err(format!("unexpected {other:?}")),
+            }
+        }
+        self.inbuf.drain(..used.min(self.inbuf.len()));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_words(words: &[&str]) -> Result<Presence, String> {
+        parse(&mut lexopt::Parser::from_args(words.iter().copied()))
+    }
+
+    #[test]
+    fn flags_have_defaults_and_refuse_nonsense() {
+        let p = parse_words(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((p.members, p.churners, p.rate, p.runs), (1000, 20, 200, 3));
+        let p = parse_words(&["--members", "10", "--rate", "50", "--secs", "0.5"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((p.members, p.rate, p.secs), (10, 50, 0.5));
+        assert!(parse_words(&["--members", "0"]).is_err());
+        assert!(parse_words(&["--secs", "-1"]).is_err());
+        assert_eq!(parse_words(&["--help"]), Err("help".into()));
+    }
+
+    #[test]
+    fn the_table_gives_the_fanout_cost_as_the_difference_of_the_modes() {
+        let row = |watch, cpu| Row {
+            watch,
+            members: 100,
+            events: 1000,
+            secs: 5.0,
+            frames: if watch { 100_000 } else { 0 },
+            daemon_cpu_secs: Some(cpu),
+            generator_cpu_secs: Some(0.5),
+            violations: 0,
+        };
+        let p = Presence {
+            chatd: PathBuf::new(),
+            members: 100,
+            churners: 10,
+            rate: 200,
+            secs: 5.0,
+            runs: 1,
+        };
+        let text = table(&p, &[vec![row(false, 0.1)], vec![row(true, 0.3)]]);
+        assert!(
+            text.contains("fanout cost: 200.0 µs of daemon CPU per event, 2000 ns"),
+            "{text}"
+        );
+        assert!(!text.contains("generator-bound"), "{text}");
+    }
+}
