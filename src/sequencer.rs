@@ -7,14 +7,25 @@
 //! happened: the senders' reactors get the ACKs, every reactor with members in an advanced room
 //! gets a wake-up to fan out.
 //!
+//! SENDs with a key (protocol version 2, `client ≠ 0`) are checked against the dedupe table
+//! as the batch is taken (see [`crate::dedupe`]): one already stored is answered with its old
+//! seq and neither written nor published; one that is in the same batch twice (a retry sent
+//! right behind its original) is written once, and the retry answered with the original's
+//! outcome; one below what the table remembers is answered STALE_ID. The table learns a key
+//! only once its batch is in the log (and synced, under `--fsync always`, which `write` does
+//! before it returns): a retry that arrives while its original is being synced waits in the
+//! inbox and is taken, with the next batch, after the table learned the original.
+//!
 //! It must never run on a reactor thread, never ACK a message the log did not take, and never
 //! let a seq be used twice: a batch the disk refused assigns no seq at all.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::batch_frames::Frame;
+use crate::dedupe::{Dedupe, Seen, SendKey, now_ms};
 use crate::mailbox::{ConnRef, Mailbox, Stored};
 use crate::metrics::Metrics;
 use crate::metrics::histogram::micros;
@@ -22,7 +33,7 @@ use crate::protocol::ErrorCode;
 use crate::protocol::codec::stamp_msg;
 use crate::room::{Pos, RingLimits, Room, RoomId};
 use crate::store::LogWriter;
-use crate::store::format::encode_record;
+use crate::store::format::{RecordKey, encode_keyed_record};
 use std::sync::atomic::Ordering::Relaxed;
 
 /// A SEND on its way to the sequencer.
@@ -34,8 +45,24 @@ pub struct Submit {
     pub reactor: usize,
     pub conn: ConnRef,
     pub id: u64,
+    /// Who sent it, on a connection that named its client (`None`: version 1, or
+    /// `client = 0`): with `id`, the key that makes the SEND exactly-once.
+    pub key: Option<SendKey>,
     /// When the reactor handed it over, for the `send_queue` histogram.
     pub handed_at: Instant,
+}
+
+/// What the sequencer does with one SEND of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Stamp it, write it, publish it.
+    Write,
+    /// Already stored as this seq: answer with it.
+    Again(u64),
+    /// A retry of the SEND at this index of the same batch: answer with its outcome.
+    Follow(usize),
+    /// Below the dedupe window: STALE_ID.
+    Stale,
 }
 
 /// Most SENDs taken into one batch: large enough to amortise a write and a sync, small enough
@@ -52,6 +79,8 @@ pub struct Sequencer {
     pub ring: RingLimits,
     pub log: LogWriter,
     pub metrics: Arc<Metrics>,
+    /// The keys of what was stored lately (rebuilt by recovery).
+    pub dedupe: Dedupe,
 }
 
 impl Sequencer {
@@ -60,6 +89,8 @@ impl Sequencer {
         let mut batch: Vec<Submit> = Vec::with_capacity(BATCH_MAX);
         let mut records: Vec<u8> = Vec::new();
         let mut placed: Vec<(u64, usize)> = Vec::with_capacity(BATCH_MAX);
+        let mut fates: Vec<Fate> = Vec::with_capacity(BATCH_MAX);
+        let mut keyed: HashMap<(SendKey, u64), usize> = HashMap::new();
         let mut stored: Vec<Vec<Stored>> = self.mailboxes.iter().map(|_| Vec::new()).collect();
         let mut advanced: Vec<Vec<RoomId>> = self.mailboxes.iter().map(|_| Vec::new()).collect();
         let mut rooms: Vec<Arc<Room>> = Vec::new();
@@ -73,6 +104,7 @@ impl Sequencer {
                 Ok(first) => batch.push(first),
                 Err(RecvTimeoutError::Timeout) => {
                     self.log.tick(Instant::now());
+                    self.dedupe.sweep(now_ms());
                     self.report();
                     continue;
                 }
@@ -90,28 +122,40 @@ impl Sequencer {
                 self.metrics.store.send_queue.observe(micros(waited));
             }
             let ts_ms = now_ms();
-            let outcome = self.write_batch(&mut batch, &mut records, &mut placed, ts_ms);
+            self.triage(&batch, &mut fates, &mut keyed, ts_ms);
+            let outcome = self.write_batch(&mut batch, &fates, &mut records, &mut placed, ts_ms);
             self.metrics.store.commit.observe(micros(started.elapsed()));
             if let Ok(base) = &outcome {
-                for submit in &batch {
+                for (submit, _) in batch.iter().zip(&fates).filter(|(_, f)| **f == Fate::Write) {
                     if !rooms.iter().any(|r| Arc::ptr_eq(r, &submit.room)) {
                         rooms.push(Arc::clone(&submit.room));
                     }
                 }
                 for room in &rooms {
-                    self.publish(room, &batch, &placed, *base, ts_ms);
+                    self.publish(room, &batch, &fates, &placed, *base, ts_ms);
                 }
+                self.learn(&batch, &fates, &placed, ts_ms);
             }
             for (i, submit) in batch.drain(..).enumerate() {
-                let result = match (&outcome, placed.get(i)) {
+                let written = |i: usize| match (&outcome, placed.get(i)) {
                     (Ok(_), Some(&(seq, _))) => Ok(seq),
                     _ => Err(ErrorCode::Storage),
+                };
+                let (result, again) = match fates.get(i) {
+                    Some(Fate::Write) | None => (written(i), false),
+                    Some(&Fate::Again(seq)) => (Ok(seq), true),
+                    Some(&Fate::Follow(first)) => {
+                        let result = written(first);
+                        (result, result.is_ok())
+                    }
+                    Some(Fate::Stale) => (Err(ErrorCode::StaleId), false),
                 };
                 if let Some(acks) = stored.get_mut(submit.reactor) {
                     acks.push(Stored {
                         conn: submit.conn,
                         id: submit.id,
                         result,
+                        again,
                     });
                 }
             }
@@ -130,10 +174,53 @@ impl Sequencer {
                 rooms.clear();
             }
             self.log.tick(Instant::now());
+            self.dedupe.sweep(ts_ms);
             self.report();
         }
         self.log.sync(Instant::now());
         self.log
+    }
+
+    /// Decides what becomes of each SEND of the batch (`fates[i]` for `batch[i]`): those
+    /// without a key are written; a keyed one is looked up first in the batch (a retry right
+    /// behind its original), then in the table. Runs before the batch is written, and the
+    /// table learns nothing here: a batch the disk refuses leaves it as it was.
+    fn triage(
+        &self,
+        batch: &[Submit],
+        fates: &mut Vec<Fate>,
+        keyed: &mut HashMap<(SendKey, u64), usize>,
+        now_ms: u64,
+    ) {
+        fates.clear();
+        keyed.clear();
+        for (i, submit) in batch.iter().enumerate() {
+            let Some(key) = &submit.key else {
+                fates.push(Fate::Write);
+                continue;
+            };
+            let fate = match keyed.get(&(key.clone(), submit.id)) {
+                Some(&first) => Fate::Follow(first),
+                None => match self.dedupe.seen(key, submit.id, now_ms) {
+                    Seen::Stored(seq) => Fate::Again(seq),
+                    Seen::Stale => Fate::Stale,
+                    Seen::New => {
+                        keyed.insert((key.clone(), submit.id), i);
+                        Fate::Write
+                    }
+                },
+            };
+            fates.push(fate);
+        }
+    }
+
+    /// Teaches the dedupe table the keys of a batch the log took.
+    fn learn(&mut self, batch: &[Submit], fates: &[Fate], placed: &[(u64, usize)], ts_ms: u64) {
+        for ((submit, fate), &(seq, _)) in batch.iter().zip(fates).zip(placed) {
+            if let (Some(key), Fate::Write) = (&submit.key, fate) {
+                self.dedupe.insert(key, submit.id, seq, ts_ms);
+            }
+        }
     }
 
     /// Appends the stored messages of `room` in this batch to its ring, in seq order, their
@@ -142,6 +229,7 @@ impl Sequencer {
         &mut self,
         room: &Arc<Room>,
         batch: &[Submit],
+        fates: &[Fate],
         placed: &[(u64, usize)],
         base: Pos,
         ts_ms: u64,
@@ -149,8 +237,12 @@ impl Sequencer {
         let mine = || {
             batch
                 .iter()
+                .zip(fates)
                 .zip(placed)
-                .filter(|(submit, _)| Arc::ptr_eq(&submit.room, room))
+                .filter(|((submit, fate), _)| {
+                    **fate == Fate::Write && Arc::ptr_eq(&submit.room, room)
+                })
+                .map(|((submit, _), placed)| (submit, placed))
         };
         let frames = Frame::together(mine().map(|(submit, _)| &submit.frame[..]));
         room.write(|ring| {
@@ -180,11 +272,13 @@ impl Sequencer {
         }
     }
 
-    /// Stamps every message of the batch with its seq and time, encodes the records and
-    /// writes them. `placed[i]` is message i's seq and offset within the batch.
+    /// Stamps every message of the batch that is to be written with its seq and time,
+    /// encodes the records (with their keys) and writes them. `placed[i]` is message i's seq
+    /// and offset within the batch (meaningless for a message not written).
     fn write_batch(
         &mut self,
         batch: &mut [Submit],
+        fates: &[Fate],
         records: &mut Vec<u8>,
         placed: &mut Vec<(u64, usize)>,
         ts_ms: u64,
@@ -194,7 +288,11 @@ impl Sequencer {
         let base = self.log.next_pos()?;
         // The next seq of each room in this batch; rooms are few per batch.
         let mut next: Vec<(Arc<Room>, u64)> = Vec::new();
-        for submit in batch.iter_mut() {
+        for (submit, fate) in batch.iter_mut().zip(fates) {
+            if *fate != Fate::Write {
+                placed.push((0, records.len()));
+                continue;
+            }
             let seq = match next.iter_mut().find(|(r, _)| Arc::ptr_eq(r, &submit.room)) {
                 Some((_, n)) => {
                     *n += 1;
@@ -215,18 +313,18 @@ impl Sequencer {
                 ));
             }
             placed.push((seq, records.len()));
-            encode_record(&submit.frame, records);
+            let key = submit.key.as_ref().map(|key| RecordKey {
+                client: key.client,
+                id: submit.id,
+            });
+            encode_keyed_record(&submit.frame, key, records);
         }
-        self.log.write(records, Instant::now())?;
+        // A batch of retries alone has nothing to write.
+        if !records.is_empty() {
+            self.log.write(records, Instant::now())?;
+        }
         Ok(base)
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -283,6 +381,7 @@ mod tests {
                 reactor: 0,
                 conn: ConnRef { key: 1, serial: 1 },
                 id: id as u64,
+                key: None,
                 handed_at: Instant::now(),
             };
             tx.send(submit).expect("send");
@@ -295,6 +394,7 @@ mod tests {
             ring: RING,
             log,
             metrics,
+            dedupe: Dedupe::default(),
         }
         .run();
         let mut got = Delivery::default();

@@ -295,7 +295,13 @@ impl Env for FakeEnv {
     fn left(&mut self, _room: &Arc<Room>) {
         self.members -= 1;
     }
-    fn submit(&mut self, room: &Arc<Room>, frame: Arc<[u8]>, id: u64) -> Result<(), ErrorCode> {
+    fn submit(
+        &mut self,
+        room: &Arc<Room>,
+        frame: Arc<[u8]>,
+        id: u64,
+        _key: Option<crate::dedupe::SendKey>,
+    ) -> Result<(), ErrorCode> {
         self.submitted.push((Arc::clone(room), frame, id));
         Ok(())
     }
