@@ -353,6 +353,151 @@ mod tests {
         out.into()
     }
 
+    /// Runs a sequencer over the log in `dir` (recovered first, so its dedupe table comes
+    /// back from the log) with `sends` (room, text, id, client) all queued before it starts,
+    /// so that they make one batch; returns the answers and the rooms.
+    fn one_batch(
+        dir: &std::path::Path,
+        sends: &[(&str, &str, u64, u64)],
+    ) -> (Vec<(u64, Result<u64, ErrorCode>, bool)>, Rooms) {
+        let rooms = Rooms::new(10, 1, RING);
+        let mut recovered = recover(dir, 1, RecoveryMode::TolerateTornTail).expect("recover");
+        for (name, h) in &recovered.rooms {
+            rooms.restore(name, h.first, h.head, h.index.clone());
+        }
+        let limits = StoreLimits {
+            segment_bytes: 1 << 20,
+            fsync: FsyncPolicy::Always,
+            retention: Retention {
+                max_bytes: None,
+                max_age: None,
+            },
+        };
+        let log = LogWriter::open(dir, 1, limits, &recovered, &rooms).expect("open");
+        let poll = mio::Poll::new().expect("poll");
+        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker");
+        let mailboxes: Arc<[Mailbox]> = Arc::from(vec![Mailbox::new(waker)]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let user: Arc<str> = Arc::from("u");
+        for &(room, text, id, client) in sends {
+            let room = rooms.open(room).expect("room");
+            let key = std::num::NonZeroU64::new(client).map(|client| SendKey {
+                user: Arc::clone(&user),
+                client,
+            });
+            let submit = Submit {
+                frame: unstamped(&room.name, text),
+                room,
+                reactor: 0,
+                conn: ConnRef { key: 1, serial: 1 },
+                id,
+                key,
+                handed_at: Instant::now(),
+            };
+            tx.send(submit).expect("send");
+        }
+        drop(tx);
+        Sequencer {
+            inbox: rx,
+            mailboxes: Arc::clone(&mailboxes),
+            ring: RING,
+            log,
+            metrics: Arc::new(Metrics::new(1)),
+            dedupe: std::mem::take(&mut recovered.dedupe),
+        }
+        .run();
+        let mut got = Delivery::default();
+        mailboxes[0].take(&mut got);
+        let answers = got
+            .stored
+            .iter()
+            .map(|s| (s.id, s.result, s.again))
+            .collect();
+        (answers, rooms)
+    }
+
+    fn texts(rooms: &Rooms, room: &str) -> Vec<String> {
+        let room = rooms.get(room).expect("room");
+        let mut frames: Vec<Frame> = Vec::new();
+        let head = room.read(|ring| ring.head());
+        if head > 0 {
+            room.read(|ring| ring.read_from(1, 100, |f| frames.push(f.clone())))
+                .expect("in the window");
+        }
+        frames
+            .iter()
+            .map(|f| String::from_utf8_lossy(&f[f.len() - 2..]).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_retry_in_the_same_batch_is_written_once_and_answered_with_the_first_seq() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (answers, rooms) = one_batch(
+            tmp.path(),
+            &[
+                ("#a", "m1", 1, 7),
+                ("#a", "m1", 1, 7),
+                ("#a", "m2", 2, 7),
+                ("#a", "x1", 1, 8),
+                ("#a", "v1", 1, 0),
+                ("#a", "v1", 1, 0),
+            ],
+        );
+        assert_eq!(
+            answers,
+            [
+                (1, Ok(1), false),
+                (1, Ok(1), true),
+                (2, Ok(2), false),
+                (1, Ok(3), false),
+                (1, Ok(4), false),
+                (1, Ok(5), false),
+            ],
+            "client 0 (no key) is stored twice; another client's id 1 is its own"
+        );
+        assert_eq!(texts(&rooms, "#a"), ["m1", "m2", "x1", "v1", "v1"]);
+    }
+
+    #[test]
+    fn a_retry_after_a_restart_is_answered_from_the_log_and_below_the_window_is_stale() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let first: Vec<(&str, &str, u64, u64)> = (1..=100).map(|id| ("#a", "mm", id, 7)).collect();
+        let (answers, _) = one_batch(tmp.path(), &first);
+        assert!(
+            answers.iter().all(|a| !a.2 && a.1 == Ok(a.0)),
+            "{answers:?}"
+        );
+        // A new sequencer over the same log: the table comes back from the records' keys.
+        let (answers, rooms) = one_batch(
+            tmp.path(),
+            &[
+                ("#a", "mm", 100, 7),
+                ("#a", "mm", 37, 7),
+                ("#a", "mm", 36, 7),
+                ("#a", "mm", 1, 7),
+                ("#a", "nn", 101, 7),
+                ("#a", "nn", 101, 7),
+            ],
+        );
+        assert_eq!(
+            answers,
+            [
+                (100, Ok(100), true),
+                (37, Ok(37), true),
+                (36, Err(ErrorCode::StaleId), false),
+                (1, Err(ErrorCode::StaleId), false),
+                (101, Ok(101), false),
+                (101, Ok(101), true),
+            ]
+        );
+        assert_eq!(rooms.get("#a").expect("room").read(|r| r.head()), 101);
+        // And a batch of nothing but retries writes nothing.
+        let (answers, rooms) = one_batch(tmp.path(), &[("#a", "nn", 101, 7)]);
+        assert_eq!(answers, [(101, Ok(101), true)]);
+        assert_eq!(rooms.get("#a").expect("room").read(|r| r.head()), 101);
+    }
+
     #[test]
     fn one_batch_lands_in_each_ring_back_to_back_in_seq_order_and_is_acked_in_order() {
         let tmp = tempfile::tempdir().expect("tmp");

@@ -57,10 +57,17 @@ pub struct SegmentHeader {
 }
 
 impl SegmentHeader {
+    /// The header of a segment this build writes (format [`VERSION`]).
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
+        self.encode_format(VERSION)
+    }
+
+    /// The header as a build writing format `version` wrote it (tests and fuzz seeds make
+    /// format 1 segments with it).
+    pub fn encode_format(&self, version: u32) -> [u8; SEGMENT_HEADER_LEN] {
         let mut out = [0u8; SEGMENT_HEADER_LEN];
         out[..8].copy_from_slice(&MAGIC);
-        out[8..12].copy_from_slice(&VERSION.to_be_bytes());
+        out[8..12].copy_from_slice(&version.to_be_bytes());
         out[16..24].copy_from_slice(&self.epoch.to_be_bytes());
         out[24..32].copy_from_slice(&self.id.to_be_bytes());
         let crc = header_crc(&out);
@@ -399,15 +406,12 @@ mod tests {
 
     #[test]
     fn format_1_headers_are_still_read() {
-        let mut old = SegmentHeader { epoch: 7, id: 3 }.encode();
+        let h = SegmentHeader { epoch: 7, id: 3 };
         assert_eq!(
-            SegmentHeader::decode_with_format(&old),
-            Ok((SegmentHeader { epoch: 7, id: 3 }, VERSION))
+            SegmentHeader::decode_with_format(&h.encode()),
+            Ok((h, VERSION))
         );
-        old[8..12].copy_from_slice(&VERSION_1.to_be_bytes());
-        old[12..16].fill(0);
-        let crc = header_crc(&old);
-        old[12..16].copy_from_slice(&crc.to_be_bytes());
+        let old = h.encode_format(VERSION_1);
         assert_eq!(
             SegmentHeader::decode_with_format(&old),
             Ok((SegmentHeader { epoch: 7, id: 3 }, VERSION_1))
