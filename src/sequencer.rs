@@ -353,13 +353,13 @@ mod tests {
         out.into()
     }
 
+    /// What a SEND was answered: id, result, again.
+    type Answer = (u64, Result<u64, ErrorCode>, bool);
+
     /// Runs a sequencer over the log in `dir` (recovered first, so its dedupe table comes
     /// back from the log) with `sends` (room, text, id, client) all queued before it starts,
     /// so that they make one batch; returns the answers and the rooms.
-    fn one_batch(
-        dir: &std::path::Path,
-        sends: &[(&str, &str, u64, u64)],
-    ) -> (Vec<(u64, Result<u64, ErrorCode>, bool)>, Rooms) {
+    fn one_batch(dir: &std::path::Path, sends: &[(&str, &str, u64, u64)]) -> (Vec<Answer>, Rooms) {
         let rooms = Rooms::new(10, 1, RING);
         let mut recovered = recover(dir, 1, RecoveryMode::TolerateTornTail).expect("recover");
         for (name, h) in &recovered.rooms {
