@@ -220,6 +220,10 @@ impl Dedupe {
         }
         self.last_sweep_ms = now_ms;
         self.pairs.retain(|_, window| !window.expired(now_ms));
+        // A busy day's map is given back once most of its pairs went quiet.
+        if self.pairs.capacity() > 4 * self.pairs.len().max(64) {
+            self.pairs.shrink_to_fit();
+        }
     }
 
     /// Pairs remembered.
@@ -350,6 +354,52 @@ mod tests {
         assert_eq!(d.len(), 1);
         d.sweep(T + SWEEP_EVERY_MS);
         assert!(d.is_empty());
+    }
+
+    /// The window against the plainest model of what it promises: the 64 highest ids stored,
+    /// less those more than `u32::MAX` below the highest.
+    #[test]
+    fn the_window_matches_a_sorted_map_of_the_highest_ids() {
+        use std::collections::BTreeMap;
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..200 {
+            let mut window = Window::new();
+            let mut model: BTreeMap<u64, u64> = BTreeMap::new();
+            let mut newest = 1_000u64;
+            for step in 0..300u64 {
+                let r = next();
+                let id = match r % 8 {
+                    // Mostly counting up, sometimes back a little, rarely a long jump.
+                    0..=4 => newest + 1,
+                    5 | 6 => newest.saturating_sub(r % 100),
+                    _ => newest + (r >> 8) % (1 << 33),
+                };
+                let want = match model.get(&id) {
+                    Some(&seq) => Seen::Stored(seq),
+                    None if model.keys().next().is_some_and(|&f| id < f) => Seen::Stale,
+                    None => Seen::New,
+                };
+                assert_eq!(window.seen(id), want, "round {round} step {step} id {id}");
+                if want != Seen::New {
+                    continue;
+                }
+                window.insert(id, step, T);
+                model.insert(id, step);
+                newest = newest.max(id);
+                let top = model.keys().next_back().copied().unwrap_or(id);
+                model.retain(|&i, _| top - i <= u64::from(u32::MAX));
+                while model.len() > WINDOW {
+                    model.pop_first();
+                }
+                assert_eq!(window.floor(), model.keys().next().copied());
+            }
+        }
     }
 
     #[test]
