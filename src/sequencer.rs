@@ -150,6 +150,9 @@ impl Sequencer {
                     }
                     Some(Fate::Stale) => (Err(ErrorCode::StaleId), false),
                 };
+                if again {
+                    self.metrics.store.retries.fetch_add(1, Relaxed);
+                }
                 if let Some(acks) = stored.get_mut(submit.reactor) {
                     acks.push(Stored {
                         conn: submit.conn,
@@ -267,6 +270,7 @@ impl Sequencer {
         store.batches.store(s.batches, Relaxed);
         store.failed_batches.store(s.failed_batches, Relaxed);
         store.log_bytes.store(self.log.total_bytes(), Relaxed);
+        store.dedupe_pairs.store(self.dedupe.len() as u64, Relaxed);
         for micros in self.log.fsync_micros.drain(..) {
             store.fsync(micros);
         }
