@@ -52,6 +52,8 @@ pub struct FakeEnv {
     pub rooms: Rooms,
     /// SENDs handed to the sequencer and not yet written.
     pub submitted: Vec<(Arc<Room>, Arc<[u8]>, u64)>,
+    /// The key each SEND was submitted with, in submission order (never taken by `store`).
+    pub keys: Vec<Option<crate::dedupe::SendKey>>,
     pub sessions: u64,
     /// `joined` calls minus `left` calls.
     pub members: i64,
@@ -79,6 +81,7 @@ impl FakeEnv {
             rooms: Rooms::new(limits.max_rooms, 1, limits.ring),
             limits,
             submitted: Vec::new(),
+            keys: Vec::new(),
             sessions: 0,
             members: 0,
             log: HashMap::new(),
@@ -300,8 +303,9 @@ impl Env for FakeEnv {
         room: &Arc<Room>,
         frame: Arc<[u8]>,
         id: u64,
-        _key: Option<crate::dedupe::SendKey>,
+        key: Option<crate::dedupe::SendKey>,
     ) -> Result<(), ErrorCode> {
+        self.keys.push(key);
         self.submitted.push((Arc::clone(room), frame, id));
         Ok(())
     }
