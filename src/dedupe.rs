@@ -219,6 +219,11 @@ impl Dedupe {
             return;
         }
         self.last_sweep_ms = now_ms;
+        self.forget_expired(now_ms);
+    }
+
+    /// Forgets the pairs that stored nothing for [`KEEP_MS`] before `now_ms`, now.
+    pub fn forget_expired(&mut self, now_ms: u64) {
         self.pairs.retain(|_, window| !window.expired(now_ms));
         // A busy day's map is given back once most of its pairs went quiet.
         if self.pairs.capacity() > 4 * self.pairs.len().max(64) {

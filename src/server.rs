@@ -480,7 +480,11 @@ fn open_local(data: &DataDir, config: &Config, rooms: &Rooms) -> io::Result<Loca
         epoch: ids.epoch,
         log,
         dir,
-        dedupe: std::mem::take(&mut recovered.dedupe),
+        dedupe: {
+            let mut dedupe = std::mem::take(&mut recovered.dedupe);
+            dedupe.forget_expired(crate::dedupe::now_ms());
+            dedupe
+        },
     })
 }
 

@@ -143,3 +143,44 @@ fn recovery_remembers_the_last_64_ids_of_each_client_with_their_seqs() {
         Seen::New
     );
 }
+
+#[test]
+fn recovery_drops_the_pairs_a_later_record_shows_a_day_old() {
+    use crate::protocol::{ServerFrame, encode_server};
+    let at = |seq: u64, ts_ms: u64| {
+        let mut out = Vec::new();
+        let frame = ServerFrame::Msg {
+            room: "#a",
+            seq,
+            ts_ms,
+            user: "u",
+            text: "m",
+        };
+        encode_server(&frame, &mut out);
+        out
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir).expect("log dir");
+    let mut file = SegmentHeader {
+        epoch: EPOCH,
+        id: 1,
+    }
+    .encode()
+    .to_vec();
+    encode_keyed_record(&at(1, TS), key(1, 1), &mut file);
+    encode_keyed_record(&at(2, TS + 1000), key(2, 1), &mut file);
+    // Client 2 stores again within the day; client 1 does not.
+    encode_keyed_record(&at(3, TS + crate::dedupe::KEEP_MS), key(2, 2), &mut file);
+    encode_keyed_record(&at(4, TS + crate::dedupe::KEEP_MS + 1), None, &mut file);
+    std::fs::write(segment_path(dir, 1), file).expect("write segment");
+    let r = recover(dir, EPOCH, RecoveryMode::ReadOnly).expect("recover");
+    assert_eq!(
+        r.dedupe.len(),
+        1,
+        "client 1 went quiet a day before the last record"
+    );
+    let now = TS + crate::dedupe::KEEP_MS + 1;
+    assert_eq!(r.dedupe.seen(&alice(2), 1, now), Seen::Stored(2));
+    assert_eq!(r.dedupe.seen(&alice(2), 2, now), Seen::Stored(3));
+}

@@ -223,7 +223,7 @@ pub fn recover(dir: &Path, epoch: u64, mode: RecoveryMode) -> Result<Recovered, 
     let count = segments.len();
     let mut expected_id = None;
     // One name per user for the dedupe table's keys, however many records name them.
-    let mut users: HashSet<Arc<str>> = HashSet::new();
+    let mut users = Keys::default();
     for (i, (id, path)) in segments.iter().enumerate() {
         let newest = i + 1 == count;
         let bad = match expected_id {
@@ -357,6 +357,28 @@ fn restore_kept(dir: &Path, out: &mut Recovered, kept: Heads) -> Result<(), Reco
     Ok(())
 }
 
+/// How much log time passes between two sweeps of the dedupe table during recovery.
+const RECOVERY_SWEEP_MS: u64 = 60 * 60 * 1000;
+
+/// What recovery keeps while it rebuilds the dedupe table: one shared name per user, however
+/// many records name them, and when to sweep next.
+#[derive(Default)]
+struct Keys {
+    users: HashSet<Arc<str>>,
+    next_sweep_ms: u64,
+}
+
+impl Keys {
+    fn name(&mut self, user: &str) -> Arc<str> {
+        if let Some(name) = self.users.get(user) {
+            return Arc::clone(name);
+        }
+        let name: Arc<str> = Arc::from(user);
+        self.users.insert(Arc::clone(&name));
+        name
+    }
+}
+
 struct Scan {
     summary: SegmentSummary,
     file_len: u64,
@@ -369,7 +391,7 @@ fn scan_segment(
     id: u64,
     epoch: u64,
     out: &mut Recovered,
-    users: &mut HashSet<Arc<str>>,
+    users: &mut Keys,
 ) -> Result<Scan, RecoveryError> {
     let io_err = |source| RecoveryError::Io {
         path: path.to_path_buf(),
@@ -516,19 +538,17 @@ fn scan_segment(
         summary.last_seq.insert(record.room.into(), record.seq);
         summary.newest_ts_ms = summary.newest_ts_ms.max(record.ts_ms);
         if let Some(key) = record.key {
-            let user = match users.get(record.user) {
-                Some(user) => Arc::clone(user),
-                None => {
-                    let user: Arc<str> = Arc::from(record.user);
-                    users.insert(Arc::clone(&user));
-                    user
-                }
-            };
             let send = SendKey {
-                user,
+                user: users.name(record.user),
                 client: key.client,
             };
             out.dedupe.insert(&send, key.id, record.seq, record.ts_ms);
+        }
+        // A pair a day older than this record is expired for any later clock: dropping it as
+        // the log is read keeps the table to a day's pairs, however long the log.
+        if record.ts_ms >= users.next_sweep_ms {
+            out.dedupe.forget_expired(record.ts_ms);
+            users.next_sweep_ms = record.ts_ms.saturating_add(RECOVERY_SWEEP_MS);
         }
         out.records += 1;
         offset += buf.len() as u64;
