@@ -679,9 +679,11 @@ fn who_msg_and_watch_answers_of_a_server_without_them_are_shown_not_fatal() {
     assert!(watch.contains("INVALID"), "{watch}");
     chat.type_line("/who");
     chat.expect("!! /who [#w]: INVALID");
+    // Direct rooms are open: /msg joins alice's and bob's and sends there.
     chat.type_line("/msg bob hello bob");
     chat.expect("-- current room: [@alice+bob]");
-    chat.expect("!! cannot join [@alice+bob]");
+    chat.expect("-- joined [@alice+bob]");
+    chat.expect("[@alice+bob] alice: hello bob");
     chat.type_line("/room #w");
     chat.type_line("still connected");
     chat.expect("[#w] alice: still connected");

@@ -721,6 +721,7 @@ fn a_fatal_error_drops_a_waiting_pong() {
     assert!(s.is_done());
 }
 
+mod access;
 mod once;
 mod props;
 mod v2;
