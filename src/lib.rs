@@ -18,6 +18,7 @@ pub mod client;
 pub mod config;
 pub mod config_file;
 pub mod datadir;
+pub mod dedupe;
 pub mod fork;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -30,6 +30,9 @@ pub struct Stored {
     pub id: u64,
     /// The seq the message was stored as, or why it was not stored.
     pub result: Result<u64, ErrorCode>,
+    /// The SEND was a retry of a message already stored (exactly-once, protocol version 2):
+    /// `result` is the original's seq, and the SEND does not count against the rate limit.
+    pub again: bool,
 }
 
 /// The answer: the frames from `from` on, or `Gone` if retention deleted them meanwhile.

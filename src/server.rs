@@ -21,6 +21,7 @@ use crate::auth;
 use crate::config::{Backend, Config, Driver, Limits};
 use crate::datadir::DataDir;
 use crate::datadir::DirLock;
+use crate::dedupe::Dedupe;
 use crate::jetstream;
 use crate::mailbox::Mailbox;
 use crate::metrics::http::MetricsServer;
@@ -89,6 +90,8 @@ struct LocalStore {
     epoch: u64,
     log: LogWriter,
     dir: std::path::PathBuf,
+    /// The keys of the messages stored lately, as recovery found them in the log.
+    dedupe: Dedupe,
 }
 
 /// A running server.
@@ -270,6 +273,7 @@ impl Server {
                     ring: config.limits.ring,
                     log: local.log,
                     metrics: Arc::clone(&shared.metrics),
+                    dedupe: local.dedupe,
                 };
                 let sequencer = std::thread::Builder::new()
                     .name("sequencer".into())
@@ -457,7 +461,7 @@ fn health(shared: &Shared) -> Result<String, String> {
 fn open_local(data: &DataDir, config: &Config, rooms: &Rooms) -> io::Result<LocalStore> {
     let dir = store::log_dir(data.path());
     let opened = store::open(&dir, data.legacy_epoch()?, RecoveryMode::TolerateTornTail)?;
-    let (ids, recovered) = match opened.ids {
+    let (ids, mut recovered) = match opened.ids {
         Some(ids) => (ids, opened.recovered),
         None => return Err(io::Error::other("the store opened without an epoch")),
     };
@@ -489,6 +493,11 @@ fn open_local(data: &DataDir, config: &Config, rooms: &Rooms) -> io::Result<Loca
         epoch: ids.epoch,
         log,
         dir,
+        dedupe: {
+            let mut dedupe = std::mem::take(&mut recovered.dedupe);
+            dedupe.forget_expired(crate::dedupe::now_ms());
+            dedupe
+        },
     })
 }
 

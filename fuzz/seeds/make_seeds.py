@@ -243,8 +243,8 @@ def record(payload):
     return length + u32(crc32c(length + payload)) + payload
 
 
-def segment_header(epoch, id):
-    head = b"CHATDLOG" + u32(1) + u32(0) + u64(epoch) + u64(id)
+def segment_header(epoch, id, version=2):
+    head = b"CHATDLOG" + u32(version) + u32(0) + u64(epoch) + u64(id)
     return head[:12] + u32(crc32c(head)) + head[16:]
 
 
@@ -262,12 +262,21 @@ SEEDS["log_record"] = {
     "length_huge": b"\xff\xff\xff\xff\0\0\0\0",
     "length_inside_payload_lies": record(u32(99) + b"\x84" + b"x" * 8),
     "segment_header": segment_header(0x00C0FFEE00000001, 1),
+    "segment_header_format_1": segment_header(0x00C0FFEE00000001, 1, 1),
+    # Format 2: the frame, then the key it was sent with (client u64, id u64).
+    "keyed_msg_record": record(stored_msg("#a", 3) + u64(0x5EED) + u64(42)),
+    "keyed_record_client_zero": record(stored_msg("#a", 3) + u64(0) + u64(42)),
+    "keyed_record_short_key": record(stored_msg("#a", 3) + u64(0x5EED) + b"\0" * 7),
     "segment_header_bad_magic": b"CHATDLOX" + segment_header(1, 1)[8:],
 }
 
 # recovery: build mode (first byte even), operations of two bytes (some take a third).
 def r_msg(room=0, length=1):
     return bytes([0, room | (length << 2)])
+
+
+def r_keyed(room=0, length=1):
+    return bytes([2, room | (length << 2)])
 
 
 def r_segment(kind=3):
@@ -292,6 +301,8 @@ SEEDS["recovery"] = {
     "pong_record": b"\x00" + r_msg(1) + R_PONG,
     "raw_garbage_after_header": b"\x01\x80" + b"\x00\x00\x00\x20garbage",
     "raw_two_files_no_header": b"\x03\x05hello" + b"world",
+    "keyed_two_clients": b"\x00" + r_keyed(0) + r_keyed(1) + r_msg(0) + r_keyed(2, 9) + r_keyed(1),
+    "keyed_across_segments": b"\x00" + r_keyed(0) * 3 + r_segment() + r_keyed(0) * 2 + R_CUT,
 }
 
 # ws_frame: a control byte (low three bits: how many read sizes follow; bits 3-4: the payload

@@ -53,6 +53,8 @@ pub struct FakeEnv {
     pub rooms: Rooms,
     /// SENDs handed to the sequencer and not yet written.
     pub submitted: Vec<(Arc<Room>, Arc<[u8]>, u64)>,
+    /// The key each SEND was submitted with, in submission order (never taken by `store`).
+    pub keys: Vec<Option<crate::dedupe::SendKey>>,
     pub sessions: u64,
     /// `joined` calls minus `left` calls.
     pub members: i64,
@@ -86,6 +88,7 @@ impl FakeEnv {
             rooms: Rooms::new(limits.max_rooms, 1, limits.ring),
             limits,
             submitted: Vec::new(),
+            keys: Vec::new(),
             sessions: 0,
             members: 0,
             log: HashMap::new(),
@@ -306,7 +309,14 @@ impl Env for FakeEnv {
     fn left(&mut self, _room: &Arc<Room>) {
         self.members -= 1;
     }
-    fn submit(&mut self, room: &Arc<Room>, frame: Arc<[u8]>, id: u64) -> Result<(), ErrorCode> {
+    fn submit(
+        &mut self,
+        room: &Arc<Room>,
+        frame: Arc<[u8]>,
+        id: u64,
+        key: Option<crate::dedupe::SendKey>,
+    ) -> Result<(), ErrorCode> {
+        self.keys.push(key);
         self.submitted.push((Arc::clone(room), frame, id));
         Ok(())
     }

@@ -5,9 +5,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::num::NonZeroU64;
+use std::sync::Arc;
+
+use crate::dedupe::{Seen, SendKey};
 use crate::protocol::{ServerFrame, encode_server};
 use crate::store::format::{
-    RECORD_HEADER_LEN, RecordError, SEGMENT_HEADER_LEN, SegmentHeader, decode_record, encode_record,
+    KEY_LEN, RECORD_HEADER_LEN, RecordError, RecordKey, SEGMENT_HEADER_LEN, SegmentHeader, VERSION,
+    decode_record, encode_keyed_record, encode_record,
 };
 use crate::store::{Recovered, RecoveryMode, recover, segment_path};
 
@@ -23,9 +28,10 @@ const ROOMS: [&str; 3] = ["#a", "#b", "#general"];
 pub fn log_record(data: &[u8]) {
     if let Ok((record, used)) = decode_record(data) {
         assert!(used <= data.len(), "record longer than the input");
-        assert_eq!(used, RECORD_HEADER_LEN + record.frame.len());
+        let key_len = if record.key.is_some() { KEY_LEN } else { 0 };
+        assert_eq!(used, RECORD_HEADER_LEN + record.frame.len() + key_len);
         let mut again = Vec::new();
-        encode_record(record.frame, &mut again);
+        encode_keyed_record(record.frame, record.key, &mut again);
         assert_eq!(
             again,
             data[..used],
@@ -42,14 +48,22 @@ pub fn log_record(data: &[u8]) {
             );
         }
     }
-    if let Ok(header) = SegmentHeader::decode(data) {
+    // Format 1 headers are read, never written again.
+    if let Ok((header, VERSION)) = SegmentHeader::decode_with_format(data) {
         assert_eq!(header.encode()[..], data[..SEGMENT_HEADER_LEN]);
     }
     // Any payload, framed by encode_record, decodes to itself or is refused as a payload.
     let mut framed = Vec::new();
     encode_record(data, &mut framed);
     match decode_record(&framed) {
-        Ok((record, used)) => assert_eq!((record.frame, used), (data, framed.len())),
+        Ok((record, used)) => {
+            let mut payload = record.frame.to_vec();
+            if let Some(key) = record.key {
+                payload.extend_from_slice(&key.client.get().to_be_bytes());
+                payload.extend_from_slice(&key.id.to_be_bytes());
+            }
+            assert_eq!((&payload[..], used), (data, framed.len()));
+        }
         Err(e) => assert!(
             matches!(e, RecordError::BadPayload | RecordError::BadLength),
             "{e:?} for a record encode_record made"
@@ -65,6 +79,8 @@ struct Plan {
     /// Records written whole, if nothing was damaged.
     records: u64,
     damaged: bool,
+    /// The newest keyed record of each client (user "alice"): client, id, seq, ts_ms.
+    newest_keyed: HashMap<u64, (u64, u64, u64)>,
 }
 
 /// Reads `data` as a script that builds segment files. The first byte picks raw mode (odd:
@@ -115,11 +131,21 @@ fn plan(data: &[u8]) -> Plan {
             break;
         };
         match op % 8 {
-            // A valid record, in order for its room.
+            // A valid record, in order for its room; from op 2, with a key (format 2), its
+            // id counting up for one of two clients.
             0..=2 => {
                 let room = ROOMS[usize::from(arg) % ROOMS.len()];
                 let seq = next_seq.entry(room).or_insert(1);
-                encode_record(&msg(room, *seq, usize::from(arg >> 2)), file);
+                let client = 1 + u64::from(arg & 1);
+                let key = (op % 8 == 2).then(|| {
+                    let id = plan.newest_keyed.get(&client).map_or(1, |k| k.0 + 1);
+                    plan.newest_keyed.insert(client, (id, *seq, 1000 + *seq));
+                    RecordKey {
+                        client: NonZeroU64::new(client).unwrap_or(NonZeroU64::MIN),
+                        id,
+                    }
+                });
+                encode_keyed_record(&msg(room, *seq, usize::from(arg >> 2)), key, file);
                 *seq += 1;
                 plan.records += 1;
             }
@@ -265,6 +291,19 @@ pub(crate) fn check_recovery(data: &[u8], strict: bool) {
         let r = repaired.as_ref().expect("intact segments must recover");
         assert!(r.torn.is_none(), "intact segments have no torn tail");
         assert_eq!(r.records, plan.records);
+        // The newest key of each client is remembered with its seq (at its own time: the
+        // records are dated 1970, long expired by the clock).
+        for (&client, &(id, seq, ts_ms)) in &plan.newest_keyed {
+            let key = SendKey {
+                user: Arc::from("alice"),
+                client: NonZeroU64::new(client).unwrap_or(NonZeroU64::MIN),
+            };
+            assert_eq!(
+                r.dedupe.seen(&key, id, ts_ms),
+                Seen::Stored(seq),
+                "{key:?} {id}"
+            );
+        }
     }
     match (read_only, repaired) {
         (Ok(ro), Ok(first)) => {

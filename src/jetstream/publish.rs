@@ -332,6 +332,8 @@ impl Order {
                     conn: outcome.conn,
                     id,
                     result,
+                    // JetStream keeps no keys: every SEND is new there.
+                    again: false,
                 });
             }
         }

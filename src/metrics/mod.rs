@@ -93,6 +93,10 @@ pub struct StoreGauges {
     pub batches: AtomicU64,
     pub failed_batches: AtomicU64,
     pub log_bytes: AtomicU64,
+    /// Keyed SENDs answered with the seq they were stored as before (exactly-once retries).
+    pub retries: AtomicU64,
+    /// `(user, client)` pairs the dedupe table remembers.
+    pub dedupe_pairs: AtomicU64,
     /// Each fsync of the log.
     pub fsync: Histogram,
     /// Where a SEND's time goes before it is ACKed and fanned out, stage by stage: from the
@@ -267,6 +271,18 @@ impl Metrics {
                 "gauge",
                 "Bytes in all log segments.",
                 self.store.log_bytes.load(Relaxed),
+            ),
+            (
+                "send_retries_total",
+                "counter",
+                "Version 2 SENDs answered with the seq they were stored as before (not stored again).",
+                self.store.retries.load(Relaxed),
+            ),
+            (
+                "dedupe_pairs",
+                "gauge",
+                "User and client pairs whose last message ids the server remembers.",
+                self.store.dedupe_pairs.load(Relaxed),
             ),
             ("rooms", "gauge", "Rooms the server holds.", rooms as u64),
             (

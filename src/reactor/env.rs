@@ -10,6 +10,7 @@ use std::time::Instant;
 use crate::access::Access;
 use crate::auth::Table;
 use crate::config::Limits;
+use crate::dedupe::SendKey;
 use crate::mailbox::ConnRef;
 use crate::metrics::Shard;
 use crate::protocol::ErrorCode;
@@ -103,13 +104,20 @@ impl<M: Members> Env for ConnEnv<'_, M> {
         forget_member(self.members, room, self.reactor, self.conn.key);
     }
 
-    fn submit(&mut self, room: &Arc<Room>, frame: Arc<[u8]>, id: u64) -> Result<(), ErrorCode> {
+    fn submit(
+        &mut self,
+        room: &Arc<Room>,
+        frame: Arc<[u8]>,
+        id: u64,
+        key: Option<SendKey>,
+    ) -> Result<(), ErrorCode> {
         let submit = Submit {
             room: Arc::clone(room),
             frame,
             reactor: self.reactor,
             conn: self.conn,
             id,
+            key,
             handed_at: Instant::now(),
         };
         // The sequencer outlives every reactor; a failed send means it died, and the message

@@ -372,6 +372,9 @@ impl Reactor {
             if let (Err(code), Some(shard)) = (stored.result, self.shared.metrics.shard(self.id)) {
                 shard.error(code);
             }
+            if stored.again {
+                conn.session.not_counted(&self.limits);
+            }
             conn.session.on_stored(stored.id, stored.result, now);
             schedule(&mut self.conns, &mut self.ready, key);
         }

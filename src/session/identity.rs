@@ -57,6 +57,18 @@ impl Identity {
         }
     }
 
+    /// The key of this connection's SENDs, if its HELLO named a client (see
+    /// [`crate::dedupe`]): the user's shared name and the client id.
+    pub fn send_key(&self) -> Option<crate::dedupe::SendKey> {
+        match self {
+            Identity::Named(_) => None,
+            Identity::Installed(i) => Some(crate::dedupe::SendKey {
+                user: Arc::clone(&i.user),
+                client: i.client,
+            }),
+        }
+    }
+
     /// The client id a version 2 HELLO named, if it named one.
     pub fn client(&self) -> Option<NonZeroU64> {
         match self {

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Limits;
+use crate::dedupe::SendKey;
 use crate::mailbox::Gone;
 use crate::protocol::codec::{FrameError, msg_length, parse_client};
 use crate::protocol::name::{is_valid_room, is_valid_room_v2, is_valid_user};
@@ -81,12 +82,19 @@ pub trait Env {
     fn joined(&mut self, room: &Arc<Room>);
     /// The session stopped being a member of `room`.
     fn left(&mut self, room: &Arc<Room>);
-    /// Hands a MSG frame (seq and ts_ms still zero) to the sequencer; the outcome comes back
-    /// through [`Session::on_stored`].
+    /// Hands a MSG frame (seq and ts_ms still zero) to the sequencer, with the key that makes
+    /// it exactly-once if the connection named its client; the outcome comes back through
+    /// [`Session::on_stored`].
     ///
     /// # Errors
     /// The code to answer the SEND with if it cannot even be submitted.
-    fn submit(&mut self, room: &Arc<Room>, frame: Arc<[u8]>, id: u64) -> Result<(), ErrorCode>;
+    fn submit(
+        &mut self,
+        room: &Arc<Room>,
+        frame: Arc<[u8]>,
+        id: u64,
+        key: Option<SendKey>,
+    ) -> Result<(), ErrorCode>;
     /// Asks for up to `max` frames of `room` from seq `from` out of the log; the answer comes
     /// back through [`Session::on_fetched`]. Returns false if there is no log to ask.
     fn fetch(&mut self, room: &Arc<Room>, from: u64, max: u64) -> bool {
@@ -602,7 +610,8 @@ impl Session {
         };
         crate::protocol::encode_server(&msg, &mut frame);
         let room = Arc::clone(&m.room);
-        match env.submit(&room, frame.into(), id) {
+        // The duplicate check comes after every check above, at the sequencer.
+        match env.submit(&room, frame.into(), id, self.user.send_key()) {
             Ok(()) => self.in_flight += 1,
             Err(code) => self.reject(env, code, id, "the message could not be stored"),
         }
@@ -616,9 +625,20 @@ impl Session {
         }
         match result {
             Ok(seq) => self.out.push_frame(&ServerFrame::Ack { id, seq }),
+            Err(ErrorCode::StaleId) => self.error(
+                ErrorCode::StaleId,
+                id,
+                "id older than the server remembers for this client: look in the room's history",
+            ),
             Err(code) => self.error(code, id, "the message could not be stored"),
         }
         self.finish_draining(now);
+    }
+
+    /// The SEND just answered was a retry of a message already stored: it does not count
+    /// against the rate limit, so its token goes back.
+    pub fn not_counted(&mut self, limits: &Limits) {
+        self.bucket.give_back(limits.send_rate);
     }
 
     /// The server is stopping: owe nothing more, then say SHUTTING_DOWN and close.

@@ -44,6 +44,16 @@ impl TokenBucket {
         self.full_at = full_at.plus_nanos(interval);
         true
     }
+
+    /// Gives back the token a SEND took that turned out not to count (a retry of a message
+    /// already stored). A bucket given back to past full is simply full.
+    pub fn give_back(&mut self, rate: u32) {
+        if rate == 0 {
+            return;
+        }
+        let interval = (NANOS_PER_SEC / u64::from(rate)).max(1);
+        self.full_at = self.full_at.minus_nanos(interval);
+    }
 }
 
 #[cfg(test)]
@@ -70,6 +80,25 @@ mod tests {
         assert!(bucket.take(t0, 4, 1));
         assert!(!bucket.take(t0 + Duration::from_nanos(249_999_999), 4, 1));
         assert!(bucket.take(t0 + Duration::from_millis(250), 4, 1));
+    }
+
+    #[test]
+    fn a_token_given_back_can_be_taken_again_and_never_overfills() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::new(t0);
+        assert!(bucket.take(t0, 10, 2));
+        assert!(bucket.take(t0, 10, 2));
+        assert!(!bucket.take(t0, 10, 2));
+        bucket.give_back(10);
+        assert!(bucket.take(t0, 10, 2));
+        assert!(!bucket.take(t0, 10, 2));
+        // Given back more than was taken: full, and no fuller.
+        for _ in 0..5 {
+            bucket.give_back(10);
+        }
+        assert!(bucket.take(t0, 10, 2));
+        assert!(bucket.take(t0, 10, 2));
+        assert!(!bucket.take(t0, 10, 2));
     }
 
     #[test]

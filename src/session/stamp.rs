@@ -46,6 +46,12 @@ impl Stamp {
         Stamp(self.0.saturating_add(nanos))
     }
 
+    /// `nanos` nanoseconds earlier, saturating at the start of the scale.
+    #[must_use]
+    pub fn minus_nanos(self, nanos: u64) -> Stamp {
+        Stamp(NonZeroU64::new(self.0.get().saturating_sub(nanos)).unwrap_or(NonZeroU64::MIN))
+    }
+
     /// How long after `earlier` this is; zero if it is not later (as
     /// `Instant::saturating_duration_since`).
     pub fn since(self, earlier: Stamp) -> Duration {

@@ -722,5 +722,6 @@ fn a_fatal_error_drops_a_waiting_pong() {
 }
 
 mod access;
+mod once;
 mod props;
 mod v2;

@@ -9,23 +9,41 @@
 //!
 //! then holds records back to back. A record is its payload's length, a CRC32C over that
 //! length and the payload, and the payload: the MSG frame exactly as clients receive it
-//! (length prefix included), so replay from disk sends the bytes it reads.
+//! (length prefix included), so replay from disk sends the bytes it reads; in format 2, a
+//! message sent with a key (protocol version 2, `client ≠ 0`) has the key after the frame,
+//! inside the checksum, so that exactly-once survives a restart (see [`crate::dedupe`]).
 //!
 //! ```text
-//! len u32 | crc32c(len ++ payload) u32 | payload (len bytes: a MSG frame)
+//! len u32 | crc32c(len ++ payload) u32 | payload (len bytes):
+//!     format 1: MSG frame
+//!     format 2: MSG frame [ client u64 (≠ 0) | id u64 ]
 //! ```
 //!
+//! The frame's own length prefix says where it ends, so a record says by its length whether
+//! it has a key. The header's version is the format of the segment's records: format 1
+//! segments (written before keys existed) are read as they are, never appended to; records
+//! with a key in one are damage.
+//!
 //! All integers are big-endian, like the wire protocol.
+
+use std::num::NonZeroU64;
 
 use crate::protocol::codec::{RawFrame, parse_server};
 use crate::protocol::{HEADER_LEN as FRAME_HEADER_LEN, ServerFrame, kind};
 
 pub const MAGIC: [u8; 8] = *b"CHATDLOG";
-pub const VERSION: u32 = 1;
+/// The format this build writes: 2, records that may carry a key.
+pub const VERSION: u32 = 2;
+/// The first format, records without keys: still read.
+pub const VERSION_1: u32 = 1;
 pub const SEGMENT_HEADER_LEN: usize = 32;
 pub const RECORD_HEADER_LEN: usize = 8;
-/// No record is larger: the largest MSG frame any configuration allows, plus its prefix.
-pub const MAX_PAYLOAD: usize = crate::protocol::MAX_FRAME_CEILING as usize + FRAME_HEADER_LEN;
+/// The key after a keyed record's frame: client u64 and id u64.
+pub const KEY_LEN: usize = 16;
+/// No record is larger: the largest MSG frame any configuration allows, plus its prefix and a
+/// key.
+pub const MAX_PAYLOAD: usize =
+    crate::protocol::MAX_FRAME_CEILING as usize + FRAME_HEADER_LEN + KEY_LEN;
 
 /// No room ever reaches a larger seq (at a million messages a second it would take some
 /// 290,000 years); a record claiming one is damage, whatever its checksum says, and refusing
@@ -39,10 +57,17 @@ pub struct SegmentHeader {
 }
 
 impl SegmentHeader {
+    /// The header of a segment this build writes (format [`VERSION`]).
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
+        self.encode_format(VERSION)
+    }
+
+    /// The header as a build writing format `version` wrote it (tests and fuzz seeds make
+    /// format 1 segments with it).
+    pub fn encode_format(&self, version: u32) -> [u8; SEGMENT_HEADER_LEN] {
         let mut out = [0u8; SEGMENT_HEADER_LEN];
         out[..8].copy_from_slice(&MAGIC);
-        out[8..12].copy_from_slice(&VERSION.to_be_bytes());
+        out[8..12].copy_from_slice(&version.to_be_bytes());
         out[16..24].copy_from_slice(&self.epoch.to_be_bytes());
         out[24..32].copy_from_slice(&self.id.to_be_bytes());
         let crc = header_crc(&out);
@@ -53,6 +78,14 @@ impl SegmentHeader {
     /// # Errors
     /// What is wrong with the header, in words for an operator.
     pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, &'static str> {
+        SegmentHeader::decode_with_format(bytes).map(|(header, _)| header)
+    }
+
+    /// The header and the format version of the segment's records (1 or 2).
+    ///
+    /// # Errors
+    /// What is wrong with the header, in words for an operator.
+    pub fn decode_with_format(bytes: &[u8]) -> Result<(SegmentHeader, u32), &'static str> {
         let b: &[u8; SEGMENT_HEADER_LEN] = bytes
             .first_chunk()
             .ok_or("segment shorter than its header")?;
@@ -61,7 +94,8 @@ impl SegmentHeader {
             return Err("not a chatd log segment (bad magic)");
         }
         let (version, rest) = rest.split_first_chunk::<4>().ok_or("short header")?;
-        if u32::from_be_bytes(*version) != VERSION {
+        let version = u32::from_be_bytes(*version);
+        if version != VERSION && version != VERSION_1 {
             return Err("segment written by an unknown format version");
         }
         let (crc, rest) = rest.split_first_chunk::<4>().ok_or("short header")?;
@@ -70,10 +104,13 @@ impl SegmentHeader {
         }
         let (epoch, rest) = rest.split_first_chunk::<8>().ok_or("short header")?;
         let (id, _) = rest.split_first_chunk::<8>().ok_or("short header")?;
-        Ok(SegmentHeader {
-            epoch: u64::from_be_bytes(*epoch),
-            id: u64::from_be_bytes(*id),
-        })
+        Ok((
+            SegmentHeader {
+                epoch: u64::from_be_bytes(*epoch),
+                id: u64::from_be_bytes(*id),
+            },
+            version,
+        ))
     }
 }
 
@@ -84,22 +121,51 @@ fn header_crc(header: &[u8; SEGMENT_HEADER_LEN]) -> u32 {
     crc32c::crc32c(&copy)
 }
 
-/// Appends one record holding `frame` to `out`.
+/// The key a message was sent with: its sender's client and the SEND's id (the user is the
+/// MSG frame's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordKey {
+    pub client: NonZeroU64,
+    pub id: u64,
+}
+
+/// Appends one record holding `frame`, with no key, to `out`.
 pub fn encode_record(frame: &[u8], out: &mut Vec<u8>) {
-    let len = u32::try_from(frame.len()).unwrap_or(u32::MAX).to_be_bytes();
+    encode_keyed_record(frame, None, out);
+}
+
+/// Appends one record holding `frame` and, if it has one, the key it was sent with.
+pub fn encode_keyed_record(frame: &[u8], key: Option<RecordKey>, out: &mut Vec<u8>) {
+    let mut trailer = [0u8; KEY_LEN];
+    let trailer: &[u8] = match key {
+        Some(key) => {
+            trailer[..8].copy_from_slice(&key.client.get().to_be_bytes());
+            trailer[8..].copy_from_slice(&key.id.to_be_bytes());
+            &trailer
+        }
+        None => &[],
+    };
+    let len = u32::try_from(frame.len() + trailer.len())
+        .unwrap_or(u32::MAX)
+        .to_be_bytes();
     let crc = crc32c::crc32c_append(crc32c::crc32c(&len), frame);
+    let crc = crc32c::crc32c_append(crc, trailer);
     out.extend_from_slice(&len);
     out.extend_from_slice(&crc.to_be_bytes());
     out.extend_from_slice(frame);
+    out.extend_from_slice(trailer);
 }
 
 /// A record read back: the MSG frame and what recovery needs from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record<'a> {
+    /// The MSG frame alone, without the key.
     pub frame: &'a [u8],
     pub room: &'a str,
+    pub user: &'a str,
     pub seq: u64,
     pub ts_ms: u64,
+    pub key: Option<RecordKey>,
 }
 
 /// Why bytes are not a record.
@@ -177,7 +243,7 @@ pub fn count_records(buf: &[u8]) -> u64 {
 }
 
 /// Whether `buf` starts like a record holding a MSG frame: the record's length is the frame's
-/// length prefix plus the prefix itself, and the kind is MSG.
+/// length prefix plus the prefix itself (and a key, if it has one), and the kind is MSG.
 fn plausible(buf: &[u8]) -> bool {
     let field = |at: usize| {
         buf.get(at..at + 4)
@@ -190,17 +256,31 @@ fn plausible(buf: &[u8]) -> bool {
         buf.get(RECORD_HEADER_LEN + 4),
     ) {
         (Some(len), Some(prefix), Some(&k)) => {
-            k == kind::MSG && u64::from(len) == u64::from(prefix) + FRAME_HEADER_LEN as u64
+            let frame = u64::from(prefix) + FRAME_HEADER_LEN as u64;
+            k == kind::MSG && (u64::from(len) == frame || u64::from(len) == frame + KEY_LEN as u64)
         }
         _ => false,
     }
 }
 
-fn parse_payload(frame: &[u8]) -> Option<Record<'_>> {
-    let (prefix, rest) = frame.split_first_chunk::<FRAME_HEADER_LEN>()?;
+fn parse_payload(payload: &[u8]) -> Option<Record<'_>> {
+    let (prefix, _) = payload.split_first_chunk::<FRAME_HEADER_LEN>()?;
     let length = usize::try_from(u32::from_be_bytes(*prefix)).ok()?;
+    let (frame, trailer) = payload.split_at_checked(FRAME_HEADER_LEN.checked_add(length)?)?;
+    let key = match trailer.len() {
+        0 => None,
+        KEY_LEN => {
+            let (client, id) = trailer.split_first_chunk::<8>()?;
+            Some(RecordKey {
+                client: NonZeroU64::new(u64::from_be_bytes(*client))?,
+                id: u64::from_be_bytes(id.try_into().ok()?),
+            })
+        }
+        _ => return None,
+    };
+    let rest = frame.get(FRAME_HEADER_LEN..)?;
     let (&kind_byte, body) = rest.split_first()?;
-    if length != rest.len() || kind_byte != kind::MSG {
+    if kind_byte != kind::MSG {
         return None;
     }
     let raw = RawFrame {
@@ -210,12 +290,18 @@ fn parse_payload(frame: &[u8]) -> Option<Record<'_>> {
     };
     match parse_server(&raw).ok()? {
         ServerFrame::Msg {
-            room, seq, ts_ms, ..
-        } if seq > 0 => Some(Record {
-            frame,
             room,
             seq,
             ts_ms,
+            user,
+            ..
+        } if seq > 0 => Some(Record {
+            frame,
+            room,
+            user,
+            seq,
+            ts_ms,
+            key,
         }),
         _ => None,
     }
@@ -267,6 +353,68 @@ mod tests {
         assert_eq!(
             (rec.room, rec.seq, rec.ts_ms, rec.frame),
             ("#r", 9, 5, frame.as_slice())
+        );
+    }
+
+    #[test]
+    fn a_keyed_record_round_trips_and_its_frame_stands_alone() {
+        let frame = msg("#r", 9, "hello");
+        let key = RecordKey {
+            client: NonZeroU64::new(77).expect("non-zero"),
+            id: 5,
+        };
+        let mut buf = Vec::new();
+        encode_keyed_record(&frame, Some(key), &mut buf);
+        assert_eq!(buf.len(), RECORD_HEADER_LEN + frame.len() + KEY_LEN);
+        let (rec, used) = decode_record(&buf).expect("valid record");
+        assert_eq!(used, buf.len());
+        assert_eq!(
+            (rec.frame, rec.user, rec.key),
+            (frame.as_slice(), "u", Some(key))
+        );
+        assert_eq!(count_records(&buf), 1);
+        for cut in 0..buf.len() {
+            assert_eq!(
+                decode_record(&buf[..cut]).map(|r| r.1),
+                Err(RecordError::Truncated),
+                "cut {cut}"
+            );
+        }
+        for i in 0..buf.len() {
+            let mut bad = buf.clone();
+            bad[i] ^= 0x01;
+            assert!(decode_record(&bad).is_err(), "flip at byte {i}");
+        }
+    }
+
+    #[test]
+    fn a_trailer_that_is_no_key_is_bad_payload() {
+        let frame = msg("#r", 9, "hello");
+        for trailer in [vec![0u8; 16], vec![1u8; 15], vec![1u8; 17]] {
+            let mut payload = frame.clone();
+            payload.extend_from_slice(&trailer);
+            let mut buf = Vec::new();
+            encode_record(&payload, &mut buf);
+            assert_eq!(
+                decode_record(&buf).map(|r| r.1),
+                Err(RecordError::BadPayload),
+                "trailer of {} bytes",
+                trailer.len()
+            );
+        }
+    }
+
+    #[test]
+    fn format_1_headers_are_still_read() {
+        let h = SegmentHeader { epoch: 7, id: 3 };
+        assert_eq!(
+            SegmentHeader::decode_with_format(&h.encode()),
+            Ok((h, VERSION))
+        );
+        let old = h.encode_format(VERSION_1);
+        assert_eq!(
+            SegmentHeader::decode_with_format(&old),
+            Ok((SegmentHeader { epoch: 7, id: 3 }, VERSION_1))
         );
     }
 

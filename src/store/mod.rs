@@ -61,6 +61,8 @@ pub fn list_segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
 }
 
 #[cfg(test)]
+mod format2_tests;
+#[cfg(test)]
 mod prepared_tests;
 #[cfg(test)]
 mod tests;

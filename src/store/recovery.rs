@@ -17,24 +17,30 @@
 //!   `RecoveryMode::ForceTruncate` (`chatd log repair --force`): then the log is cut at the
 //!   damage, every record after it dropped, and how much is reported.
 //!
+//! Keyed records (format 2) rebuild the dedupe table: the last ids of every `(user, client)`
+//! with the seqs they were stored as and the time of the pair's last record (see
+//! [`crate::dedupe`], which counts a pair quiet for a day as unknown and sweeps it away).
+//!
 //! Rooms whose every record retention deleted come back from `log/heads` (see
 //! [`super::heads`]) with their kept head and `first` 0, so their seqs go on where they were.
 //!
 //! This module must never drop a record that passes every check except in `ForceTruncate`,
 //! nor give a room a head below the one it kept.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::format::{
-    MAX_SEQ, RECORD_HEADER_LEN, RecordError, SEGMENT_HEADER_LEN, SegmentHeader, count_records,
-    decode_record,
+    MAX_SEQ, RECORD_HEADER_LEN, RecordError, SEGMENT_HEADER_LEN, SegmentHeader, VERSION_1,
+    count_records, decode_record,
 };
 use super::heads::{self, Heads};
 use super::list_segments;
+use crate::dedupe::{Dedupe, SendKey};
 use crate::room::{INDEX_STRIDE, Pos};
 
 /// What recovery may change on disk.
@@ -73,6 +79,8 @@ pub struct SegmentSummary {
     pub last_seq: HashMap<Box<str>, u64>,
     /// Newest ts_ms of any record in it (0 if empty).
     pub newest_ts_ms: u64,
+    /// The format of its records (its header's version; 0 if it has no readable header).
+    pub format: u32,
 }
 
 /// Where the log was (or, read-only, would be) cut: a torn tail, or, forced, damage.
@@ -113,6 +121,8 @@ pub struct Recovered {
     pub records: u64,
     /// The heads file as read (see [`super::heads`]); the writer carries it on.
     pub kept: Heads,
+    /// The keys of the messages stored in the last day (see [`crate::dedupe`]).
+    pub dedupe: Dedupe,
 }
 
 impl Recovered {
@@ -212,6 +222,8 @@ pub fn recover(dir: &Path, epoch: u64, mode: RecoveryMode) -> Result<Recovered, 
     let mut out = Recovered::default();
     let count = segments.len();
     let mut expected_id = None;
+    // One name per user for the dedupe table's keys, however many records name them.
+    let mut users = Keys::default();
     for (i, (id, path)) in segments.iter().enumerate() {
         let newest = i + 1 == count;
         let bad = match expected_id {
@@ -226,7 +238,7 @@ pub fn recover(dir: &Path, epoch: u64, mode: RecoveryMode) -> Result<Recovered, 
         let (summary, bad) = match bad {
             Some(bad) => (SegmentSummary::default(), Some(bad)),
             None => {
-                let scan = scan_segment(path, *id, epoch, &mut out)?;
+                let scan = scan_segment(path, *id, epoch, &mut out, &mut users)?;
                 let bad = match scan.bad {
                     None if !newest && scan.file_len == 0 => Some(Bad {
                         offset: 0,
@@ -345,6 +357,28 @@ fn restore_kept(dir: &Path, out: &mut Recovered, kept: Heads) -> Result<(), Reco
     Ok(())
 }
 
+/// How much log time passes between two sweeps of the dedupe table during recovery.
+const RECOVERY_SWEEP_MS: u64 = 60 * 60 * 1000;
+
+/// What recovery keeps while it rebuilds the dedupe table: one shared name per user, however
+/// many records name them, and when to sweep next.
+#[derive(Default)]
+struct Keys {
+    users: HashSet<Arc<str>>,
+    next_sweep_ms: u64,
+}
+
+impl Keys {
+    fn name(&mut self, user: &str) -> Arc<str> {
+        if let Some(name) = self.users.get(user) {
+            return Arc::clone(name);
+        }
+        let name: Arc<str> = Arc::from(user);
+        self.users.insert(Arc::clone(&name));
+        name
+    }
+}
+
 struct Scan {
     summary: SegmentSummary,
     file_len: u64,
@@ -357,6 +391,7 @@ fn scan_segment(
     id: u64,
     epoch: u64,
     out: &mut Recovered,
+    users: &mut Keys,
 ) -> Result<Scan, RecoveryError> {
     let io_err = |source| RecoveryError::Io {
         path: path.to_path_buf(),
@@ -388,14 +423,19 @@ fn scan_segment(
             bad,
         });
     }
-    let header_bad = match SegmentHeader::decode(&header) {
+    let header_bad = match SegmentHeader::decode_with_format(&header) {
         Err(why) => Some((why, true)),
-        Ok(parsed) if parsed.epoch != epoch => Some((
+        Ok((parsed, _)) if parsed.epoch != epoch => Some((
             "segment belongs to another store (its header's epoch differs)",
             false,
         )),
-        Ok(parsed) if parsed.id != id => Some(("segment header names another segment id", false)),
-        Ok(_) => None,
+        Ok((parsed, _)) if parsed.id != id => {
+            Some(("segment header names another segment id", false))
+        }
+        Ok((_, format)) => {
+            summary.format = format;
+            None
+        }
     };
     if let Some((reason, unreadable)) = header_bad {
         summary.len = 0;
@@ -454,7 +494,9 @@ fn scan_segment(
             }
         };
         let head = out.rooms.get(record.room).map_or(0, |r| r.head);
-        let impossible = if record.seq > MAX_SEQ {
+        let impossible = if record.key.is_some() && summary.format == VERSION_1 {
+            Some("a record with a key in a format 1 segment".to_string())
+        } else if record.seq > MAX_SEQ {
             Some(format!(
                 "record of room {} claims seq {}, past any seq a room can reach",
                 record.room, record.seq
@@ -495,6 +537,19 @@ fn scan_segment(
         }
         summary.last_seq.insert(record.room.into(), record.seq);
         summary.newest_ts_ms = summary.newest_ts_ms.max(record.ts_ms);
+        if let Some(key) = record.key {
+            let send = SendKey {
+                user: users.name(record.user),
+                client: key.client,
+            };
+            out.dedupe.insert(&send, key.id, record.seq, record.ts_ms);
+        }
+        // A pair a day older than this record is expired for any later clock: dropping it as
+        // the log is read keeps the table to a day's pairs, however long the log.
+        if record.ts_ms >= users.next_sweep_ms {
+            out.dedupe.forget_expired(record.ts_ms);
+            users.next_sweep_ms = record.ts_ms.saturating_add(RECOVERY_SWEEP_MS);
+        }
         out.records += 1;
         offset += buf.len() as u64;
     }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::format::{SEGMENT_HEADER_LEN, SegmentHeader};
+use super::format::{SEGMENT_HEADER_LEN, SegmentHeader, VERSION_1};
 use super::heads::{self, Heads};
 use super::prepare::{self, Preparer};
 use super::recovery::Recovered;
@@ -135,11 +135,17 @@ impl LogWriter {
                 newest_ts_ms: s.newest_ts_ms,
             });
         }
+        let last_format = recovered.segments.last().map_or(0, |s| s.format);
         let leftovers = prepare::remove_leftovers(dir);
         if leftovers > 0 {
             log::info!("log: removed {leftovers} segment file(s) an earlier run left half made");
         }
         let (file, fresh) = match segments.back() {
+            // Records with keys go to a segment whose header says format 2: a format 1
+            // segment is left as it is.
+            Some(last) if last.len >= SEGMENT_HEADER_LEN as u64 && last_format == VERSION_1 => {
+                (create_segment(dir, epoch, last.id + 1)?, Some(last.id + 1))
+            }
             Some(last) if last.len >= SEGMENT_HEADER_LEN as u64 => {
                 let path = segment_path(dir, last.id);
                 (

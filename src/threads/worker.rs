@@ -248,6 +248,9 @@ impl Worker {
             if let (Err(code), Some(shard)) = (stored.result, shard) {
                 shard.error(code);
             }
+            if stored.again {
+                session.not_counted(&self.limits);
+            }
             session.on_stored(stored.id, stored.result, now);
         }
         for fetched in delivery.fetched.drain(..) {
