@@ -55,6 +55,8 @@ pub struct FakeEnv {
     pub sessions: u64,
     /// `joined` calls minus `left` calls.
     pub members: i64,
+    /// `watch` calls that started a watch, minus those (and `left` calls) that ended one.
+    pub watchers: i64,
     /// Every frame each room's log holds, by seq - 1: the durable ones, then those in flight.
     pub log: HashMap<RoomId, Vec<Arc<[u8]>>>,
     /// The batch written and not yet settled, in log order.
@@ -81,6 +83,7 @@ impl FakeEnv {
             submitted: Vec::new(),
             sessions: 0,
             members: 0,
+            watchers: 0,
             log: HashMap::new(),
             in_flight: Vec::new(),
             archive: false,
@@ -289,11 +292,23 @@ impl Env for FakeEnv {
     fn open_room(&mut self, name: &str) -> Result<Arc<Room>, ErrorCode> {
         self.rooms.open(name)
     }
-    fn joined(&mut self, _room: &Arc<Room>) {
+    fn joined(&mut self, room: &Arc<Room>, user: &Arc<str>) {
         self.members += 1;
+        room.presence(|p| p.arrive(user));
     }
-    fn left(&mut self, _room: &Arc<Room>) {
+    fn left(&mut self, room: &Arc<Room>, user: &str, watching: bool) {
         self.members -= 1;
+        self.watchers -= i64::from(watching);
+        room.presence(|p| {
+            if watching {
+                p.set_watching(0, false);
+            }
+            p.depart(user)
+        });
+    }
+    fn watch(&mut self, room: &Arc<Room>, on: bool) {
+        self.watchers += if on { 1 } else { -1 };
+        room.presence(|p| p.set_watching(0, on));
     }
     fn submit(&mut self, room: &Arc<Room>, frame: Arc<[u8]>, id: u64) -> Result<(), ErrorCode> {
         self.submitted.push((Arc::clone(room), frame, id));

@@ -658,7 +658,7 @@ mod tests {
             // WELCOME JOINED, the window (8 MSGs), the 4 older ones from the log, STORAGE for
             // the SEND whose sync failed, and the MSG that took its seq.
             ("archive_during_a_batch_that_fails", 16, None),
-            // Version 2: WELCOME JOINED, WHO and WATCH not implemented yet (INVALID), WATCH 2
+            // Version 2: WELCOME JOINED, MEMBERS for the WHO and for the WATCH, WATCH 2
             // (INVALID), PONG.
             ("v2_hello_join_who_watch", 6, None),
             ("v2_client_0_send_ack", 4, None),
