@@ -57,6 +57,8 @@ pub struct FakeEnv {
     pub members: i64,
     /// `watch` calls that started a watch, minus those (and `left` calls) that ended one.
     pub watchers: i64,
+    /// The rooms bob's connection elsewhere is in ([`FakeEnv::other_connection`]).
+    elsewhere: std::collections::HashSet<RoomId>,
     /// Every frame each room's log holds, by seq - 1: the durable ones, then those in flight.
     pub log: HashMap<RoomId, Vec<Arc<[u8]>>>,
     /// The batch written and not yet settled, in log order.
@@ -84,6 +86,7 @@ impl FakeEnv {
             sessions: 0,
             members: 0,
             watchers: 0,
+            elsewhere: std::collections::HashSet::new(),
             log: HashMap::new(),
             in_flight: Vec::new(),
             archive: false,
@@ -196,6 +199,23 @@ impl FakeEnv {
                     room.write(|ring| ring.append(Frame::whole(m.frame), self.limits.ring, None));
                 assert_eq!(got, seq, "the ring and the log disagree");
             }
+        }
+    }
+
+    /// Bob's connection elsewhere joins `room` (if the room exists), or leaves it if it had:
+    /// the presence another session's JOIN or close makes, for a watcher to be told of.
+    pub fn other_connection(&mut self, room: &str) {
+        let Some(room) = self.rooms.get(room) else {
+            return;
+        };
+        let Some(bob) = self.users.get(1).cloned() else {
+            return;
+        };
+        if self.elsewhere.remove(&room.id) {
+            room.presence(|p| p.depart(&bob));
+        } else {
+            self.elsewhere.insert(room.id);
+            room.presence(|p| p.arrive(&bob));
         }
     }
 

@@ -39,8 +39,8 @@ fn push_members(out: &mut Outbox, room: &Room, max_frame: u32) -> u64 {
 
 impl Session {
     /// WHO (`watch` is `None`) or WATCH of room `name`, which the session has joined.
-    /// WATCH 1 of a room already watched sends a new MEMBERS and goes on from it; WATCH 0 is
-    /// not answered (and of a room not watched does nothing).
+    /// WATCH 1 of a room already watched, or WHO of it, sends a new MEMBERS and the watch goes
+    /// on from it; WATCH 0 is not answered (and of a room not watched does nothing).
     pub(super) fn answer_who(&mut self, name: &str, watch: Option<u8>, env: &mut impl Env) {
         let Some(room) = self
             .rooms
@@ -53,7 +53,16 @@ impl Session {
         let max_frame = env.limits().max_frame;
         match watch {
             None => {
-                push_members(&mut self.out, &room, max_frame);
+                let cursor = push_members(&mut self.out, &room, max_frame);
+                // A WHO of a watched room is a new snapshot for its watch too, so that the
+                // PRESENCE after it never repeats a change the MEMBERS already shows.
+                if let Some(w) = self
+                    .aside
+                    .as_deref_mut()
+                    .and_then(|a| a.watches.iter_mut().find(|w| w.room == room.id))
+                {
+                    w.cursor = cursor;
+                }
             }
             Some(0) => {
                 if self.stop_watching(room.id) {

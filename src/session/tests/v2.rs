@@ -361,6 +361,27 @@ fn presence_waits_while_the_client_is_not_reading() {
 }
 
 #[test]
+fn a_who_of_a_watched_room_is_the_watch_s_new_snapshot() {
+    let mut env = FakeEnv::new();
+    let mut alice = member2(&mut env, "alice", "a");
+    feed(&mut alice, &mut env, &[watch("a", 1)]);
+    assert_eq!(read(&mut alice, &mut env), "MEMBERS a 1 alice");
+    // Bob's arrival is logged but not yet sent when the WHO comes: the MEMBERS shows him,
+    // and no PRESENCE repeats it.
+    let _bob = member2(&mut env, "bob", "a");
+    feed(&mut alice, &mut env, &[who("a")]);
+    assert_eq!(read(&mut alice, &mut env), "MEMBERS a 2 alice,bob");
+    let bob = member2(&mut env, "bob", "b");
+    feed(&mut alice, &mut env, &[join("b", 0, 0), who("b")]);
+    assert_eq!(
+        read(&mut alice, &mut env),
+        "JOINED b 0 0; MEMBERS b 2 alice,bob"
+    );
+    close(&bob, &mut env);
+    assert_eq!(read(&mut alice, &mut env), "", "b is not watched");
+}
+
+#[test]
 fn members_lists_what_fits_in_max_frame_and_counts_everyone() {
     // 1 + 2 + 1 + 4 + 2 bytes of MEMBERS, then 7 for alice: bob's 5 would pass 20.
     let mut env = FakeEnv::new();
