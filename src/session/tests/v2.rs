@@ -286,6 +286,10 @@ fn watch_0_and_leave_stop_watching() {
     );
     assert_eq!(read(&mut alice, &mut env), "LEFT b; PONG 3");
     assert_eq!(env.watchers, 0);
+    assert!(
+        alice.aside.is_none(),
+        "a session that watches nothing keeps no box for it"
+    );
     let _bob = member2(&mut env, "bob", "a");
     assert_eq!(read(&mut alice, &mut env), "");
     // A WATCH 1 of a room watched already starts again from a new MEMBERS.
