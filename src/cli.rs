@@ -28,6 +28,14 @@ USAGE:
                                      give a user a new token, printed as the last line; the
                                      old one stops working and its sessions are ended
     chatd user list [--data-dir DIR]
+    chatd room allow ROOM [USER...] [--data-dir DIR]
+                                     make ROOM private (if it is not) and let USERs use it
+    chatd room deny ROOM USER... [--data-dir DIR]
+                                     take USERs off private ROOM's list; joined, they get
+                                     ERROR FORBIDDEN and LEFT
+    chatd room public ROOM [--data-dir DIR]
+                                     let everyone use ROOM again
+    chatd room list [--data-dir DIR] the private rooms and who may use each
     chatd log verify [DIR]           check a data directory's message log, changing nothing
     chatd log repair [--force] [DIR] cut off a torn tail as start-up would (daemon stopped);
                                      --force also cuts the log at damage before its tail,
@@ -36,7 +44,9 @@ USAGE:
     chatd --help | --version
 
 A running server notices user changes within a second: new users may log in, and removed or
-rotated users get ERROR AUTH_FAILED and are disconnected. Run `chatd serve --help`
+rotated users get ERROR AUTH_FAILED and are disconnected. Room changes too: a user who may no
+longer use a room gets ERROR FORBIDDEN and LEFT for it. Direct rooms (@alice+bob, protocol
+version 2) are for the users their name lists and need no command. Run `chatd serve --help`
 for the server's options and limits. Logging: RUST_LOG=debug|info|warn (default info).
 ";
 
@@ -180,13 +190,48 @@ fn show(d: Duration) -> String {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Serve(Box<Config>),
-    UserAdd { data_dir: PathBuf, name: String },
-    UserRemove { data_dir: PathBuf, name: String },
-    UserRotate { data_dir: PathBuf, name: String },
-    UserList { data_dir: PathBuf },
-    LogVerify { data_dir: PathBuf },
-    LogRepair { data_dir: PathBuf, force: bool },
-    ConfigCheck { path: PathBuf },
+    UserAdd {
+        data_dir: PathBuf,
+        name: String,
+    },
+    UserRemove {
+        data_dir: PathBuf,
+        name: String,
+    },
+    UserRotate {
+        data_dir: PathBuf,
+        name: String,
+    },
+    UserList {
+        data_dir: PathBuf,
+    },
+    RoomAllow {
+        data_dir: PathBuf,
+        room: String,
+        users: Vec<String>,
+    },
+    RoomDeny {
+        data_dir: PathBuf,
+        room: String,
+        users: Vec<String>,
+    },
+    RoomPublic {
+        data_dir: PathBuf,
+        room: String,
+    },
+    RoomList {
+        data_dir: PathBuf,
+    },
+    LogVerify {
+        data_dir: PathBuf,
+    },
+    LogRepair {
+        data_dir: PathBuf,
+        force: bool,
+    },
+    ConfigCheck {
+        path: PathBuf,
+    },
     Help(String),
     Version,
 }
@@ -205,6 +250,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
         Some(Arg::Value(v)) => match v.string().map_err(err)?.as_str() {
             "serve" => parse_serve(&mut p),
             "user" => parse_user(&mut p),
+            "room" => parse_room(&mut p),
             "log" => parse_log(&mut p),
             "config" => parse_config(&mut p),
             other => Err(format!("unknown command '{other}'\n\n{USAGE}")),
@@ -491,6 +537,34 @@ fn parse_user(p: &mut Parser) -> Result<Command, String> {
     }
 }
 
+fn parse_room(p: &mut Parser) -> Result<Command, String> {
+    let Some((data_dir, words)) = words_and_dir(p)? else {
+        return Ok(Command::Help(USAGE.to_string()));
+    };
+    let owned = |list: &[String]| list.to_vec();
+    match words.as_slice() {
+        [verb, room, users @ ..] if verb == "allow" => Ok(Command::RoomAllow {
+            data_dir,
+            room: room.clone(),
+            users: owned(users),
+        }),
+        [verb, room, users @ ..] if verb == "deny" && !users.is_empty() => Ok(Command::RoomDeny {
+            data_dir,
+            room: room.clone(),
+            users: owned(users),
+        }),
+        [verb, room] if verb == "public" => Ok(Command::RoomPublic {
+            data_dir,
+            room: room.clone(),
+        }),
+        [verb] if verb == "list" => Ok(Command::RoomList { data_dir }),
+        _ => Err(format!(
+            "expected `room allow ROOM [USER...]`, `room deny ROOM USER...`, `room public ROOM` \
+             or `room list`\n\n{USAGE}"
+        )),
+    }
+}
+
 fn parse_log(p: &mut Parser) -> Result<Command, String> {
     let mut force = false;
     let Some((data_dir, words)) = words_dir_force(p, Some(&mut force))? else {
@@ -699,6 +773,38 @@ mod tests {
         assert!(e.contains("--bogus"), "{e}");
         let e = run(&["serve", "--max-frame", "10"]).expect_err("too small for WELCOME");
         assert!(e.contains("256"), "{e}");
+    }
+
+    #[test]
+    fn room_commands() {
+        assert_eq!(
+            run(&["room", "allow", "staff", "alice", "bob", "--data-dir", "d"]),
+            Ok(Command::RoomAllow {
+                data_dir: "d".into(),
+                room: "staff".into(),
+                users: vec!["alice".into(), "bob".into()],
+            })
+        );
+        assert!(matches!(
+            run(&["room", "allow", "vault"]),
+            Ok(Command::RoomAllow { users, .. }) if users.is_empty()
+        ));
+        assert!(matches!(
+            run(&["room", "deny", "staff", "bob"]),
+            Ok(Command::RoomDeny { users, .. }) if users == ["bob"]
+        ));
+        assert!(matches!(
+            run(&["room", "public", "staff"]),
+            Ok(Command::RoomPublic { room, .. }) if room == "staff"
+        ));
+        assert!(matches!(
+            run(&["room", "list"]),
+            Ok(Command::RoomList { .. })
+        ));
+        assert!(run(&["room", "deny", "staff"]).is_err(), "deny needs users");
+        assert!(run(&["room", "public"]).is_err());
+        assert!(run(&["room", "list", "x"]).is_err());
+        assert!(run(&["room"]).is_err());
     }
 
     #[test]

@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 const EPOCH_FILE: &str = "epoch";
 /// Name of the users file inside the data directory (see `crate::auth`).
 const USERS_FILE: &str = "users";
+/// The private rooms and who may use each (`chatd room`), watched like the users file.
+const ACCESS_FILE: &str = "private-rooms";
 /// The epoch file is 16 hex digits and a newline; reading one byte more is enough to tell a
 /// longer file is wrong without reading all of it.
 const EPOCH_FILE_LEN: usize = 17;
@@ -115,6 +117,10 @@ impl DataDir {
 
     pub fn users_path(&self) -> PathBuf {
         self.path.join(USERS_FILE)
+    }
+
+    pub fn access_path(&self) -> PathBuf {
+        self.path.join(ACCESS_FILE)
     }
 }
 

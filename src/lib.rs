@@ -10,6 +10,7 @@
 // No unsafe code, but for `fork()` in `fork::daemon`, allowed at that call with its argument.
 #![deny(unsafe_code)]
 
+pub mod access;
 pub mod auth;
 pub mod batch_frames;
 pub mod cli;
@@ -37,4 +38,5 @@ pub mod store;
 pub mod threads;
 pub mod tls;
 pub mod transport;
+pub mod watched;
 pub mod web;

@@ -16,7 +16,8 @@ use std::thread::JoinHandle;
 
 use mio::{Poll, Waker};
 
-use crate::auth::{self, Watch};
+use crate::access;
+use crate::auth;
 use crate::config::{Backend, Config, Driver, Limits};
 use crate::datadir::DataDir;
 use crate::datadir::DirLock;
@@ -39,16 +40,22 @@ use crate::web::WebSettings;
 #[derive(Clone)]
 pub struct StopHandle {
     shared: Arc<Shared>,
-    watch: Arc<Mutex<Watch>>,
+    watch: Arc<Mutex<Watches>>,
 }
 
 impl StopHandle {
-    /// Rereads the users file now if it changed (SIGHUP; the watcher would within
-    /// [`auth::POLL_EVERY`]); returns how many users are loaded.
-    pub fn reload_users(&self) -> usize {
-        let mut watch = self.watch.lock().unwrap_or_else(PoisonError::into_inner);
-        watch.poll(&self.shared.users);
-        self.shared.users.get().len()
+    /// Rereads the users file and the private-rooms file now if they changed (SIGHUP; the
+    /// watcher would within [`auth::POLL_EVERY`]); returns how many users and private rooms
+    /// are loaded.
+    pub fn reload_users(&self) -> (usize, usize) {
+        self.watch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .poll(&self.shared);
+        (
+            self.shared.users.get().len(),
+            self.shared.grants.get().len(),
+        )
     }
 
     /// Rereads the TLS certificate and key (SIGHUP). `None` if TLS is not configured; an
@@ -94,7 +101,7 @@ pub struct Server {
     reactors: Vec<JoinHandle<()>>,
     store: StoreThreads,
     watcher: JoinHandle<()>,
-    watch: Arc<Mutex<Watch>>,
+    watch: Arc<Mutex<Watches>>,
     metrics: Option<(SocketAddr, JoinHandle<()>)>,
     /// Held while the server runs: no second daemon on the same data directory.
     _lock: DirLock,
@@ -127,7 +134,12 @@ impl Server {
         }
         let data = DataDir::open(&config.data_dir)?;
         let lock = data.lock()?;
-        let (watch, users) = Watch::open(data.users_path())?;
+        let (users_watch, users) = auth::Watch::open(data.users_path())?;
+        let (access_watch, access) = access::Watch::open(data.access_path())?;
+        let watch = Watches {
+            users: users_watch,
+            access: access_watch,
+        };
         // Certificate problems fail the start, before anything is bound.
         let tls = match config.tls_files() {
             Some(files) if config.wants_tls() => {
@@ -218,6 +230,7 @@ impl Server {
         }
         let shared = Arc::new(
             shared
+                .with_access(access)
                 .with_tls(tls, config.tls_handshakes)
                 .with_web(WebSettings {
                     allowed_origins: config.web_allowed_origins.clone(),
@@ -479,14 +492,28 @@ fn open_local(data: &DataDir, config: &Config, rooms: &Rooms) -> io::Result<Loca
     })
 }
 
-/// The users-file watcher's thread: looks at the file every [`auth::POLL_EVERY`] until the
-/// server stops, and publishes each new version for the reactors.
-fn watch_users(watch: &Mutex<Watch>, shared: &Shared) {
+/// The files an operator changes under a running server: users and private rooms.
+struct Watches {
+    users: auth::Watch,
+    access: access::Watch,
+}
+
+impl Watches {
+    /// Rereads whichever changed and publishes it for the reactors.
+    fn poll(&mut self, shared: &Shared) {
+        self.users.poll(&shared.users);
+        self.access.poll(&shared.grants);
+    }
+}
+
+/// The watcher's thread: looks at the users and private-rooms files every
+/// [`auth::POLL_EVERY`] until the server stops, and publishes each new version.
+fn watch_users(watch: &Mutex<Watches>, shared: &Shared) {
     while !shared.is_stopping() {
         std::thread::sleep(auth::POLL_EVERY);
         watch
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .poll(&shared.users);
+            .poll(shared);
     }
 }

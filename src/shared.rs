@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::access::{Access, Grants};
 use crate::auth::Users;
 use crate::config::Limits;
 use crate::mailbox::Mailbox;
@@ -29,6 +30,8 @@ pub struct Shared {
     /// room's history starting over there changes it while we run.
     epoch: Arc<AtomicU64>,
     pub users: Users,
+    /// Who may use which room: private rooms and direct rooms.
+    pub grants: Grants,
     pub rooms: Rooms,
     pub mailboxes: Arc<[Mailbox]>,
     pub metrics: Arc<Metrics>,
@@ -101,6 +104,7 @@ impl Shared {
             limits: Published::new(limits),
             epoch: Arc::new(AtomicU64::new(epoch)),
             users,
+            grants: Grants::new(Access::default()),
             rooms,
             mailboxes,
             metrics,
@@ -111,6 +115,14 @@ impl Shared {
             stopping: AtomicBool::new(false),
             connections: Mutex::new(Connections::default()),
         }
+    }
+
+    /// Checks rooms against `access` (the private-rooms file as loaded) instead of letting
+    /// everyone use every room.
+    #[must_use]
+    pub fn with_access(mut self, access: Access) -> Shared {
+        self.grants = Grants::new(access);
+        self
     }
 
     /// Announces the epoch kept in `cell` (the JetStream engine's) instead of a fixed one.

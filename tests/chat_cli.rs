@@ -669,7 +669,7 @@ fn interactive_mode_queues_a_line_typed_while_disconnected_and_sends_it_once_aft
 }
 
 #[test]
-fn who_and_presence_are_shown_and_a_direct_room_refusal_is_not_fatal() {
+fn who_and_presence_are_shown_and_msg_opens_a_direct_room() {
     let d = Daemon::start(&[]);
     let alice = Account::new(&d, "alice");
     let mut chat = alice.spawn(&["#w"]);
@@ -684,10 +684,11 @@ fn who_and_presence_are_shown_and_a_direct_room_refusal_is_not_fatal() {
     chat.expect("-- [#w] 2 here: alice, bob");
     drop(bob);
     chat.expect("-- bob left [#w]");
-    // Direct rooms are not open yet: refused as INVALID, not fatal.
+    // Direct rooms are open: /msg joins alice's and bob's and sends there.
     chat.type_line("/msg bob hello bob");
     chat.expect("-- current room: [@alice+bob]");
-    chat.expect("!! cannot join [@alice+bob]");
+    chat.expect("-- joined [@alice+bob]");
+    chat.expect("[@alice+bob] alice: hello bob");
     chat.type_line("/room #w");
     chat.type_line("still connected");
     chat.expect("[#w] alice: still connected");

@@ -213,6 +213,53 @@ fn version_1_members_are_counted_and_never_sent_a_version_2_frame(driver: Driver
 }
 }
 
+/// `chatd room ARGS…` on the daemon's data directory, then waits until the daemon has loaded
+/// the private-rooms file it wrote (its `reloads`-th load).
+#[track_caller]
+fn room_loaded(d: &Daemon, reloads: usize, args: &[&str]) {
+    let out = std::process::Command::new(BIN)
+        .arg("room")
+        .args(args)
+        .arg("--data-dir")
+        .arg(d.data_dir())
+        .output()
+        .expect("run chatd room");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        d.wait_for_log_count("reloaded private-rooms file", reloads),
+        "the daemon did not reload the private-rooms file: {:#?}",
+        d.log_lines()
+    );
+}
+
+per_driver! {
+fn losing_access_to_a_room_is_a_departure(driver: Driver) {
+    let d = start(driver);
+    let t = add_users(&d, &["alice", "bob"]);
+    room_loaded(&d, 1, &["allow", "staff", "alice", "bob"]);
+    let mut alice = login(&d, "alice", &t[0], 2);
+    let mut bob = login(&d, "bob", &t[1], 2);
+    join(&mut alice, "staff", 0, 0);
+    watch(&mut alice, "staff", 1);
+    assert_eq!(members(&mut alice, "staff"), (1, names(&["alice"])));
+    join(&mut bob, "staff", 0, 0);
+    watch(&mut bob, "staff", 1);
+    assert_eq!(members(&mut bob, "staff"), (2, names(&["alice", "bob"])));
+    assert_eq!(presence(&mut alice, "staff"), ("bob".into(), true));
+    // The server takes the room from bob: FORBIDDEN, LEFT, and his departure for the others;
+    // his watch ends with the membership.
+    room_loaded(&d, 2, &["deny", "staff", "bob"]);
+    expect_error(&mut bob, ErrorCode::Forbidden, 0);
+    assert_eq!(recv(&mut bob), Reply::Left { room: "staff".into() });
+    assert_eq!(presence(&mut alice, "staff"), ("bob".into(), false));
+    frames::assert_alive(&mut bob);
+}
+}
+
 /// Users churning, and how many rounds each does.
 const CHURNERS: usize = 6;
 const ROUNDS: u64 = 40;

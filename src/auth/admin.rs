@@ -4,12 +4,11 @@
 //! Each rewrites the whole file atomically under a lock, keeps every other line (comments
 //! included), and must never write or print a token anywhere but the one answer it returns.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
 use super::UserError;
 use super::file::{Entry, HEADER, USERS_MODE, digest, hex, parse, read};
@@ -128,26 +127,13 @@ fn write_users(path: &Path, text: &str) -> Result<(), UserError> {
     })
 }
 
-/// Serialises admin commands: two `chatd user add` at once would otherwise each rewrite the
-/// file from what they read, and one user would be lost. The lock sits on `<users>.lock`, not
-/// on the users file, whose inode every write replaces. The daemon only reads and takes no lock.
+/// Serialises admin commands on the users file (see [`crate::watched::lock_for_write`]).
 fn lock_for_write(path: &Path) -> Result<Flock<File>, UserError> {
-    let mut lock_path = path.as_os_str().to_os_string();
-    lock_path.push(".lock");
-    let lock_path = PathBuf::from(lock_path);
-    let io_error = |source| UserError::Io {
+    crate::watched::lock_for_write(path, USERS_MODE).map_err(|(path, source)| UserError::Io {
         action: "lock",
-        path: lock_path.clone(),
+        path,
         source,
-    };
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(USERS_MODE)
-        .open(&lock_path)
-        .map_err(io_error)?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| io_error(errno.into()))
+    })
 }
 
 #[cfg(test)]
@@ -159,7 +145,7 @@ mod tests {
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-    fn users_path(dir: &tempfile::TempDir) -> PathBuf {
+    fn users_path(dir: &tempfile::TempDir) -> std::path::PathBuf {
         dir.path().join("users")
     }
 

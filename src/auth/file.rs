@@ -5,15 +5,13 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::fs::{self, File};
-use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
 
 use super::UserError;
 use crate::protocol::name::is_valid_user;
+use crate::watched::{Stamp, read_stamped};
 
 /// SHA-256 of a token.
 pub type Digest = [u8; 32];
@@ -31,29 +29,6 @@ pub const HEADER: &str = "\
 # Lines starting with '#' and blank lines are ignored.
 ";
 
-/// What tells one version of the users file from another. Every admin write renames a new file
-/// into place, so the inode alone would do for those; size and mtime catch edits in place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamp {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: i64,
-    mtime_nsec: i64,
-}
-
-impl Stamp {
-    pub fn of(meta: &fs::Metadata) -> Stamp {
-        Stamp {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
-        }
-    }
-}
-
 /// One user line of the users file.
 pub struct Entry {
     pub name: String,
@@ -62,23 +37,13 @@ pub struct Entry {
     pub line: usize,
 }
 
-/// Reads the file and the stamp of the very version read (taken from the open file, so that an
-/// edit between the two cannot pair new contents with an old stamp). `None`: there is no file.
+/// Reads the file and the stamp of the very version read. `None`: there is no file.
 pub fn read(path: &Path) -> Result<Option<(String, Stamp)>, UserError> {
-    let io_error = |source| UserError::Io {
+    read_stamped(path).map_err(|source| UserError::Io {
         action: "read users file",
         path: path.to_path_buf(),
         source,
-    };
-    let mut file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_error(e)),
-    };
-    let stamp = Stamp::of(&file.metadata().map_err(io_error)?);
-    let mut text = String::new();
-    file.read_to_string(&mut text).map_err(io_error)?;
-    Ok(Some((text, stamp)))
+    })
 }
 
 /// Parses the users file; the first bad line is an error naming it.

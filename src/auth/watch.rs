@@ -11,8 +11,9 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::file::{Stamp, parse, read};
+use super::file::{parse, read};
 use super::{Table, UserError, Users};
+use crate::watched::Stamp;
 
 /// How often the watcher looks at the users file: a removed user's sessions end within about
 /// this long, and a `stat` four times a second costs nothing.

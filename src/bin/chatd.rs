@@ -4,12 +4,12 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
 
-use chatd::auth;
 use chatd::cli::{self, Command};
 use chatd::config::{Config, Driver, Reload};
 use chatd::datadir::DataDir;
 use chatd::server::{Server, StopHandle};
 use chatd::store::{self, RecoveryMode};
+use chatd::{access, auth};
 use nix::sys::signal::{SigSet, Signal};
 
 fn main() -> ExitCode {
@@ -72,6 +72,40 @@ fn main() -> ExitCode {
             .map_err(|e| e.to_string())
             .and_then(|d| auth::list_users(&d.users_path()).map_err(|e| e.to_string()))
             .map(|names| names.iter().for_each(|n| println!("{n}"))),
+        Command::RoomAllow {
+            data_dir,
+            room,
+            users,
+        } => DataDir::open(&data_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|d| access::allow(&d.access_path(), &room, &users).map_err(|e| e.to_string()))
+            .map(|now| println!("room '{room}' is private; {}", who_may(&now))),
+        Command::RoomDeny {
+            data_dir,
+            room,
+            users,
+        } => DataDir::open(&data_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|d| access::deny(&d.access_path(), &room, &users).map_err(|e| e.to_string()))
+            .map(|now| println!("room '{room}' is private; {}", who_may(&now))),
+        Command::RoomPublic { data_dir, room } => DataDir::open(&data_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|d| access::make_public(&d.access_path(), &room).map_err(|e| e.to_string()))
+            .map(|was| match was {
+                true => println!("room '{room}' is public: everyone may use it"),
+                false => println!("room '{room}' was already public"),
+            }),
+        Command::RoomList { data_dir } => DataDir::open(&data_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|d| access::list(&d.access_path()).map_err(|e| e.to_string()))
+            .map(|rooms| {
+                for (room, users) in rooms {
+                    match users.is_empty() {
+                        true => println!("{room}: nobody"),
+                        false => println!("{room}: {}", users.join(" ")),
+                    }
+                }
+            }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -158,12 +192,21 @@ fn serve(config: &Config, args: Vec<OsString>) -> Result<(), String> {
     Ok(())
 }
 
+/// Who may use a private room, in words.
+fn who_may(users: &[String]) -> String {
+    if users.is_empty() {
+        "nobody may use it".to_string()
+    } else {
+        format!("who may use it: {}", users.join(" "))
+    }
+}
+
 /// SIGHUP: reread the users file now, and the configuration (the command line again, with the
 /// config file it names): apply the limits that can change while running, and log in one line
 /// which settings were applied and which need a restart.
 fn reload(stop: &StopHandle, running: &mut Config, args: &[OsString]) {
-    let users = stop.reload_users();
-    log::info!("SIGHUP: users file checked ({users} users)");
+    let (users, private) = stop.reload_users();
+    log::info!("SIGHUP: users file checked ({users} users, {private} private rooms)");
     match stop.reload_tls() {
         Some(Ok(())) => log::info!("SIGHUP: TLS certificate reloaded; new handshakes use it"),
         Some(Err(e)) => {

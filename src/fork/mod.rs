@@ -54,6 +54,8 @@ pub struct PairConfig {
     pub history: History,
     /// The users file, read at each HELLO.
     pub users: PathBuf,
+    /// The private-rooms file, read at each JOIN and SEND.
+    pub access: PathBuf,
     /// `--fsync always`: each message is on disk before its ACK.
     pub sync: bool,
     /// The process group of every client process: the readers signal it.
@@ -77,6 +79,8 @@ pub fn serve(config: &Config) -> Result<(), String> {
     // this directory while a pair of this one still writes to it.
     let _lock = data.lock().map_err(|e| e.to_string())?;
     let (_, users) = Watch::open(data.users_path()).map_err(|e| e.to_string())?;
+    // A broken private-rooms file fails the start here, as it does for the other drivers.
+    crate::access::Watch::open(data.access_path()).map_err(|e| e.to_string())?;
     let sync = match config.store.fsync {
         FsyncPolicy::Always => true,
         FsyncPolicy::Interval(_) => {
@@ -99,6 +103,7 @@ pub fn serve(config: &Config) -> Result<(), String> {
         epoch,
         history,
         users: data.users_path(),
+        access: data.access_path(),
         sync,
         group: Pid::from_raw(0),
     };

@@ -269,9 +269,30 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Whether the user may use `room`, by the private-rooms file as it is now: read at every
+    /// JOIN and SEND, as the users file is at every HELLO. A file that cannot be read or
+    /// parsed lets nobody in, rather than everybody.
+    fn may_use(&self, room: &str) -> bool {
+        let user = self.user.as_deref().unwrap_or("");
+        match crate::access::Watch::open(self.config.access.clone()) {
+            Ok((_, access)) => access.may_use(room, user),
+            Err(e) => {
+                log::warn!(
+                    "session {}: cannot read the private-rooms file: {e}",
+                    self.session
+                );
+                false
+            }
+        }
+    }
+
     fn join(&mut self, room: &str, after: u64, limit: u32) -> Option<End> {
         if !is_valid_room(room) {
             self.error(ErrorCode::Invalid, 0, "invalid room name");
+            return None;
+        }
+        if !self.may_use(room) {
+            self.error(ErrorCode::Forbidden, 0, "you may not use that room");
             return None;
         }
         let at = match self.rooms.iter().position(|(name, _)| name == room) {
@@ -345,6 +366,9 @@ impl<'a> Reader<'a> {
     fn store(&mut self, room: &str, text: &str) -> Result<u64, (ErrorCode, &'static str)> {
         if !is_valid_room(room) {
             return Err((ErrorCode::Invalid, "invalid room name"));
+        }
+        if self.user.is_some() && !self.may_use(room) {
+            return Err((ErrorCode::Forbidden, "you may not use that room"));
         }
         let Some(user) = &self.user else {
             return Err((ErrorCode::NotAuthenticated, "send HELLO first"));

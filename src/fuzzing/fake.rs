@@ -14,6 +14,7 @@
 //! copy of, a MSG not of its room), and never hand the session anything the real server
 //! would not.
 
+use crate::access::Access;
 use crate::batch_frames::Frame;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -70,7 +71,13 @@ pub struct FakeEnv {
     /// Lets the archive serve what the log holds past the durable head: the bug it must not
     /// have, for tests that show it is caught.
     pub archive_past_head: bool,
+    /// Who may use which room: [`PRIVATE_ROOM`] is alice's alone; tests may change it.
+    pub access: Access,
 }
+
+/// A private room of the fake server that only alice may use, so that fuzzed input meets
+/// FORBIDDEN as well as the rest.
+pub const PRIVATE_ROOM: &str = "staff";
 
 impl FakeEnv {
     /// An environment with the default limits, changed by `tweak`, and no archive.
@@ -92,6 +99,7 @@ impl FakeEnv {
             archive: false,
             fetches: Vec::new(),
             archive_past_head: false,
+            access: Access::default().with_private(PRIVATE_ROOM, &["alice"]),
         }
     }
 
@@ -308,6 +316,9 @@ impl Env for FakeEnv {
     fn authenticate(&self, user: &str, token: &str) -> Option<Arc<str>> {
         let i = USERS.iter().position(|&(u, t)| u == user && t == token)?;
         self.users.get(i).cloned()
+    }
+    fn may_use(&self, room: &str, user: &str) -> bool {
+        self.access.may_use(room, user)
     }
     fn open_room(&mut self, name: &str) -> Result<Arc<Room>, ErrorCode> {
         self.rooms.open(name)

@@ -57,7 +57,9 @@ const MAX_OPS: usize = 512;
 
 const NAMES: [&str; 4] = ["alice", "bob", "eve", ""];
 const TOKENS: [&str; 3] = ["s3cret", "hunter2", ""];
-const ROOMS: [&str; 6] = ["#a", "#b", "#c", "#d", "nohash", ""];
+/// `staff` is the fake server's private room (alice's only), and `@alice+bob` a direct room:
+/// FORBIDDEN for the others, INVALID on version 1.
+const ROOMS: [&str; 8] = ["#a", "#b", "#c", "staff", "@alice+bob", "#d", "nohash", ""];
 const TEXTS: [&str; 4] = ["hi", "", "héllo wörld", "a longer line of chat text"];
 
 /// The limits the fuzzed session runs under: small, so that every limit is reachable.

@@ -51,15 +51,15 @@ pub fn marker(room: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::name::is_valid_room;
+    use crate::protocol::name::is_valid_room_v2;
 
     #[test]
     fn names_are_readable_and_safe_for_nats() {
         assert_eq!(stream("#general"), "ROOM__23general");
         assert_eq!(subject("#a.b_c-d"), "chatd.room._23a_2Eb_5Fc-d");
         assert_eq!(marker("x"), "room.x");
-        for room in ["#general", "a.b.c", "...", "#_#", "Z-9"] {
-            assert!(is_valid_room(room));
+        for room in ["#general", "a.b.c", "...", "#_#", "Z-9", "@alice+bob"] {
+            assert!(is_valid_room_v2(room));
             let s = stream(room);
             assert!(
                 s.bytes()

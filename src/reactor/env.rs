@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::Instant;
 
+use crate::access::Access;
 use crate::auth::Table;
 use crate::config::Limits;
 use crate::mailbox::ConnRef;
@@ -53,6 +54,8 @@ pub struct ConnEnv<'a, M: Members = LocalMembers> {
     pub limits: &'a Limits,
     /// The reactor's snapshot of the users table: a HELLO is checked in memory, never on disk.
     pub users: &'a Table,
+    /// The reactor's snapshot of who may use which room.
+    pub access: &'a Access,
     pub reactor: usize,
     pub conn: ConnRef,
     /// This reactor's members of each room, for fanout.
@@ -81,6 +84,10 @@ impl<M: Members> Env for ConnEnv<'_, M> {
 
     fn authenticate(&self, user: &str, token: &str) -> Option<Arc<str>> {
         self.users.login(user, token)
+    }
+
+    fn may_use(&self, room: &str, user: &str) -> bool {
+        self.access.may_use(room, user)
     }
 
     fn open_room(&mut self, name: &str) -> Result<Arc<Room>, ErrorCode> {

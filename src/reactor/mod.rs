@@ -27,6 +27,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::access::Access;
 use crate::auth::Table;
 use crate::config::Limits;
 use crate::mailbox::{ConnRef, Delivery};
@@ -116,6 +117,9 @@ pub struct Reactor {
     /// session in `Ready` logged in against it (or an older table with the same digest).
     users: Arc<Table>,
     users_generation: u64,
+    /// Who may use which room, and its generation in `shared`.
+    access: Arc<Access>,
+    access_generation: u64,
     /// When an accept failure was last logged: at fd exhaustion it fails every tick.
     accept_warned: Option<Instant>,
 }
@@ -136,6 +140,7 @@ impl Reactor {
         let registered = register_listeners(&poll, listeners)?;
         let (limits_generation, limits) = shared.limits_snapshot();
         let (users_generation, users) = shared.users.snapshot();
+        let (access_generation, access) = shared.grants.snapshot();
         let tick = tick_interval(&limits);
         Ok(Reactor {
             id,
@@ -157,6 +162,8 @@ impl Reactor {
             limits_generation,
             users,
             users_generation,
+            access,
+            access_generation,
             accept_warned: None,
         })
     }
@@ -189,6 +196,9 @@ impl Reactor {
             }
             if self.shared.users.generation() != self.users_generation {
                 self.take_users(now);
+            }
+            if self.shared.grants.generation() != self.access_generation {
+                self.take_access(now);
             }
             let mut woken = false;
             for event in events.iter() {
@@ -484,6 +494,39 @@ impl Reactor {
         self.users_generation = generation;
     }
 
+    /// Takes the access rules the watcher published, and takes away from every session the
+    /// rooms its user may no longer use (ERROR FORBIDDEN, then LEFT: see
+    /// [`crate::session::Session::recheck_access`]).
+    fn take_access(&mut self, now: Instant) {
+        let (generation, newer) = self.shared.grants.snapshot();
+        self.access = newer;
+        self.access_generation = generation;
+        for (key, conn) in self.conns.iter_mut() {
+            if conn.session.phase() != Phase::Ready {
+                continue;
+            }
+            let mut env = ConnEnv {
+                shared: &self.shared,
+                limits: &self.limits,
+                users: &self.users,
+                access: &self.access,
+                reactor: self.id,
+                conn: ConnRef {
+                    key,
+                    serial: conn.serial,
+                },
+                members: &mut self.members,
+                sequencer: &self.sequencer,
+                archive: &self.archive,
+                now,
+            };
+            if conn.session.recheck_access(&mut env) && !conn.scheduled {
+                conn.scheduled = true;
+                self.ready.push(key);
+            }
+        }
+    }
+
     fn begin_shutdown(&mut self, now: Instant) {
         self.stopping = Some(now + self.limits.shutdown_timeout);
         for (mut listener, _) in self.listeners.drain(..) {
@@ -512,6 +555,7 @@ impl Reactor {
                 shared: &self.shared,
                 limits: &self.limits,
                 users: &self.users,
+                access: &self.access,
                 reactor: self.id,
                 conn: ConnRef {
                     key,

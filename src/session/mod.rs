@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use crate::config::Limits;
 use crate::mailbox::Gone;
 use crate::protocol::codec::{FrameError, msg_length, parse_client};
-use crate::protocol::name::{is_valid_room, is_valid_user};
+use crate::protocol::name::{is_valid_room, is_valid_room_v2, is_valid_user};
 use crate::protocol::{
     ClientFrame, Decoded, Deframer, ErrorCode, ServerFrame, Version, kind, replay_start,
 };
@@ -39,6 +39,10 @@ use rate::TokenBucket;
 use rooms::{Membership, Rooms};
 use stamp::Stamp;
 use watch::Watch;
+
+/// The words of every FORBIDDEN answer to a request: the same whether or not the room
+/// exists, so that they tell nothing about it.
+const FORBIDDEN: &str = "you may not use that room";
 
 /// How long a closing connection may take to flush before it is cut.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -68,6 +72,8 @@ pub trait Env {
     /// `user`'s name, shared with the users table (so that a session holds no copy of its
     /// own), if `token` is their token.
     fn authenticate(&self, user: &str, token: &str) -> Option<Arc<str>>;
+    /// Whether `user` may use `room` (private rooms, direct rooms), checked in memory.
+    fn may_use(&self, room: &str, user: &str) -> bool;
     /// The room of that name, created if need be.
     ///
     /// # Errors
@@ -354,6 +360,15 @@ impl Session {
         }
     }
 
+    /// Whether `name` is a room in the grammar of the version in force: version 2 adds
+    /// direct rooms (`@alice+bob`).
+    fn is_room_name(&self, name: &str) -> bool {
+        match self.version() {
+            Version::V1 => is_valid_room(name),
+            Version::V2 => is_valid_room_v2(name),
+        }
+    }
+
     /// The client id of a version 2 HELLO that named one (`client ≠ 0`).
     pub fn client(&self) -> Option<std::num::NonZeroU64> {
         self.user.client()
@@ -368,8 +383,11 @@ impl Session {
         if self.version() < Version::V2 {
             return self.fatal(ErrorCode::UnknownKind, "unknown frame kind", env.now());
         }
-        if !is_valid_room(name) {
+        if !self.is_room_name(name) {
             return self.reject(env, ErrorCode::Invalid, 0, "invalid room name");
+        }
+        if !env.may_use(name, self.user()) {
+            return self.reject(env, ErrorCode::Forbidden, 0, FORBIDDEN);
         }
         if !self.rooms.iter().any(|m| &*m.room.name == name) {
             return self.reject(env, ErrorCode::NotJoined, 0, "join the room first");
@@ -459,13 +477,15 @@ impl Session {
         self.out.push_frame(&welcome);
     }
 
-    /// JOIN. Room names follow version 1's grammar on both versions for now: a direct room
-    /// (`@alice+bob`, version 2) is still INVALID, because the store's kept-heads file
-    /// (`store/heads.rs`) reads back version 1 names only and would refuse a file naming one,
-    /// and with it the next start. The access slice of issue 16 lets them in.
+    /// JOIN: the name in the grammar of the version in force (INVALID), then the access rules
+    /// (FORBIDDEN, the same for a room that does not exist), then the room itself.
     fn join(&mut self, name: &str, after: u64, limit: u32, env: &mut impl Env) {
-        if !is_valid_room(name) {
+        if !self.is_room_name(name) {
             return self.reject(env, ErrorCode::Invalid, 0, "invalid room name");
+        }
+        // Before the room is looked up: a forbidden room and a missing one answer alike.
+        if !env.may_use(name, self.user()) {
+            return self.reject(env, ErrorCode::Forbidden, 0, FORBIDDEN);
         }
         let existing = self.rooms.iter().position(|m| &*m.room.name == name);
         let room = match existing.and_then(|i| self.rooms.get(i)) {
@@ -537,7 +557,7 @@ impl Session {
     }
 
     fn leave(&mut self, name: &str, env: &mut impl Env) {
-        if !is_valid_room(name) {
+        if !self.is_room_name(name) {
             return self.reject(env, ErrorCode::Invalid, 0, "invalid room name");
         }
         let Some(i) = self.rooms.iter().position(|m| &*m.room.name == name) else {
@@ -551,8 +571,11 @@ impl Session {
     }
 
     fn send(&mut self, name: &str, id: u64, text: &str, env: &mut impl Env) {
-        if !is_valid_room(name) {
+        if !self.is_room_name(name) {
             return self.reject(env, ErrorCode::Invalid, id, "invalid room name");
+        }
+        if !env.may_use(name, self.user()) {
+            return self.reject(env, ErrorCode::Forbidden, id, FORBIDDEN);
         }
         let Some(m) = self.rooms.iter().find(|m| &*m.room.name == name) else {
             return self.reject(
@@ -825,6 +848,42 @@ impl Session {
         }
         self.fatal(code, message, now);
         true
+    }
+
+    /// The rules of who may use which room changed: every joined room this user may no longer
+    /// use is taken away, with `ERROR FORBIDDEN` (ref 0) naming it and then an unasked
+    /// `LEFT`, after which no MSG of it is sent. A JOIN of such a room still waiting for its
+    /// history is answered FORBIDDEN instead, as if the rule had come first. Returns whether
+    /// anything was taken, for the driver to schedule a write.
+    pub fn recheck_access(&mut self, env: &mut impl Env) -> bool {
+        if !matches!(self.state, State::Ready { .. }) {
+            return false;
+        }
+        let user = self.user.user();
+        let lost: Vec<Arc<Room>> = self
+            .rooms
+            .iter()
+            .filter(|m| !env.may_use(&m.room.name, user))
+            .map(|m| Arc::clone(&m.room))
+            .collect();
+        for room in &lost {
+            let waiting = matches!(
+                self.waiting(),
+                Some(Wait::Join(pending)) if Arc::ptr_eq(&pending.room, room)
+            );
+            if waiting {
+                self.take_wait();
+                if let Some(i) = self.rooms.iter().position(|m| Arc::ptr_eq(&m.room, room)) {
+                    self.drop_membership(i, env);
+                }
+                self.reject(env, ErrorCode::Forbidden, 0, FORBIDDEN);
+                continue;
+            }
+            let why = format!("you may no longer use {}", room.name);
+            self.reject(env, ErrorCode::Forbidden, 0, &why);
+            self.leave(&room.name, env);
+        }
+        !lost.is_empty()
     }
 
     /// Whether the session has said all it will and the reactor may close.

@@ -721,5 +721,6 @@ fn a_fatal_error_drops_a_waiting_pong() {
     assert!(s.is_done());
 }
 
+mod access;
 mod props;
 mod v2;

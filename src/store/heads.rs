@@ -29,7 +29,7 @@ use std::path::Path;
 
 use super::recovery::RecoveryError;
 use crate::datadir::write_atomic;
-use crate::protocol::name::{MAX_ROOM, is_valid_room};
+use crate::protocol::name::{MAX_ROOM, is_valid_room_v2};
 
 /// Name of the heads file inside the log folder.
 pub const HEADS_FILE: &str = "heads";
@@ -131,7 +131,7 @@ fn parse(bytes: &[u8]) -> Option<(u64, Heads)> {
         }
         let (room, head) = line.strip_prefix("room ")?.split_once(' ')?;
         let head: u64 = head.parse().ok()?;
-        if !is_valid_room(room) || head == 0 || head > super::format::MAX_SEQ {
+        if !is_valid_room_v2(room) || head == 0 || head > super::format::MAX_SEQ {
             return None;
         }
         heads.insert(room.into(), head);
@@ -145,9 +145,13 @@ mod tests {
     use super::*;
 
     fn sample() -> Heads {
-        [("#a".into(), 5), ("#b".into(), 1 << 40)]
-            .into_iter()
-            .collect()
+        [
+            ("#a".into(), 5),
+            ("#b".into(), 1 << 40),
+            ("@alice+bob".into(), 7),
+        ]
+        .into_iter()
+        .collect()
     }
 
     #[test]

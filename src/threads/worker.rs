@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 
 use super::{Common, ID};
+use crate::access::Access;
 use crate::auth::Table;
 use crate::config::Limits;
 use crate::mailbox::{ConnRef, Delivery, Mailbox};
@@ -49,6 +50,8 @@ pub struct Worker {
     limits_generation: u64,
     users: Arc<Table>,
     users_generation: u64,
+    access: Arc<Access>,
+    access_generation: u64,
     /// Whether the dispatcher still counts this connection among TLS handshakes in flight.
     handshaking: bool,
     /// The phase, whether TLS and whether WebSocket this connection is counted under in the
@@ -72,6 +75,7 @@ impl Worker {
             .register(&mut conn.stream, SOCKET, Interest::READABLE)?;
         let (limits_generation, limits) = common.shared.limits_snapshot();
         let (users_generation, users) = common.shared.users.snapshot();
+        let (access_generation, access) = common.shared.grants.snapshot();
         Ok(Worker {
             poll,
             handshaking: conn.transport.is_handshaking(),
@@ -83,6 +87,8 @@ impl Worker {
             limits_generation,
             users,
             users_generation,
+            access,
+            access_generation,
             counted: None,
         })
     }
@@ -172,10 +178,16 @@ impl Worker {
     fn service(&mut self, scratch: &mut Scratch, now: Instant) -> Serviced {
         let common = &*self.common;
         let mut members = &common.members;
+        // New access rules are applied here, where the session's env is at hand.
+        let recheck = common.shared.grants.generation() != self.access_generation;
+        if recheck {
+            (self.access_generation, self.access) = common.shared.grants.snapshot();
+        }
         let mut env = ConnEnv {
             shared: &common.shared,
             limits: &self.limits,
             users: &self.users,
+            access: &self.access,
             reactor: ID,
             conn: ConnRef {
                 key: self.key,
@@ -186,6 +198,9 @@ impl Worker {
             archive: &common.archive,
             now,
         };
+        if recheck {
+            self.conn.session.recheck_access(&mut env);
+        }
         let serviced = self.conn.service(scratch, &common.shared, &mut env);
         if self.handshaking && !self.conn.transport.is_handshaking() {
             if let Some(shard) = common.shared.metrics.shard(ID) {

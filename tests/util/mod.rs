@@ -234,6 +234,23 @@ impl Daemon {
         }
     }
 
+    /// Waits until at least `n` stderr lines contain `needle`; true if they did.
+    pub fn wait_for_log_count(&self, needle: &str, n: usize) -> bool {
+        let (lines, cv) = &*self.log;
+        let deadline = Instant::now() + PATIENCE;
+        let mut guard = lines.lock().expect("log lock");
+        loop {
+            if guard.iter().filter(|l| l.contains(needle)).count() >= n {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            guard = cv.wait_timeout(guard, left).expect("log lock").0;
+        }
+    }
+
     pub fn log_lines(&self) -> Vec<String> {
         self.log.0.lock().expect("log lock").clone()
     }

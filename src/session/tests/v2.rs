@@ -398,29 +398,6 @@ fn members_lists_what_fits_in_max_frame_and_counts_everyone() {
 }
 
 #[test]
-fn direct_room_names_are_still_invalid_on_both_versions() {
-    // Until the store keeps their heads (see `Session::join`), `@alice+bob` is refused as
-    // version 1 refuses `@`: INVALID, for JOIN, SEND, LEAVE and WHO alike.
-    let mut env = FakeEnv::new();
-    let mut v2 = login2(&mut env, 0);
-    let mut v1 = login(&mut env);
-    let input = wire(&[
-        join("@alice+bob", 0, 0),
-        send("@alice+bob", 4, "hi"),
-        leave("@alice+bob"),
-    ]);
-    for s in [&mut v1, &mut v2] {
-        assert_eq!(s.receive(&input, &mut env), input.len());
-        assert_eq!(
-            read(s, &mut env),
-            "ERROR INVALID 0; ERROR INVALID 4; ERROR INVALID 0"
-        );
-    }
-    feed(&mut v2, &mut env, &[who("@alice+bob")]);
-    assert_eq!(read(&mut v2, &mut env), "ERROR INVALID 0");
-}
-
-#[test]
 fn a_version_2_conversation_is_a_version_1_conversation() {
     // Everything version 1 has works the same on version 2: only WELCOME's version differs.
     let talk = |v2: bool| {
