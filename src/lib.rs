@@ -25,6 +25,7 @@ pub mod fuzzing;
 pub mod jetstream;
 pub mod mailbox;
 pub mod metrics;
+pub mod presence;
 pub mod privilege;
 pub mod protocol;
 pub mod published;

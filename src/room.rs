@@ -10,9 +10,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::batch_frames::Frame;
+use crate::presence::Presence;
 use crate::protocol::ErrorCode;
 
 /// How much history each room keeps in memory.
@@ -258,6 +259,9 @@ pub struct Room {
     members: Box<[AtomicU32]>,
     /// A [`Loaded`], as its code.
     loaded: AtomicU8,
+    /// Who is here (version 2's WHO and WATCH): its own lock, apart from the ring's, so that
+    /// joins and leaves never hold up the sequencer or the members reading the ring.
+    presence: Mutex<Presence>,
 }
 
 impl Room {
@@ -268,7 +272,15 @@ impl Room {
             ring: RwLock::new(Ring::default()),
             members: (0..reactors).map(|_| AtomicU32::new(0)).collect(),
             loaded: AtomicU8::new(loaded.code()),
+            presence: Mutex::new(Presence::default()),
         }
+    }
+
+    /// Runs `f` with the room's presence locked; `f` must be short (see `crate::presence`).
+    /// A poisoned lock is still used: every change to a `Presence` is one map or log step,
+    /// which leaves it consistent.
+    pub fn presence<R>(&self, f: impl FnOnce(&mut Presence) -> R) -> R {
+        f(&mut self.presence.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Whether the room's history is known here. `SeqCst`, paired with [`Room::add_member`]

@@ -669,16 +669,21 @@ fn interactive_mode_queues_a_line_typed_while_disconnected_and_sends_it_once_aft
 }
 
 #[test]
-fn who_msg_and_watch_answers_of_a_server_without_them_are_shown_not_fatal() {
+fn who_and_presence_are_shown_and_msg_opens_a_direct_room() {
     let d = Daemon::start(&[]);
     let alice = Account::new(&d, "alice");
     let mut chat = alice.spawn(&["#w"]);
     chat.expect("-- joined [#w]");
-    // Until the server implements WHO and WATCH, it refuses them as INVALID (not fatal).
-    let watch = chat.expect("!! /who [#w]");
-    assert!(watch.contains("INVALID"), "{watch}");
+    // chat watches each room it joins: the server answers with who is here, then who comes
+    // and goes.
+    chat.expect("-- [#w] 1 here: alice");
+    let mut bob = d.login("bob");
+    join(&mut bob, "#w", 0, 0);
+    chat.expect("-- bob joined [#w]");
     chat.type_line("/who");
-    chat.expect("!! /who [#w]: INVALID");
+    chat.expect("-- [#w] 2 here: alice, bob");
+    drop(bob);
+    chat.expect("-- bob left [#w]");
     // Direct rooms are open: /msg joins alice's and bob's and sends there.
     chat.type_line("/msg bob hello bob");
     chat.expect("-- current room: [@alice+bob]");

@@ -507,6 +507,7 @@ fn small_window_stream(addr: std::net::SocketAddr) -> std::net::TcpStream {
 #[track_caller]
 fn welcome_v2(d: &Daemon, user: &str, token: &str, client: u64) -> (Client, Reply) {
     let mut c = d.connect();
+    c.speak(chatd::protocol::Version::V2);
     c.send(&ClientFrame::Hello {
         version: 2,
         user,
@@ -541,7 +542,9 @@ fn version_1_and_version_2_connections_share_a_server_and_its_rooms(driver: Driv
     assert_eq!(msgs_through(&mut new, "#mixed", 2), [(2, "alice".into(), "from v1".into())]);
 
     // Version 2's requests, answered in order and none fatal: WHO of a room not joined,
-    // WATCH with an `on` that is neither 0 nor 1, and the part not built yet.
+    // WATCH with an `on` that is neither 0 nor 1, WHO and WATCH of the room (the version 1
+    // member counted), a bad room name, and WATCH 0 (not answered). tests/presence.rs has
+    // the rest of who is here.
     let who = |room| ClientFrame::Who { room };
     let watch = |room, on| ClientFrame::Watch { room, on };
     new.send_raw(&frames::encode(&[
@@ -550,13 +553,18 @@ fn version_1_and_version_2_connections_share_a_server_and_its_rooms(driver: Driv
         who("#mixed"),
         watch("#mixed", 1),
         who("no room"),
+        watch("#mixed", 0),
     ]))
     .expect("send WHO/WATCH");
     expect_error(&mut new, ErrorCode::NotJoined, 0);
     expect_error(&mut new, ErrorCode::Invalid, 0);
-    let todo = expect_error(&mut new, ErrorCode::Invalid, 0);
-    assert_eq!(todo, "WHO/WATCH not implemented yet");
-    expect_error(&mut new, ErrorCode::Invalid, 0);
+    let both = Reply::Members {
+        room: "#mixed".into(),
+        total: 2,
+        users: vec!["alice".into(), "bob".into()],
+    };
+    assert_eq!(recv(&mut new), both);
+    assert_eq!(recv(&mut new), both);
     expect_error(&mut new, ErrorCode::Invalid, 0);
     frames::assert_alive(&mut new);
 

@@ -58,6 +58,10 @@ pub struct FakeEnv {
     pub sessions: u64,
     /// `joined` calls minus `left` calls.
     pub members: i64,
+    /// `watch` calls that started a watch, minus those (and `left` calls) that ended one.
+    pub watchers: i64,
+    /// The rooms bob's connection elsewhere is in ([`FakeEnv::other_connection`]).
+    elsewhere: std::collections::HashSet<RoomId>,
     /// Every frame each room's log holds, by seq - 1: the durable ones, then those in flight.
     pub log: HashMap<RoomId, Vec<Arc<[u8]>>>,
     /// The batch written and not yet settled, in log order.
@@ -91,6 +95,8 @@ impl FakeEnv {
             keys: Vec::new(),
             sessions: 0,
             members: 0,
+            watchers: 0,
+            elsewhere: std::collections::HashSet::new(),
             log: HashMap::new(),
             in_flight: Vec::new(),
             archive: false,
@@ -207,6 +213,23 @@ impl FakeEnv {
         }
     }
 
+    /// Bob's connection elsewhere joins `room` (if the room exists), or leaves it if it had:
+    /// the presence another session's JOIN or close makes, for a watcher to be told of.
+    pub fn other_connection(&mut self, room: &str) {
+        let Some(room) = self.rooms.get(room) else {
+            return;
+        };
+        let Some(bob) = self.users.get(1).cloned() else {
+            return;
+        };
+        if self.elsewhere.remove(&room.id) {
+            room.presence(|p| p.depart(&bob));
+        } else {
+            self.elsewhere.insert(room.id);
+            room.presence(|p| p.arrive(&bob));
+        }
+    }
+
     /// Stamps the next seq of `room`'s log into `frame` and appends it to the log, in flight.
     fn write_one(&mut self, room: &Arc<Room>, mut frame: Arc<[u8]>, id: Option<u64>) -> u64 {
         let log = self.log.entry(room.id).or_default();
@@ -303,11 +326,23 @@ impl Env for FakeEnv {
     fn open_room(&mut self, name: &str) -> Result<Arc<Room>, ErrorCode> {
         self.rooms.open(name)
     }
-    fn joined(&mut self, _room: &Arc<Room>) {
+    fn joined(&mut self, room: &Arc<Room>, user: &Arc<str>) {
         self.members += 1;
+        room.presence(|p| p.arrive(user));
     }
-    fn left(&mut self, _room: &Arc<Room>) {
+    fn left(&mut self, room: &Arc<Room>, user: &str, watching: bool) {
         self.members -= 1;
+        self.watchers -= i64::from(watching);
+        room.presence(|p| {
+            if watching {
+                p.set_watching(0, false);
+            }
+            p.depart(user)
+        });
+    }
+    fn watch(&mut self, room: &Arc<Room>, on: bool) {
+        self.watchers += if on { 1 } else { -1 };
+        room.presence(|p| p.set_watching(0, on));
     }
     fn submit(
         &mut self,

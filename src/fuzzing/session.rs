@@ -19,7 +19,8 @@
 //! |    | is set), then store every pending SEND, one batch each          |                |
 //! | 4  | advance the clock by `n * 100 ms`, then `tick`                  | n              |
 //! | 5  | `fill`, then write the outbox into a socket that takes `cap`    | cap (0: block) |
-//! | 6  | another user posts to a room                                    | room           |
+//! | 6  | another user posts to a room; with bit 7 of its byte, bob's      | room           |
+//! |    | connection elsewhere joins that room, or leaves it if it had    |                |
 //! | 7  | the peer sends FIN (`on_eof`)                                   | –              |
 //! | 8  | the server shuts down (`shut_down`)                             | –              |
 //! | 9  | the archive answers every log read (bit 0: history `Gone`; bit  | flags          |
@@ -31,7 +32,10 @@
 //! Versions mix freely: a HELLO of version 1, 2 or another, and WHO or WATCH before or after
 //! it. The client checks that WELCOME echoes the version of the HELLO it answers, that a
 //! version 1 connection never sees a frame or error code only version 2 has, and that a WHO
-//! or WATCH on a connection not in version 2 never leaves it open.
+//! or WATCH on a connection not in version 2 never leaves it open. Who is here: every MEMBERS
+//! is sorted, and each PRESENCE after one agrees with it (an arrival of a user not listed, a
+//! departure of one listed: no change twice, none skipped), never names the session's own
+//! user, and at the end the watches the session holds are the ones the server counts.
 
 use std::collections::HashMap;
 use std::io::{self, IoSlice, Write};
@@ -184,6 +188,10 @@ struct Client {
     fatal: Option<u16>,
     /// Rooms joined: the last MSG seq seen since the JOINED (0: none yet).
     joined: HashMap<String, u64>,
+    /// The user of the first HELLO the session took.
+    user: Option<String>,
+    /// Who is here in each room, as the last whole MEMBERS and the PRESENCE after it say.
+    here: HashMap<String, std::collections::BTreeSet<String>>,
     /// Answers the sequencer produced and the client is owed: ACKs (id, seq), STORAGE ids.
     acks_owed: Bag<(u64, u64)>,
     errors_owed: Bag<u64>,
@@ -263,6 +271,7 @@ impl Client {
                     self.joined.remove(room).is_some(),
                     "{shown} while not joined"
                 );
+                self.here.remove(room);
             }
             ServerFrame::Msg {
                 room,
@@ -311,12 +320,29 @@ impl Client {
                 assert!(users.len() <= usize::try_from(total).unwrap_or(usize::MAX));
                 let users: Vec<&str> = users.iter().collect();
                 assert!(users.windows(2).all(|w| w[0] < w[1]), "{shown} not sorted");
+                if usize::try_from(total).is_ok_and(|t| t == users.len()) {
+                    assert!(
+                        self.user.as_deref().is_some_and(|u| users.contains(&u)),
+                        "{shown} leaves out the session's own user"
+                    );
+                    let users = users.into_iter().map(String::from).collect();
+                    self.here.insert(room.to_string(), users);
+                }
             }
-            ServerFrame::Presence { room, .. } => {
+            ServerFrame::Presence { room, user, here } => {
                 assert!(
                     self.joined.contains_key(room),
                     "{shown} for a room not joined"
                 );
+                assert_ne!(self.user.as_deref(), Some(user), "{shown} of its own user");
+                let set = self.here.get_mut(room);
+                let set = set.unwrap_or_else(|| panic!("{shown} before any MEMBERS"));
+                let agrees = if here {
+                    set.insert(user.to_string())
+                } else {
+                    set.remove(user)
+                };
+                assert!(agrees, "{shown} disagrees with the MEMBERS before it");
             }
             ServerFrame::Error {
                 code, reference, ..
@@ -346,6 +372,9 @@ impl Client {
                     | ClientFrame::HelloUnsupported { version, .. },
                 ) => {
                     self.hello_version.get_or_insert(version);
+                    if let Ok(ClientFrame::Hello { user, .. }) = parse_client(&raw) {
+                        self.user.get_or_insert_with(|| user.to_string());
+                    }
                 }
                 Ok(ClientFrame::Who { .. } | ClientFrame::Watch { .. }) => {
                     self.who_before_v2 |= self.hello_version != Some(2);
@@ -510,8 +539,12 @@ fn run_with(data: &[u8], strict: bool, tweak: impl FnOnce(&mut FakeEnv)) -> (usi
                 write(&mut s, &env, &mut client, cap);
             }
             6 => {
-                let room = script.pick(ROOMS);
+                let byte = script.byte();
+                let room = ROOMS[usize::from(byte) % ROOMS.len()];
                 post(&mut env, room);
+                if byte >= 0x80 {
+                    env.other_connection(room);
+                }
             }
             7 => s.on_eof(env.now),
             8 => s.shut_down(env.now),
@@ -533,6 +566,12 @@ fn run_with(data: &[u8], strict: bool, tweak: impl FnOnce(&mut FakeEnv)) -> (usi
         env.members,
         i64::try_from(s.rooms().count()).unwrap_or(i64::MAX),
         "joined/left calls do not match the memberships"
+    );
+    assert_eq!(
+        env.watchers,
+        i64::try_from(s.memberships().filter(|&(_, watching)| watching).count())
+            .unwrap_or(i64::MAX),
+        "watch/left calls do not match the watches"
     );
     assert!(
         !client.who_before_v2 || s.ended_by().is_some(),
@@ -660,7 +699,7 @@ mod tests {
             // WELCOME JOINED, the window (8 MSGs), the 4 older ones from the log, STORAGE for
             // the SEND whose sync failed, and the MSG that took its seq.
             ("archive_during_a_batch_that_fails", 16, None),
-            // Version 2: WELCOME JOINED, WHO and WATCH not implemented yet (INVALID), WATCH 2
+            // Version 2: WELCOME JOINED, MEMBERS for the WHO and for the WATCH, WATCH 2
             // (INVALID), PONG.
             ("v2_hello_join_who_watch", 6, None),
             ("v2_client_0_send_ack", 4, None),
@@ -674,6 +713,10 @@ mod tests {
             ),
             ("v1_hello_with_client_id", 1, fatal(ErrorCode::Malformed)),
             ("v2_then_v1_hello", 2, fatal(ErrorCode::NotAuthenticated)),
+            // Who is here: WELCOME JOINED, the WATCH's MEMBERS, bob's three MSGs, PRESENCE of
+            // bob arriving and leaving, then a WHO's MEMBERS, which his arrival again (logged
+            // before it, not yet sent) does not follow.
+            ("v2_watch_presence_then_who", 9, None),
             // WELCOME, NOT_JOINED, INVALID (room "")
             ("v2_who_not_joined_then_watch_bad_room", 3, None),
         ];

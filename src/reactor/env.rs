@@ -95,13 +95,28 @@ impl<M: Members> Env for ConnEnv<'_, M> {
         self.shared.rooms.open(name)
     }
 
-    fn joined(&mut self, room: &Arc<Room>) {
+    fn joined(&mut self, room: &Arc<Room>, user: &Arc<str>) {
         room.add_member(self.reactor);
         self.members.add(room.id, self.conn.key);
+        let wake = room.presence(|p| p.arrive(user));
+        wake_watchers(self.shared, room, &wake);
     }
 
-    fn left(&mut self, room: &Arc<Room>) {
-        forget_member(self.members, room, self.reactor, self.conn.key);
+    fn left(&mut self, room: &Arc<Room>, user: &str, watching: bool) {
+        let (reactor, key) = (self.reactor, self.conn.key);
+        forget_member(
+            self.shared,
+            self.members,
+            room,
+            reactor,
+            key,
+            user,
+            watching,
+        );
+    }
+
+    fn watch(&mut self, room: &Arc<Room>, on: bool) {
+        room.presence(|p| p.set_watching(self.reactor, on));
     }
 
     fn submit(
@@ -168,8 +183,38 @@ impl<M: Members> Env for ConnEnv<'_, M> {
     }
 }
 
-/// Removes connection `key` from `room`'s members on this reactor.
-pub fn forget_member(members: &mut impl Members, room: &Room, reactor: usize, key: usize) {
+/// Removes connection `key` of `user` from `room`'s members on reactor `reactor`, and from
+/// its watchers if it was `watching`: every way a membership ends (LEAVE, a failed JOIN, a
+/// close of any cause) comes here, so that the user's PRESENCE 0 is never missed.
+pub fn forget_member(
+    shared: &Shared,
+    members: &mut impl Members,
+    room: &Room,
+    reactor: usize,
+    key: usize,
+    user: &str,
+    watching: bool,
+) {
+    // Stop watching first, in the same hold of the lock: a watcher is never told of its own
+    // departure.
+    let wake = room.presence(|p| {
+        if watching {
+            p.set_watching(reactor, false);
+        }
+        p.depart(user)
+    });
     room.remove_member(reactor);
     members.remove(room.id, key);
+    wake_watchers(shared, room, &wake);
+}
+
+/// Tells each reactor in `reactors` that `room`'s presence changed, through its mailbox as an
+/// advance of the room: the reactor then services its members there, and its watchers among
+/// them read the presence log past their cursors. Posted after the room's lock is let go.
+pub fn wake_watchers(shared: &Shared, room: &Room, reactors: &[usize]) {
+    for &reactor in reactors {
+        if let Some(mailbox) = shared.mailboxes.get(reactor) {
+            mailbox.post(&[], &[room.id]);
+        }
+    }
 }

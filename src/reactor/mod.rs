@@ -636,8 +636,17 @@ impl Reactor {
             );
             self.handshake_over();
         }
-        for room in conn.session.rooms() {
-            forget_member(&mut self.members, room, self.id, key);
+        let user = conn.session.user();
+        for (room, watching) in conn.session.memberships() {
+            forget_member(
+                &self.shared,
+                &mut self.members,
+                room,
+                self.id,
+                key,
+                user,
+                watching,
+            );
         }
         self.shared.release(conn.peer);
         let (id, serial, peer, user) = (self.id, conn.serial, conn.peer, conn.session.user());

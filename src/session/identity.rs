@@ -69,6 +69,15 @@ impl Identity {
         }
     }
 
+    /// The user's name as the users table shares it ("" before HELLO): rooms count the
+    /// user's connections under this `Arc`, never a copy.
+    pub fn name(&self) -> &Arc<str> {
+        match self {
+            Identity::Named(user) => user,
+            Identity::Installed(i) => &i.user,
+        }
+    }
+
     /// The client id a version 2 HELLO named, if it named one.
     pub fn client(&self) -> Option<NonZeroU64> {
         match self {

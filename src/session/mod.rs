@@ -18,6 +18,7 @@ pub mod outbox;
 pub mod rate;
 mod rooms;
 mod stamp;
+mod watch;
 
 use crate::batch_frames::Frame;
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub use outbox::Outbox;
 use rate::TokenBucket;
 use rooms::{Membership, Rooms};
 use stamp::Stamp;
+use watch::Watch;
 
 /// The words of every FORBIDDEN answer to a request: the same whether or not the room
 /// exists, so that they tell nothing about it.
@@ -78,10 +80,14 @@ pub trait Env {
     /// # Errors
     /// `TOO_MANY` if the server holds as many rooms as it may.
     fn open_room(&mut self, name: &str) -> Result<Arc<Room>, ErrorCode>;
-    /// The session became a member of `room`.
-    fn joined(&mut self, room: &Arc<Room>);
-    /// The session stopped being a member of `room`.
-    fn left(&mut self, room: &Arc<Room>);
+    /// The session became a member of `room`: one more connection of `user` there.
+    fn joined(&mut self, room: &Arc<Room>, user: &Arc<str>);
+    /// The session stopped being a member of `room`, and its watcher if it was `watching`.
+    fn left(&mut self, room: &Arc<Room>, user: &str, watching: bool);
+    /// The session starts (`on`) or stops watching who is in `room`, a room it is a member
+    /// of: the room keeps its log of changes while anyone watches, and wakes the watchers'
+    /// drivers on each change.
+    fn watch(&mut self, room: &Arc<Room>, on: bool);
     /// Hands a MSG frame (seq and ts_ms still zero) to the sequencer, with the key that makes
     /// it exactly-once if the connection named its client; the outcome comes back through
     /// [`Session::on_stored`].
@@ -176,6 +182,15 @@ enum Wait {
     Join(PendingJoin),
 }
 
+/// What only some sessions need: a PONG or JOIN answer held back (rare, and short), and the
+/// rooms watched (version 2's WATCH). Behind one pointer that is empty for a session with
+/// neither, so that an idle connection pays 8 bytes for both.
+#[derive(Debug, Default)]
+struct Aside {
+    wait: Option<Wait>,
+    watches: Vec<Watch>,
+}
+
 /// The cursor of a membership whose JOIN is not answered yet: past any seq, so it is owed
 /// nothing and holds no PING back.
 const PAUSED: u64 = u64::MAX;
@@ -217,9 +232,9 @@ pub struct Session {
     bucket: TokenBucket,
     /// Since when we have had bytes for the client and it has taken none.
     stalled_since: Option<Stamp>,
-    /// A PONG held back until what was asked before its PING is answered. Boxed: a PING with
-    /// something still owed is rare, and an idle session pays one pointer for it.
-    barrier: Option<Box<Wait>>,
+    /// A PONG (or a JOIN's answer) held back until what came before is settled, and the
+    /// rooms watched. Boxed: both are rare, and an idle session pays one pointer for them.
+    aside: Option<Box<Aside>>,
     pub out: Outbox,
 }
 
@@ -240,7 +255,7 @@ impl Session {
             in_flight: 0,
             bucket: TokenBucket::new(now),
             stalled_since: None,
-            barrier: None,
+            aside: None,
             out: Outbox::default(),
         }
     }
@@ -252,7 +267,7 @@ impl Session {
         matches!(self.state, State::Handshake { .. } | State::Ready { .. })
             && self.in_flight < MAX_IN_FLIGHT
             && self.out.owned_bytes() < OUT_HIGH_WATER
-            && self.barrier.is_none()
+            && self.waiting().is_none()
     }
 
     /// Whether the session is past its last frame and only flushing.
@@ -388,14 +403,7 @@ impl Session {
         if watch.is_some_and(|on| on > 1) {
             return self.reject(env, ErrorCode::Invalid, 0, "WATCH takes 0 or 1");
         }
-        self.who_not_implemented_yet(env);
-    }
-
-    /// TODO(issue 16, who is here): answer WHO with MEMBERS, and WATCH with MEMBERS then
-    /// PRESENCE on every change. Until that slice lands, a well-formed WHO or WATCH of a
-    /// joined room gets this non-fatal INVALID, so that no client mistakes it for support.
-    fn who_not_implemented_yet(&mut self, env: &mut impl Env) {
-        self.reject(env, ErrorCode::Invalid, 0, "WHO/WATCH not implemented yet");
+        self.answer_who(name, watch, env);
     }
 
     /// Answers a PING now if nothing is owed for earlier requests, or sets a barrier that
@@ -409,7 +417,7 @@ impl Session {
                 (m.cursor <= head.min(m.until)).then_some((m.room.id, head))
             })
             .collect();
-        self.barrier = Some(Box::new(Wait::Pong(Barrier { nonce, heads })));
+        self.set_wait(Wait::Pong(Barrier { nonce, heads }));
         self.release_barrier();
     }
 
@@ -417,7 +425,8 @@ impl Session {
     /// queued its frames up to the head the PING saw. A member that leaves the room or is
     /// owed nothing more there (after BYE) no longer holds it back.
     fn release_barrier(&mut self) {
-        let Some(Wait::Pong(barrier)) = self.barrier.as_deref_mut() else {
+        let Some(Wait::Pong(barrier)) = self.aside.as_deref_mut().and_then(|a| a.wait.as_mut())
+        else {
             return;
         };
         if self.in_flight > 0 {
@@ -431,7 +440,7 @@ impl Session {
         });
         if barrier.heads.is_empty() {
             let nonce = barrier.nonce;
-            self.barrier = None;
+            self.take_wait();
             self.out.push_frame(&ServerFrame::Pong { nonce });
         }
     }
@@ -499,13 +508,13 @@ impl Session {
         };
         if existing.is_none() {
             // A member from here on, so that the wake-up of a load under way finds us.
-            env.joined(&room);
+            env.joined(&room, self.user.name());
             self.rooms.push(Membership::new(Arc::clone(&room), PAUSED));
         }
         if room.loaded() == Loaded::Yes {
             return self.answer_join(&room, after, limit);
         }
-        self.barrier = Some(Box::new(Wait::Join(PendingJoin { room, after, limit })));
+        self.set_wait(Wait::Join(PendingJoin { room, after, limit }));
         // The load may have ended between our look and our joining.
         self.settle_join(env);
     }
@@ -528,17 +537,14 @@ impl Session {
     /// Answers a JOIN that waited for its room's load, once the load is over: JOINED, or a
     /// non-fatal STORAGE error (and no membership) if the store could not be asked.
     fn settle_join(&mut self, env: &mut impl Env) {
-        let Some(Wait::Join(pending)) = self.barrier.as_deref() else {
+        let Some(Wait::Join(pending)) = self.waiting() else {
             return;
         };
         let loaded = pending.room.loaded();
         if loaded == Loaded::Loading {
             return;
         }
-        let Some(wait) = self.barrier.take() else {
-            return;
-        };
-        let Wait::Join(PendingJoin { room, after, limit }) = *wait else {
+        let Some(Wait::Join(PendingJoin { room, after, limit })) = self.take_wait() else {
             return;
         };
         if self.is_closing() {
@@ -551,8 +557,8 @@ impl Session {
             .rooms
             .iter()
             .position(|m| Arc::ptr_eq(&m.room, &room) && m.cursor == PAUSED);
-        if let Some(m) = paused.and_then(|i| self.rooms.remove(i)) {
-            env.left(&m.room);
+        if let Some(i) = paused {
+            self.drop_membership(i, env);
         }
         let why = format!("the history of {} cannot be read now; try again", room.name);
         self.reject(env, ErrorCode::Storage, 0, &why);
@@ -565,10 +571,10 @@ impl Session {
         let Some(i) = self.rooms.iter().position(|m| &*m.room.name == name) else {
             return self.reject(env, ErrorCode::NotJoined, 0, "not a member of that room");
         };
-        let Some(m) = self.rooms.remove(i) else {
+        // LEAVE stops watching too.
+        if !self.drop_membership(i, env) {
             return self.reject(env, ErrorCode::NotJoined, 0, "not a member of that room");
-        };
-        env.left(&m.room);
+        }
         self.out.push_frame(&ServerFrame::Left { room: name });
     }
 
@@ -700,6 +706,7 @@ impl Session {
     pub fn fill(&mut self, env: &mut impl Env) {
         self.settle_join(env);
         self.fill_rooms(env);
+        self.fill_presence(env);
         if self.may_fill() || matches!(self.state, State::Draining { .. }) {
             self.release_barrier();
         }
@@ -881,15 +888,14 @@ impl Session {
             .collect();
         for room in &lost {
             let waiting = matches!(
-                self.barrier.as_deref(),
+                self.waiting(),
                 Some(Wait::Join(pending)) if Arc::ptr_eq(&pending.room, room)
             );
             if waiting {
-                self.barrier = None;
+                self.take_wait();
                 if let Some(i) = self.rooms.iter().position(|m| Arc::ptr_eq(&m.room, room)) {
-                    self.rooms.remove(i);
+                    self.drop_membership(i, env);
                 }
-                env.left(room);
                 self.reject(env, ErrorCode::Forbidden, 0, FORBIDDEN);
                 continue;
             }
@@ -905,16 +911,24 @@ impl Session {
         match self.state {
             State::Closing { finish, .. } => {
                 self.out.is_empty()
-                    && self.barrier.is_none()
+                    && self.waiting().is_none()
                     && (!finish || self.rooms.iter().all(|m| m.cursor > m.until))
             }
             _ => false,
         }
     }
 
-    /// The rooms this session is a member of, for the reactor to clean up after a close.
+    /// The rooms this session is a member of.
     pub fn rooms(&self) -> impl Iterator<Item = &Arc<Room>> {
         self.rooms.iter().map(|m| &m.room)
+    }
+
+    /// The rooms this session is a member of, each with whether it watches it: for the
+    /// driver to end every membership (and watch) after a close.
+    pub fn memberships(&self) -> impl Iterator<Item = (&Arc<Room>, bool)> {
+        self.rooms
+            .iter()
+            .map(|m| (&m.room, self.is_watching(m.room.id)))
     }
 
     /// The fatal error that ended the session, if one did.
@@ -958,7 +972,7 @@ impl Session {
         }
         self.error(code, 0, message);
         // Nothing follows a fatal ERROR, a held-back PONG included.
-        self.barrier = None;
+        self.take_wait();
         self.state = State::Closing {
             deadline: Stamp::of(now).plus(CLOSE_GRACE),
             finish: false,

@@ -81,6 +81,20 @@ impl Outbox {
         self.queue().push_frame(frame);
     }
 
+    /// Queues a MEMBERS frame of `room` listing the longest prefix of `users` that fits in
+    /// `max_frame` (see `protocol::codec::encode_members`).
+    pub fn push_members<'u>(
+        &mut self,
+        room: &str,
+        total: u32,
+        users: impl IntoIterator<Item = &'u str>,
+        max_frame: u32,
+    ) {
+        self.queue().push_encoded(|buf| {
+            crate::protocol::codec::encode_members(room, total, users, max_frame, buf);
+        });
+    }
+
     /// Queues a ring frame by reference.
     pub fn push_shared(&mut self, frame: &Frame) {
         self.queue().push_shared(frame);
@@ -132,21 +146,27 @@ impl Outbox {
 
 impl Queue {
     fn push_frame(&mut self, frame: &ServerFrame<'_>) {
-        let before = match self.chunks.back_mut() {
+        self.push_encoded(|buf| encode_server(frame, buf));
+    }
+
+    /// Queues the control frame(s) `encode` appends, after the last owned buffer if the
+    /// queue ends with one.
+    fn push_encoded(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        let added = match self.chunks.back_mut() {
             Some(Chunk::Owned(buf)) => {
                 let before = buf.len();
-                encode_server(frame, buf);
+                encode(buf);
                 buf.len() - before
             }
             _ => {
                 let mut buf = Vec::new();
-                encode_server(frame, &mut buf);
+                encode(&mut buf);
                 let len = buf.len();
                 self.chunks.push_back(Chunk::Owned(buf));
                 len
             }
         };
-        self.owned_bytes += before;
+        self.owned_bytes += added;
     }
 
     /// Queues a ring frame by reference; one that the last queued frame joins extends it, so

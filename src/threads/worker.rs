@@ -333,8 +333,9 @@ impl Worker {
         }
         self.uncount();
         let mut members = &self.common.members;
-        for room in self.conn.session.rooms() {
-            forget_member(&mut members, room, ID, self.key);
+        let user = self.conn.session.user();
+        for (room, watching) in self.conn.session.memberships() {
+            forget_member(&shared, &mut members, room, ID, self.key, user, watching);
         }
         if let Err(e) = self.poll.registry().deregister(&mut self.conn.stream) {
             log::debug!("deregistering a connection: {e}");

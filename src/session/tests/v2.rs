@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::protocol::HEADER_LEN;
+use crate::room::RoomId;
 
 fn hello2<'a>(user: &'a str, token: &'a str, client: u64) -> ClientFrame<'a> {
     ClientFrame::Hello {
@@ -187,39 +188,213 @@ fn who_and_watch_check_name_then_membership_then_on() {
     assert!(s.wants_input() && !s.is_closing());
 }
 
-/// Unfinished: WHO and WATCH of a joined room are not answered with MEMBERS yet, but with a
-/// non-fatal INVALID that says so. The presence slice of issue 16 replaces this test.
+/// A version 2 session of `user` (alice or bob) that joined `room`, its output read.
+fn member2(env: &mut FakeEnv, user: &str, room: &str) -> Session {
+    let token = if user == "alice" { "s3cret" } else { "hunter2" };
+    let mut s = Session::new(env.now, &env.limits);
+    feed(&mut s, env, &[hello2(user, token, 0), join(room, 0, 0)]);
+    let out = read(&mut s, env);
+    assert!(out.ends_with(&format!("JOINED {room} 0 0")), "{out}");
+    s
+}
+
+/// Ends a session as its driver does after a close: every membership, and watch, let go.
+fn close(s: &Session, env: &mut FakeEnv) {
+    for (room, watching) in s.memberships() {
+        env.left(room, s.user(), watching);
+    }
+}
+
 #[test]
-fn who_and_watch_of_a_joined_room_are_not_implemented_yet() {
+fn who_lists_each_user_once_in_byte_order() {
     let mut env = FakeEnv::new();
-    let mut s = login2(&mut env, 3);
-    feed(
-        &mut s,
-        &mut env,
-        &[
-            join("a", 0, 0),
-            who("a"),
-            watch("a", 1),
-            watch("a", 0),
-            ping(2),
-        ],
-    );
-    let todo = "ERROR INVALID 0";
+    let mut alice = member2(&mut env, "alice", "a");
+    let _bob = member2(&mut env, "bob", "a");
+    let _alice_again = member2(&mut env, "alice", "a");
+    let _elsewhere = member2(&mut env, "bob", "b");
+    feed(&mut alice, &mut env, &[who("a"), who("b"), ping(1)]);
     assert_eq!(
-        read(&mut s, &mut env),
-        format!("JOINED a 0 0; {todo}; {todo}; {todo}; PONG 2")
+        read(&mut alice, &mut env),
+        "MEMBERS a 2 alice,bob; ERROR NOT_JOINED 0; PONG 1"
     );
-    let mut out = read_bytes(&mut s, &mut env);
-    feed(&mut s, &mut env, &[who("a")]);
-    out.extend(read_bytes(&mut s, &mut env));
-    let mut message = None;
-    each_frame(&out, env.limits.max_frame, |f| {
-        if let ServerFrame::Error { message: m, .. } = f {
-            message = Some(m.to_string());
-        }
+    assert!(!alice.is_watching(RoomId(0)), "WHO does not watch");
+}
+
+#[test]
+fn watch_sends_members_then_every_change_once() {
+    let mut env = FakeEnv::new();
+    let mut alice = member2(&mut env, "alice", "a");
+    feed(&mut alice, &mut env, &[watch("a", 1)]);
+    assert_eq!(read(&mut alice, &mut env), "MEMBERS a 1 alice");
+    assert_eq!(env.watchers, 1);
+    let bob = member2(&mut env, "bob", "a");
+    let mut bob_again = member2(&mut env, "bob", "a");
+    assert_eq!(read(&mut alice, &mut env), "PRESENCE a bob true");
+    // Bob is here while one of his connections is: a LEAVE of one of two changes nothing.
+    feed(&mut bob_again, &mut env, &[leave("a")]);
+    assert_eq!(read(&mut bob_again, &mut env), "LEFT a");
+    assert_eq!(read(&mut alice, &mut env), "");
+    // Closing his last one (a disconnect, a kill, a revocation) is his departure.
+    close(&bob, &mut env);
+    assert_eq!(read(&mut alice, &mut env), "PRESENCE a bob false");
+    assert_eq!(read(&mut alice, &mut env), "", "told once");
+}
+
+#[test]
+fn a_watcher_is_not_told_of_its_own_user() {
+    // Alice watches from one connection: her other connections come and go without her
+    // presence changing, since the watching one is joined throughout.
+    let mut env = FakeEnv::new();
+    let mut alice = member2(&mut env, "alice", "a");
+    feed(&mut alice, &mut env, &[watch("a", 1)]);
+    assert_eq!(read(&mut alice, &mut env), "MEMBERS a 1 alice");
+    let other = member2(&mut env, "alice", "a");
+    close(&other, &mut env);
+    assert_eq!(read(&mut alice, &mut env), "");
+    // Her watching connection leaves: the watch ends with it, and her departure goes only to
+    // the other watchers.
+    let mut bob = member2(&mut env, "bob", "a");
+    feed(&mut bob, &mut env, &[watch("a", 1)]);
+    assert_eq!(read(&mut bob, &mut env), "MEMBERS a 2 alice,bob");
+    feed(&mut alice, &mut env, &[leave("a"), join("a", 0, 0)]);
+    assert_eq!(read(&mut alice, &mut env), "LEFT a; JOINED a 0 0");
+    assert_eq!(
+        read(&mut bob, &mut env),
+        "PRESENCE a alice false; PRESENCE a alice true"
+    );
+    assert_eq!(env.watchers, 1, "LEAVE ended alice's watch");
+}
+
+#[test]
+fn watch_0_and_leave_stop_watching() {
+    let mut env = FakeEnv::new();
+    let mut alice = member2(&mut env, "alice", "a");
+    feed(
+        &mut alice,
+        &mut env,
+        &[join("b", 0, 0), watch("a", 1), watch("b", 1)],
+    );
+    assert_eq!(
+        read(&mut alice, &mut env),
+        "JOINED b 0 0; MEMBERS a 1 alice; MEMBERS b 1 alice"
+    );
+    // WATCH 0 is not answered; a second WATCH 0 does nothing.
+    feed(
+        &mut alice,
+        &mut env,
+        &[watch("a", 0), watch("a", 0), leave("b"), ping(3)],
+    );
+    assert_eq!(read(&mut alice, &mut env), "LEFT b; PONG 3");
+    assert_eq!(env.watchers, 0);
+    assert!(
+        alice.aside.is_none(),
+        "a session that watches nothing keeps no box for it"
+    );
+    let _bob = member2(&mut env, "bob", "a");
+    assert_eq!(read(&mut alice, &mut env), "");
+    // A WATCH 1 of a room watched already starts again from a new MEMBERS.
+    feed(&mut alice, &mut env, &[watch("a", 1), watch("a", 1)]);
+    assert_eq!(
+        read(&mut alice, &mut env),
+        "MEMBERS a 2 alice,bob; MEMBERS a 2 alice,bob"
+    );
+    assert_eq!(env.watchers, 1);
+    assert_eq!(
+        alice
+            .memberships()
+            .map(|(r, w)| (r.name.to_string(), w))
+            .collect::<Vec<_>>(),
+        [("a".to_string(), true)]
+    );
+    close(&alice, &mut env);
+    assert_eq!(env.watchers, 0, "a close ends the watch");
+}
+
+#[test]
+fn a_watcher_left_behind_by_the_log_gets_a_new_members() {
+    let mut env = FakeEnv::new();
+    let mut alice = member2(&mut env, "alice", "a");
+    feed(&mut alice, &mut env, &[watch("a", 1)]);
+    assert_eq!(read(&mut alice, &mut env), "MEMBERS a 1 alice");
+    // More changes than the log keeps, with no fill between: the watcher lapsed.
+    for _ in 0..crate::presence::LOG_EVENTS {
+        let bob = member2(&mut env, "bob", "a");
+        close(&bob, &mut env);
+    }
+    let _bob = member2(&mut env, "bob", "a");
+    assert_eq!(read(&mut alice, &mut env), "MEMBERS a 2 alice,bob");
+    assert_eq!(read(&mut alice, &mut env), "");
+}
+
+#[test]
+fn presence_waits_while_the_client_is_not_reading() {
+    let mut env = FakeEnv::new();
+    let mut alice = member2(&mut env, "alice", "a");
+    feed(&mut alice, &mut env, &[watch("a", 1)]);
+    // A few changes, then a client that reads nothing: presence stops at the high-water
+    // mark, and what is owed stays in the log.
+    let bob = member2(&mut env, "bob", "a");
+    close(&bob, &mut env);
+    let filler = "x".repeat(OUT_HIGH_WATER);
+    alice.out.push_frame(&ServerFrame::Error {
+        code: ErrorCode::Invalid.as_u16(),
+        reference: 0,
+        message: &filler[..60_000],
     });
-    assert_eq!(message.as_deref(), Some("WHO/WATCH not implemented yet"));
-    assert!(!s.is_closing());
+    alice.out.push_frame(&ServerFrame::Error {
+        code: ErrorCode::Invalid.as_u16(),
+        reference: 0,
+        message: &filler[..10_000],
+    });
+    alice.fill(&mut env);
+    let queued = alice.out.owned_bytes();
+    alice.fill(&mut env);
+    assert_eq!(
+        alice.out.owned_bytes(),
+        queued,
+        "nothing more queued while unread"
+    );
+    let out = decode(&read_bytes(&mut alice, &mut env), DEFAULT_MAX_FRAME);
+    let tail: Vec<&str> = out.iter().rev().take(2).rev().map(String::as_str).collect();
+    assert_eq!(
+        tail,
+        ["PRESENCE a bob true", "PRESENCE a bob false"],
+        "{:?}",
+        &out[..1]
+    );
+}
+
+#[test]
+fn a_who_of_a_watched_room_is_the_watch_s_new_snapshot() {
+    let mut env = FakeEnv::new();
+    let mut alice = member2(&mut env, "alice", "a");
+    feed(&mut alice, &mut env, &[watch("a", 1)]);
+    assert_eq!(read(&mut alice, &mut env), "MEMBERS a 1 alice");
+    // Bob's arrival is logged but not yet sent when the WHO comes: the MEMBERS shows him,
+    // and no PRESENCE repeats it.
+    let _bob = member2(&mut env, "bob", "a");
+    feed(&mut alice, &mut env, &[who("a")]);
+    assert_eq!(read(&mut alice, &mut env), "MEMBERS a 2 alice,bob");
+    let bob = member2(&mut env, "bob", "b");
+    feed(&mut alice, &mut env, &[join("b", 0, 0), who("b")]);
+    assert_eq!(
+        read(&mut alice, &mut env),
+        "JOINED b 0 0; MEMBERS b 2 alice,bob"
+    );
+    close(&bob, &mut env);
+    assert_eq!(read(&mut alice, &mut env), "", "b is not watched");
+}
+
+#[test]
+fn members_lists_what_fits_in_max_frame_and_counts_everyone() {
+    // 1 + 2 + 1 + 4 + 2 bytes of MEMBERS, then 7 for alice: bob's 5 would pass 20.
+    let mut env = FakeEnv::new();
+    let mut alice = member2(&mut env, "alice", "a");
+    let _bob = member2(&mut env, "bob", "a");
+    env.limits.max_frame = 20;
+    feed(&mut alice, &mut env, &[who("a")]);
+    let out = decode(&read_bytes(&mut alice, &mut env), DEFAULT_MAX_FRAME);
+    assert_eq!(out, ["MEMBERS a 2 alice"]);
 }
 
 #[test]

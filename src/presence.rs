@@ -1,0 +1,284 @@
+//! Who is in a room (protocol version 2's WHO, WATCH, MEMBERS and PRESENCE): the distinct
+//! users with a connection joined to the room, and the changes to that set for the sessions
+//! that watch it.
+//!
+//! Each room keeps one [`Presence`] behind its own lock: how many connections of each user are
+//! joined, and a short log of the changes (a user's first connection arrived, its last one
+//! left), numbered like the room's messages so that a watcher follows it with a cursor, as a
+//! member follows the ring. A snapshot (MEMBERS) and the number of the next change are taken
+//! in one hold of the lock, so a watcher that reads the log from that number on sees every
+//! change after its snapshot exactly once. The log is kept only while someone watches and is
+//! bounded: a watcher it leaves behind is given a new snapshot instead.
+//!
+//! This module must never block for long or allocate what a client can grow without bound:
+//! the lock is held for one count change, one snapshot of what fits in a frame, or a bounded
+//! read of the log.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+/// Changes the log keeps for watchers. A watcher more than this many changes behind (its
+/// client not reading, or a burst of joins) gets a fresh MEMBERS rather than a longer log.
+pub const LOG_EVENTS: usize = 1024;
+
+/// Who is in one room, and the recent changes for its watchers.
+#[derive(Debug, Default)]
+pub struct Presence {
+    /// Connections joined, per user with at least one: a sorted map, so that MEMBERS lists
+    /// users in byte order without sorting. The names are the users table's own `Arc`s.
+    here: BTreeMap<Arc<str>, u32>,
+    /// The number the next change takes; the log holds `next - log.len() .. next`.
+    next: u64,
+    /// The newest changes, kept only while `watchers` counts someone.
+    log: VecDeque<Change>,
+    /// Watching sessions per reactor (index), so that a change wakes only reactors with a
+    /// watcher. Empty when nobody watches.
+    watchers: Vec<u32>,
+}
+
+/// One change: `user`'s first connection arrived (`here`), or its last one left.
+#[derive(Debug, Clone)]
+struct Change {
+    user: Arc<str>,
+    here: bool,
+}
+
+/// A watcher's cursor is older than the log: what it missed is gone, and it needs a new
+/// snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lapsed;
+
+/// What MEMBERS says, and the number of the first change after it.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// How many distinct users are here.
+    pub total: u32,
+    /// The first of them in byte order, as many as fit the frame.
+    pub users: Vec<Arc<str>>,
+    /// The number of the first change the snapshot does not show.
+    pub cursor: u64,
+}
+
+impl Presence {
+    /// One more connection of `user` joined. Returns the reactors whose watchers must hear
+    /// of a change (none if this was not the user's first connection, or nobody watches).
+    pub fn arrive(&mut self, user: &Arc<str>) -> Vec<usize> {
+        match self.here.get_mut(&**user) {
+            Some(count) => {
+                *count = count.saturating_add(1);
+                Vec::new()
+            }
+            None => {
+                self.here.insert(Arc::clone(user), 1);
+                self.record(Arc::clone(user), true)
+            }
+        }
+    }
+
+    /// One connection of `user` left (or closed). Returns the reactors to wake, as
+    /// [`arrive`](Presence::arrive) does. A departure with no arrival is ignored.
+    pub fn depart(&mut self, user: &str) -> Vec<usize> {
+        let Some(count) = self.here.get_mut(user) else {
+            return Vec::new();
+        };
+        if *count > 1 {
+            *count -= 1;
+            return Vec::new();
+        }
+        match self.here.remove_entry(user) {
+            Some((user, _)) => self.record(user, false),
+            None => Vec::new(),
+        }
+    }
+
+    fn record(&mut self, user: Arc<str>, here: bool) -> Vec<usize> {
+        self.next += 1;
+        if self.watchers.is_empty() {
+            return Vec::new();
+        }
+        if self.log.len() >= LOG_EVENTS {
+            self.log.pop_front();
+        }
+        self.log.push_back(Change { user, here });
+        self.watchers
+            .iter()
+            .enumerate()
+            .filter(|&(_, &n)| n > 0)
+            .map(|(reactor, _)| reactor)
+            .collect()
+    }
+
+    /// A session on `reactor` starts (`on`) or stops watching. The log is kept from the
+    /// first watcher on and dropped with the last.
+    pub fn set_watching(&mut self, reactor: usize, on: bool) {
+        if on {
+            if self.watchers.len() <= reactor {
+                self.watchers.resize(reactor + 1, 0);
+            }
+            if let Some(n) = self.watchers.get_mut(reactor) {
+                *n = n.saturating_add(1);
+            }
+            return;
+        }
+        if let Some(n) = self.watchers.get_mut(reactor) {
+            *n = n.saturating_sub(1);
+        }
+        if self.watchers.iter().all(|&n| n == 0) {
+            // Nobody watches: neither the log nor the counts cost the room anything.
+            self.watchers = Vec::new();
+            self.log = VecDeque::new();
+        }
+    }
+
+    /// The users here in byte order, as many as fit a MEMBERS frame of a room named
+    /// `room_len` bytes under `max_frame` (and a u16 count), with the total and the number of
+    /// the next change: taken together, so that reading the log from `cursor` on adds exactly
+    /// what happened after.
+    pub fn snapshot(&self, room_len: usize, max_frame: u32) -> Snapshot {
+        let max_frame = usize::try_from(max_frame).unwrap_or(usize::MAX);
+        // kind, room, total, count: as `protocol::codec::encode_members` counts them.
+        let mut length = 1 + 2 + room_len + 4 + 2;
+        let users = self
+            .here
+            .keys()
+            .take_while(|user| {
+                length = length.saturating_add(2 + user.len());
+                length <= max_frame
+            })
+            .take(usize::from(u16::MAX))
+            .cloned()
+            .collect();
+        Snapshot {
+            total: u32::try_from(self.here.len()).unwrap_or(u32::MAX),
+            users,
+            cursor: self.next,
+        }
+    }
+
+    /// Hands `sink` the changes from number `cursor` on, at most `max`, and returns the next
+    /// cursor.
+    ///
+    /// # Errors
+    /// `Lapsed` if change `cursor` is no longer in the log.
+    pub fn since(
+        &self,
+        cursor: u64,
+        max: usize,
+        mut sink: impl FnMut(&str, bool),
+    ) -> Result<u64, Lapsed> {
+        let len = u64::try_from(self.log.len()).unwrap_or(u64::MAX);
+        let first = self.next.saturating_sub(len);
+        if cursor < first {
+            return Err(Lapsed);
+        }
+        let skip = usize::try_from(cursor - first).map_err(|_| Lapsed)?;
+        let mut next = cursor;
+        for change in self.log.iter().skip(skip).take(max) {
+            sink(&change.user, change.here);
+            next += 1;
+        }
+        Ok(next)
+    }
+
+    /// How many distinct users are here.
+    pub fn len(&self) -> usize {
+        self.here.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.here.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> Arc<str> {
+        Arc::from(s)
+    }
+
+    fn changes(p: &Presence, cursor: u64) -> (Vec<String>, u64) {
+        let mut seen = Vec::new();
+        let next = p
+            .since(cursor, usize::MAX, |u, here| {
+                seen.push(format!("{u}{}", if here { "+" } else { "-" }));
+            })
+            .expect("within the log");
+        (seen, next)
+    }
+
+    #[test]
+    fn a_user_is_here_once_whatever_its_connections() {
+        let mut p = Presence::default();
+        p.set_watching(0, true);
+        let bob = name("bob");
+        assert_eq!(p.arrive(&bob), [0]);
+        assert!(
+            p.arrive(&bob).is_empty(),
+            "a second connection changes nothing"
+        );
+        assert!(p.depart("bob").is_empty(), "one connection is still joined");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p.depart("bob"), [0]);
+        assert!(p.is_empty());
+        assert!(
+            p.depart("bob").is_empty(),
+            "a departure with no arrival is ignored"
+        );
+        assert_eq!(changes(&p, 0), (vec!["bob+".into(), "bob-".into()], 2));
+    }
+
+    #[test]
+    fn the_snapshot_and_the_log_after_it_meet_without_gap_or_overlap() {
+        let mut p = Presence::default();
+        p.set_watching(1, true);
+        p.arrive(&name("carol"));
+        p.arrive(&name("alice"));
+        let snap = p.snapshot(1, 65_536);
+        let listed: Vec<&str> = snap.users.iter().map(|u| &**u).collect();
+        assert_eq!((snap.total, listed), (2, vec!["alice", "carol"]));
+        assert_eq!(p.arrive(&name("bob")), [1]);
+        p.depart("alice");
+        let (seen, next) = changes(&p, snap.cursor);
+        assert_eq!(seen, ["bob+", "alice-"]);
+        assert_eq!(changes(&p, next).0, Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_snapshot_lists_what_fits_and_counts_everyone() {
+        let mut p = Presence::default();
+        for u in ["aa", "bb", "cc"] {
+            p.arrive(&name(u));
+        }
+        // 1 + 2 + 1 + 4 + 2 = 10 bytes with no user, 4 more per user here.
+        let snap = p.snapshot(1, 18);
+        assert_eq!((snap.total, snap.users.len()), (3, 2));
+        assert_eq!(p.snapshot(1, 9).users.len(), 0);
+    }
+
+    #[test]
+    fn no_log_is_kept_while_nobody_watches_and_a_lapsed_cursor_is_told() {
+        let mut p = Presence::default();
+        assert!(p.arrive(&name("a")).is_empty(), "nobody to wake");
+        assert_eq!(changes(&p, 1), (vec![], 1));
+        assert_eq!(p.since(0, 10, |_, _| {}), Err(Lapsed));
+        p.set_watching(0, true);
+        let cursor = p.snapshot(1, 65_536).cursor;
+        for i in 0..=LOG_EVENTS {
+            p.arrive(&name(&format!("u{i}")));
+        }
+        assert_eq!(p.since(cursor, 10, |_, _| {}), Err(Lapsed));
+        p.set_watching(0, false);
+        assert!(p.watchers.is_empty() && p.log.capacity() == 0);
+    }
+
+    #[test]
+    fn only_reactors_with_a_watcher_are_woken() {
+        let mut p = Presence::default();
+        p.set_watching(2, true);
+        p.set_watching(0, true);
+        p.set_watching(0, false);
+        assert_eq!(p.arrive(&name("a")), [2]);
+    }
+}
