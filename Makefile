@@ -26,9 +26,12 @@ test:
 # off, idle, connect against chatd, redis-server and nats-server; 3 interleaved rounds, 5 for
 # the latency rows; servers pinned to CPU 0, the bench to CPU 1). About 13 minutes. Needs
 # redis-server and nats-server installed. Writes docs/benchmarks.md and docs/plots/*.svg.
+# Before it: the durable matrix with protocol 1 and 2 SENDs taking turns (the cost of the
+# exactly-once check), and the presence fanout (WATCH on and off), both printed only.
 bench:
 	$(CARGO) build --release --bins
-	$(CARGO) run --release --bin chat-bench -- durable-matrix --spawn --repeat 3
+	$(CARGO) run --release --bin chat-bench -- durable-matrix --spawn --repeat 3 --protocols 1,2
+	./target/release/chat-bench presence --runs 3
 	./target/release/chat-bench standard --runs 3 --latency-runs 5 --secs 5 \
 		--server-cpu 0 --cpu 1 --out docs/benchmarks.md --plots docs/plots
 
