@@ -459,7 +459,7 @@ function post(r, text) {
 }
 
 // Shows room `name` (a direct room by the other names), joining it first if need be.
-function open(name) {
+function openRoom(name) {
   if (!rooms.has(name)) {
     const r = addRoom(name);
     save();
@@ -582,10 +582,13 @@ $('join').addEventListener('submit', (e) => {
   let name = $('room').value.trim();
   // "@bob": the direct room with bob; "@alice+bob" as it is.
   if (/^@[^+]*$/.test(name)) name = direct(name.slice(1));
-  else if (!p.isValidRoomV2(name)) name = void notice('A room name is 1–64 characters from A–Z a–z 0–9 . _ # -, or @user');
+  else if (!p.isValidRoomV2(name)) {
+    notice('A room name is 1–64 characters from A–Z a–z 0–9 . _ # -, or @user');
+    name = null;
+  }
   if (!name) return;
   $('room').value = '';
-  open(name);
+  openRoom(name);
   $('text').focus();
 });
 
@@ -605,7 +608,7 @@ $('send').addEventListener('submit', (e) => {
   const cmd = /^\/msg\s+(\S+)\s*([\s\S]*)$/.exec(text);
   const name = cmd ? direct(cmd[1]) : current;
   if (cmd && !name) return;
-  if (cmd) open(name);
+  if (cmd) openRoom(name);
   const r = rooms.get(name);
   if (!r) return notice('Join a room first.');
   if (cmd && !cmd[2]) $('text').value = '';
