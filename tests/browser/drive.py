@@ -8,7 +8,8 @@ It talks to the test over stdin/stdout, one line each way per step, so that the 
     <- posted            the CLI posted "hello from the terminal"
     -> sent              the page saw it, and its own message was confirmed (no pending mark)
     <- stopped           the daemon is stopped
-    -> queued            the page, disconnected, took "typed while down" and shows it pending
+    -> queued            the page, disconnected, took "typed while down", shows it pending
+                         and keeps it in localStorage
     <- restarted         the daemon was restarted and the CLI posted "after the restart"
     -> delivered         the page resumed: every message once, "typed while down" confirmed
     -> dm                "/msg bob hello bob" opened the direct room, shown as "bob", and the
@@ -126,6 +127,10 @@ try:
     type_line(driver, "typed while down")
     wait_for(driver, "the message queued while disconnected",
              lambda d: pending_texts(d) == ["typed while down"])
+    # The outbox outlives the page (a reload cannot be tried: the daemon serves the page).
+    kept = driver.execute_script(f"return localStorage.getItem('chatd.outbox.{USER}')")
+    if "typed while down" not in (kept or ""):
+        fail(f"the outbox in localStorage holds {kept!r}")
     say("queued")
 
     expect("restarted")
