@@ -471,7 +471,7 @@ function openRoom(name) {
 
 // The direct room of the user and `other`, or null with the reason shown.
 function direct(other) {
-  if (conn?.welcomed && conn.version === p.V1) {
+  if (speak === p.V1 || (conn?.welcomed && conn.version === p.V1)) {
     notice('Direct messages need protocol version 2; this server speaks version 1.');
     return null;
   }
