@@ -353,14 +353,20 @@ function onError(c, f) {
     if (f.code === 4) return logout(`The server does not speak this page's protocol; reload the page. ${reason(f)}`);
     return down(c, `the server closed the connection: ${reason(f)}`);
   }
+  // Access to a joined room taken away: a FORBIDDEN nobody asked for, naming the room, then
+  // an unasked LEFT (onLeft). It answers no request, so the queue is left alone.
+  if (f.code === p.E.FORBIDDEN && f.ref === 0n && [...c.ready].some((n) => f.message.endsWith(` ${n}`))) {
+    return notice(`The server says: ${reason(f)}`);
+  }
   const req = f.ref === 0n ? c.requests.shift() : null;
   if (req?.join && rooms.has(req.join)) {
     dropRoom(req.join);
     return notice(`Cannot join ${p.roomLabel(req.join, login.user)}: ${reason(f)}`);
   }
   if (req?.watch) {
-    // A server without WHO/WATCH yet: no member lists on this connection, nothing else lost.
-    c.watch = false;
+    // A server without WHO/WATCH yet: no member lists on this connection, nothing else
+    // lost. (NOT_JOINED or FORBIDDEN: that room was lost meanwhile, the others still watch.)
+    if (f.code !== p.E.NOT_JOINED && f.code !== p.E.FORBIDDEN) c.watch = false;
     return showMembers();
   }
   notice(`The server says: ${reason(f)}`);
