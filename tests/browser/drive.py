@@ -16,7 +16,8 @@ It talks to the test over stdin/stdout, one line each way per step, so that the 
                          message was confirmed
     <- replied           bob, on a version 2 TCP connection, answered "hello alice" there
     -> done              the page shows the answer (and bob in the member list if the server
-                         sends one); no console or CSP errors
+                         sends one); joining @bob+carol is refused as "you may not use this
+                         room"; no console or CSP errors
 Any failure prints "error: ..." and exits 1.
 """
 
@@ -154,6 +155,17 @@ try:
     if members.is_displayed():
         wait_for(driver, "bob in the member list", lambda d: "bob" in members.text)
     driver.save_screenshot(f"{SHOTS}/page.png")
+
+    # Someone else's direct room is refused, readably, and its tab goes away.
+    room = driver.find_element(By.ID, "room")
+    room.send_keys("@bob+carol")
+    room.send_keys(Keys.ENTER)
+    wait_for(driver, "the refusal of @bob+carol",
+             lambda d: "you may not use this room" in d.find_element(By.ID, "notice").text)
+    tabs = driver.execute_script(
+        "return [...document.querySelectorAll('#tabs button')].map(e => e.title)")
+    if tabs != ["lobby", "@alice+bob"]:
+        fail(f"tabs after the refusal: {tabs}")
     problems = []
     for entry in driver.get_log("browser"):
         message = entry.get("message", "")
