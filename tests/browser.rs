@@ -2,7 +2,8 @@
 //! `tests/browser/drive.py`, logs in, joins, sees a message the CLI client posted, sends its
 //! own, takes a message while the daemon is down and delivers it once after the restart,
 //! resumes without a gap or a duplicate, exchanges direct messages with a version 2 TCP
-//! client, all without a console or CSP error. Needs Debian's `chromium`, `chromium-driver` and `python3-selenium`
+//! client, is refused someone else's direct room and loses a room made private, all without
+//! a console or CSP error. Needs Debian's `chromium`, `chromium-driver` and `python3-selenium`
 //! (`.ci/run` installs them); skips loudly where they are missing.
 
 mod util;
@@ -170,6 +171,19 @@ fn the_page_chats_with_the_cli_and_resumes_after_a_restart() {
     );
     util::send(&mut bob_v2, "@alice+bob", 1, "hello alice");
     writeln!(to_driver, "replied").expect("tell the driver");
+
+    // The operator takes a room away from the page while it is in it.
+    step("team");
+    let out = Command::new(BIN)
+        .args(["room", "allow", "team", "bob", "--data-dir", &data_arg])
+        .output()
+        .expect("run chatd room");
+    assert!(
+        out.status.success(),
+        "chatd room allow: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    writeln!(to_driver, "private").expect("tell the driver");
     step("done");
     drop(bob_v2);
     let status = driver.wait().expect("the driver ends");

@@ -15,9 +15,13 @@ It talks to the test over stdin/stdout, one line each way per step, so that the 
     -> dm                "/msg bob hello bob" opened the direct room, shown as "bob", and the
                          message was confirmed
     <- replied           bob, on a version 2 TCP connection, answered "hello alice" there
-    -> done              the page shows the answer (and bob in the member list if the server
-                         sends one); joining @bob+carol is refused as "you may not use this
-                         room"; no console or CSP errors
+       (no line)         the page shows the answer (and bob in the member list if the
+                         server sends one); joining @bob+carol is refused as "you may not
+                         use this room"
+    -> team              the page joined "team" and its message there was confirmed
+    <- private           the operator made "team" private to bob
+    -> done              the page closed "team" with a readable notice; no console or CSP
+                         errors
 Any failure prints "error: ..." and exits 1.
 """
 
@@ -166,6 +170,21 @@ try:
         "return [...document.querySelectorAll('#tabs button')].map(e => e.title)")
     if tabs != ["lobby", "@alice+bob"]:
         fail(f"tabs after the refusal: {tabs}")
+
+    room.send_keys("team")
+    room.send_keys(Keys.ENTER)
+    type_line(driver, "in team")
+    wait_for(driver, "our message in team confirmed",
+             lambda d: "in team" in texts(d) and marked(d) == 0)
+    say("team")
+
+    expect("private")
+    wait_for(driver, "team taken away",
+             lambda d: "You are no longer in team" in d.find_element(By.ID, "notice").text)
+    tabs = driver.execute_script(
+        "return [...document.querySelectorAll('#tabs button')].map(e => e.title)")
+    if tabs != ["lobby", "@alice+bob"]:
+        fail(f"tabs after team was taken away: {tabs}")
     problems = []
     for entry in driver.get_log("browser"):
         message = entry.get("message", "")
