@@ -7,12 +7,9 @@
 
 import * as p from './proto.js';
 import { HISTORY, newRoom, backoff, resumePlan, joined, accept, Liveness } from './resume.js';
-import { Outbox } from './outbox.js';
+import { Outbox, verdict, retryDelay } from './outbox.js';
 
 const HANDSHAKE_MS = 10000; // from opening the socket to WELCOME
-// RATE_LIMITED: the message stays in the outbox and is sent again after 0.5 s, doubling to 8 s.
-const RETRY_BASE_MS = 500;
-const RETRY_CAP_MS = 8000;
 const KEEP = 1000; // entries kept on screen per room; older ones are dropped
 const KEY = 'chatd.login';
 // Plain words before the server's code, for the errors a user meets.
@@ -341,8 +338,7 @@ function onAck(c, f) {
 
 function onError(c, f) {
   if (f.ref !== 0n && pending.has(f.ref)) return refused(c, f, pending.get(f.ref));
-  if (!c.welcomed && c.version === p.V2 && (f.code === p.E.UNSUPPORTED_VERSION || f.code === p.E.MALFORMED)) {
-    // A chatd from before version 2 (MALFORMED: it reads a version 2 HELLO as a bad one).
+  if (p.fallsBack(f.code, c.welcomed, c.version)) {
     speak = p.V1;
     conn = null;
     hangUp(c);
@@ -377,14 +373,15 @@ function onError(c, f) {
 function refused(c, f, q) {
   const id = f.ref;
   c.sent.delete(id);
-  if (f.code === p.E.RATE_LIMITED && c.version === p.V2) {
-    const wait = Math.min(RETRY_BASE_MS * 2 ** q.tries++, RETRY_CAP_MS);
+  const what = verdict(f.code, c.version);
+  if (what === 'retry') {
+    const wait = retryDelay(q.tries++);
     q.mark.textContent = `${HINTS[9]}: sending again in ${(wait / 1000).toFixed(1)} s`;
     return void setTimeout(() => flush(c, q.room), wait);
   }
   box.done(id);
   pending.delete(id);
-  if (f.code === p.E.STALE_ID) {
+  if (what === 'stale') {
     return fail(q, "may or may not have been sent; check the room's history");
   }
   fail(q, `not sent: ${reason(f)}`);

@@ -2,11 +2,29 @@
 // client id is a random non-zero u64 made once and kept; message ids only ever increase for
 // it, across reloads; every message typed waits here, with its id, until its ACK, so that
 // one typed while disconnected, or whose ACK a dropped connection took away, is sent again
-// with its original id and the server stores it once. Pure: the storage (localStorage in the
-// page, a Map in the tests) and the random source are passed in; no DOM, no socket. It never
-// hands out an id twice, and never changes the id or text of a message it holds.
+// with its original id and the server stores it once; and what an ERROR about one of those
+// messages does to it. Pure: the storage (localStorage in the page, a Map in the tests) and
+// the random source are passed in; no DOM, no socket. It never hands out an id twice, and
+// never changes the id or text of a message it holds.
 
 const U64 = 2n ** 64n;
+const RATE_LIMITED = 9;
+const STALE_ID = 17;
+// RATE_LIMITED on version 2: sent again after 0.5 s, doubling to 8 s.
+export const RETRY_BASE_MS = 500;
+export const RETRY_CAP_MS = 8000;
+
+// What an ERROR about a message of the outbox does to it: 'retry' (kept, sent again after
+// retryDelay: RATE_LIMITED on version 2, where a resend cannot store it twice), 'stale'
+// (STALE_ID: dropped, the server cannot tell whether it was stored) or 'failed' (dropped as
+// refused; on version 1 RATE_LIMITED too, as the page never resends there by itself).
+export function verdict(code, version) {
+  if (code === RATE_LIMITED && version === 2) return 'retry';
+  return code === STALE_ID ? 'stale' : 'failed';
+}
+
+// The pause before the retry after the `tries`-th RATE_LIMITED (0 first).
+export const retryDelay = (tries) => Math.min(RETRY_BASE_MS * 2 ** tries, RETRY_CAP_MS);
 
 // A random non-zero u64 from `random(bytes)`, which fills a Uint8Array (crypto.getRandomValues).
 export function freshClient(random) {

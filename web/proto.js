@@ -28,6 +28,11 @@ export const errorName = (code) => ERRORS[code] || `error ${code}`;
 export const isFatal = (code, welcomed) =>
   code === 10 ? !welcomed : code >= 1 && code <= 17 && !NOT_FATAL.includes(code);
 
+// Whether an ERROR to a version 2 HELLO means "ask again in version 1": UNSUPPORTED_VERSION,
+// or MALFORMED, which is how a chatd from before version 2 reads a version 2 HELLO.
+export const fallsBack = (code, welcomed, version) =>
+  version === V2 && !welcomed && (code === E.UNSUPPORTED_VERSION || code === E.MALFORMED);
+
 export const isValidUser = (s) => /^[A-Za-z0-9._-]{1,32}$/.test(s);
 export const isValidRoom = (s) => /^[A-Za-z0-9._#-]{1,64}$/.test(s);
 export const byteLength = (s) => utf8.encode(s).length;

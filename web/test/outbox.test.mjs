@@ -1,7 +1,7 @@
 // The outbox and client id of the page, over a storage that stands in for localStorage.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Outbox, freshClient } from '../outbox.js';
+import { Outbox, freshClient, verdict, retryDelay } from '../outbox.js';
 
 class Memory {
   constructor() { this.m = new Map(); }
@@ -80,4 +80,12 @@ test('clear drops what waits but keeps the client id and the next id', () => {
   assert.deepEqual(o.pending(), []);
   assert.equal(o.client, 7n);
   assert.equal(o.add('#a', 'y').id, 2n);
+});
+
+test('an ERROR about a waiting message: retry, stale or failed, by code and version', () => {
+  assert.equal(verdict(9, 2), 'retry', 'RATE_LIMITED on version 2 is kept and sent again');
+  assert.equal(verdict(9, 1), 'failed', 'version 1 never resends by itself');
+  assert.equal(verdict(17, 2), 'stale');
+  for (const code of [7, 8, 14, 16, 99]) assert.equal(verdict(code, 2), 'failed', `${code}`);
+  assert.deepEqual([0, 1, 2, 3, 4, 5, 40].map(retryDelay), [500, 1000, 2000, 4000, 8000, 8000, 8000]);
 });

@@ -185,3 +185,10 @@ test('direct rooms: the canonical name in byte order, shown by the other names',
   assert.equal(p.roomLabel('@bob+carol', 'alice'), '@bob+carol', 'not a member: the name');
   assert.equal(p.roomLabel('#general', 'alice'), '#general');
 });
+
+test('version choice: only UNSUPPORTED_VERSION or MALFORMED to a version 2 HELLO falls back', () => {
+  assert.ok(p.fallsBack(4, false, 2) && p.fallsBack(1, false, 2));
+  assert.ok(!p.fallsBack(4, false, 1), 'version 1 refused too: nothing older to try');
+  assert.ok(!p.fallsBack(1, true, 2), 'MALFORMED after WELCOME is a plain error');
+  for (const code of [5, 10, 12, 13, 15]) assert.ok(!p.fallsBack(code, false, 2), `${code}`);
+});
