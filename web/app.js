@@ -298,7 +298,7 @@ function showMembers() {
   list.hidden = !m;
   if (!m) return;
   const names = [...m.users].sort();
-  list.textContent = `Here: ${names.join(', ') || 'nobody else'}${m.more ? ` and ${m.more} more` : ''}`;
+  list.textContent = `Here: ${names.join(', ') || 'nobody'}${m.more ? ` and ${m.more} more` : ''}`;
 }
 
 function onMsg(f) {
