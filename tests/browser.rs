@@ -1,7 +1,9 @@
 //! The web page in a real browser: headless Chromium, driven through Selenium by
 //! `tests/browser/drive.py`, logs in, joins, sees a message the CLI client posted, sends its
-//! own, and after the daemon restarts resumes without a gap or a duplicate and without a
-//! console or CSP error. Needs Debian's `chromium`, `chromium-driver` and `python3-selenium`
+//! own, takes a message while the daemon is down and delivers it once after the restart,
+//! resumes without a gap or a duplicate, exchanges direct messages with a version 2 TCP
+//! client, is refused someone else's direct room and loses a room made private, all without
+//! a console or CSP error. Needs Debian's `chromium`, `chromium-driver` and `python3-selenium`
 //! (`.ci/run` installs them); skips loudly where they are missing.
 
 mod util;
@@ -10,6 +12,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use chatd::client::{Client, Reply};
+use chatd::protocol::ClientFrame;
 use util::{BIN, Daemon, add_user};
 
 const PYTHON: &str = "/usr/bin/python3";
@@ -52,6 +56,22 @@ fn chat_send(addr: std::net::SocketAddr, user: &str, token: &str, room: &str, te
         "chat send: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A TCP client of `user` speaking protocol version 2.
+fn login_v2(d: &Daemon, user: &str, token: &str) -> Client {
+    let mut c = d.connect();
+    c.send(&ClientFrame::Hello {
+        version: 2,
+        user,
+        token,
+        client: 7,
+    })
+    .expect("send HELLO");
+    match util::recv(&mut c) {
+        Reply::Welcome { version: 2, .. } => c,
+        other => panic!("expected WELCOME version 2, got {other:?}"),
+    }
 }
 
 #[test]
@@ -124,10 +144,48 @@ fn the_page_chats_with_the_cli_and_resumes_after_a_restart() {
     d.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(d.wait_exit().is_some_and(|s| s.success()), "a clean stop");
     drop(d);
+    writeln!(to_driver, "stopped").expect("tell the driver");
+    step("queued");
     let d = start(&web.to_string());
     chat_send(d.addr, "bob", &bob, "lobby", "after the restart");
     writeln!(to_driver, "restarted").expect("tell the driver");
+    step("delivered");
+
+    // What the page took while the daemon was down is stored exactly once.
+    let mut tcp = d.login_with("bob", &bob);
+    let (_, head) = util::join(&mut tcp, "lobby", 0, u32::MAX);
+    assert_eq!(head, 4, "four messages in lobby, none twice");
+    let history = util::recv_msgs(&mut tcp, 4, &mut others);
+    let queued = history.iter().filter(|m| m.3 == "typed while down").count();
+    assert_eq!(queued, 1, "{history:?}");
+    drop(tcp);
+
+    // A direct message from the page, seen and answered by bob in the same direct room.
+    step("dm");
+    let mut bob_v2 = login_v2(&d, "bob", &bob);
+    util::join(&mut bob_v2, "@alice+bob", 0, u32::MAX);
+    let dm = util::recv_msgs(&mut bob_v2, 1, &mut others);
+    assert_eq!(
+        dm.first().map(|m| (m.2.as_str(), m.3.as_str())),
+        Some(("alice", "hello bob"))
+    );
+    util::send(&mut bob_v2, "@alice+bob", 1, "hello alice");
+    writeln!(to_driver, "replied").expect("tell the driver");
+
+    // The operator takes a room away from the page while it is in it.
+    step("team");
+    let out = Command::new(BIN)
+        .args(["room", "allow", "team", "bob", "--data-dir", &data_arg])
+        .output()
+        .expect("run chatd room");
+    assert!(
+        out.status.success(),
+        "chatd room allow: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    writeln!(to_driver, "private").expect("tell the driver");
     step("done");
+    drop(bob_v2);
     let status = driver.wait().expect("the driver ends");
     assert!(status.success());
     let shot = shots.join("page.png");

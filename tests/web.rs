@@ -39,6 +39,7 @@ fn the_page_is_served_with_its_files_and_strict_headers() {
         ("/app.js", "text/javascript"),
         ("/proto.js", "text/javascript"),
         ("/resume.js", "text/javascript"),
+        ("/outbox.js", "text/javascript"),
         ("/style.css", "text/css"),
     ] {
         let r = http(

@@ -1,10 +1,13 @@
-// The chat page: the login form, the rooms and their messages, and the one WebSocket to
-// chatd it keeps open, resuming every room after a drop. Text from the server reaches the
-// page through textContent only, never as HTML. It never resends a message by itself: v1
-// has no idempotency, so a SEND the connection took down unconfirmed is marked, not retried.
+// The chat page: the login form, the rooms and their messages, who is in them, and the one
+// WebSocket to chatd it keeps open, resuming every room after a drop. Text from the server
+// reaches the page through textContent only, never as HTML. On protocol version 2 every
+// message waits in the outbox until its ACK and is sent again, with its id, after a drop;
+// on version 1, which cannot tell a retry from a new message, a SEND the connection took
+// down unconfirmed is marked, never sent again by itself.
 
 import * as p from './proto.js';
 import { HISTORY, newRoom, backoff, resumePlan, joined, accept, Liveness } from './resume.js';
+import { Outbox, verdict, retryDelay } from './outbox.js';
 
 const HANDSHAKE_MS = 10000; // from opening the socket to WELCOME
 const KEEP = 1000; // entries kept on screen per room; older ones are dropped
@@ -13,7 +16,8 @@ const KEY = 'chatd.login';
 const HINTS = { 2: 'too large', 5: 'unknown user or wrong token', 7: 'refused as invalid',
   8: 'you are not in this room', 9: 'sending too fast, wait a moment',
   10: 'too many rooms or connections', 12: 'the connection was idle too long',
-  13: 'the server is stopping', 14: 'the server could not store it' };
+  13: 'the server is stopping', 14: 'the server could not store it',
+  16: 'you may not use this room' };
 
 const $ = (id) => document.getElementById(id);
 function el(tag, cls, text) {
@@ -24,16 +28,19 @@ function el(tag, cls, text) {
 }
 
 let login = null; // { user, token, remember }
+let speak = p.V2; // the version HELLO asks for: 1 once a server refused 2, until log-out
+let box = null; // the user's Outbox (client id, ids, messages waiting for their ACK)
 const rooms = new Map(); // name -> resume.js room + { log, tab, badge, unread, day }
 let current = null; // the room shown
 let epoch = null; // the WELCOME epoch the cursors belong to
 let maxFrame = 65536;
-let conn = null; // { ws, welcomed, live, handshake, pinger, requests }
+// { ws, version, welcomed, live, handshake, pinger, requests, sent: ids written, ready:
+// rooms JOINED on this connection, watch: whether WATCH is asked }
+let conn = null;
 let attempt = 0;
 let retryTimer = null;
-let nextId = 1n;
 let nonce = 0n;
-const pending = new Map(); // SEND id -> { room, text, li, mark }
+const pending = new Map(); // message id -> { room, text, li, mark, tries } shown as pending
 const acked = new Map(); // `${room}\n${seq}` -> li of an ACKed SEND whose MSG is still due
 
 const reason = (f) => `${HINTS[f.code] ? HINTS[f.code] + ' ' : ''}(${p.errorName(f.code)}${f.message ? ': ' + f.message : ''})`;
@@ -58,6 +65,19 @@ function save() {
     (login.remember ? sessionStorage : localStorage).removeItem(KEY);
   } catch { /* storage refused: the page still works until it is closed */ }
 }
+// localStorage, or memory where the browser refuses it (the outbox then lasts a page load).
+function storage() {
+  try {
+    localStorage.setItem('chatd.probe', '1');
+    localStorage.removeItem('chatd.probe');
+    return localStorage;
+  } catch {
+    const m = new Map();
+    return { getItem: (k) => m.get(k) ?? null, setItem: (k, v) => m.set(k, v), removeItem: (k) => m.delete(k) };
+  }
+}
+const random = (b) => crypto.getRandomValues(b);
+
 function forget() {
   try {
     localStorage.removeItem(KEY);
@@ -67,7 +87,15 @@ function forget() {
 
 function start(v) {
   login = { user: v.user, token: v.token, remember: !!v.remember };
-  for (const name of v.rooms || []) if (p.isValidRoom(name) && !rooms.has(name)) addRoom(name);
+  speak = p.V2;
+  box = new Outbox(storage(), login.user, random);
+  for (const name of v.rooms || []) if (p.isValidRoomV2(name) && !rooms.has(name)) addRoom(name);
+  // What waits from an earlier page: shown pending, sent once its room is joined.
+  for (const e of box.pending()) {
+    if (!rooms.has(e.room) && p.isValidRoomV2(e.room)) addRoom(e.room);
+    if (rooms.has(e.room)) showPending(e);
+    else box.done(e.id);
+  }
   save();
   $('login-error').textContent = '';
   $('login-view').hidden = true;
@@ -88,10 +116,12 @@ function connect() {
     return retryLater(`cannot connect to ${url} (${e.message})`);
   }
   ws.binaryType = 'arraybuffer';
-  const c = { ws, welcomed: false, live: null, pinger: null, requests: [] };
+  const c = { ws, version: speak, welcomed: false, live: null, pinger: null, requests: [],
+    sent: new Set(), ready: new Set(), watch: speak === p.V2 };
   c.handshake = setTimeout(() => down(c, 'no answer from the server'), HANDSHAKE_MS);
   conn = c;
-  ws.onopen = () => write(c, p.encodeHello(login.user, login.token));
+  const client = speak === p.V2 ? box.client : 0n;
+  ws.onopen = () => write(c, p.encodeHello(login.user, login.token, speak, client));
   ws.onmessage = (e) => receive(c, e.data);
   ws.onclose = () => down(c, c.welcomed ? 'connection lost' : `cannot connect to ${url}`);
 }
@@ -109,13 +139,23 @@ function hangUp(c) {
   c.ws.close();
 }
 
-// The connection is over: mark what it took down unconfirmed, and come back later.
+// The connection is over: on version 2 what it took down unconfirmed waits in the outbox
+// for the next one; on version 1 it is marked unconfirmed. Come back later.
 function down(c, why) {
   if (c !== conn) return;
   conn = null;
   hangUp(c);
-  for (const q of pending.values()) fail(q, 'not confirmed (disconnected): it may have been stored, check before sending again');
-  pending.clear();
+  for (const [id, q] of pending) {
+    if (!c.sent.has(id)) continue;
+    if (c.version === p.V1) {
+      pending.delete(id);
+      fail(q, 'not confirmed (disconnected): it may have been stored, check before sending again');
+    } else {
+      q.mark.textContent = 'not confirmed yet: sent again after reconnecting';
+    }
+  }
+  for (const r of rooms.values()) r.members = null;
+  showMembers();
   retryLater(why);
 }
 
@@ -150,18 +190,24 @@ function receive(c, data) {
 function handle(c, f) {
   switch (f.type) {
     case 'welcome': return welcome(c, f);
-    case 'joined': c.requests.shift(); return onJoined(f);
-    case 'left': c.requests.shift(); return;
+    case 'joined': c.requests.shift(); return onJoined(c, f);
+    case 'left': return onLeft(c, f);
     case 'msg': return onMsg(f);
-    case 'ack': return onAck(f);
+    case 'ack': return onAck(c, f);
     case 'error': return onError(c, f);
+    case 'members': return onMembers(c, f);
+    case 'presence': return onPresence(f);
   } // pong and kinds added later: hearing them is all that counts
 }
 
 function welcome(c, f) {
-  if (f.version !== 1) return logout(`The server speaks protocol version ${f.version}; reload the page.`);
+  if (f.version !== p.V1 && f.version !== p.V2) {
+    return logout(`The server speaks protocol version ${f.version}; reload the page.`);
+  }
   clearTimeout(c.handshake);
   c.welcomed = true;
+  c.version = f.version; // the version in force
+  c.watch = c.version === p.V2;
   attempt = 0;
   maxFrame = f.maxFrame;
   const plan = resumePlan([...rooms.values()], epoch, f.epoch);
@@ -176,7 +222,8 @@ function welcome(c, f) {
   for (const j of plan.joins) sendJoin(c, rooms.get(j.room), j.after, j.limit);
   c.live = new Liveness(f.idleTimeoutMs, performance.now());
   c.pinger = setInterval(() => tick(c), c.live.every);
-  status(`Connected as ${login.user}`);
+  status(`Connected as ${login.user}${c.version === p.V1
+    ? ' (protocol version 1: no direct messages, no list of who is here, no sending again after a drop)' : ''}`);
 }
 
 function tick(c) {
@@ -193,11 +240,65 @@ function sendJoin(c, r, after, limit) {
   if (write(c, p.encodeJoin(r.name, after, limit))) c.requests.push({ join: r.name });
 }
 
-function onJoined(f) {
+function onJoined(c, f) {
   const r = rooms.get(f.room);
   if (!r) return; // left meanwhile
   const gap = joined(r, f.first, f.head);
   if (gap) note(r, `Messages ${gap[0]}–${gap[1]} were deleted by the server before you saw them.`);
+  c.ready.add(r.name);
+  if (c.watch && write(c, p.encodeWatch(r.name, true))) c.requests.push({ watch: r.name });
+  flush(c, r.name);
+}
+
+// A LEFT we asked for, or one the server sent by itself because access to the room was lost.
+function onLeft(c, f) {
+  if (c.requests[0]?.leave === f.room) return void c.requests.shift();
+  c.ready.delete(f.room);
+  if (!rooms.has(f.room)) return;
+  notice(`You are no longer in ${p.roomLabel(f.room, login.user)}: you may not use this room.`);
+  dropRoom(f.room);
+}
+
+// Writes every message of the outbox for `room` not yet written on this connection, in id
+// order. On version 1 a message leaves the outbox as it is written: it is never sent twice.
+function flush(c, room) {
+  if (c !== conn || !c.welcomed || !c.ready.has(room)) return;
+  for (const e of box.pending()) {
+    if (e.room !== room || c.sent.has(e.id)) continue;
+    const q = pending.get(e.id) ?? showPending(e);
+    if (!write(c, p.encodeSend(room, e.id, e.text))) return;
+    c.sent.add(e.id);
+    q.mark.textContent = 'sending…';
+    if (c.version === p.V1) box.done(e.id);
+  }
+}
+
+function onMembers(c, f) {
+  if (c.requests[0]?.watch === f.room) c.requests.shift();
+  const r = rooms.get(f.room);
+  if (!r) return;
+  r.members = { users: new Set(f.users), more: Math.max(f.total - f.users.length, 0) };
+  showMembers();
+}
+
+function onPresence(f) {
+  const r = rooms.get(f.room);
+  if (!r || !r.members) return;
+  const m = r.members;
+  if (f.here) m.users.add(f.user);
+  else if (!m.users.delete(f.user) && m.more > 0) m.more--; // one of those not listed
+  note(r, `${f.user} ${f.here ? 'joined' : 'left'}`);
+  if (r.name === current) showMembers();
+}
+
+// The member list of the room shown; hidden where the server sends none.
+function showMembers() {
+  const m = rooms.get(current)?.members;
+  const list = $('members');
+  list.hidden = !m;
+  if (!m) return;
+  const names = [...m.users].sort();
+  list.textContent = `Here: ${names.join(', ') || 'nobody'}${m.more ? ` and ${m.more} more` : ''}`;
 }
 
 function onMsg(f) {
@@ -211,6 +312,8 @@ function onMsg(f) {
   }
   r.day = day;
   show(r, item(f.user, f.text, d));
+  // Messages still waiting stay below what the room has stored.
+  for (const q of pending.values()) if (q.room === r.name) r.log.append(q.li);
   const key = `${r.name}\n${f.seq}`;
   acked.get(key)?.remove();
   acked.delete(key);
@@ -220,7 +323,9 @@ function onMsg(f) {
   }
 }
 
-function onAck(f) {
+function onAck(c, f) {
+  box.done(f.id);
+  c.sent.delete(f.id);
   const q = pending.get(f.id);
   if (!q) return;
   pending.delete(f.id);
@@ -232,22 +337,54 @@ function onAck(f) {
 }
 
 function onError(c, f) {
-  if (f.ref !== 0n && pending.has(f.ref)) {
-    const q = pending.get(f.ref);
-    pending.delete(f.ref);
-    return fail(q, `not sent: ${reason(f)}`);
+  if (f.ref !== 0n && pending.has(f.ref)) return refused(c, f, pending.get(f.ref));
+  if (p.fallsBack(f.code, c.welcomed, c.version)) {
+    speak = p.V1;
+    conn = null;
+    hangUp(c);
+    return connect();
   }
   if (p.isFatal(f.code, c.welcomed)) {
     if (f.code === 5) return logout(`Log-in refused: ${reason(f)}`);
     if (f.code === 4) return logout(`The server does not speak this page's protocol; reload the page. ${reason(f)}`);
     return down(c, `the server closed the connection: ${reason(f)}`);
   }
+  // Access to a joined room taken away: a FORBIDDEN nobody asked for, naming the room, then
+  // an unasked LEFT (onLeft). It answers no request, so the queue is left alone.
+  if (f.code === p.E.FORBIDDEN && f.ref === 0n && [...c.ready].some((n) => f.message.endsWith(` ${n}`))) {
+    return notice(`The server says: ${reason(f)}`);
+  }
   const req = f.ref === 0n ? c.requests.shift() : null;
   if (req?.join && rooms.has(req.join)) {
     dropRoom(req.join);
-    return notice(`Cannot join ${req.join}: ${reason(f)}`);
+    return notice(`Cannot join ${p.roomLabel(req.join, login.user)}: ${reason(f)}`);
+  }
+  if (req?.watch) {
+    // A server without WHO/WATCH yet: no member lists on this connection, nothing else
+    // lost. (NOT_JOINED or FORBIDDEN: that room was lost meanwhile, the others still watch.)
+    if (f.code !== p.E.NOT_JOINED && f.code !== p.E.FORBIDDEN) c.watch = false;
+    return showMembers();
   }
   notice(`The server says: ${reason(f)}`);
+}
+
+// An ERROR about message `q`. RATE_LIMITED on version 2: it stays in the outbox and goes
+// again later; STALE_ID: the server cannot tell whether it was stored; otherwise refused.
+function refused(c, f, q) {
+  const id = f.ref;
+  c.sent.delete(id);
+  const what = verdict(f.code, c.version);
+  if (what === 'retry') {
+    const wait = retryDelay(q.tries++);
+    q.mark.textContent = `${HINTS[9]}: sending again in ${(wait / 1000).toFixed(1)} s`;
+    return void setTimeout(() => flush(c, q.room), wait);
+  }
+  box.done(id);
+  pending.delete(id);
+  if (what === 'stale') {
+    return fail(q, "may or may not have been sent; check the room's history");
+  }
+  fail(q, `not sent: ${reason(f)}`);
 }
 
 // One message line: time, author, text. Author and text go in as textContent only.
@@ -289,7 +426,19 @@ function fail(q, why) {
   q.li.append(again);
 }
 
-// Sends `text` to room `r`, refusing locally what the server would refuse anyway.
+// A message of the outbox on screen, pending until its ACK.
+function showPending(e) {
+  const li = item(login.user, e.text, null, 'pending');
+  const mark = el('span', 'mark', 'waiting for the connection…');
+  li.append(mark);
+  const q = { room: e.room, text: e.text, li, mark, tries: 0 };
+  pending.set(e.id, q);
+  show(rooms.get(e.room), li);
+  return q;
+}
+
+// Puts `text` for room `r` in the outbox, refusing locally what the server would refuse
+// anyway, and sends it at once if the room is joined (else once it is).
 function post(r, text) {
   if (!text) return false;
   const room = r.name;
@@ -299,19 +448,39 @@ function post(r, text) {
     notice(`Too long: ${p.byteLength(text)} bytes (UTF-8); at most ${fits} fit. Not sent.`);
     return false;
   }
-  if (!conn || !conn.welcomed) {
-    notice('Not connected: not sent. Try again once reconnected.');
+  let e;
+  try {
+    e = box.add(room, text);
+  } catch (err) {
+    notice(`Cannot keep the message in this browser's storage (${err.message}): not sent.`);
     return false;
   }
-  const id = nextId++;
-  const li = item(login.user, text, null, 'pending');
-  const mark = el('span', 'mark', 'sending…');
-  li.append(mark);
-  show(r, li);
-  pending.set(id, { room, text, li, mark });
-  write(conn, p.encodeSend(room, id, text));
+  showPending(e);
+  if (conn) flush(conn, room);
   notice('');
   return true;
+}
+
+// Shows room `name` (a direct room by the other names), joining it first if need be.
+function openRoom(name) {
+  if (!rooms.has(name)) {
+    const r = addRoom(name);
+    save();
+    if (conn?.welcomed) sendJoin(conn, r, 0n, HISTORY);
+  }
+  notice('');
+  select(name);
+}
+
+// The direct room of the user and `other`, or null with the reason shown.
+function direct(other) {
+  if (speak === p.V1 || (conn?.welcomed && conn.version === p.V1)) {
+    notice('Direct messages need protocol version 2; this server speaks version 1.');
+    return null;
+  }
+  const name = p.isValidUser(other) ? p.directRoom([login.user, other]) : null;
+  if (!name) notice(other === login.user ? 'A direct room needs another user.' : `No such user name: ${other}`);
+  return name;
 }
 
 function addRoom(name) {
@@ -322,7 +491,8 @@ function addRoom(name) {
   r.log.hidden = true;
   $('logs').append(r.log);
   r.tab = el('li');
-  const b = el('button', null, name);
+  const b = el('button', null, p.roomLabel(name, login.user));
+  b.title = name;
   b.type = 'button';
   b.onclick = () => { select(name); $('text').focus(); };
   r.badge = el('span', 'badge');
@@ -335,6 +505,12 @@ function addRoom(name) {
 
 function dropRoom(name) {
   const r = rooms.get(name);
+  // Messages waiting for a room left go with it: they would wait for ever.
+  for (const [id, q] of pending) {
+    if (q.room !== name) continue;
+    pending.delete(id);
+    box?.done(id);
+  }
   r.log.remove();
   r.tab.remove();
   rooms.delete(name);
@@ -350,8 +526,10 @@ function select(name) {
     if (r.name === name) b.setAttribute('aria-current', 'true');
     else b.removeAttribute('aria-current');
   }
-  $('room-name').textContent = name ?? 'No room: join one';
+  $('room-name').textContent = name === null ? 'No room: join one' : p.roomLabel(name, login?.user);
+  $('room-name').title = name ?? '';
   $('leave').hidden = name === null;
+  showMembers();
   const r = rooms.get(name);
   if (!r) return;
   r.unread = 0;
@@ -370,6 +548,8 @@ function logout(why) {
   retryTimer = null;
   login = null; // first, so that dropping the rooms below stores nothing
   forget();
+  box?.clear();
+  box = null;
   for (const name of [...rooms.keys()]) dropRoom(name);
   pending.clear();
   acked.clear();
@@ -402,16 +582,16 @@ $('login').addEventListener('submit', (e) => {
 
 $('join').addEventListener('submit', (e) => {
   e.preventDefault();
-  const name = $('room').value.trim();
-  if (!p.isValidRoom(name)) return notice('A room name is 1–64 characters from A–Z a–z 0–9 . _ # -');
-  if (!rooms.has(name)) {
-    const r = addRoom(name);
-    save();
-    if (conn?.welcomed) sendJoin(conn, r, 0n, HISTORY);
+  let name = $('room').value.trim();
+  // "@bob": the direct room with bob; "@alice+bob" as it is.
+  if (/^@[^+]*$/.test(name)) name = direct(name.slice(1));
+  else if (!p.isValidRoomV2(name)) {
+    notice('A room name is 1–64 characters from A–Z a–z 0–9 . _ # -, or @user');
+    name = null;
   }
+  if (!name) return;
   $('room').value = '';
-  notice('');
-  select(name);
+  openRoom(name);
   $('text').focus();
 });
 
@@ -419,15 +599,23 @@ $('leave').addEventListener('click', () => {
   const name = current;
   if (name === null) return;
   if (conn?.welcomed && write(conn, p.encodeLeave(name))) conn.requests.push({ leave: name });
+  conn?.ready.delete(name);
   dropRoom(name);
   $('room').focus();
 });
 
 $('send').addEventListener('submit', (e) => {
   e.preventDefault();
-  const r = rooms.get(current);
+  const text = $('text').value;
+  // "/msg USER [TEXT]": to the direct room with USER.
+  const cmd = /^\/msg\s+(\S+)\s*([\s\S]*)$/.exec(text);
+  const name = cmd ? direct(cmd[1]) : current;
+  if (cmd && !name) return;
+  if (cmd) openRoom(name);
+  const r = rooms.get(name);
   if (!r) return notice('Join a room first.');
-  if (post(r, $('text').value)) $('text').value = '';
+  if (cmd && !cmd[2]) $('text').value = '';
+  else if (post(r, cmd ? cmd[2] : text)) $('text').value = '';
   $('text').focus();
 });
 

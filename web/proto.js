@@ -1,5 +1,5 @@
-// The chatd protocol v1 codec for the browser: client frames to bytes, bytes to server
-// frames. Pure: no DOM, no socket, so node tests drive it byte for byte. u64 fields are
+// The chatd protocol codec for the browser (version 1, and the additions of version 2):
+// client frames to bytes, bytes to server frames. Pure: no DOM, no socket, so node tests drive it byte for byte. u64 fields are
 // BigInt both ways (seq, ts_ms, ids and epochs may exceed 2^53). It never guesses: a short
 // body, trailing bytes, bad UTF-8 or a partial frame throws ProtocolError.
 
@@ -8,25 +8,62 @@ const utf8 = new TextEncoder();
 const text8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 export const ALL = 0xffffffff; // JOIN limit: every retained message
+export const V1 = 1;
+export const V2 = 2;
 
 export class ProtocolError extends Error {}
 
 // Error codes by number (index = code), as in the spec's Errors table.
 export const ERRORS = ['', 'MALFORMED', 'TOO_LARGE', 'UNKNOWN_KIND', 'UNSUPPORTED_VERSION',
   'AUTH_FAILED', 'NOT_AUTHENTICATED', 'INVALID', 'NOT_JOINED', 'RATE_LIMITED', 'TOO_MANY',
-  'SLOW_CONSUMER', 'TIMEOUT', 'SHUTTING_DOWN', 'STORAGE', 'INTERNAL'];
-const NOT_FATAL = [7, 8, 9, 14];
+  'SLOW_CONSUMER', 'TIMEOUT', 'SHUTTING_DOWN', 'STORAGE', 'INTERNAL', 'FORBIDDEN', 'STALE_ID'];
+export const E = { MALFORMED: 1, UNSUPPORTED_VERSION: 4, AUTH_FAILED: 5, INVALID: 7,
+  NOT_JOINED: 8, RATE_LIMITED: 9, TOO_MANY: 10, FORBIDDEN: 16, STALE_ID: 17 };
+const NOT_FATAL = [7, 8, 9, 14, 16, 17];
 
 export const errorName = (code) => ERRORS[code] || `error ${code}`;
 
 // Whether an ERROR ends the connection. TOO_MANY is fatal only at connect (before WELCOME);
 // a code this page does not know is taken as not fatal (the close will tell).
 export const isFatal = (code, welcomed) =>
-  code === 10 ? !welcomed : code >= 1 && code <= 15 && !NOT_FATAL.includes(code);
+  code === 10 ? !welcomed : code >= 1 && code <= 17 && !NOT_FATAL.includes(code);
+
+// Whether an ERROR to a version 2 HELLO means "ask again in version 1": UNSUPPORTED_VERSION,
+// or MALFORMED, which is how a chatd from before version 2 reads a version 2 HELLO.
+export const fallsBack = (code, welcomed, version) =>
+  version === V2 && !welcomed && (code === E.UNSUPPORTED_VERSION || code === E.MALFORMED);
 
 export const isValidUser = (s) => /^[A-Za-z0-9._-]{1,32}$/.test(s);
 export const isValidRoom = (s) => /^[A-Za-z0-9._#-]{1,64}$/.test(s);
 export const byteLength = (s) => utf8.encode(s).length;
+
+// Direct rooms (version 2): `@` + 2 to 8 distinct user names in ascending byte order joined
+// by `+`, at most 64 bytes. User names are ASCII, so UTF-16 order is byte order.
+const DIRECT_USERS_MAX = 8;
+const byBytes = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
+export function directMembers(name) {
+  if (!name.startsWith('@') || name.length > 64) return null;
+  const users = name.slice(1).split('+');
+  if (users.length < 2 || users.length > DIRECT_USERS_MAX || !users.every(isValidUser)) return null;
+  for (let i = 1; i < users.length; i++) if (byBytes(users[i - 1], users[i]) >= 0) return null;
+  return users;
+}
+export const isDirectRoom = (name) => directMembers(name) !== null;
+// A room name as version 2 takes it: a version 1 name or a canonical direct room.
+export const isValidRoomV2 = (name) => isValidRoom(name) || isDirectRoom(name);
+// The canonical direct room of `users` (any order, repeats allowed), or null if there is none.
+export function directRoom(users) {
+  const name = `@${[...new Set(users)].sort(byBytes).join('+')}`;
+  return isDirectRoom(name) ? name : null;
+}
+// How a room is shown to `me`: a direct room by the other members' names ("bob" for alice's
+// @alice+bob), every other room by its name.
+export function roomLabel(name, me) {
+  const users = directMembers(name);
+  if (!users) return name;
+  const others = users.filter((u) => u !== me);
+  return others.length === users.length ? name : others.join(', ');
+}
 
 // The length field of the MSG a SEND becomes; the server refuses it above max_frame.
 export const msgLength = (room, user, text) =>
@@ -70,12 +107,17 @@ function concat(a, b) {
   return out;
 }
 
-export const encodeHello = (user, token) => frame(0x01, [u8(1), str(user), str(token)]);
+// HELLO of version 1, or of version 2 with this installation's client id (0: no dedupe).
+export const encodeHello = (user, token, version = V1, client = 0n) => (version === V1
+  ? frame(0x01, [u8(V1), str(user), str(token)])
+  : frame(0x01, [u8(version), str(user), str(token), u64(client)]));
 export const encodeJoin = (room, after, limit) => frame(0x02, [str(room), u64(after), u32(limit)]);
 export const encodeLeave = (room) => frame(0x03, [str(room)]);
 export const encodeSend = (room, id, text) => frame(0x04, [str(room), u64(id), utf8.encode(text)]);
 export const encodePing = (nonce) => frame(0x05, [u64(nonce)]);
 export const encodeBye = () => frame(0x06, []);
+export const encodeWho = (room) => frame(0x07, [str(room)]);
+export const encodeWatch = (room, on) => frame(0x08, [str(room), u8(on ? 1 : 0)]);
 
 class Reader {
   constructor(b) {
@@ -128,6 +170,13 @@ export function decodeFrame(kind, body) {
     case 0x85: return r.end({ type: 'ack', id: r.u64(), seq: r.u64() });
     case 0x86: return r.end({ type: 'pong', nonce: r.u64() });
     case 0x87: return r.end({ type: 'error', code: r.u16(), ref: r.u64(), message: r.str() });
+    case 0x88: {
+      const room = r.str();
+      const total = r.u32();
+      const users = Array.from({ length: r.u16() }, () => r.str());
+      return r.end({ type: 'members', room, total, users });
+    }
+    case 0x89: return r.end({ type: 'presence', room: r.str(), user: r.str(), here: r.u8() === 1 });
   }
   // The spec may add server kinds later; their length still delimits them, so skip them.
   if (kind >= 0x81 && kind <= 0xbf) return { type: 'unknown', kind };

@@ -7,14 +7,26 @@ It talks to the test over stdin/stdout, one line each way per step, so that the 
     -> joined            the page is logged in and in room "lobby"
     <- posted            the CLI posted "hello from the terminal"
     -> sent              the page saw it, and its own message was confirmed (no pending mark)
+    <- stopped           the daemon is stopped
+    -> queued            the page, disconnected, took "typed while down", shows it pending
+                         and keeps it in localStorage
     <- restarted         the daemon was restarted and the CLI posted "after the restart"
-    -> done              the page resumed: every message once, no console or CSP errors
+    -> delivered         the page resumed: every message once, "typed while down" confirmed
+    -> dm                "/msg bob hello bob" opened the direct room, shown as "bob", and the
+                         message was confirmed
+    <- replied           bob, on a version 2 TCP connection, answered "hello alice" there
+       (no line)         the page shows the answer (and bob in the member list if the
+                         server sends one); joining @bob+carol is refused as "you may not
+                         use this room"
+    -> team              the page joined "team" and its message there was confirmed
+    <- private           the operator made "team" private to bob
+    -> done              the page closed "team" with a readable notice; no console or CSP
+                         errors
 Any failure prints "error: ..." and exits 1.
 """
 
 import json
 import sys
-import time
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -46,6 +58,28 @@ def texts(driver):
     # replaced in between: a pending line becomes a confirmed one).
     return driver.execute_script(
         "return [...document.querySelectorAll('#logs li.msg .text')].map(e => e.textContent)")
+
+
+def status(driver):
+    return driver.find_element(By.ID, "status").text
+
+
+def pending_texts(driver):
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#logs li.pending .text')].map(e => e.textContent)")
+
+
+def type_line(driver, text):
+    box = driver.find_element(By.ID, "text")
+    box.send_keys(text)
+    box.send_keys(Keys.ENTER)
+
+
+def once(driver, wanted):
+    seen = texts(driver)
+    for text in wanted:
+        if seen.count(text) != 1:
+            fail(f"'{text}' shown {seen.count(text)} times: {seen}")
 
 
 def marked(driver):
@@ -93,15 +127,64 @@ try:
              and marked(d) == 0)
     say("sent")
 
+    expect("stopped")
+    wait_for(driver, "the page to notice the stop", lambda d: "reconnecting" in status(d))
+    type_line(driver, "typed while down")
+    wait_for(driver, "the message queued while disconnected",
+             lambda d: pending_texts(d) == ["typed while down"])
+    # The outbox outlives the page (a reload cannot be tried: the daemon serves the page).
+    kept = driver.execute_script(f"return localStorage.getItem('chatd.outbox.{USER}')")
+    if "typed while down" not in (kept or ""):
+        fail(f"the outbox in localStorage holds {kept!r}")
+    say("queued")
+
     expect("restarted")
-    restarted_at = time.time() * 1000
-    wait_for(driver, "the message posted after the restart",
-             lambda d: "after the restart" in texts(d))
-    seen = texts(driver)
-    for text in ["hello from the terminal", "hello from the browser", "after the restart"]:
-        if seen.count(text) != 1:
-            fail(f"'{text}' shown {seen.count(text)} times after resuming: {seen}")
+    wait_for(driver, "the message posted after the restart, and ours confirmed",
+             lambda d: "after the restart" in texts(d) and marked(d) == 0)
+    once(driver, ["hello from the terminal", "hello from the browser", "typed while down",
+                  "after the restart"])
+    say("delivered")
+
+    type_line(driver, "/msg bob hello bob")
+    wait_for(driver, "the direct room with bob",
+             lambda d: d.find_element(By.ID, "room-name").text == "bob")
+    wait_for(driver, "our direct message confirmed",
+             lambda d: "hello bob" in texts(d) and marked(d) == 0)
+    say("dm")
+
+    expect("replied")
+    wait_for(driver, "bob's answer", lambda d: "hello alice" in texts(d))
+    once(driver, ["hello bob", "hello alice"])
+    members = driver.find_element(By.ID, "members")
+    if members.is_displayed():
+        wait_for(driver, "bob in the member list", lambda d: "bob" in members.text)
     driver.save_screenshot(f"{SHOTS}/page.png")
+
+    # Someone else's direct room is refused, readably, and its tab goes away.
+    room = driver.find_element(By.ID, "room")
+    room.send_keys("@bob+carol")
+    room.send_keys(Keys.ENTER)
+    wait_for(driver, "the refusal of @bob+carol",
+             lambda d: "you may not use this room" in d.find_element(By.ID, "notice").text)
+    tabs = driver.execute_script(
+        "return [...document.querySelectorAll('#tabs button')].map(e => e.title)")
+    if tabs != ["lobby", "@alice+bob"]:
+        fail(f"tabs after the refusal: {tabs}")
+
+    room.send_keys("team")
+    room.send_keys(Keys.ENTER)
+    type_line(driver, "in team")
+    wait_for(driver, "our message in team confirmed",
+             lambda d: "in team" in texts(d) and marked(d) == 0)
+    say("team")
+
+    expect("private")
+    wait_for(driver, "team taken away",
+             lambda d: "You are no longer in team" in d.find_element(By.ID, "notice").text)
+    tabs = driver.execute_script(
+        "return [...document.querySelectorAll('#tabs button')].map(e => e.title)")
+    if tabs != ["lobby", "@alice+bob"]:
+        fail(f"tabs after team was taken away: {tabs}")
     problems = []
     for entry in driver.get_log("browser"):
         message = entry.get("message", "")

@@ -128,3 +128,67 @@ test('errors: names by code, and which ones end the connection', () => {
   assert.ok(p.isFatal(10, false), 'TOO_MANY at connect');
   assert.ok(!p.isFatal(10, true), 'TOO_MANY on a JOIN');
 });
+
+test('version 2: HELLO carries the client id; WHO and WATCH encode byte for byte', () => {
+  assert.deepEqual(p.encodeHello('alice', 's3cret', 2, 0x0102030405060708n),
+    hex('00 00 00 19 01 02 00 05 61 6c 69 63 65 00 06 73 33 63 72 65 74 01 02 03 04 05 06 07 08'));
+  assert.deepEqual(p.encodeHello('alice', 's3cret', 1, 99n), p.encodeHello('alice', 's3cret'),
+    'version 1 has no client field');
+  assert.deepEqual(p.encodeHello('a', 't', 2, 2n ** 64n - 1n).subarray(-8), hex('ff ff ff ff ff ff ff ff'));
+  assert.throws(() => p.encodeHello('a', 't', 2, 2n ** 64n), RangeError);
+  assert.deepEqual(p.encodeWho('#general'), hex(`00 00 00 0b 07 ${GENERAL}`));
+  assert.deepEqual(p.encodeWatch('#general', true), hex(`00 00 00 0c 08 ${GENERAL} 01`));
+  assert.deepEqual(p.encodeWatch('#general', false), hex(`00 00 00 0c 08 ${GENERAL} 00`));
+});
+
+test('version 2: MEMBERS and PRESENCE decode, and are cut or padded only as errors', () => {
+  const members = hex(`00 00 00 1d 88 ${GENERAL} 00 00 00 05 00 02 00 05 61 6c 69 63 65 00 03 62 6f 62`);
+  assert.deepEqual(p.decodeFrames(members), [{ type: 'members', room: '#general', total: 5,
+    users: ['alice', 'bob'] }]);
+  const none = hex(`00 00 00 11 88 ${GENERAL} 00 00 00 00 00 00`);
+  assert.deepEqual(p.decodeFrames(none), [{ type: 'members', room: '#general', total: 0, users: [] }]);
+  const joinedBob = hex(`00 00 00 11 89 ${GENERAL} 00 03 62 6f 62 01`);
+  const leftBob = hex(`00 00 00 11 89 ${GENERAL} 00 03 62 6f 62 00`);
+  assert.deepEqual(p.decodeFrames(cat(joinedBob, leftBob)), [
+    { type: 'presence', room: '#general', user: 'bob', here: true },
+    { type: 'presence', room: '#general', user: 'bob', here: false }]);
+  // MEMBERS whose count says 3 names where 2 are present; PRESENCE with a byte left over.
+  const short = hex(`00 00 00 1d 88 ${GENERAL} 00 00 00 05 00 03 00 05 61 6c 69 63 65 00 03 62 6f 62`);
+  assert.throws(() => p.decodeFrames(short), /too short/);
+  assert.throws(() => p.decodeFrames(hex(`00 00 00 12 89 ${GENERAL} 00 03 62 6f 62 01 00`)), /trailing/);
+});
+
+test('version 2: FORBIDDEN and STALE_ID are named and not fatal', () => {
+  assert.equal(p.errorName(16), 'FORBIDDEN');
+  assert.equal(p.errorName(17), 'STALE_ID');
+  assert.ok(!p.isFatal(16, true) && !p.isFatal(17, true));
+  assert.ok(!p.isFatal(16, false) && !p.isFatal(17, false));
+});
+
+test('direct rooms: the canonical name in byte order, shown by the other names', () => {
+  assert.equal(p.directRoom(['bob', 'alice']), '@alice+bob');
+  assert.equal(p.directRoom(['bob', 'alice', 'bob']), '@alice+bob');
+  assert.equal(p.directRoom(['alice', 'Zed']), '@Zed+alice', 'upper case sorts first');
+  assert.equal(p.directRoom(['alice', 'alice']), null);
+  assert.equal(p.directRoom(['alice', 'b b']), null);
+  assert.equal(p.directRoom(['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i']), null, 'at most 8');
+  assert.equal(p.directRoom(['a'.repeat(31), 'b'.repeat(31)]).length, 64);
+  assert.equal(p.directRoom(['a'.repeat(31), 'b'.repeat(32)]), null, 'at most 64 bytes');
+  for (const good of ['@alice+bob', '@a+b+c+d+e+f+g+h', '@Zed+alice']) assert.ok(p.isDirectRoom(good), good);
+  for (const bad of ['@alice', '@', '@+', 'alice+bob', '@bob+alice', '@alice+alice', '@alice++bob',
+    '@alice+bob+', '@+alice+bob', '@alice+b b', '@a+b+c+d+e+f+g+h+i', '@#a+b', '@alice+Zed']) {
+    assert.ok(!p.isDirectRoom(bad) && !p.isValidRoomV2(bad), bad);
+  }
+  assert.ok(p.isValidRoomV2('#general') && !p.isValidRoom('@alice+bob'));
+  assert.equal(p.roomLabel('@alice+bob', 'alice'), 'bob');
+  assert.equal(p.roomLabel('@alice+bob+carol', 'bob'), 'alice, carol');
+  assert.equal(p.roomLabel('@bob+carol', 'alice'), '@bob+carol', 'not a member: the name');
+  assert.equal(p.roomLabel('#general', 'alice'), '#general');
+});
+
+test('version choice: only UNSUPPORTED_VERSION or MALFORMED to a version 2 HELLO falls back', () => {
+  assert.ok(p.fallsBack(4, false, 2) && p.fallsBack(1, false, 2));
+  assert.ok(!p.fallsBack(4, false, 1), 'version 1 refused too: nothing older to try');
+  assert.ok(!p.fallsBack(1, true, 2), 'MALFORMED after WELCOME is a plain error');
+  for (const code of [5, 10, 12, 13, 15]) assert.ok(!p.fallsBack(code, false, 2), `${code}`);
+});
