@@ -186,7 +186,7 @@ fn sighup_without_a_config_file_rereads_users_only() {
     d.add_user("carol");
     d.signal(nix::sys::signal::Signal::SIGHUP);
     assert!(
-        d.wait_for_log("users file checked (1 users)"),
+        d.wait_for_log("users file checked (1 users, 0 private rooms)"),
         "{:#?}",
         d.log_lines()
     );
