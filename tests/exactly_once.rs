@@ -316,7 +316,11 @@ fn with_jetstream_a_resend_to_a_restarted_node_gets_its_seq_again() {
     let mut c = sender(&d, "alice", &token, 2, CLIENT);
     assert_eq!(send(&mut c, 1, "m1"), Ok(seqs[0]), "after kill -9");
     assert_eq!(send(&mut c, 3, "m3"), Ok(seqs[2]));
-    assert_eq!(send(&mut c, 2, "m2"), Ok(seqs[1]), "a gap above the floor is asked");
+    assert_eq!(
+        send(&mut c, 2, "m2"),
+        Ok(seqs[1]),
+        "a gap above the floor is asked"
+    );
     assert_eq!(send(&mut c, 4, "m4"), Ok(seqs[2] + 1));
     assert_eq!(send(&mut c, 4, "m4"), Ok(seqs[2] + 1));
     assert_eq!(texts(&history(&d, &token)), ["m1", "m2", "m3", "m4"]);
@@ -360,4 +364,50 @@ fn with_jetstream_a_resend_on_another_node_gets_its_seq_again() {
     for d in [&a, &b] {
         assert_eq!(texts(&history(d, &token)), ["one", "two", "three", "one"]);
     }
+}
+
+/// `chatd_<name>` as `d`'s metrics endpoint (`--metrics 127.0.0.1:0`) reports it now.
+#[track_caller]
+fn metric(d: &Daemon, name: &str) -> f64 {
+    assert!(d.wait_for_log("metrics: serving"), "{:#?}", d.log_lines());
+    let port: u16 = d
+        .log_lines()
+        .iter()
+        .find_map(|l| l.split("http://").nth(1)?.rsplit(':').next()?.parse().ok())
+        .expect("metrics port in the log");
+    let (status, body) = nats::http_get(port, "/metrics").expect("an answer from /metrics");
+    assert_eq!(status, 200, "{body}");
+    let series = format!("chatd_{name} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series}in:\n{body}"))
+}
+
+#[test]
+fn with_jetstream_a_node_that_saw_a_key_answers_its_resend_without_publishing() {
+    if nats::skip("a resend answered from a --store jetstream node's table") {
+        return;
+    }
+    let a = Driver::JetStream.start(&["--send-rate", "0"]);
+    let token = a.add_user("alice");
+    let b = Driver::start_beside(&a, &["--send-rate", "0", "--metrics", "127.0.0.1:0"]);
+    // B follows the room before A stores: its follower sees the key go by.
+    let mut on_b = sender(&b, "alice", &token, 2, CLIENT);
+    let mut on_a = sender(&a, "alice", &token, 2, CLIENT);
+    let seq = send(&mut on_a, 1, "one").expect("stored");
+    match recv(&mut on_b) {
+        Reply::Msg { seq: got, text, .. } => assert_eq!((got, text.as_str()), (seq, "one")),
+        other => panic!("expected A's message on B, got {other:?}"),
+    }
+    let published = metric(&b, "jetstream_publishes_total");
+    let retries = metric(&b, "send_retries_total");
+    assert_eq!(send(&mut on_b, 1, "one"), Ok(seq));
+    assert_eq!(
+        metric(&b, "jetstream_publishes_total"),
+        published,
+        "answered from B's table, not the stream's duplicate window"
+    );
+    assert_eq!(metric(&b, "send_retries_total"), retries + 1.0);
+    assert!(metric(&b, "dedupe_pairs") >= 1.0);
+    assert_eq!(texts(&history(&b, &token)), ["one"]);
 }

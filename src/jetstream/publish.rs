@@ -14,6 +14,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use async_nats::HeaderMap;
@@ -145,11 +146,7 @@ impl Publish {
                 self.count(result.is_ok());
                 order.settle(answer(waiter, result, result.is_ok()));
             }
-            let pairs = self.keys.pairs() as u64;
-            let store = &self.link.setup.metrics.store;
-            store
-                .dedupe_pairs
-                .store(pairs, std::sync::atomic::Ordering::Relaxed);
+            self.report_pairs();
         }
         self.count(outcome.again);
         order.settle(outcome);
@@ -158,15 +155,24 @@ impl Publish {
     /// Learns a keyed message a follower saw (see [`Keys::learn`]).
     pub fn learn(&mut self, msg_id: &str, author: &str, seq: u64, ts_ms: u64) {
         self.keys.learn(msg_id, author, seq, ts_ms);
+        self.report_pairs();
     }
 
+    /// Counts a SEND answered as a retry (`send_retries_total`, as with the local log).
     fn count(&self, again: bool) {
         if again {
-            let store = &self.link.setup.metrics.store;
-            store
-                .retries
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.link.setup.metrics.store.retries.fetch_add(1, Relaxed);
         }
+    }
+
+    fn report_pairs(&self) {
+        let pairs = self.keys.pairs() as u64;
+        self.link
+            .setup
+            .metrics
+            .store
+            .dedupe_pairs
+            .store(pairs, Relaxed);
     }
 }
 
