@@ -1,21 +1,33 @@
 //! Exactly-once SEND across reconnects (protocol version 2, `client ≠ 0`) against the real
-//! daemon on the local store, with both drivers: a resent id is answered with the seq it was
-//! stored as and stored once, across a restart and a kill -9 too; a retry written right behind
-//! its original is stored once; an id below what the server remembers is STALE_ID; version 1
-//! and `client = 0` are untouched; a duplicate takes no rate token.
+//! daemon, on the local store with both drivers and on `--store jetstream` (skipped, saying
+//! SKIPPED, where nats-server is missing): a resent id is answered with the seq it was stored
+//! as and stored once, across a restart and a kill -9 too, and with JetStream on another node
+//! of the cluster too; a retry written right behind its original is stored once; an id below
+//! what the server remembers is STALE_ID; version 1 and `client = 0` are untouched; a
+//! duplicate takes no rate token.
 
 mod util;
 
 use chatd::client::{Client, Reply};
 use chatd::protocol::{ClientFrame, ErrorCode, Version, encode_client};
 use nix::sys::signal::Signal;
-use util::{Daemon, Driver, expect_error, join, recv};
+use util::{Daemon, Driver, expect_error, join, nats, recv};
 
 const ROOM: &str = "#once";
 const CLIENT: u64 = 0x5eed_0000_0000_0001;
 /// JOIN's `limit` for "all retained".
 const ALL: u32 = u32::MAX;
 const DRIVERS: [Driver; 2] = [Driver::Reactor, Driver::Threads];
+
+/// Both drivers on the local store, and `--store jetstream` unless nats-server is missing
+/// (then `test` says SKIPPED for it).
+fn all_stores(test: &str) -> Vec<Driver> {
+    let mut drivers = DRIVERS.to_vec();
+    if !nats::skip(&format!("{test} on --store jetstream")) {
+        drivers.push(Driver::JetStream);
+    }
+    drivers
+}
 
 /// HELLO as `user` in `version` with `client`, then JOIN of ROOM live only.
 #[track_caller]
@@ -107,7 +119,7 @@ fn texts(msgs: &[(u64, String)]) -> Vec<&str> {
 
 #[test]
 fn a_resent_id_gets_its_seq_again_and_is_stored_once() {
-    for driver in DRIVERS {
+    for driver in all_stores("a_resent_id_gets_its_seq_again_and_is_stored_once") {
         let d = driver.start(&["--send-rate", "0"]);
         let token = d.add_user("alice");
         let mut c = sender(&d, "alice", &token, 2, CLIENT);
@@ -161,7 +173,7 @@ fn a_resend_after_a_restart_and_after_kill_9_gets_its_seq_again() {
 
 #[test]
 fn a_retry_right_behind_its_original_is_stored_once() {
-    for driver in DRIVERS {
+    for driver in all_stores("a_retry_right_behind_its_original_is_stored_once") {
         let d = driver.start(&["--send-rate", "0", "--fsync", "always"]);
         let token = d.add_user("alice");
         let mut c = sender(&d, "alice", &token, 2, CLIENT);
@@ -188,17 +200,24 @@ fn a_retry_right_behind_its_original_is_stored_once() {
             let b = answer(&mut c, id).expect("stored");
             assert_eq!(a, b, "{}: id {id} answered with two seqs", driver.name());
             let base = *first.get_or_insert(a);
-            assert_eq!(a, base + id - 1, "ids stored in order, once each");
+            if driver != Driver::JetStream {
+                assert_eq!(a, base + id - 1, "ids stored in order, once each");
+            }
         }
         let msgs = history(&d, &token);
+        let mut got: Vec<&str> = texts(&msgs);
         let want: Vec<String> = (1..=50).map(|id| format!("m{id}")).collect();
-        assert_eq!(texts(&msgs), want, "{}", driver.name());
+        if driver == Driver::JetStream {
+            // Each SEND is its own publish: PubAcks, and so seqs, may come in another order.
+            got.sort_by_key(|t| t.trim_start_matches('m').parse::<u64>().unwrap_or(0));
+        }
+        assert_eq!(got, want, "{}: each once", driver.name());
     }
 }
 
 #[test]
 fn below_the_floor_is_stale_id_and_inside_it_the_old_seq() {
-    for driver in DRIVERS {
+    for driver in all_stores("below_the_floor_is_stale_id_and_inside_it_the_old_seq") {
         let d = driver.start(&["--send-rate", "0"]);
         let token = d.add_user("alice");
         let mut c = sender(&d, "alice", &token, 2, CLIENT);
@@ -236,7 +255,7 @@ fn below_the_floor_is_stale_id_and_inside_it_the_old_seq() {
 
 #[test]
 fn version_1_and_client_0_resends_are_new_messages() {
-    for driver in DRIVERS {
+    for driver in all_stores("version_1_and_client_0_resends_are_new_messages") {
         let d = driver.start(&["--send-rate", "0"]);
         let token = d.add_user("alice");
         let mut v1 = sender(&d, "alice", &token, 1, 0);
@@ -252,7 +271,7 @@ fn version_1_and_client_0_resends_are_new_messages() {
 
 #[test]
 fn a_duplicate_takes_no_rate_token_but_is_still_rate_checked_first() {
-    for driver in DRIVERS {
+    for driver in all_stores("a_duplicate_takes_no_rate_token_but_is_still_rate_checked_first") {
         // Two tokens, one more a second: the test is over long before one comes back.
         let d = driver.start(&["--send-rate", "1", "--send-burst", "2"]);
         let token = d.add_user("alice");
@@ -272,4 +291,123 @@ fn a_duplicate_takes_no_rate_token_but_is_still_rate_checked_first() {
         assert_eq!(send(&mut c, 1, "one"), Err(limited));
         assert_eq!(texts(&history(&d, &token)), ["one", "two"]);
     }
+}
+
+#[test]
+fn with_jetstream_a_resend_to_a_restarted_node_gets_its_seq_again() {
+    if nats::skip("a resend to a restarted --store jetstream node") {
+        return;
+    }
+    let flags = ["--send-rate", "0"];
+    let d = Driver::JetStream.start(&flags);
+    let token = d.add_user("alice");
+    let mut c = sender(&d, "alice", &token, 2, CLIENT);
+    let seqs: Vec<u64> = (1..=3)
+        .map(|id| send(&mut c, id, &format!("m{id}")).expect("stored"))
+        .collect();
+    let mut d = d;
+    d.signal(Signal::SIGKILL);
+    d.wait_exit().expect("chatd did not die on SIGKILL");
+
+    // A new node over the same stream knows nothing of the keys: the stream's duplicate
+    // window catches the resends (in id order, as an outbox resends them: the node's table
+    // starts with the first it sees, and an id below that would be STALE_ID).
+    let d = Driver::JetStream.start_again(&d, &flags);
+    let mut c = sender(&d, "alice", &token, 2, CLIENT);
+    assert_eq!(send(&mut c, 1, "m1"), Ok(seqs[0]), "after kill -9");
+    assert_eq!(send(&mut c, 3, "m3"), Ok(seqs[2]));
+    assert_eq!(
+        send(&mut c, 2, "m2"),
+        Ok(seqs[1]),
+        "a gap above the floor is asked"
+    );
+    assert_eq!(send(&mut c, 4, "m4"), Ok(seqs[2] + 1));
+    assert_eq!(send(&mut c, 4, "m4"), Ok(seqs[2] + 1));
+    assert_eq!(texts(&history(&d, &token)), ["m1", "m2", "m3", "m4"]);
+}
+
+#[test]
+fn with_jetstream_a_resend_on_another_node_gets_its_seq_again() {
+    if nats::skip("a resend on another --store jetstream node") {
+        return;
+    }
+    let flags = ["--send-rate", "0"];
+    let a = Driver::JetStream.start(&flags);
+    let token = a.add_user("alice");
+    let b = Driver::start_beside(&a, &flags);
+    let mut on_a = sender(&a, "alice", &token, 2, CLIENT);
+    let first = send(&mut on_a, 1, "one").expect("stored");
+
+    // The client moves to node B and resends: the stream knows the key.
+    let mut on_b = sender(&b, "alice", &token, 2, CLIENT);
+    assert_eq!(
+        send(&mut on_b, 1, "one"),
+        Ok(first),
+        "node B, a resend from A"
+    );
+    assert_eq!(send(&mut on_b, 2, "two"), Ok(first + 1));
+    // And back, with B's message resent to A, which saw it only through its follower.
+    assert_eq!(
+        send(&mut on_a, 2, "two"),
+        Ok(first + 1),
+        "node A, a resend from B"
+    );
+    // Both nodes at once, each SEND right behind the other.
+    util::send(&mut on_a, ROOM, 3, "three");
+    util::send(&mut on_b, ROOM, 3, "three");
+    let (x, y) = (answer(&mut on_a, 3), answer(&mut on_b, 3));
+    assert_eq!(x, y, "one key, one seq on both nodes");
+    assert_eq!(x, Ok(first + 2));
+    // Another client of the same user, on B, has ids of its own.
+    let mut other = sender(&b, "alice", &token, 2, CLIENT + 1);
+    assert_eq!(send(&mut other, 1, "one"), Ok(first + 3));
+    for d in [&a, &b] {
+        assert_eq!(texts(&history(d, &token)), ["one", "two", "three", "one"]);
+    }
+}
+
+/// `chatd_<name>` as `d`'s metrics endpoint (`--metrics 127.0.0.1:0`) reports it now.
+#[track_caller]
+fn metric(d: &Daemon, name: &str) -> f64 {
+    assert!(d.wait_for_log("metrics: serving"), "{:#?}", d.log_lines());
+    let port: u16 = d
+        .log_lines()
+        .iter()
+        .find_map(|l| l.split("http://").nth(1)?.rsplit(':').next()?.parse().ok())
+        .expect("metrics port in the log");
+    let (status, body) = nats::http_get(port, "/metrics").expect("an answer from /metrics");
+    assert_eq!(status, 200, "{body}");
+    let series = format!("chatd_{name} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series}in:\n{body}"))
+}
+
+#[test]
+fn with_jetstream_a_node_that_saw_a_key_answers_its_resend_without_publishing() {
+    if nats::skip("a resend answered from a --store jetstream node's table") {
+        return;
+    }
+    let a = Driver::JetStream.start(&["--send-rate", "0"]);
+    let token = a.add_user("alice");
+    let b = Driver::start_beside(&a, &["--send-rate", "0", "--metrics", "127.0.0.1:0"]);
+    // B follows the room before A stores: its follower sees the key go by.
+    let mut on_b = sender(&b, "alice", &token, 2, CLIENT);
+    let mut on_a = sender(&a, "alice", &token, 2, CLIENT);
+    let seq = send(&mut on_a, 1, "one").expect("stored");
+    match recv(&mut on_b) {
+        Reply::Msg { seq: got, text, .. } => assert_eq!((got, text.as_str()), (seq, "one")),
+        other => panic!("expected A's message on B, got {other:?}"),
+    }
+    let published = metric(&b, "jetstream_publishes_total");
+    let retries = metric(&b, "send_retries_total");
+    assert_eq!(send(&mut on_b, 1, "one"), Ok(seq));
+    assert_eq!(
+        metric(&b, "jetstream_publishes_total"),
+        published,
+        "answered from B's table, not the stream's duplicate window"
+    );
+    assert_eq!(metric(&b, "send_retries_total"), retries + 1.0);
+    assert!(metric(&b, "dedupe_pairs") >= 1.0);
+    assert_eq!(texts(&history(&b, &token)), ["one"]);
 }

@@ -37,6 +37,8 @@ pub struct Link {
     pub node: u64,
     /// Signalled by a room's follower each time its ring advanced.
     pub advanced: Arc<Advanced>,
+    /// The engine's own queue, for followers to report the keys they see.
+    pub work: UnboundedSender<Work>,
 }
 
 /// One `Notify` per followed room, so that a SEND's ACK can wait until its message is in the
@@ -77,7 +79,8 @@ pub(super) fn run(
     };
     runtime.block_on(async move {
         let servers = setup.nats.servers.join(", ");
-        let link = match tokio::time::timeout(CONNECT_PATIENCE, connect(setup)).await {
+        let connecting = connect(setup, work.clone());
+        let link = match tokio::time::timeout(CONNECT_PATIENCE, connecting).await {
             Ok(Ok((link, value))) => {
                 epoch.store(value, std::sync::atomic::Ordering::Relaxed);
                 link
@@ -104,7 +107,7 @@ pub(super) fn run(
 }
 
 /// Connects with the credentials given, opens the bucket and reads the epoch.
-async fn connect(setup: Setup) -> Result<(Link, u64), Failure> {
+async fn connect(setup: Setup, work: UnboundedSender<Work>) -> Result<(Link, u64), Failure> {
     let nats = &setup.nats;
     let options = match (&nats.creds, &nats.token_file) {
         (Some(path), _) => ConnectOptions::with_credentials_file(path)
@@ -184,6 +187,7 @@ async fn connect(setup: Setup) -> Result<(Link, u64), Failure> {
         setup: Arc::new(setup),
         node,
         advanced: Arc::default(),
+        work,
     };
     Ok((link, epoch))
 }
@@ -231,7 +235,13 @@ async fn serve(
         while let Some(item) = next {
             match item {
                 Work::Submit(submit) => publish.start(submit, &mut order),
-                Work::Stored(outcome) => order.settle(outcome),
+                Work::Stored(outcome) => publish.settle(outcome, &mut order),
+                Work::Learned {
+                    msg_id,
+                    author,
+                    seq,
+                    ts_ms,
+                } => publish.learn(&msg_id, &author, seq, ts_ms),
                 Work::Fetch(fetch) => {
                     tokio::spawn(history::serve(link.clone(), fetch));
                 }

@@ -14,6 +14,7 @@ pub mod epoch;
 pub mod frames;
 mod history;
 pub mod names;
+mod once;
 mod publish;
 mod room;
 
@@ -55,6 +56,14 @@ enum Work {
     Follow(Arc<Room>),
     /// A publish task's outcome: its ticket and the seq, or why not.
     Stored(publish::Outcome),
+    /// A follower appended a message whose `Nats-Msg-Id` may be a SEND's key (see
+    /// [`once::Keys::learn`]).
+    Learned {
+        msg_id: String,
+        author: String,
+        seq: u64,
+        ts_ms: u64,
+    },
     /// Every reactor is gone.
     Stop,
 }

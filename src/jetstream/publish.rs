@@ -1,15 +1,20 @@
 //! SEND → ACK through JetStream: publish with a `Nats-Msg-Id`, ACK only on the PubAck, and
 //! answer each connection in the order it sent.
 //!
-//! The id is this node's random id, the connection and the SEND id, and a ticket unique to
-//! this SEND on this node: a retry of the same SEND carries the same id, so the stream stores
-//! it once (within its duplicate window), while two SENDs that happen to share a client id
-//! stay two messages. A SEND whose PubAck does not come within `--nats-ack-timeout`, retries
+//! A keyed SEND (protocol version 2, `client ≠ 0`) goes through [`super::once`] first: a
+//! retry of a key this node knows is answered from there, and one whose original is still in
+//! flight here waits for its outcome. Its id is its key alone, so that the stream catches a
+//! retry from any node within its duplicate window; the PubAck then says `duplicate` and names
+//! the original's seq, which the retry is ACKed with. Any other SEND's id is this node's random
+//! id, the connection and the SEND id, and a ticket unique to this SEND on this node: the
+//! publish's own retries carry the same id, so the stream stores it once (within its duplicate
+//! window), while two SENDs that happen to share an id stay two messages. A SEND whose PubAck does not come within `--nats-ack-timeout`, retries
 //! included, is answered STORAGE; it may still have been stored (the outcome is unknown), and
 //! docs/cluster.md says so. This module must never turn anything but a PubAck into an ACK.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use async_nats::HeaderMap;
@@ -20,6 +25,9 @@ use super::Work;
 use super::engine::{ATTEMPT, BACKOFF, Link};
 use super::frames::{USER_HEADER, user_and_text};
 use super::names;
+use super::once::{self, Keys, Triage, Waiter};
+use super::room::MSG_ID_HEADER;
+use crate::dedupe::{SendKey, now_ms};
 use crate::mailbox::{ConnRef, Mailbox, Stored};
 use crate::metrics::histogram::micros;
 use crate::protocol::ErrorCode;
@@ -33,13 +41,18 @@ pub struct Outcome {
     conn: ConnRef,
     ticket: u64,
     result: Result<u64, ErrorCode>,
+    /// Stored before this SEND (a retry): the rate token goes back.
+    again: bool,
+    /// The key and id of a keyed SEND that was published.
+    key: Option<(SendKey, u64)>,
 }
 
-/// Starts publish tasks.
+/// Starts publish tasks, and keeps the keys of keyed SENDs.
 pub struct Publish {
     link: Link,
     work: UnboundedSender<Work>,
     next_ticket: u64,
+    keys: Keys,
 }
 
 impl Publish {
@@ -48,49 +61,139 @@ impl Publish {
             link,
             work,
             next_ticket: 0,
+            keys: Keys::default(),
         }
     }
 
-    /// Publishes `submit` in a task of its own, after taking its place in `order`.
+    /// Publishes `submit` in a task of its own, after taking its place in `order`; a keyed
+    /// SEND this node can answer already is answered without publishing.
     pub fn start(&mut self, submit: Submit, order: &mut Order) {
         self.next_ticket += 1;
         let ticket = self.next_ticket;
-        order.expect(submit.reactor, submit.conn, ticket, submit.id);
+        let (reactor, conn) = (submit.reactor, submit.conn);
+        order.expect(reactor, conn, ticket, submit.id);
+        let key = submit.key.map(|key| (key, submit.id));
+        if let Some((key, id)) = &key {
+            let now = now_ms();
+            self.keys.sweep(now);
+            let waiter = Waiter {
+                reactor,
+                conn,
+                ticket,
+            };
+            match self.keys.triage(key, *id, waiter, now) {
+                Triage::Publish => {}
+                Triage::Wait => return,
+                Triage::Answer(result) => {
+                    let again = result.is_ok();
+                    self.settle(answer(waiter, result, again), order);
+                    return;
+                }
+            }
+        }
         let Some((user, text)) = user_and_text(&submit.frame) else {
             // A reactor only submits frames it encoded; this cannot be stored as a message.
-            order.settle(Outcome {
-                reactor: submit.reactor,
-                conn: submit.conn,
+            let outcome = Outcome {
+                reactor,
+                conn,
                 ticket,
                 result: Err(ErrorCode::Storage),
-            });
+                again: false,
+                key,
+            };
+            self.settle(outcome, order);
             return;
         };
         let message = Message {
             subject: names::subject(&submit.room.name),
-            id: format!(
-                "{:016x}-{}-{}-{}",
-                self.link.node, submit.conn.serial, submit.id, ticket
-            ),
+            id: match &key {
+                Some((key, id)) => once::msg_id(key, *id),
+                None => format!(
+                    "{:016x}-{}-{}-{}",
+                    self.link.node, conn.serial, submit.id, ticket
+                ),
+            },
             user: user.to_string(),
             text: text.as_bytes().to_vec(),
         };
         let (link, work) = (self.link.clone(), self.work.clone());
-        let (reactor, conn) = (submit.reactor, submit.conn);
         let room = submit.room;
         tokio::spawn(async move {
-            let result = match store(&link, &message).await {
-                Ok(seq) => confirm(&link, &room, seq, &message).await,
-                Err(code) => Err(code),
+            let (result, again) = match store(&link, &message).await {
+                Ok(acked) => {
+                    let result = confirm(&link, &room, &acked, &message).await;
+                    (result, acked.duplicate && result.is_ok())
+                }
+                Err(code) => (Err(code), false),
             };
             let _ = work.send(Work::Stored(Outcome {
                 reactor,
                 conn,
                 ticket,
                 result,
+                again,
+                key,
             }));
         });
     }
+
+    /// Takes a SEND's outcome: a keyed one teaches the keys, and answers the SENDs that
+    /// waited for it with the same result.
+    pub fn settle(&mut self, mut outcome: Outcome, order: &mut Order) {
+        if let Some((key, id)) = outcome.key.take() {
+            let result = outcome.result;
+            for waiter in self.keys.settled(&key, id, result, now_ms()) {
+                self.count(result.is_ok());
+                order.settle(answer(waiter, result, result.is_ok()));
+            }
+            self.report_pairs();
+        }
+        self.count(outcome.again);
+        order.settle(outcome);
+    }
+
+    /// Learns a keyed message a follower saw (see [`Keys::learn`]).
+    pub fn learn(&mut self, msg_id: &str, author: &str, seq: u64, ts_ms: u64) {
+        self.keys.learn(msg_id, author, seq, ts_ms);
+        self.report_pairs();
+    }
+
+    /// Counts a SEND answered as a retry (`send_retries_total`, as with the local log).
+    fn count(&self, again: bool) {
+        if again {
+            self.link.setup.metrics.store.retries.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn report_pairs(&self) {
+        let pairs = self.keys.pairs() as u64;
+        self.link
+            .setup
+            .metrics
+            .store
+            .dedupe_pairs
+            .store(pairs, Relaxed);
+    }
+}
+
+/// The outcome of a SEND that was not published itself.
+fn answer(waiter: Waiter, result: Result<u64, ErrorCode>, again: bool) -> Outcome {
+    Outcome {
+        reactor: waiter.reactor,
+        conn: waiter.conn,
+        ticket: waiter.ticket,
+        result,
+        again,
+        key: None,
+    }
+}
+
+/// What a PubAck said.
+struct Acked {
+    seq: u64,
+    /// The stream had the id already, from a publish before this SEND's first try (another
+    /// node's, or this node's before it knew the outcome): `seq` is that message's.
+    duplicate: bool,
 }
 
 struct Message {
@@ -101,7 +204,7 @@ struct Message {
 }
 
 /// Publishes until JetStream confirms or the SEND's deadline passes.
-async fn store(link: &Link, message: &Message) -> Result<u64, ErrorCode> {
+async fn store(link: &Link, message: &Message) -> Result<Acked, ErrorCode> {
     let started = Instant::now();
     let gauges = &link.setup.metrics.jetstream;
     let deadline = started + link.setup.nats.ack_timeout;
@@ -122,7 +225,7 @@ async fn store(link: &Link, message: &Message) -> Result<u64, ErrorCode> {
             gauges.retried();
         }
         let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", message.id.as_str());
+        headers.insert(MSG_ID_HEADER, message.id.as_str());
         headers.insert(USER_HEADER, message.user.as_str());
         let attempt = async {
             link.js
@@ -137,7 +240,13 @@ async fn store(link: &Link, message: &Message) -> Result<u64, ErrorCode> {
         match tokio::time::timeout(left.min(ATTEMPT), attempt).await {
             Ok(Ok(ack)) => {
                 gauges.published(micros(started.elapsed()));
-                return Ok(ack.sequence);
+                // A duplicate after a try of our own that got no answer may be that try
+                // itself: counted as new, it keeps its rate token rather than give back one
+                // it may owe.
+                return Ok(Acked {
+                    seq: ack.sequence,
+                    duplicate: ack.duplicate && tries == 1,
+                });
             }
             Ok(Err(e)) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
                 // Larger than the NATS servers' max_payload: no retry can store it.
@@ -176,9 +285,19 @@ enum Held {
 /// stream, answers at no cost; the stream is asked only when the follower has not reached
 /// `seq` within [`VISIBLE_PATIENCE`]. Another message there, or no answer from the stream, is
 /// STORAGE: the outcome is unknown, which the client is told.
-async fn confirm(link: &Link, room: &Room, seq: u64, message: &Message) -> Result<u64, ErrorCode> {
+///
+/// A duplicate's seq is its original's, which the ring may show with another text if the
+/// client broke its promise never to reuse an id: the stream's `Nats-Msg-Id` has the last word.
+async fn confirm(
+    link: &Link,
+    room: &Room,
+    acked: &Acked,
+    message: &Message,
+) -> Result<u64, ErrorCode> {
     let gauges = &link.setup.metrics.jetstream;
+    let seq = acked.seq;
     let held = match in_ring(link, room, seq, message).await {
+        Some(Held::Other) if acked.duplicate => in_stream(link, room, seq, message).await,
         Some(held) => Ok(held),
         None => in_stream(link, room, seq, message).await,
     };
@@ -253,7 +372,7 @@ async fn in_stream(link: &Link, room: &Room, seq: u64, message: &Message) -> Res
             .map_err(|e| e.to_string())?;
         match stream.get_raw_message(seq).await {
             Ok(stored) => {
-                let id = stored.headers.get("Nats-Msg-Id").map(|v| v.as_str());
+                let id = stored.headers.get(MSG_ID_HEADER).map(|v| v.as_str());
                 Ok(if id == Some(message.id.as_str()) {
                     Held::Ours
                 } else {
@@ -286,6 +405,7 @@ struct Slot {
     ticket: u64,
     id: u64,
     result: Option<Result<u64, ErrorCode>>,
+    again: bool,
 }
 
 /// Keeps each connection's answers in the order of its SENDs, whatever order the PubAcks
@@ -312,6 +432,7 @@ impl Order {
                 ticket,
                 id,
                 result: None,
+                again: false,
             });
     }
 
@@ -322,18 +443,18 @@ impl Order {
         };
         if let Some(slot) = queue.iter_mut().find(|s| s.ticket == outcome.ticket) {
             slot.result = Some(outcome.result);
+            slot.again = outcome.again;
         }
         while let Some(slot) = queue.front() {
             let Some(result) = slot.result else { break };
-            let id = slot.id;
+            let (id, again) = (slot.id, slot.again);
             queue.pop_front();
             if let Some(list) = self.ready.get_mut(outcome.reactor) {
                 list.push(Stored {
                     conn: outcome.conn,
                     id,
                     result,
-                    // JetStream keeps no keys: every SEND is new there.
-                    again: false,
+                    again,
                 });
             }
         }
@@ -391,6 +512,8 @@ mod tests {
             conn: ConnRef { key, serial: 1 },
             ticket,
             result,
+            again: false,
+            key: None,
         }
     }
 

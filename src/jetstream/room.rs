@@ -17,7 +17,7 @@ use futures_util::{FutureExt, StreamExt};
 
 use super::engine::{BACKOFF, Link};
 use super::frames::{USER_HEADER, msg_frame};
-use super::{Failure, epoch, names};
+use super::{Failure, Work, epoch, names, once};
 use crate::batch_frames::Frame;
 use crate::mailbox::Mailbox;
 use crate::room::{Loaded, Ring, Room};
@@ -30,8 +30,16 @@ const REFRESH_FIRST: Duration = Duration::from_secs(10);
 /// nothing new.
 const QUIET_CHECK: Duration = Duration::from_secs(5);
 
-/// How long a stream's duplicate window is: retries of one SEND within it are stored once.
+/// How long a stream's duplicate window is: publishes of one `Nats-Msg-Id` within it are
+/// stored once, whichever node sent them (for a keyed SEND, the id is its key: see
+/// [`super::once`]). NATS keeps every id of the window in memory, per stream: two minutes of
+/// a room's SENDs, each an id of some 30 bytes with its seq and time in a map (an estimated
+/// 150 bytes; not measured). Chosen as NATS's own default, long enough for a client to
+/// reconnect and resend, short enough that a busy room's ids stay cheap.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// The header JetStream deduplicates on.
+pub(super) const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 
 /// Loads `room`, then follows it until the engine stops. A room that cannot be loaded is
 /// marked `Failed`, which answers its waiting JOINs with an error; the next JOIN tries again.
@@ -283,10 +291,10 @@ fn take(
         )));
     }
     let limits = link.setup.ring;
-    room.write(|ring| {
+    let appended = room.write(|ring| {
         let head = ring.head();
         if seq <= head {
-            return;
+            return false;
         }
         if seq > head + 1 {
             log::info!(
@@ -298,8 +306,37 @@ fn take(
             ring.skip_to(seq);
         }
         ring.append_kept_elsewhere(frame, limits);
+        true
     });
+    if appended {
+        learn(link, &message, seq);
+    }
     Ok(())
+}
+
+/// Hands the engine the `Nats-Msg-Id` of a message just appended, if it may be a keyed SEND's:
+/// whichever node stored it, a retry of it on this node is then answered with its seq even
+/// after the stream's duplicate window.
+fn learn(link: &Link, message: &async_nats::jetstream::Message, seq: u64) {
+    let Some(headers) = &message.headers else {
+        return;
+    };
+    let (Some(msg_id), Some(author)) = (headers.get(MSG_ID_HEADER), headers.get(USER_HEADER))
+    else {
+        return;
+    };
+    if once::parse_msg_id(msg_id.as_str()).is_none() {
+        return;
+    }
+    let ts_ms = message.info().map_or(0, |info| {
+        u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+    });
+    let _ = link.work.send(Work::Learned {
+        msg_id: msg_id.as_str().to_string(),
+        author: author.as_str().to_string(),
+        seq,
+        ts_ms,
+    });
 }
 
 /// Tells every reactor with members in `room` to look at it.
