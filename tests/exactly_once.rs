@@ -411,3 +411,91 @@ fn with_jetstream_a_node_that_saw_a_key_answers_its_resend_without_publishing() 
     assert!(metric(&b, "dedupe_pairs") >= 1.0);
     assert_eq!(texts(&history(&b, &token)), ["one"]);
 }
+
+/// Sends ids `from..=to` (texts `m{id}`) keeping at most `window` unanswered, recording each
+/// ACK in `acked`; returns early, with SENDs still in flight, once `stop_after` ACKs came in.
+#[track_caller]
+fn stream(
+    c: &mut Client,
+    ids: &[u64],
+    window: usize,
+    acked: &mut std::collections::BTreeMap<u64, u64>,
+    stop_after: Option<usize>,
+) {
+    let mut in_flight = std::collections::VecDeque::new();
+    let mut next = ids.iter();
+    let mut got = 0;
+    loop {
+        while in_flight.len() < window {
+            let Some(&id) = next.next() else { break };
+            util::send(c, ROOM, id, &format!("m{id}"));
+            in_flight.push_back(id);
+        }
+        if stop_after.is_some_and(|n| got >= n) {
+            return;
+        }
+        let Some(&id) = in_flight.front() else { return };
+        let seq = answer(c, id).unwrap_or_else(|code| panic!("SEND {id} refused: {code}"));
+        in_flight.pop_front();
+        assert!(acked.insert(id, seq).is_none(), "a second ACK for {id}");
+        got += 1;
+    }
+}
+
+#[test]
+fn kill_9_in_the_middle_of_a_stream_loses_nothing_and_stores_nothing_twice() {
+    // The test: a client with an outbox streams; chatd is killed with SENDs in flight
+    // (some stored, their ACKs lost; some never read); after it comes back the client resends
+    // every id it has no ACK for, with its original text, then goes on. Every message ends
+    // up in the room exactly once, and the client has an ACK for each, with the seq it has.
+    const N: u64 = 300;
+    for driver in DRIVERS {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let data = tmp.path().join("data");
+        let token = util::add_user(&data, "alice");
+        let data = data.display().to_string();
+        let flags = [
+            "--data-dir",
+            data.as_str(),
+            "--send-rate",
+            "0",
+            "--fsync",
+            "always",
+        ];
+        let mut d = driver.start(&flags);
+        let mut c = sender(&d, "alice", &token, 2, CLIENT);
+        let ids: Vec<u64> = (1..=N).collect();
+        let mut acked = std::collections::BTreeMap::new();
+        stream(&mut c, &ids, 16, &mut acked, Some(100));
+        d.signal(Signal::SIGKILL);
+        d.wait_exit().expect("chatd did not die on SIGKILL");
+        drop(c);
+        assert!(acked.len() >= 100 && (acked.len() as u64) < N);
+
+        let d = driver.start(&flags);
+        let mut c = sender(&d, "alice", &token, 2, CLIENT);
+        let outbox: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|id| !acked.contains_key(id))
+            .collect();
+        stream(&mut c, &outbox, 16, &mut acked, None);
+        assert_eq!(acked.len() as u64, N, "an ACK for every message");
+
+        let msgs = history(&d, &token);
+        let want: Vec<(u64, String)> = acked
+            .iter()
+            .map(|(id, seq)| (*seq, format!("m{id}")))
+            .collect();
+        let mut got = msgs.clone();
+        got.sort();
+        let mut want_sorted = want.clone();
+        want_sorted.sort();
+        assert_eq!(
+            got,
+            want_sorted,
+            "{}: each message once, at its ACKed seq",
+            driver.name()
+        );
+    }
+}
