@@ -166,9 +166,12 @@ fn well_formed(response: &[u8]) -> (u16, String) {
 /// Reads a request head line by line, without httparse, and returns the WebSocket key if it
 /// is a complete upgrade request.
 fn independent_upgrade(head: &[u8]) -> Option<&[u8]> {
+    // RFC 9112 section 2.2: a server ignores empty lines before the request line (httparse
+    // does, and so may `decide`).
     let mut lines = head
         .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .skip_while(|l| l.is_empty());
     let request_line = lines.next()?;
     let mut words = request_line.split(|&b| b == b' ');
     let (method, target, version) = (words.next()?, words.next()?, words.next()?);
