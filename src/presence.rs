@@ -10,6 +10,12 @@
 //! change after its snapshot exactly once. The log is kept only while someone watches and is
 //! bounded: a watcher it leaves behind is given a new snapshot instead.
 //!
+//! With several nodes (`--store jetstream`) a user is also here while another node says it
+//! has a connection of that user joined (`crate::jetstream::presence`): each user counts its
+//! sources, this node's connections and the other nodes that list it, and is here while it
+//! has any. This node's own part is numbered too ([`Presence::local_users`]), so that what it
+//! tells the other nodes is read without a log of its own.
+//!
 //! This module must never block for long or allocate what a client can grow without bound:
 //! the lock is held for one count change, one snapshot of what fits in a frame, or a bounded
 //! read of the log.
@@ -24,9 +30,13 @@ pub const LOG_EVENTS: usize = 1024;
 /// Who is in one room, and the recent changes for its watchers.
 #[derive(Debug, Default)]
 pub struct Presence {
-    /// Connections joined, per user with at least one: a sorted map, so that MEMBERS lists
-    /// users in byte order without sorting. The names are the users table's own `Arc`s.
-    here: BTreeMap<Arc<str>, u32>,
+    /// What makes each user here, per user with at least one source: a sorted map, so that
+    /// MEMBERS lists users in byte order without sorting. The names of local users are the
+    /// users table's own `Arc`s.
+    here: BTreeMap<Arc<str>, Sources>,
+    /// Counts every change to the set of users with a connection on this node, so that the
+    /// node's share of presence is sent to the others only when it changed.
+    local_changes: u64,
     /// The number the next change takes; the log holds `next - log.len() .. next`.
     next: u64,
     /// The newest changes, kept only while `watchers` counts someone.
@@ -34,6 +44,55 @@ pub struct Presence {
     /// Watching sessions per reactor (index), so that a change wakes only reactors with a
     /// watcher. Empty when nobody watches.
     watchers: Vec<u32>,
+}
+
+/// Why a user is here: its connections joined on this node (the low 24 bits) and the other
+/// nodes that say they have one (the high 8 bits; each node once, however many it has).
+/// Packed in the `u32` a count of connections took before nodes shared presence, so that a
+/// user here costs the room not one byte more for it: a node has far fewer than 2^24
+/// connections, and a cluster of chatd nodes far fewer than 255 nodes (both saturate).
+#[derive(Debug, Clone, Copy, Default)]
+struct Sources(u32);
+
+impl Sources {
+    const LOCAL: u32 = (1 << 24) - 1;
+    const NODE: u32 = 1 << 24;
+
+    fn local(self) -> u32 {
+        self.0 & Self::LOCAL
+    }
+
+    fn nodes(self) -> u32 {
+        self.0 >> 24
+    }
+
+    fn any(self) -> bool {
+        self.0 != 0
+    }
+
+    fn add_local(&mut self) {
+        if self.local() < Self::LOCAL {
+            self.0 += 1;
+        }
+    }
+
+    fn remove_local(&mut self) {
+        if self.local() > 0 {
+            self.0 -= 1;
+        }
+    }
+
+    fn add_node(&mut self) {
+        if self.nodes() < 255 {
+            self.0 += Self::NODE;
+        }
+    }
+
+    fn remove_node(&mut self) {
+        if self.nodes() > 0 {
+            self.0 -= Self::NODE;
+        }
+    }
 }
 
 /// One change: `user`'s first connection arrived (`here`), or its last one left.
@@ -60,35 +119,89 @@ pub struct Snapshot {
 }
 
 impl Presence {
-    /// One more connection of `user` joined. Returns the reactors whose watchers must hear
-    /// of a change (none if this was not the user's first connection, or nobody watches).
+    /// One more connection of `user` joined on this node. Returns the reactors whose
+    /// watchers must hear of a change (none if the user was here already, or nobody watches).
     pub fn arrive(&mut self, user: &Arc<str>) -> Vec<usize> {
-        match self.here.get_mut(&**user) {
-            Some(count) => {
-                *count = count.saturating_add(1);
-                Vec::new()
+        if let Some(sources) = self.here.get_mut(&**user) {
+            if sources.local() == 0 {
+                self.local_changes += 1;
             }
-            None => {
-                self.here.insert(Arc::clone(user), 1);
-                self.record(Arc::clone(user), true)
-            }
+            sources.add_local();
+            return Vec::new();
         }
+        self.local_changes += 1;
+        let mut sources = Sources::default();
+        sources.add_local();
+        self.here.insert(Arc::clone(user), sources);
+        self.record(Arc::clone(user), true)
     }
 
-    /// One connection of `user` left (or closed). Returns the reactors to wake, as
-    /// [`arrive`](Presence::arrive) does. A departure with no arrival is ignored.
+    /// One connection of `user` on this node left (or closed). Returns the reactors to wake,
+    /// as [`arrive`](Presence::arrive) does. A departure with no arrival is ignored.
     pub fn depart(&mut self, user: &str) -> Vec<usize> {
-        let Some(count) = self.here.get_mut(user) else {
+        let Some(sources) = self.here.get_mut(user) else {
             return Vec::new();
         };
-        if *count > 1 {
-            *count -= 1;
+        if sources.local() == 0 {
+            return Vec::new();
+        }
+        sources.remove_local();
+        if sources.local() == 0 {
+            self.local_changes += 1;
+        }
+        self.forget_if_gone(user)
+    }
+
+    /// Another node says it has a connection of `user` joined (it said nothing of the user
+    /// before). Returns the reactors to wake.
+    pub fn node_arrive(&mut self, user: &Arc<str>) -> Vec<usize> {
+        if let Some(sources) = self.here.get_mut(&**user) {
+            sources.add_node();
+            return Vec::new();
+        }
+        let mut sources = Sources::default();
+        sources.add_node();
+        self.here.insert(Arc::clone(user), sources);
+        self.record(Arc::clone(user), true)
+    }
+
+    /// A node that listed `user` no longer does (or is gone). Returns the reactors to wake.
+    pub fn node_depart(&mut self, user: &str) -> Vec<usize> {
+        let Some(sources) = self.here.get_mut(user) else {
+            return Vec::new();
+        };
+        if sources.nodes() == 0 {
+            return Vec::new();
+        }
+        sources.remove_node();
+        self.forget_if_gone(user)
+    }
+
+    fn forget_if_gone(&mut self, user: &str) -> Vec<usize> {
+        if self.here.get(user).is_some_and(|s| s.any()) {
             return Vec::new();
         }
         match self.here.remove_entry(user) {
             Some((user, _)) => self.record(user, false),
             None => Vec::new(),
         }
+    }
+
+    /// The users with a connection on this node, in byte order, and the number of changes to
+    /// that set so far: equal numbers, equal sets.
+    pub fn local_users(&self) -> (u64, Vec<Arc<str>>) {
+        let users = self
+            .here
+            .iter()
+            .filter(|(_, s)| s.local() > 0)
+            .map(|(user, _)| Arc::clone(user))
+            .collect();
+        (self.local_changes, users)
+    }
+
+    /// The number of changes to the set of users with a connection on this node.
+    pub fn local_changes(&self) -> u64 {
+        self.local_changes
     }
 
     fn record(&mut self, user: Arc<str>, here: bool) -> Vec<usize> {
@@ -271,6 +384,48 @@ mod tests {
         assert_eq!(p.since(cursor, 10, |_, _| {}), Err(Lapsed));
         p.set_watching(0, false);
         assert!(p.watchers.is_empty() && p.log.capacity() == 0);
+    }
+
+    #[test]
+    fn a_user_other_nodes_list_is_here_until_the_last_source_goes() {
+        let mut p = Presence::default();
+        p.set_watching(0, true);
+        let bob = name("bob");
+        assert_eq!(p.node_arrive(&bob), [0], "listed by node B");
+        assert!(p.node_arrive(&bob).is_empty(), "and by node C");
+        assert!(p.arrive(&bob).is_empty(), "and connected here");
+        assert_eq!(p.local_users().1.len(), 1);
+        assert!(p.node_depart("bob").is_empty());
+        assert!(p.depart("bob").is_empty(), "node C still lists bob");
+        assert!(p.local_users().1.is_empty());
+        assert!(p.depart("bob").is_empty(), "no connection here to leave");
+        assert_eq!(p.node_depart("bob"), [0]);
+        assert!(p.node_depart("bob").is_empty(), "nobody lists bob now");
+        assert!(p.is_empty());
+        assert_eq!(changes(&p, 0), (vec!["bob+".into(), "bob-".into()], 2));
+    }
+
+    #[test]
+    fn the_local_count_changes_only_with_the_local_set() {
+        let mut p = Presence::default();
+        let (alice, bob) = (name("alice"), name("bob"));
+        let start = p.local_changes();
+        p.node_arrive(&alice);
+        assert_eq!(p.local_changes(), start, "another node's user");
+        p.arrive(&alice);
+        p.arrive(&alice);
+        p.arrive(&bob);
+        let (after, users) = p.local_users();
+        assert_eq!(after, start + 2, "alice, then bob, each once");
+        assert_eq!(
+            users.iter().map(|u| &**u).collect::<Vec<_>>(),
+            ["alice", "bob"]
+        );
+        p.depart("alice");
+        assert_eq!(p.local_changes(), after, "alice still has a connection");
+        p.depart("alice");
+        assert_eq!(p.local_changes(), after + 1);
+        assert_eq!(p.len(), 2, "alice is still listed by another node");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use chatd::client::{Client, Reply};
 use chatd::protocol::{ClientFrame, ErrorCode, Version};
-use util::{BIN, Daemon, Driver, expect_error, expect_fatal, join, recv};
+use util::{BIN, Daemon, Driver, expect_error, expect_fatal, join, nats, recv};
 
 /// Starts the daemon of `driver`, with several reactors where it has them, so that watchers
 /// and the members they watch sit on different threads.
@@ -405,4 +405,106 @@ fn a_watcher_sees_members_then_every_change_exactly_once_under_concurrent_churn(
     assert_eq!(listed.into_iter().collect::<BTreeSet<_>>(), expected);
     drop(open);
 }
+}
+
+/// Two `--store jetstream` nodes over one NATS server, with `names` in the users file of both.
+fn two_nodes(names: &[&str]) -> Option<(Daemon, Daemon, Vec<String>)> {
+    if nats::skip("presence across --store jetstream nodes") {
+        return None;
+    }
+    let a = Driver::JetStream.start(&["--threads", "2"]);
+    let tokens = add_users(&a, names);
+    let b = Driver::start_beside(&a, &["--threads", "2"]);
+    Some((a, b, tokens))
+}
+
+/// WATCH on `room`: the users MEMBERS lists, plus those of the PRESENCE frames up to the one
+/// that says `until` is here (another node's users may be told just after the snapshot, as the
+/// node that loaded the room hears from the others).
+#[track_caller]
+fn watch_until(c: &mut Client, room: &str, until: &str) -> BTreeSet<String> {
+    watch(c, room, 1);
+    let (_, listed) = members(c, room);
+    let mut here: BTreeSet<String> = listed.into_iter().collect();
+    while !here.contains(until) {
+        match presence(c, room) {
+            (user, true) => here.insert(user),
+            (user, false) => here.remove(&user),
+        };
+    }
+    here
+}
+
+#[test]
+fn across_nodes_a_watcher_sees_the_other_nodes_users_once_each() {
+    let Some((a, b, tokens)) = two_nodes(&["alice", "bob", "carol", "dave"]) else {
+        return;
+    };
+    let room = "#shared";
+    let mut alice = login(&a, "alice", &tokens[0], 2);
+    join(&mut alice, room, 0, 0);
+    watch(&mut alice, room, 1);
+    assert_eq!(members(&mut alice, room), (1, names(&["alice"])));
+
+    // Bob arrives on B: A's watcher hears it.
+    let mut bob_b = login(&b, "bob", &tokens[1], 2);
+    join(&mut bob_b, room, 0, 0);
+    assert_eq!(presence(&mut alice, room), ("bob".into(), true));
+    // B's own watcher sees alice, who is on A.
+    let mut dave = login(&b, "dave", &tokens[3], 2);
+    join(&mut dave, room, 0, 0);
+    assert_eq!(
+        watch_until(&mut dave, room, "alice"),
+        ["alice", "bob", "dave"].map(String::from).into()
+    );
+    assert_eq!(presence(&mut alice, room), ("dave".into(), true));
+
+    // Bob on both nodes is one user: leaving B while joined on A changes nothing.
+    let mut bob_a = login(&a, "bob", &tokens[1], 2);
+    join(&mut bob_a, room, 0, 0);
+    leave(&mut bob_b, room);
+    // Carol arrives on B after bob left it: the next thing A's watcher hears is carol.
+    let mut carol = login(&b, "carol", &tokens[2], 2);
+    join(&mut carol, room, 0, 0);
+    assert_eq!(presence(&mut alice, room), ("carol".into(), true));
+    leave(&mut bob_a, room);
+    assert_eq!(presence(&mut alice, room), ("bob".into(), false));
+    who(&mut alice, room);
+    assert_eq!(
+        members(&mut alice, room),
+        (3, names(&["alice", "carol", "dave"]))
+    );
+    // B hears of bob's departure from A a moment later: its watchers are told.
+    watch(&mut carol, room, 1);
+    let mut here: BTreeSet<String> = members(&mut carol, room).1.into_iter().collect();
+    if here.contains("bob") {
+        assert_eq!(presence(&mut carol, room), ("bob".into(), false));
+        here.remove("bob");
+    }
+    assert_eq!(here, ["alice", "carol", "dave"].map(String::from).into());
+}
+
+#[test]
+fn across_nodes_the_users_of_a_node_that_dies_leave_within_its_expiry() {
+    let Some((a, b, tokens)) = two_nodes(&["alice", "bob"]) else {
+        return;
+    };
+    let room = "#fragile";
+    let mut alice = login(&a, "alice", &tokens[0], 2);
+    join(&mut alice, room, 0, 0);
+    let mut bob = login(&b, "bob", &tokens[1], 2);
+    join(&mut bob, room, 0, 0);
+    assert!(watch_until(&mut alice, room, "bob").contains("bob"));
+    let mut b = b;
+    b.signal(nix::sys::signal::Signal::SIGKILL);
+    b.wait_exit().expect("node B did not die on SIGKILL");
+    // Nobody tells A: it forgets B's users 15 s after B last spoke (src/jetstream/presence.rs).
+    alice
+        .set_timeout(Some(Duration::from_secs(60)))
+        .expect("set timeout");
+    let started = Instant::now();
+    assert_eq!(presence(&mut alice, room), ("bob".into(), false));
+    eprintln!("bob left {:?} after node B died", started.elapsed());
+    who(&mut alice, room);
+    assert_eq!(members(&mut alice, room), (1, names(&["alice"])));
 }

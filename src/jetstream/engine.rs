@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use super::publish::{Order, Publish};
-use super::{CONNECT_PATIENCE, Failure, Setup, Work, epoch, history, room};
+use super::{CONNECT_PATIENCE, Failure, Setup, Work, epoch, history, presence, room};
 use crate::metrics::EngineState;
 use crate::room::{Room, RoomId};
 
@@ -101,6 +101,7 @@ pub(super) fn run(
         tokio::spawn(watch_epoch(link.bucket.clone(), epoch));
         let followed: Arc<Mutex<Vec<Arc<Room>>>> = Arc::default();
         tokio::spawn(room::refresh_firsts(link.clone(), Arc::clone(&followed)));
+        tokio::spawn(presence::share(link.clone(), Arc::clone(&followed)));
         let _ = ready.send(Ok(()));
         serve(link, work, queue, followed).await;
     });

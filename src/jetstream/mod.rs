@@ -15,8 +15,10 @@ pub mod frames;
 mod history;
 pub mod names;
 mod once;
+mod presence;
 mod publish;
 mod room;
+pub mod roster;
 
 use std::io;
 use std::sync::Arc;

@@ -12,6 +12,10 @@ pub const STREAM_PREFIX: &str = "ROOM_";
 /// The prefix of every room's subject.
 pub const SUBJECT_PREFIX: &str = "chatd.room.";
 
+/// The prefix of the plain NATS subjects nodes tell each other who is in a room on
+/// (`super::presence`): not a stream's, as presence is not kept.
+pub const PRESENCE_PREFIX: &str = "chatd.presence.";
+
 /// The bucket chatd keeps its epoch and its room markers in.
 pub const BUCKET: &str = "chatd";
 
@@ -42,6 +46,11 @@ pub fn subject(room: &str) -> String {
     format!("{SUBJECT_PREFIX}{}", encode(room))
 }
 
+/// The subject nodes send the room's rosters on.
+pub fn presence(room: &str) -> String {
+    format!("{PRESENCE_PREFIX}{}", encode(room))
+}
+
 /// The key that says this room has had a stream, so that a stream found missing later is
 /// known as history that started over.
 pub fn marker(room: &str) -> String {
@@ -58,6 +67,7 @@ mod tests {
         assert_eq!(stream("#general"), "ROOM__23general");
         assert_eq!(subject("#a.b_c-d"), "chatd.room._23a_2Eb_5Fc-d");
         assert_eq!(marker("x"), "room.x");
+        assert_eq!(presence("#a.b"), "chatd.presence._23a_2Eb");
         for room in ["#general", "a.b.c", "...", "#_#", "Z-9", "@alice+bob"] {
             assert!(is_valid_room_v2(room));
             let s = stream(room);

@@ -1,0 +1,145 @@
+//! The message one node sends the others about a room (`--store jetstream`): which users have
+//! a connection joined to it on that node, and whether the sender asks the others to say the
+//! same. Plain text, so that `nats sub 'chatd.presence.>'` shows an operator what the nodes
+//! say:
+//!
+//! ```text
+//! chatd-roster 1 <node, 16 hex digits> <set|ask>\n
+//! <user>\n   (one line per user, in byte order, each once)
+//! ```
+//!
+//! A roster always carries the sender's whole set for the room, never a change, so that a
+//! lost message is made good by the next one. Rosters come from other chatd nodes, but they
+//! travel on a plain NATS subject that anyone with access to the server can publish to: the
+//! decoder must refuse anything that is not a roster, never panic, and never keep more than
+//! [`MAX_USERS`] names from one message.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::protocol::name::is_valid_user;
+
+/// The first word of every roster, and the format's version.
+const MAGIC: &str = "chatd-roster 1";
+
+/// The most users one roster may list. A node with more users in one room tells the others
+/// the first this many (in byte order), and says so in its log: at 32 bytes a name this keeps
+/// a roster under NATS's default 1 MiB payload limit.
+pub const MAX_USERS: usize = 30_000;
+
+/// One node's users in one room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roster {
+    /// The sending node, random per run ([`super::engine::Link::node`]).
+    pub node: u64,
+    /// The sender has just started following the room, and asks every node to send its own
+    /// roster of it now rather than at its next heartbeat.
+    pub ask: bool,
+    pub users: BTreeSet<Arc<str>>,
+}
+
+/// The payload of a roster from `node` listing `users` (in byte order, each once, as
+/// `Presence::local_users` gives them), at most [`MAX_USERS`] of them. Returns it and whether
+/// users were left out.
+pub fn encode(node: u64, ask: bool, users: &[Arc<str>]) -> (Vec<u8>, bool) {
+    let kind = if ask { "ask" } else { "set" };
+    let kept = users.len().min(MAX_USERS);
+    let mut out = format!("{MAGIC} {node:016x} {kind}\n").into_bytes();
+    for user in users.iter().take(kept) {
+        out.extend_from_slice(user.as_bytes());
+        out.push(b'\n');
+    }
+    (out, kept < users.len())
+}
+
+/// The roster in `payload`, or `None` if it is not one: a wrong first line, a name that is not
+/// a valid user name, a name twice, or more than [`MAX_USERS`] names.
+pub fn decode(payload: &[u8]) -> Option<Roster> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let body = text.strip_suffix('\n')?;
+    let mut lines = body.split('\n');
+    let mut head = lines
+        .next()?
+        .strip_prefix(MAGIC)?
+        .strip_prefix(' ')?
+        .split(' ');
+    let (node, kind) = (head.next()?, head.next()?);
+    if head.next().is_some() || node.len() != 16 || !node.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let node = u64::from_str_radix(node, 16).ok()?;
+    let ask = match kind {
+        "set" => false,
+        "ask" => true,
+        _ => return None,
+    };
+    let mut users = BTreeSet::new();
+    for user in lines {
+        if users.len() >= MAX_USERS || !is_valid_user(user) || !users.insert(Arc::from(user)) {
+            return None;
+        }
+    }
+    Some(Roster { node, ask, users })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(users: &[&str]) -> Vec<Arc<str>> {
+        users.iter().map(|u| Arc::from(*u)).collect()
+    }
+
+    #[test]
+    fn a_roster_reads_back_as_it_was_written() {
+        let users = names(&["alice", "bob.b", "c-1_x"]);
+        let (payload, cut) = encode(0x00ab_cdef_0123_4567, true, &users);
+        assert!(!cut);
+        assert_eq!(
+            payload,
+            b"chatd-roster 1 00abcdef01234567 ask\nalice\nbob.b\nc-1_x\n"
+        );
+        let roster = decode(&payload).expect("a roster");
+        assert_eq!((roster.node, roster.ask), (0x00ab_cdef_0123_4567, true));
+        assert_eq!(roster.users.into_iter().collect::<Vec<_>>(), users);
+        let empty = decode(&encode(1, false, &[]).0).expect("an empty roster");
+        assert!(!empty.ask && empty.users.is_empty());
+    }
+
+    #[test]
+    fn anything_else_is_refused() {
+        for bad in [
+            &b""[..],
+            b"chatd-roster 1 00abcdef01234567 set",
+            b"chatd-roster 2 00abcdef01234567 set\n",
+            b"chatd-roster 1 abcdef01234567 set\n",
+            b"chatd-roster 1 00abcdef0123456g set\n",
+            b"chatd-roster 1 00abcdef01234567 get\n",
+            b"chatd-roster 1 00abcdef01234567 set extra\n",
+            b"chatd-roster 1 00abcdef01234567 set\nalice\nalice\n",
+            b"chatd-roster 1 00abcdef01234567 set\n\n",
+            b"chatd-roster 1 00abcdef01234567 set\nal ice\n",
+            b"chatd-roster 1 00abcdef01234567 set\nalice\r\n",
+            b"chatd-roster 1 00abcdef01234567 set\n\xff\n",
+        ] {
+            assert_eq!(decode(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn a_roster_keeps_at_most_max_users() {
+        let users: Vec<Arc<str>> = (0..=MAX_USERS)
+            .map(|i| Arc::from(format!("u{i:06}")))
+            .collect();
+        let (payload, cut) = encode(7, false, &users);
+        assert!(cut);
+        assert!(
+            payload.len() < 1 << 20,
+            "under NATS's default payload limit"
+        );
+        assert_eq!(decode(&payload).map(|r| r.users.len()), Some(MAX_USERS));
+        let mut over = payload;
+        over.extend_from_slice(b"zzz\n");
+        assert_eq!(decode(&over), None);
+    }
+}
