@@ -21,6 +21,7 @@
 
 pub mod fake;
 mod http;
+mod roster;
 mod session;
 mod store;
 mod stream_message;
@@ -28,6 +29,7 @@ mod web_session;
 pub mod ws;
 
 pub use http::http_upgrade;
+pub use roster::roster;
 pub use session::session_ops;
 pub use store::{log_record, recovery};
 pub use stream_message::stream_message;
@@ -478,7 +480,7 @@ mod tests {
     type Body = fn(&[u8]);
 
     /// Every target's body and the folder names its inputs live under.
-    const TARGETS: [(&str, Body); 9] = [
+    const TARGETS: [(&str, Body); 10] = [
         ("decode_server", decode_stream),
         ("decode_client", decode_client_stream),
         ("session", session_ops),
@@ -488,6 +490,7 @@ mod tests {
         ("http_upgrade", http_upgrade),
         ("web_session", web_session),
         ("stream_message", stream_message),
+        ("roster", roster),
     ];
 
     /// Runs every file of `fuzz/<kind>/<target>/` through the target's body; returns the count.

@@ -458,6 +458,16 @@ SEEDS["stream_message"] = {
     "a_whole_msg_frame": b"\x00" + frame(0x84, s("#r") + u64(0) + u64(0) + s("bob") + b"hi"),
 }
 
+# roster: a presence roster as another node sends it (src/jetstream/roster.rs).
+SEEDS["roster"] = {
+    "set": b"chatd-roster 1 00abcdef01234567 set\nalice\nbob\n",
+    "ask_empty": b"chatd-roster 1 0000000000000001 ask\n",
+    "unsorted": b"chatd-roster 1 ffffffffffffffff set\nzed\nalice\n",
+    "twice": b"chatd-roster 1 00abcdef01234567 set\nalice\nalice\n",
+    "bad_name": b"chatd-roster 1 00abcdef01234567 set\nal ice\n",
+    "no_newline": b"chatd-roster 1 00abcdef01234567 set",
+}
+
 # Inputs that show daemon bugs not fixed yet; run strictly by ignored tests in src/fuzzing.
 KNOWN_BUGS = {
     "session": {
