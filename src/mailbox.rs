@@ -1,5 +1,6 @@
 //! What the sequencer hands back to a reactor: ACKs for the SENDs it stored, and the rooms
-//! that advanced; and what the archive thread read back from the log for its members. One
+//! that advanced; what the archive thread read back from the log for its members; and the
+//! rooms whose presence changed, for their watchers. One
 //! mailbox per reactor, drained by that reactor when its `Waker` fires. The message types
 //! live here, so the threads that post them depend on the mailbox and never the other way.
 //!
@@ -52,6 +53,9 @@ pub struct Gone;
 pub struct Delivery {
     pub stored: Vec<Stored>,
     pub advanced: Vec<RoomId>,
+    /// Rooms whose presence changed (protocol version 2's WATCH): only the watchers among
+    /// their members have something new.
+    pub presence: Vec<RoomId>,
     /// History the archive thread read back for members.
     pub fetched: Vec<Fetched>,
     /// When the first of these was posted (the post that woke the reactor), for the
@@ -61,7 +65,10 @@ pub struct Delivery {
 
 impl Delivery {
     fn is_empty(&self) -> bool {
-        self.stored.is_empty() && self.advanced.is_empty() && self.fetched.is_empty()
+        self.stored.is_empty()
+            && self.advanced.is_empty()
+            && self.presence.is_empty()
+            && self.fetched.is_empty()
     }
 }
 
@@ -99,6 +106,22 @@ impl Mailbox {
         }
     }
 
+    /// Tells the reactor that `room`'s presence changed, for its watchers there.
+    pub fn post_presence(&self, room: RoomId) {
+        let was_empty = {
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            let was_empty = pending.is_empty();
+            if was_empty {
+                pending.since = Some(Instant::now());
+            }
+            pending.presence.push(room);
+            was_empty
+        };
+        if was_empty {
+            self.wake();
+        }
+    }
+
     /// Hands a member the history it asked the archive for.
     pub fn post_fetched(&self, fetched: Fetched) {
         let was_empty = {
@@ -127,6 +150,7 @@ impl Mailbox {
     pub fn take(&self, into: &mut Delivery) {
         into.stored.clear();
         into.advanced.clear();
+        into.presence.clear();
         into.fetched.clear();
         into.since = None;
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);

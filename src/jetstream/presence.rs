@@ -174,7 +174,7 @@ impl Share {
             .zip(&wake)
             .filter(|(_, w)| **w)
         {
-            mailbox.post(&[], &[room.id]);
+            mailbox.post_presence(room.id);
         }
     }
 

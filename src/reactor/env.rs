@@ -208,13 +208,13 @@ pub fn forget_member(
     wake_watchers(shared, room, &wake);
 }
 
-/// Tells each reactor in `reactors` that `room`'s presence changed, through its mailbox as an
-/// advance of the room: the reactor then services its members there, and its watchers among
-/// them read the presence log past their cursors. Posted after the room's lock is let go.
+/// Tells each reactor in `reactors` that `room`'s presence changed, through its mailbox: the
+/// reactor then services its watchers there, which read the presence log past their cursors.
+/// Posted after the room's lock is let go.
 pub fn wake_watchers(shared: &Shared, room: &Room, reactors: &[usize]) {
     for &reactor in reactors {
         if let Some(mailbox) = shared.mailboxes.get(reactor) {
-            mailbox.post(&[], &[room.id]);
+            mailbox.post_presence(room.id);
         }
     }
 }

@@ -349,8 +349,9 @@ impl Reactor {
         schedule(&mut self.conns, &mut self.ready, key);
     }
 
-    /// Applies what the sequencer sent: ACKs to their senders, and a wake-up for every local
-    /// member of each room that advanced.
+    /// Applies what the sequencer sent: ACKs to their senders, a wake-up for every local
+    /// member of each room that advanced, and for every local watcher of each room whose
+    /// presence changed.
     fn take_mail(&mut self, delivery: &mut Delivery, now: Instant) {
         let Some(mailbox) = self.shared.mailboxes.get(self.id) else {
             return;
@@ -401,6 +402,22 @@ impl Reactor {
             for &key in keys {
                 // A member waiting for WRITABLE will be served when the socket drains.
                 if self.conns.get(key).is_some_and(|c| !c.write_blocked) {
+                    schedule(&mut self.conns, &mut self.ready, key);
+                }
+            }
+        }
+        // A presence change concerns only the watchers: the other members of the room are
+        // not serviced for it.
+        for &room in &delivery.presence {
+            let Some(keys) = self.members.get(&room) else {
+                continue;
+            };
+            for &key in keys {
+                if self
+                    .conns
+                    .get(key)
+                    .is_some_and(|c| !c.write_blocked && c.session.watches(room))
+                {
                     schedule(&mut self.conns, &mut self.ready, key);
                 }
             }

@@ -88,6 +88,14 @@ impl Session {
         }
     }
 
+    /// Whether this session watches `room`: the reactor services only the watchers of a room
+    /// whose presence changed.
+    pub fn watches(&self, room: RoomId) -> bool {
+        self.aside
+            .as_deref()
+            .is_some_and(|a| a.watches.iter().any(|w| w.room == room))
+    }
+
     /// Queues the changes each watched room owes, while the client reads what it is sent.
     /// Only a chatting session is told: after BYE or a fatal error nothing more is owed.
     pub(super) fn fill_presence(&mut self, env: &mut impl Env) {

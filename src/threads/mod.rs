@@ -223,7 +223,10 @@ impl Threads {
                 mailbox.post_fetched(fetched);
             }
         }
-        for &room in &delivery.advanced {
+        // A presence change wakes every member's thread, as an advance: only the thread knows
+        // whether its session watches the room, and a thread woken for nothing just sleeps
+        // again.
+        for &room in delivery.advanced.iter().chain(&delivery.presence) {
             woken.clear();
             if let Some(keys) = self
                 .common

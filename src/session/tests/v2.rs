@@ -306,6 +306,13 @@ fn watch_0_and_leave_stop_watching() {
             .collect::<Vec<_>>(),
         [("a".to_string(), true)]
     );
+    let a = alice.memberships().map(|(r, _)| r.id).next().expect("room a");
+    assert!(alice.watches(a), "the reactor services alice for a's presence");
+    feed(&mut alice, &mut env, &[watch("a", 0), ping(4)]);
+    assert_eq!(read(&mut alice, &mut env), "PONG 4");
+    assert!(!alice.watches(a), "and no longer after WATCH 0");
+    feed(&mut alice, &mut env, &[watch("a", 1)]);
+    assert_eq!(read(&mut alice, &mut env), "MEMBERS a 2 alice,bob");
     close(&alice, &mut env);
     assert_eq!(env.watchers, 0, "a close ends the watch");
 }
