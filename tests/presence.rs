@@ -508,3 +508,30 @@ fn across_nodes_the_users_of_a_node_that_dies_leave_within_its_expiry() {
     who(&mut alice, room);
     assert_eq!(members(&mut alice, room), (1, names(&["alice"])));
 }
+
+#[test]
+fn across_nodes_a_node_that_stops_says_goodbye_and_its_users_leave_at_once() {
+    let Some((a, b, tokens)) = two_nodes(&["alice", "bob"]) else {
+        return;
+    };
+    let room = "#polite";
+    let mut alice = login(&a, "alice", &tokens[0], 2);
+    join(&mut alice, room, 0, 0);
+    let mut bob = login(&b, "bob", &tokens[1], 2);
+    join(&mut bob, room, 0, 0);
+    assert!(watch_until(&mut alice, room, "bob").contains("bob"));
+    let mut b = b;
+    b.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        b.wait_exit().is_some_and(|s| s.success()),
+        "{:#?}",
+        b.log_lines()
+    );
+    // Told, not forgotten after 15 s of silence: A logs B's goodbye.
+    assert_eq!(presence(&mut alice, room), ("bob".into(), false));
+    assert!(
+        a.wait_for_log("stopped; its users of #polite left"),
+        "{:#?}",
+        a.log_lines()
+    );
+}

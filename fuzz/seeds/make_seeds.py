@@ -466,6 +466,7 @@ SEEDS["roster"] = {
     "twice": b"chatd-roster 1 00abcdef01234567 set\nalice\nalice\n",
     "bad_name": b"chatd-roster 1 00abcdef01234567 set\nal ice\n",
     "no_newline": b"chatd-roster 1 00abcdef01234567 set",
+    "bye": b"chatd-roster 1 00abcdef01234567 bye\n",
 }
 
 # Inputs that show daemon bugs not fixed yet; run strictly by ignored tests in src/fuzzing.

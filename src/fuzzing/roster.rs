@@ -21,7 +21,7 @@ pub fn roster(data: &[u8]) {
     assert!(roster.users.len() <= MAX_USERS);
     assert!(roster.users.iter().all(|u| is_valid_user(u)));
     let users: Vec<Arc<str>> = roster.users.iter().cloned().collect();
-    let (payload, cut) = encode(roster.node, roster.ask, &users);
+    let (payload, cut) = encode(roster.node, roster.kind, &users);
     assert!(!cut, "a roster that was read must fit when written");
     assert_eq!(
         decode(&payload),

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use async_nats::ConnectOptions;
 use async_nats::jetstream::{self, kv};
-use tokio::sync::Notify;
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::sync::{Notify, oneshot};
 
 use super::publish::{Order, Publish};
 use super::{CONNECT_PATIENCE, Failure, Setup, Work, epoch, history, presence, room};
@@ -101,9 +101,14 @@ pub(super) fn run(
         tokio::spawn(watch_epoch(link.bucket.clone(), epoch));
         let followed: Arc<Mutex<Vec<Arc<Room>>>> = Arc::default();
         tokio::spawn(room::refresh_firsts(link.clone(), Arc::clone(&followed)));
-        tokio::spawn(presence::share(link.clone(), Arc::clone(&followed)));
+        let (stopping, stop_presence) = unbounded_channel();
+        tokio::spawn(presence::share(
+            link.clone(),
+            Arc::clone(&followed),
+            stop_presence,
+        ));
         let _ = ready.send(Ok(()));
-        serve(link, work, queue, followed).await;
+        serve(link, work, queue, followed, stopping).await;
     });
 }
 
@@ -221,12 +226,14 @@ async fn watch_epoch(bucket: kv::Store, cell: Arc<AtomicU64>) {
     }
 }
 
-/// Takes work until every reactor is gone.
+/// Takes work until every reactor is gone; then has the presence task say goodbye to the
+/// other nodes (through `stopping`) before the runtime ends.
 async fn serve(
     link: Link,
     work: UnboundedSender<Work>,
     mut queue: UnboundedReceiver<Work>,
     followed: Arc<Mutex<Vec<Arc<Room>>>>,
+    stopping: UnboundedSender<oneshot::Sender<()>>,
 ) {
     let reactors = link.setup.mailboxes.len();
     let mut order = Order::new(reactors);
@@ -258,6 +265,11 @@ async fn serve(
                 }
                 Work::Stop => {
                     order.post(&link.setup.mailboxes);
+                    // Every connection is closed by now, so each room's set here is empty.
+                    let (done, said) = oneshot::channel();
+                    if stopping.send(done).is_ok() {
+                        let _ = tokio::time::timeout(Duration::from_secs(2), said).await;
+                    }
                     return;
                 }
             }

@@ -5,9 +5,11 @@
 //! Nodes speak on plain NATS subjects, one per room ([`names::presence`]), in [`roster`]s:
 //! each carries the sender's whole set for the room, sent when that set changed (looked for
 //! every [`TICK`]) and again every [`HEARTBEAT`] while it is not empty. A node that follows a
-//! room anew asks the others for theirs. What a node said is forgotten [`EXPIRY`] after it
-//! last spoke of the room, so the users of a node that died leave within that time; so do
-//! those of a node this one cannot hear (NATS lost), who come back when it hears them again.
+//! room anew asks the others for theirs. A node that stops says goodbye in every room it
+//! spoke of, once its own connections are closed; what a node said is otherwise forgotten
+//! [`EXPIRY`] after it last spoke of the room, so the users of a node that died leave within
+//! that time; so do those of a node this one cannot hear (NATS lost), who come back when it
+//! hears them again.
 //! A lost roster is made good by the next one: nothing here needs NATS to deliver every
 //! message.
 //!
@@ -21,10 +23,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::engine::{BACKOFF, Link};
-use super::{names, roster};
+use super::names;
+use super::roster::{self, Kind};
 use crate::room::{Loaded, Room, RoomId};
 
 /// How often the rooms' local sets are looked at for a change to send. Also how late, at
@@ -68,9 +73,17 @@ struct Share {
     warned: HashSet<RoomId>,
 }
 
+/// How long a stopping node waits for its goodbyes to reach the NATS server.
+const FAREWELL: Duration = Duration::from_secs(1);
+
 /// Shares presence for the life of the engine: subscribes to every room's presence subject,
-/// and subscribes again if the subscription ends.
-pub async fn share(link: Link, followed: Arc<Mutex<Vec<Arc<Room>>>>) {
+/// and subscribes again if the subscription ends. When `stopping` hands it a sender, it says
+/// goodbye in every room it spoke of, answers on that sender, and ends.
+pub async fn share(
+    link: Link,
+    followed: Arc<Mutex<Vec<Arc<Room>>>>,
+    mut stopping: UnboundedReceiver<oneshot::Sender<()>>,
+) {
     let mut share = Share {
         link,
         rooms: HashMap::new(),
@@ -98,8 +111,17 @@ pub async fn share(link: Link, followed: Arc<Mutex<Vec<Arc<Room>>>>) {
                     }
                 }
                 share.tick(&followed).await;
+                if let Ok(done) = stopping.try_recv() {
+                    share.farewell().await;
+                    let _ = done.send(());
+                    return;
+                }
             },
             Err(e) => log::warn!("jetstream: cannot hear other nodes' presence: {e}"),
+        }
+        if let Ok(done) = stopping.try_recv() {
+            let _ = done.send(());
+            return;
         }
         tokio::time::sleep(BACKOFF * 4).await;
     }
@@ -120,10 +142,27 @@ impl Share {
         if roster.node == self.link.node {
             return;
         }
-        if roster.ask {
-            self.asked.insert(room.id);
-        }
         let nodes = self.heard.entry(room.id).or_default();
+        match roster.kind {
+            Kind::Set => {}
+            Kind::Ask => {
+                self.asked.insert(room.id);
+            }
+            Kind::Bye => {
+                let Some(gone) = nodes.remove(&roster.node) else {
+                    return;
+                };
+                log::debug!(
+                    "jetstream: node {:016x} stopped; its users of {} left",
+                    roster.node,
+                    room.name
+                );
+                let departed: Vec<Arc<str>> = gone.users.into_iter().collect();
+                let room = Arc::clone(room);
+                self.change(&room, &[], &departed);
+                return;
+            }
+        }
         if !nodes.contains_key(&roster.node) && nodes.len() >= MAX_NODES {
             log::warn!(
                 "jetstream: more than {MAX_NODES} nodes list users in {}; node {:016x} ignored",
@@ -210,7 +249,8 @@ impl Share {
                 // Nobody here: the others forget this node's empty set by themselves.
                 continue;
             }
-            let (payload, cut) = roster::encode(self.link.node, ask, &users);
+            let kind = if ask { Kind::Ask } else { Kind::Set };
+            let (payload, cut) = roster::encode(self.link.node, kind, &users);
             if cut && self.warned.insert(room.id) {
                 log::warn!(
                     "jetstream: {} has {} users on this node; the other nodes are told of the \
@@ -228,6 +268,27 @@ impl Share {
             }
         }
         self.forget_silent(now);
+    }
+
+    /// Tells the other nodes that this one is stopping, in every room it spoke of, so that its
+    /// users leave at once rather than after [`EXPIRY`]; waits at most [`FAREWELL`] for NATS
+    /// to take the goodbyes.
+    async fn farewell(&mut self) {
+        let client = self.link.js.client();
+        let (payload, _) = roster::encode(self.link.node, Kind::Bye, &[]);
+        for (subject, room) in &self.rooms {
+            if self.sent.contains_key(&room.id) {
+                let _ = client
+                    .publish(subject.clone(), payload.clone().into())
+                    .await;
+            }
+        }
+        if tokio::time::timeout(FAREWELL, client.flush())
+            .await
+            .is_err()
+        {
+            log::info!("jetstream: could not tell the other nodes this one stopped");
+        }
     }
 
     /// Forgets the users of every node that has not spoken of a room for [`EXPIRY`].

@@ -4,7 +4,7 @@
 //! say:
 //!
 //! ```text
-//! chatd-roster 1 <node, 16 hex digits> <set|ask>\n
+//! chatd-roster 1 <node, 16 hex digits> <set|ask|bye>\n
 //! <user>\n   (one line per user, in byte order, each once)
 //! ```
 //!
@@ -27,22 +27,36 @@ const MAGIC: &str = "chatd-roster 1";
 /// a roster under NATS's default 1 MiB payload limit.
 pub const MAX_USERS: usize = 30_000;
 
+/// What a roster says besides its users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The sender's users of the room, now.
+    Set,
+    /// The same, from a node that has just started following the room: it asks every node to
+    /// send its own roster of it now rather than at its next heartbeat.
+    Ask,
+    /// The sender is stopping: forget it (it lists nobody).
+    Bye,
+}
+
 /// One node's users in one room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Roster {
     /// The sending node, random per run ([`super::engine::Link::node`]).
     pub node: u64,
-    /// The sender has just started following the room, and asks every node to send its own
-    /// roster of it now rather than at its next heartbeat.
-    pub ask: bool,
+    pub kind: Kind,
     pub users: BTreeSet<Arc<str>>,
 }
 
 /// The payload of a roster from `node` listing `users` (in byte order, each once, as
 /// `Presence::local_users` gives them), at most [`MAX_USERS`] of them. Returns it and whether
 /// users were left out.
-pub fn encode(node: u64, ask: bool, users: &[Arc<str>]) -> (Vec<u8>, bool) {
-    let kind = if ask { "ask" } else { "set" };
+pub fn encode(node: u64, kind: Kind, users: &[Arc<str>]) -> (Vec<u8>, bool) {
+    let kind = match kind {
+        Kind::Set => "set",
+        Kind::Ask => "ask",
+        Kind::Bye => "bye",
+    };
     let kept = users.len().min(MAX_USERS);
     let mut out = format!("{MAGIC} {node:016x} {kind}\n").into_bytes();
     for user in users.iter().take(kept) {
@@ -53,7 +67,7 @@ pub fn encode(node: u64, ask: bool, users: &[Arc<str>]) -> (Vec<u8>, bool) {
 }
 
 /// The roster in `payload`, or `None` if it is not one: a wrong first line, a name that is not
-/// a valid user name, a name twice, or more than [`MAX_USERS`] names.
+/// a valid user name, a name twice, more than [`MAX_USERS`] names, or any name in a `bye`.
 pub fn decode(payload: &[u8]) -> Option<Roster> {
     let text = std::str::from_utf8(payload).ok()?;
     let body = text.strip_suffix('\n')?;
@@ -68,9 +82,10 @@ pub fn decode(payload: &[u8]) -> Option<Roster> {
         return None;
     }
     let node = u64::from_str_radix(node, 16).ok()?;
-    let ask = match kind {
-        "set" => false,
-        "ask" => true,
+    let kind = match kind {
+        "set" => Kind::Set,
+        "ask" => Kind::Ask,
+        "bye" => Kind::Bye,
         _ => return None,
     };
     let mut users = BTreeSet::new();
@@ -79,7 +94,10 @@ pub fn decode(payload: &[u8]) -> Option<Roster> {
             return None;
         }
     }
-    Some(Roster { node, ask, users })
+    if kind == Kind::Bye && !users.is_empty() {
+        return None;
+    }
+    Some(Roster { node, kind, users })
 }
 
 #[cfg(test)]
@@ -93,17 +111,22 @@ mod tests {
     #[test]
     fn a_roster_reads_back_as_it_was_written() {
         let users = names(&["alice", "bob.b", "c-1_x"]);
-        let (payload, cut) = encode(0x00ab_cdef_0123_4567, true, &users);
+        let (payload, cut) = encode(0x00ab_cdef_0123_4567, Kind::Ask, &users);
         assert!(!cut);
         assert_eq!(
             payload,
             b"chatd-roster 1 00abcdef01234567 ask\nalice\nbob.b\nc-1_x\n"
         );
         let roster = decode(&payload).expect("a roster");
-        assert_eq!((roster.node, roster.ask), (0x00ab_cdef_0123_4567, true));
+        assert_eq!(
+            (roster.node, roster.kind),
+            (0x00ab_cdef_0123_4567, Kind::Ask)
+        );
         assert_eq!(roster.users.into_iter().collect::<Vec<_>>(), users);
-        let empty = decode(&encode(1, false, &[]).0).expect("an empty roster");
-        assert!(!empty.ask && empty.users.is_empty());
+        let empty = decode(&encode(1, Kind::Set, &[]).0).expect("an empty roster");
+        assert!(empty.kind == Kind::Set && empty.users.is_empty());
+        let bye = decode(b"chatd-roster 1 0000000000000001 bye\n").expect("a goodbye");
+        assert!(bye.kind == Kind::Bye && bye.users.is_empty());
     }
 
     #[test]
@@ -121,6 +144,7 @@ mod tests {
             b"chatd-roster 1 00abcdef01234567 set\nal ice\n",
             b"chatd-roster 1 00abcdef01234567 set\nalice\r\n",
             b"chatd-roster 1 00abcdef01234567 set\n\xff\n",
+            b"chatd-roster 1 00abcdef01234567 bye\nalice\n",
         ] {
             assert_eq!(decode(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
@@ -131,7 +155,7 @@ mod tests {
         let users: Vec<Arc<str>> = (0..=MAX_USERS)
             .map(|i| Arc::from(format!("u{i:06}")))
             .collect();
-        let (payload, cut) = encode(7, false, &users);
+        let (payload, cut) = encode(7, Kind::Set, &users);
         assert!(cut);
         assert!(
             payload.len() < 1 << 20,

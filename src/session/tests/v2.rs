@@ -306,8 +306,15 @@ fn watch_0_and_leave_stop_watching() {
             .collect::<Vec<_>>(),
         [("a".to_string(), true)]
     );
-    let a = alice.memberships().map(|(r, _)| r.id).next().expect("room a");
-    assert!(alice.watches(a), "the reactor services alice for a's presence");
+    let a = alice
+        .memberships()
+        .map(|(r, _)| r.id)
+        .next()
+        .expect("room a");
+    assert!(
+        alice.watches(a),
+        "the reactor services alice for a's presence"
+    );
     feed(&mut alice, &mut env, &[watch("a", 0), ping(4)]);
     assert_eq!(read(&mut alice, &mut env), "PONG 4");
     assert!(!alice.watches(a), "and no longer after WATCH 0");
