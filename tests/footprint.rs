@@ -3,9 +3,9 @@
 //! compile time in `src/reactor/conn.rs` and `src/session/mod.rs`) and its key in the
 //! reactor's members of the room; the session itself keeps its first room inline, shares its
 //! user's name with the users table, and gives its outbox back once idle. See "Memory per
-//! idle connection" in docs/architecture.md. Protocol version 2 changes none of that, except
-//! for a connection whose HELLO named a client id: it keeps the id beside the name, in one
-//! allocation of 24 bytes.
+//! idle connection" in docs/architecture.md. Protocol version 2 changes none of that, not
+//! even for a connection whose HELLO named a client id: the id sits beside the users table's
+//! thin handle to the name, in the 16 bytes the name alone took.
 //!
 //! The allocator of this test binary counts every allocation, so this file holds one test:
 //! another running beside it would be counted too.
@@ -62,9 +62,8 @@ fn an_idle_member_of_one_room_owns_no_heap_memory() {
     let mut env = FakeEnv::new();
     // The first member opens the room: that memory is the room's, shared by all its members.
     let first = idle_member(&mut env, &hello_and_join("lobby", 1, 0));
-    // (version, client id, heap an idle member of that HELLO holds): the name, shared with
-    // the users table, and 8 bytes of id beside it.
-    for (version, client, expected) in [(1, 0, 0), (2, 0, 0), (2, 42, 24)] {
+    // (version, client id, heap an idle member of that HELLO holds): none for any of them.
+    for (version, client, expected) in [(1, 0, 0), (2, 0, 0), (2, 42, 0)] {
         let wire = hello_and_join("lobby", version, client);
         let region = Region::new(GLOBAL);
         let second = idle_member(&mut env, &wire);

@@ -13,11 +13,13 @@
 mod admin;
 mod error;
 mod file;
+mod name;
 mod table;
 mod watch;
 
 pub use admin::{add_user, list_users, remove_user, rotate_user};
 pub use error::UserError;
+pub use name::UserName;
 pub use table::{Revoked, Table};
 pub use watch::{POLL_EVERY, Watch};
 

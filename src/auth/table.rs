@@ -13,16 +13,17 @@ use std::sync::Arc;
 use subtle::{Choice, ConstantTimeEq};
 
 use super::file::{Digest, Entry, digest};
+use super::name::UserName;
 
 /// Compared against when the user is unknown, so that an unknown user costs the same hash and
 /// comparison as a known one. Its value never matters: the result is masked by "user known".
 const DUMMY_DIGEST: Digest = [0; 32];
 
 /// Every user and the SHA-256 of their token. The names are shared: a logged-in session keeps
-/// its user's name as a reference to this table's, not as a copy of its own.
+/// its user's name as a reference to this table's ([`UserName`]), not as a copy of its own.
 #[derive(Default, Clone, PartialEq, Eq)]
 pub struct Table {
-    users: HashMap<Arc<str>, Digest>,
+    users: HashMap<Arc<str>, (Digest, UserName)>,
 }
 
 /// Why a logged-in user's session must end after the table changed.
@@ -49,7 +50,10 @@ impl Table {
         Table {
             users: entries
                 .iter()
-                .map(|e| (Arc::from(e.name.as_str()), e.digest))
+                .map(|e| {
+                    let name: Arc<str> = Arc::from(e.name.as_str());
+                    (Arc::clone(&name), (e.digest, UserName::new(name)))
+                })
                 .collect(),
         }
     }
@@ -60,14 +64,14 @@ impl Table {
     }
 
     /// The table's own copy of `user`'s name, if `token` is their token.
-    pub fn login(&self, user: &str, token: &str) -> Option<Arc<str>> {
+    pub fn login(&self, user: &str, token: &str) -> Option<UserName> {
         let presented = digest(token.as_bytes());
-        let (name, expected, known) = match self.users.get_key_value(user) {
-            Some((name, d)) => (Some(name), d, Choice::from(1)),
+        let (name, expected, known) = match self.users.get(user) {
+            Some((d, name)) => (Some(name), d, Choice::from(1)),
             None => (None, &DUMMY_DIGEST, Choice::from(0)),
         };
         if bool::from(presented.ct_eq(expected) & known) {
-            name.map(Arc::clone)
+            name.cloned()
         } else {
             None
         }
@@ -75,7 +79,10 @@ impl Table {
 
     /// Whether a session of `user`, logged in against this table, must end under `newer`.
     pub fn revoked(&self, newer: &Table, user: &str) -> Option<Revoked> {
-        match (self.users.get(user), newer.users.get(user)) {
+        match (
+            self.users.get(user).map(|(d, _)| d),
+            newer.users.get(user).map(|(d, _)| d),
+        ) {
             (_, None) => Some(Revoked::Removed),
             (Some(old), Some(new)) if old != new => Some(Revoked::Rotated),
             // Unchanged; or unknown before, so the session logged in against `newer` itself.
@@ -124,8 +131,11 @@ mod tests {
         let t = table(&[("alice", "a-token")]);
         let first = t.login("alice", "a-token").expect("alice's token");
         let second = t.login("alice", "a-token").expect("alice's token");
-        assert_eq!(&*first, "alice");
-        assert!(Arc::ptr_eq(&first, &second), "no copy per session");
+        assert_eq!(first.as_str(), "alice");
+        assert!(
+            Arc::ptr_eq(first.shared(), second.shared()),
+            "no copy per session"
+        );
         assert!(t.login("alice", "b-token").is_none());
     }
 

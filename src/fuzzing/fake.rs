@@ -48,7 +48,7 @@ pub struct FakeEnv {
     pub now: Instant,
     /// The names of [`USERS`], shared with every session that logs in, as the real users
     /// table shares its own.
-    users: Vec<Arc<str>>,
+    users: Vec<crate::auth::UserName>,
     pub limits: Limits,
     pub rooms: Rooms,
     /// SENDs handed to the sequencer and not yet written.
@@ -88,7 +88,10 @@ impl FakeEnv {
         tweak(&mut limits);
         FakeEnv {
             now: Instant::now(),
-            users: USERS.iter().map(|&(u, _)| Arc::from(u)).collect(),
+            users: USERS
+                .iter()
+                .map(|&(u, _)| crate::auth::UserName::new(Arc::from(u)))
+                .collect(),
             rooms: Rooms::new(limits.max_rooms, 1, limits.ring),
             limits,
             submitted: Vec::new(),
@@ -223,10 +226,10 @@ impl FakeEnv {
             return;
         };
         if self.elsewhere.remove(&room.id) {
-            room.presence(|p| p.depart(&bob));
+            room.presence(|p| p.depart(bob.as_str()));
         } else {
             self.elsewhere.insert(room.id);
-            room.presence(|p| p.arrive(&bob));
+            room.presence(|p| p.arrive(bob.shared()));
         }
     }
 
@@ -316,7 +319,7 @@ impl Env for FakeEnv {
         self.sessions += 1;
         self.sessions
     }
-    fn authenticate(&self, user: &str, token: &str) -> Option<Arc<str>> {
+    fn authenticate(&self, user: &str, token: &str) -> Option<crate::auth::UserName> {
         let i = USERS.iter().position(|&(u, t)| u == user && t == token)?;
         self.users.get(i).cloned()
     }

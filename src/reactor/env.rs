@@ -83,7 +83,7 @@ impl<M: Members> Env for ConnEnv<'_, M> {
         self.shared.next_session_id()
     }
 
-    fn authenticate(&self, user: &str, token: &str) -> Option<Arc<str>> {
+    fn authenticate(&self, user: &str, token: &str) -> Option<crate::auth::UserName> {
         self.users.login(user, token)
     }
 

@@ -72,7 +72,7 @@ pub trait Env {
     fn session_id(&mut self) -> u64;
     /// `user`'s name, shared with the users table (so that a session holds no copy of its
     /// own), if `token` is their token.
-    fn authenticate(&self, user: &str, token: &str) -> Option<Arc<str>>;
+    fn authenticate(&self, user: &str, token: &str) -> Option<crate::auth::UserName>;
     /// Whether `user` may use `room` (private rooms, direct rooms), checked in memory.
     fn may_use(&self, room: &str, user: &str) -> bool;
     /// The room of that name, created if need be.
