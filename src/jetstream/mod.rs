@@ -16,6 +16,7 @@ mod history;
 pub mod names;
 mod once;
 mod publish;
+mod rebuild;
 mod room;
 
 use std::io;
