@@ -1,6 +1,7 @@
 //! One room on this node: load where its history stands (making its stream on the cluster's
-//! first JOIN of it), then follow the stream for as long as the node runs, appending every
-//! message to the room's ring in seq order and waking the reactors with members there.
+//! first JOIN of it) and the keys of its recent keyed SENDs ([`super::rebuild`]), then
+//! follow the stream for as long as the node runs, appending every message to the room's
+//! ring in seq order and waking the reactors with members there.
 //!
 //! The consumer is an ordered one: JetStream delivers in stream order, and the client makes
 //! it anew from the last seq seen when it notices a gap or loses the server. A seq already in
