@@ -2,7 +2,8 @@
 //! daemon, on the local store with both drivers and on `--store jetstream` (skipped, saying
 //! SKIPPED, where nats-server is missing): a resent id is answered with the seq it was stored
 //! as and stored once, across a restart and a kill -9 too, and with JetStream on another node
-//! of the cluster too; a retry written right behind its original is stored once; an id below
+//! of the cluster too, answered from the keys a node reads back from the stream when it
+//! loads the room (restarted, or new to the room) without publishing again; a retry written right behind its original is stored once; an id below
 //! what the server remembers is STALE_ID; version 1 and `client = 0` are untouched; a
 //! duplicate takes no rate token.
 
