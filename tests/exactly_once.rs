@@ -2,7 +2,8 @@
 //! daemon, on the local store with both drivers and on `--store jetstream` (skipped, saying
 //! SKIPPED, where nats-server is missing): a resent id is answered with the seq it was stored
 //! as and stored once, across a restart and a kill -9 too, and with JetStream on another node
-//! of the cluster too; a retry written right behind its original is stored once; an id below
+//! of the cluster too, answered from the keys a node reads back from the stream when it
+//! loads the room (restarted, or new to the room) without publishing again; a retry written right behind its original is stored once; an id below
 //! what the server remembers is STALE_ID; version 1 and `client = 0` are untouched; a
 //! duplicate takes no rate token.
 
@@ -309,18 +310,18 @@ fn with_jetstream_a_resend_to_a_restarted_node_gets_its_seq_again() {
     d.signal(Signal::SIGKILL);
     d.wait_exit().expect("chatd did not die on SIGKILL");
 
-    // A new node over the same stream knows nothing of the keys: the stream's duplicate
-    // window catches the resends (in id order, as an outbox resends them: the node's table
-    // starts with the first it sees, and an id below that would be STALE_ID).
+    // A new node over the same stream reads the room's keys back from the stream when it
+    // loads the room (the JOIN): its table's floor is the pair's first id, so the resends
+    // get their seqs in any order.
     let d = Driver::JetStream.start_again(&d, &flags);
     let mut c = sender(&d, "alice", &token, 2, CLIENT);
-    assert_eq!(send(&mut c, 1, "m1"), Ok(seqs[0]), "after kill -9");
-    assert_eq!(send(&mut c, 3, "m3"), Ok(seqs[2]));
+    assert_eq!(send(&mut c, 3, "m3"), Ok(seqs[2]), "after kill -9");
     assert_eq!(
-        send(&mut c, 2, "m2"),
-        Ok(seqs[1]),
-        "a gap above the floor is asked"
+        send(&mut c, 1, "m1"),
+        Ok(seqs[0]),
+        "below the first id resent"
     );
+    assert_eq!(send(&mut c, 2, "m2"), Ok(seqs[1]));
     assert_eq!(send(&mut c, 4, "m4"), Ok(seqs[2] + 1));
     assert_eq!(send(&mut c, 4, "m4"), Ok(seqs[2] + 1));
     assert_eq!(texts(&history(&d, &token)), ["m1", "m2", "m3", "m4"]);
@@ -410,6 +411,83 @@ fn with_jetstream_a_node_that_saw_a_key_answers_its_resend_without_publishing() 
     assert_eq!(metric(&b, "send_retries_total"), retries + 1.0);
     assert!(metric(&b, "dedupe_pairs") >= 1.0);
     assert_eq!(texts(&history(&b, &token)), ["one"]);
+}
+
+/// Stores ids `1..=3` of CLIENT and `1..=70` of CLIENT + 1 on `d`; returns the seqs of each.
+#[track_caller]
+fn store_two_pairs(d: &Daemon, token: &str) -> (Vec<u64>, Vec<u64>) {
+    let mut few = sender(d, "alice", token, 2, CLIENT);
+    let mut many = sender(d, "alice", token, 2, CLIENT + 1);
+    let few_seqs = (1..=3)
+        .map(|id| send(&mut few, id, &format!("m{id}")).expect("stored"))
+        .collect();
+    let many_seqs = (1..=70)
+        .map(|id| send(&mut many, id, &format!("n{id}")).expect("stored"))
+        .collect();
+    (few_seqs, many_seqs)
+}
+
+/// On `d`, which did not see them stored: resends answered from the keys it read back from
+/// the stream when it loaded the room, without publishing; below the floor of the pair with
+/// 70 ids (its last 64, ids 7 to 70, are remembered) STALE_ID, as the sequencer's table says.
+#[track_caller]
+fn resends_are_answered_from_the_rebuilt_keys(
+    d: &Daemon,
+    token: &str,
+    seqs: &(Vec<u64>, Vec<u64>),
+) {
+    let (few_seqs, many_seqs) = seqs;
+    let mut few = sender(d, "alice", token, 2, CLIENT);
+    let mut many = sender(d, "alice", token, 2, CLIENT + 1);
+    assert_eq!(metric(d, "jetstream_keys_rebuilt_total"), 73.0);
+    let published = metric(d, "jetstream_publishes_total");
+    let retries = metric(d, "send_retries_total");
+    assert_eq!(send(&mut few, 2, "m2"), Ok(few_seqs[1]));
+    assert_eq!(send(&mut many, 70, "n70"), Ok(many_seqs[69]));
+    assert_eq!(send(&mut many, 7, "n7"), Ok(many_seqs[6]), "the floor");
+    let stale = ErrorCode::StaleId.as_u16();
+    assert_eq!(send(&mut many, 6, "n6"), Err(stale), "below the floor");
+    assert_eq!(send(&mut many, 1, "n1"), Err(stale));
+    assert_eq!(
+        metric(d, "jetstream_publishes_total"),
+        published,
+        "answered from the rebuilt table, not the stream's duplicate window"
+    );
+    assert_eq!(metric(d, "send_retries_total"), retries + 3.0);
+    let next = many_seqs[69] + 1;
+    assert_eq!(send(&mut many, 71, "n71"), Ok(next), "a new id is stored");
+    assert_eq!(metric(d, "jetstream_publishes_total"), published + 1.0);
+    let all = history(d, token);
+    assert_eq!(all.len(), 74, "each message once");
+    assert_eq!(all.last().map(|(seq, _)| *seq), Some(next));
+}
+
+#[test]
+fn with_jetstream_a_node_killed_and_started_again_reads_the_keys_back() {
+    if nats::skip("keys read back by a restarted --store jetstream node") {
+        return;
+    }
+    let d = Driver::JetStream.start(&["--send-rate", "0"]);
+    let token = d.add_user("alice");
+    let seqs = store_two_pairs(&d, &token);
+    let mut d = d;
+    d.signal(Signal::SIGKILL);
+    d.wait_exit().expect("chatd did not die on SIGKILL");
+    let d = Driver::JetStream.start_again(&d, &["--send-rate", "0", "--metrics", "127.0.0.1:0"]);
+    resends_are_answered_from_the_rebuilt_keys(&d, &token, &seqs);
+}
+
+#[test]
+fn with_jetstream_a_node_that_never_followed_the_room_reads_its_keys_back() {
+    if nats::skip("keys read back by a --store jetstream node new to the room") {
+        return;
+    }
+    let a = Driver::JetStream.start(&["--send-rate", "0"]);
+    let token = a.add_user("alice");
+    // B runs before A stores, but follows the room only from its first JOIN there, after.
+    let b = Driver::start_beside(&a, &["--send-rate", "0", "--metrics", "127.0.0.1:0"]);
+    let seqs = store_two_pairs(&a, &token);
+    resends_are_answered_from_the_rebuilt_keys(&b, &token, &seqs);
 }
 
 /// Sends ids `from..=to` (texts `m{id}`) keeping at most `window` unanswered, recording each

@@ -17,6 +17,7 @@ pub mod names;
 mod once;
 mod presence;
 mod publish;
+mod rebuild;
 mod room;
 pub mod roster;
 

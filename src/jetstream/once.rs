@@ -2,8 +2,9 @@
 //! `client ≠ 0`) as the engine thread decides them, and as the stream carries them.
 //!
 //! Three things catch a retry, from the cheapest: this node's dedupe table (the same
-//! [`Dedupe`] the sequencer keeps, filled from PubAcks and from every keyed message this node's
-//! followers see, whichever node stored it); a retry of a SEND still in flight on this node,
+//! [`Dedupe`] the sequencer keeps, filled from PubAcks, from every keyed message this node's
+//! followers see, whichever node stored it, and from those read back from a room's stream
+//! when the node loads the room); a retry of a SEND still in flight on this node,
 //! which waits for its original's outcome instead of being published again; and the stream
 //! itself, whose `Nats-Msg-Id` is the key alone ([`msg_id`]), so that within the stream's
 //! duplicate window a retry on any node gets a PubAck marked duplicate with the original's

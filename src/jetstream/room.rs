@@ -1,6 +1,7 @@
 //! One room on this node: load where its history stands (making its stream on the cluster's
-//! first JOIN of it), then follow the stream for as long as the node runs, appending every
-//! message to the room's ring in seq order and waking the reactors with members there.
+//! first JOIN of it) and the keys of its recent keyed SENDs ([`super::rebuild`]), then
+//! follow the stream for as long as the node runs, appending every message to the room's
+//! ring in seq order and waking the reactors with members there.
 //!
 //! The consumer is an ordered one: JetStream delivers in stream order, and the client makes
 //! it anew from the last seq seen when it notices a gap or loses the server. A seq already in
@@ -17,7 +18,7 @@ use futures_util::{FutureExt, StreamExt};
 
 use super::engine::{BACKOFF, Link};
 use super::frames::{USER_HEADER, msg_frame};
-use super::{Failure, Work, epoch, names, once};
+use super::{Failure, Work, epoch, names, once, rebuild};
 use crate::batch_frames::Frame;
 use crate::mailbox::Mailbox;
 use crate::room::{Loaded, Ring, Room};
@@ -112,8 +113,8 @@ fn config(link: &Link, room: &str) -> stream::Config {
     }
 }
 
-/// Makes sure the room has a stream and says where its history stands: `(first, head)` as
-/// JOINED reports them.
+/// Makes sure the room has a stream, reads back the keys of its recent keyed SENDs (see
+/// [`rebuild`]) and says where its history stands: `(first, head)` as JOINED reports them.
 async fn load(link: &Link, room: &Room) -> Result<(u64, u64), Failure> {
     let mut stream = link
         .js
@@ -130,7 +131,13 @@ async fn load(link: &Link, room: &Room) -> Result<(u64, u64), Failure> {
         info.created.unix_timestamp_nanos(),
     )
     .await?;
-    Ok(bounds(&info.state))
+    let (first, head) = bounds(&info.state);
+    // Before the room is marked loaded, so that no SEND to it is triaged before the keys
+    // are known. A read that stops short fails the load (tried again within its deadline,
+    // then its JOINs answered STORAGE): a room marked loaded on a partial table could store
+    // a retry twice.
+    rebuild::keys(link, room, &stream, first, head).await?;
+    Ok((first, head))
 }
 
 /// The stream's messages from seq `start` on, in order, through an ordered consumer.
@@ -316,27 +323,29 @@ fn take(
 
 /// Hands the engine the `Nats-Msg-Id` of a message just appended, if it may be a keyed SEND's:
 /// whichever node stored it, a retry of it on this node is then answered with its seq even
-/// after the stream's duplicate window.
-fn learn(link: &Link, message: &async_nats::jetstream::Message, seq: u64) {
+/// after the stream's duplicate window. Returns whether it did.
+pub(super) fn learn(link: &Link, message: &async_nats::jetstream::Message, seq: u64) -> bool {
     let Some(headers) = &message.headers else {
-        return;
+        return false;
     };
     let (Some(msg_id), Some(author)) = (headers.get(MSG_ID_HEADER), headers.get(USER_HEADER))
     else {
-        return;
+        return false;
     };
     if once::parse_msg_id(msg_id.as_str()).is_none() {
-        return;
+        return false;
     }
     let ts_ms = message.info().map_or(0, |info| {
         u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
     });
-    let _ = link.work.send(Work::Learned {
-        msg_id: msg_id.as_str().to_string(),
-        author: author.as_str().to_string(),
-        seq,
-        ts_ms,
-    });
+    link.work
+        .send(Work::Learned {
+            msg_id: msg_id.as_str().to_string(),
+            author: author.as_str().to_string(),
+            seq,
+            ts_ms,
+        })
+        .is_ok()
 }
 
 /// Tells every reactor with members in `room` to look at it.

@@ -131,6 +131,8 @@ pub struct EngineGauges {
     pub failures: AtomicU64,
     /// PubAcks naming a seq the stream holds another message at: answered STORAGE.
     pub conflicts: AtomicU64,
+    /// Keys read back from rooms' streams when this node loaded them.
+    pub keys_rebuilt: AtomicU64,
     /// From a SEND reaching the engine to its PubAck, retries included.
     pub puback: Histogram,
 }
@@ -436,6 +438,12 @@ impl Metrics {
                 "counter",
                 "PubAcks whose seq the stream holds another message at: answered STORAGE, not ACK.",
                 js.conflicts.load(Relaxed),
+            ),
+            (
+                "jetstream_keys_rebuilt_total",
+                "counter",
+                "Keys of keyed SENDs read back from a room's stream when this node loaded the room.",
+                js.keys_rebuilt.load(Relaxed),
             ),
         ];
         for (name, kind, help, value) in lines {
