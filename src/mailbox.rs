@@ -91,46 +91,31 @@ impl Mailbox {
         if stored.is_empty() && advanced.is_empty() {
             return;
         }
-        let was_empty = {
-            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-            let was_empty = pending.is_empty();
-            if was_empty {
-                pending.since = Some(Instant::now());
-            }
+        self.add(|pending| {
             pending.stored.extend_from_slice(stored);
             pending.advanced.extend_from_slice(advanced);
-            was_empty
-        };
-        if was_empty {
-            self.wake();
-        }
+        });
     }
 
     /// Tells the reactor that `room`'s presence changed, for its watchers there.
     pub fn post_presence(&self, room: RoomId) {
-        let was_empty = {
-            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-            let was_empty = pending.is_empty();
-            if was_empty {
-                pending.since = Some(Instant::now());
-            }
-            pending.presence.push(room);
-            was_empty
-        };
-        if was_empty {
-            self.wake();
-        }
+        self.add(|pending| pending.presence.push(room));
     }
 
     /// Hands a member the history it asked the archive for.
     pub fn post_fetched(&self, fetched: Fetched) {
+        self.add(|pending| pending.fetched.push(fetched));
+    }
+
+    /// Adds to the mailbox with `add`, and wakes the reactor if the mailbox was empty.
+    fn add(&self, add: impl FnOnce(&mut Delivery)) {
         let was_empty = {
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
             let was_empty = pending.is_empty();
             if was_empty {
                 pending.since = Some(Instant::now());
             }
-            pending.fetched.push(fetched);
+            add(&mut pending);
             was_empty
         };
         if was_empty {

@@ -484,18 +484,24 @@ fn across_nodes_a_watcher_sees_the_other_nodes_users_once_each() {
     assert_eq!(here, ["alice", "carol", "dave"].map(String::from).into());
 }
 
-#[test]
-fn across_nodes_the_users_of_a_node_that_dies_leave_within_its_expiry() {
-    let Some((a, b, tokens)) = two_nodes(&["alice", "bob"]) else {
-        return;
-    };
-    let room = "#fragile";
+/// Node A with alice in `room`, watching it, and node B with bob there, whom alice has seen
+/// arrive: A, B, and alice's and bob's connections.
+fn alice_on_a_sees_bob_on_b(room: &str) -> Option<(Daemon, Daemon, Client, Client)> {
+    let (a, b, tokens) = two_nodes(&["alice", "bob"])?;
     let mut alice = login(&a, "alice", &tokens[0], 2);
     join(&mut alice, room, 0, 0);
     let mut bob = login(&b, "bob", &tokens[1], 2);
     join(&mut bob, room, 0, 0);
     assert!(watch_until(&mut alice, room, "bob").contains("bob"));
-    let mut b = b;
+    Some((a, b, alice, bob))
+}
+
+#[test]
+fn across_nodes_the_users_of_a_node_that_dies_leave_within_its_expiry() {
+    let room = "#fragile";
+    let Some((_a, mut b, mut alice, _bob)) = alice_on_a_sees_bob_on_b(room) else {
+        return;
+    };
     b.signal(nix::sys::signal::Signal::SIGKILL);
     b.wait_exit().expect("node B did not die on SIGKILL");
     // Nobody tells A: it forgets B's users 15 s after B last spoke (src/jetstream/presence.rs).
@@ -511,16 +517,10 @@ fn across_nodes_the_users_of_a_node_that_dies_leave_within_its_expiry() {
 
 #[test]
 fn across_nodes_a_node_that_stops_says_goodbye_and_its_users_leave_at_once() {
-    let Some((a, b, tokens)) = two_nodes(&["alice", "bob"]) else {
+    let room = "#polite";
+    let Some((a, mut b, mut alice, _bob)) = alice_on_a_sees_bob_on_b(room) else {
         return;
     };
-    let room = "#polite";
-    let mut alice = login(&a, "alice", &tokens[0], 2);
-    join(&mut alice, room, 0, 0);
-    let mut bob = login(&b, "bob", &tokens[1], 2);
-    join(&mut bob, room, 0, 0);
-    assert!(watch_until(&mut alice, room, "bob").contains("bob"));
-    let mut b = b;
     b.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(
         b.wait_exit().is_some_and(|s| s.success()),
