@@ -158,6 +158,15 @@ fn table(p: &Presence, churners: usize, rows: &[NodesRow]) -> String {
     out
 }
 
+/// Where in its period churner `i` starts, as a fraction: the golden-ratio sequence, so that
+/// the churners' events fall at every phase of node B's tick rather than all at one (an even
+/// split of a period that is a whole number of ticks would give them all the same phase, and
+/// the same delay).
+fn spread_phase(i: usize) -> f64 {
+    const GOLDEN: f64 = 0.618_033_988_749_895;
+    (i as f64 * GOLDEN).fract()
+}
+
 /// CPU seconds of node `i` so far.
 fn node_cpu(nodes: &Nodes, i: usize) -> Option<f64> {
     usage_of(*nodes.pids().get(i)?).cpu_secs
@@ -227,7 +236,7 @@ fn once(p: &Presence, churners: usize) -> Result<NodesRow, String> {
         let pace = Pace {
             events_per_sec: per_churner,
             hold: true,
-            offset: period.mul_f64(i as f64 / churners as f64),
+            offset: period.mul_f64(spread_phase(i)),
         };
         let spawned = thread::Builder::new()
             .name(format!("churn-{user}"))
@@ -239,6 +248,11 @@ fn once(p: &Presence, churners: usize) -> Result<NodesRow, String> {
         room.turn(Duration::from_millis(50))?;
     }
     stop.store(true, Ordering::Relaxed);
+    // The members are read on while the churners finish their last period, or what arrives
+    // meanwhile would be stamped late.
+    while handles.iter().any(|h| !h.is_finished()) {
+        room.turn(Duration::from_millis(10))?;
+    }
     let mut answers = Vec::new();
     for h in handles {
         answers.push(h.join().map_err(|_| "a churner panicked")??);
