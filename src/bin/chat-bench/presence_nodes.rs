@@ -354,7 +354,7 @@ mod tests {
             (0, false, ms(360)),
         ]);
         let missed = tally(vec![(0, true, ms(50))]);
-        let (v, d) = account(&[good.clone()], &answers);
+        let (v, d) = account(std::slice::from_ref(&good), &answers);
         assert_eq!(v, 0);
         let p = d.percentiles();
         assert_eq!((p.count, p.max_us / 1000), (2, 60));
