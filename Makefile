@@ -27,11 +27,14 @@ test:
 # the latency rows; servers pinned to CPU 0, the bench to CPU 1). About 13 minutes. Needs
 # redis-server and nats-server installed. Writes docs/benchmarks.md and docs/plots/*.svg.
 # Before it: the durable matrix with protocol 1 and 2 SENDs taking turns (the cost of the
-# exactly-once check), and the presence fanout (WATCH on and off), both printed only.
+# exactly-once check), the presence fanout (WATCH on and off) and presence across two
+# jetstream nodes on one nats-server (the delay of a PRESENCE from node to node), all printed
+# only.
 bench:
 	$(CARGO) build --release --bins
 	$(CARGO) run --release --bin chat-bench -- durable-matrix --spawn --repeat 3 --protocols 1,2
 	./target/release/chat-bench presence --runs 3
+	./target/release/chat-bench presence --nodes 2 --runs 3
 	./target/release/chat-bench standard --runs 3 --latency-runs 5 --secs 5 \
 		--server-cpu 0 --cpu 1 --out docs/benchmarks.md --plots docs/plots
 

@@ -23,6 +23,7 @@ mod peer_args;
 mod pki;
 mod plot;
 mod presence;
+mod presence_nodes;
 mod record;
 mod report;
 mod runner;

@@ -11,9 +11,14 @@
 //!
 //! The generator's own CPU time is reported beside the daemon's: the members are read on one
 //! mio loop, so a run whose generator used most of a core is flagged as generator-bound.
+//!
+//! `--nodes 2` runs the same room across two chatd nodes instead (`presence_nodes`), which
+//! shares the members, churners and users file code here.
 
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,25 +39,32 @@ use crate::os::usage_of;
 pub const USAGE: &str = "\
 PRESENCE (who is here: docs/benchmarks.md):
     chat-bench presence [--members M] [--churners C] [--rate R] [--secs S] [--runs N]
-                        [--chatd PATH]
+                        [--chatd PATH] [--nodes 2 [--nats-server PATH]]
     --members M            users in the room, each on a version 2 connection (default 1000)
     --churners C           more users that join and leave the room (default 20)
     --rate R               joins plus leaves per second, all churners together (default 200)
     --secs S               seconds of churn per run (default 5)
     --runs N               runs of each mode, WATCH on and off taking turns (default 3)
+    --nodes 2              across two nodes instead: one nats-server, two chatd --store
+                           jetstream nodes, the members (watching) on the first, the churners
+                           on the second; measures the delay from a churner's JOINED/LEFT to
+                           each member's PRESENCE. Each churner stays in and out of the room
+                           at least 300 ms (3 presence ticks), so C is raised to R x 0.3 when
+                           it is lower. WATCH is always on.
+    --nats-server PATH     with --nodes 2 (default /usr/sbin/nats-server)
 ";
 
 /// The room everyone meets in.
-const ROOM: &str = "#presence";
+pub(crate) const ROOM: &str = "#presence";
 
 /// Read buffer per member, and the frame limit we accept.
 const MAX_FRAME: u32 = 1 << 20;
 
 /// How long the members may take to get every PRESENCE once the churn stopped.
-const DRAIN: Duration = Duration::from_secs(10);
+pub(crate) const DRAIN: Duration = Duration::from_secs(10);
 
 /// How long setting up (logins, joins, snapshots) may take.
-const SETUP: Duration = Duration::from_secs(60);
+pub(crate) const SETUP: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Presence {
@@ -62,6 +74,9 @@ pub struct Presence {
     pub rate: u32,
     pub secs: f64,
     pub runs: usize,
+    /// 1: one daemon; 2: the room across two nodes (`presence_nodes`).
+    pub nodes: usize,
+    pub nats: PathBuf,
 }
 
 /// Parses the flags after `presence`; `Err("help")` for `--help`.
@@ -76,6 +91,8 @@ pub fn parse(p: &mut lexopt::Parser) -> Result<Presence, String> {
         rate: 200,
         secs: 5.0,
         runs: 3,
+        nodes: 1,
+        nats: PathBuf::from("/usr/sbin/nats-server"),
     };
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
@@ -91,6 +108,14 @@ pub fn parse(p: &mut lexopt::Parser) -> Result<Presence, String> {
             }
             Long("runs") => out.runs = positive(&value(p)?, "--runs")?,
             Long("chatd") => out.chatd = PathBuf::from(value(p)?),
+            Long("nodes") => {
+                out.nodes = match value(p)?.as_str() {
+                    "1" => 1,
+                    "2" => 2,
+                    v => return Err(format!("--nodes takes 1 or 2, not '{v}'")),
+                };
+            }
+            Long("nats-server") => out.nats = PathBuf::from(value(p)?),
             Long("help") | Short('h') => return Err("help".into()),
             other => return Err(other.unexpected().to_string()),
         }
@@ -150,11 +175,15 @@ impl Row {
         (self.events > 0).then(|| cpu * 1e6 / self.events as f64)
     }
 
-    /// Whether the generator used most of a core: then it, not the daemon, may set the pace.
     fn generator_bound(&self) -> bool {
-        self.generator_cpu_secs
-            .is_some_and(|g| self.secs > 0.0 && g / self.secs > 0.8)
+        generator_bound(self.generator_cpu_secs, self.secs)
     }
+}
+
+/// Whether the generator used most of a core over `secs`: then it, not the daemon, may set
+/// the pace.
+pub(crate) fn generator_bound(cpu_secs: Option<f64>, secs: f64) -> bool {
+    cpu_secs.is_some_and(|g| secs > 0.0 && g / secs > 0.8)
 }
 
 /// Runs every run and prints a JSON line per run and a table of medians. Returns whether
@@ -163,6 +192,9 @@ impl Row {
 /// # Errors
 /// A daemon or the load could not be set up.
 pub fn run(p: &Presence) -> Result<bool, String> {
+    if p.nodes == 2 {
+        return crate::presence_nodes::run(p);
+    }
     let mut rows: [Vec<Row>; 2] = [Vec::new(), Vec::new()];
     for rep in 1..=p.runs {
         for (i, watch) in [false, true].into_iter().enumerate() {
@@ -233,14 +265,14 @@ fn table(p: &Presence, rows: &[Vec<Row>; 2]) -> String {
 }
 
 /// Median, min and max of the runs' values, where known.
-fn spread(rows: &[Row], get: impl Fn(&Row) -> Option<f64>) -> Option<(f64, f64, f64)> {
+pub(crate) fn spread<R>(rows: &[R], get: impl Fn(&R) -> Option<f64>) -> Option<(f64, f64, f64)> {
     let mut v: Vec<f64> = rows.iter().filter_map(get).collect();
     v.sort_by(f64::total_cmp);
     let median = *v.get(v.len() / 2)?;
     Some((median, *v.first()?, *v.last()?))
 }
 
-fn show(v: Option<(f64, f64, f64)>, places: usize) -> String {
+pub(crate) fn show(v: Option<(f64, f64, f64)>, places: usize) -> String {
     v.map_or_else(
         || "-".into(),
         |(m, lo, hi)| format!("{m:.places$} ({lo:.places$}-{hi:.places$})"),
@@ -258,11 +290,11 @@ fn once(p: &Presence, watch: bool) -> Result<Row, String> {
     let churners: Vec<(String, String)> = (0..p.churners)
         .map(|i| (format!("c{i}"), format!("token-c{i}")))
         .collect();
-    add_users(&daemon, members.iter().chain(&churners))?;
+    add_users(&daemon.data_dir(), members.iter().chain(&churners))?;
     let last = churners.last().or(members.last()).ok_or("no users")?;
-    wait_for_login(&daemon, last)?;
+    wait_for_login(daemon.addr, last)?;
 
-    let mut room = Members::open(&daemon, &members, watch)?;
+    let mut room = Members::open(daemon.addr, &members, watch, false)?;
     room.until_ready()?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -273,9 +305,14 @@ fn once(p: &Presence, watch: bool) -> Result<Row, String> {
     let mut handles = Vec::new();
     for (user, token) in churners {
         let (addr, stop) = (daemon.addr, Arc::clone(&stop));
+        let pace = Pace {
+            events_per_sec: per_churner,
+            hold: false,
+            offset: Duration::ZERO,
+        };
         let spawned = thread::Builder::new()
             .name(format!("churn-{user}"))
-            .spawn(move || churn(addr, &user, &token, per_churner, &stop));
+            .spawn(move || churn(addr, &user, &token, pace, &stop));
         handles.push(spawned.map_err(|e| format!("cannot start a churner: {e}"))?);
     }
     let churn_for = Duration::from_secs_f64(p.secs);
@@ -285,7 +322,7 @@ fn once(p: &Presence, watch: bool) -> Result<Row, String> {
     stop.store(true, Ordering::Relaxed);
     let mut events = 0;
     for h in handles {
-        events += h.join().map_err(|_| "a churner panicked")??;
+        events += h.join().map_err(|_| "a churner panicked")??.len() as u64;
     }
     let secs = started.elapsed().as_secs_f64();
     let expected = if watch { events } else { 0 };
@@ -295,15 +332,19 @@ fn once(p: &Presence, watch: bool) -> Result<Row, String> {
     }
     let daemon_cpu = daemon.usage().cpu_secs;
     let generator_cpu = usage_of(std::process::id()).cpu_secs;
-    let violations = room.counts.iter().filter(|&&n| n != expected).count();
+    let violations = room.tallies.iter().filter(|t| t.churn != expected).count();
     if violations > 0 {
         eprintln!(
             "chat-bench presence: {violations} members did not get exactly {expected} PRESENCE \
              frames (first counts: {:?})",
-            room.counts.iter().take(8).collect::<Vec<_>>()
+            room.tallies
+                .iter()
+                .take(8)
+                .map(|t| t.churn)
+                .collect::<Vec<_>>()
         );
     }
-    let frames = room.counts.iter().sum();
+    let frames = room.tallies.iter().map(|t| t.churn).sum();
     drop(room);
     daemon.stop()?;
     Ok(Row {
@@ -318,14 +359,14 @@ fn once(p: &Presence, watch: bool) -> Result<Row, String> {
     })
 }
 
-/// Adds users to the daemon's users file, as `chatd user add` would write them (a name and
-/// the SHA-256 of its token); the daemon's watcher loads the file within a second. Writing
-/// the lines directly saves a thousand processes per run.
-fn add_users<'a>(
-    daemon: &Daemon,
+/// Adds users to the users file in the data directory `data`, as `chatd user add` would
+/// write them (a name and the SHA-256 of its token); the daemon's watcher loads the file
+/// within a second. Writing the lines directly saves a thousand processes per run.
+pub(crate) fn add_users<'a>(
+    data: &Path,
     users: impl Iterator<Item = &'a (String, String)>,
 ) -> Result<(), String> {
-    let path = daemon.data_dir().join("users");
+    let path = data.join("users");
     let mut text = std::fs::read_to_string(&path).map_err(|e| format!("users file: {e}"))?;
     for (user, token) in users {
         let digest = Sha256::digest(token.as_bytes());
@@ -341,10 +382,13 @@ fn add_users<'a>(
 }
 
 /// Logs in as `user` until the daemon knows it (its watcher looks every 250 ms).
-fn wait_for_login(daemon: &Daemon, (user, token): &(String, String)) -> Result<(), String> {
+pub(crate) fn wait_for_login(
+    addr: SocketAddr,
+    (user, token): &(String, String),
+) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if login(daemon.addr, user, token).is_ok() {
+        if login(addr, user, token).is_ok() {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -355,7 +399,7 @@ fn wait_for_login(daemon: &Daemon, (user, token): &(String, String)) -> Result<(
 }
 
 /// A blocking version 2 connection of `user`, past WELCOME.
-fn login(addr: std::net::SocketAddr, user: &str, token: &str) -> io::Result<Client> {
+pub(crate) fn login(addr: SocketAddr, user: &str, token: &str) -> io::Result<Client> {
     let mut c = Client::connect(addr)?;
     c.set_timeout(Some(Duration::from_secs(30)))?;
     c.speak(Version::V2);
@@ -371,25 +415,33 @@ fn login(addr: std::net::SocketAddr, user: &str, token: &str) -> io::Result<Clie
     }
 }
 
-/// One churner: JOIN, wait for JOINED, LEAVE, wait for LEFT, paced at `events_per_sec`
-/// (a join and a leave are two events), until `stop`. Returns the events completed.
-fn churn(
-    addr: std::net::SocketAddr,
+/// How a churner paces itself.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pace {
+    /// Joins plus leaves per second (a join and a leave are two events).
+    pub events_per_sec: f64,
+    /// Stay in the room half of each period rather than leave at once: across nodes a stay
+    /// shorter than the presence tick is never seen by the other node.
+    pub hold: bool,
+    /// Before the first join, so that churners do not all move at once.
+    pub offset: Duration,
+}
+
+/// One churner: JOIN, wait for JOINED, LEAVE, wait for LEFT, paced by `pace`, until `stop`.
+/// Returns when each answer (JOINED, then LEFT, in turn) arrived: one per event completed.
+pub(crate) fn churn(
+    addr: SocketAddr,
     user: &str,
     token: &str,
-    events_per_sec: f64,
+    pace: Pace,
     stop: &AtomicBool,
-) -> Result<u64, String> {
+) -> Result<Vec<Instant>, String> {
     let mut c = login(addr, user, token).map_err(|e| format!("{user}: {e}"))?;
-    let period = Duration::from_secs_f64(2.0 / events_per_sec);
-    let mut next = Instant::now();
-    let mut events = 0;
+    let period = Duration::from_secs_f64(2.0 / pace.events_per_sec);
+    let mut next = Instant::now() + pace.offset;
+    let mut answers = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        if next > now {
-            thread::sleep(next - now);
-        }
-        next += period;
+        sleep_until(next);
         let join = ClientFrame::Join {
             room: ROOM,
             after: 0,
@@ -397,16 +449,32 @@ fn churn(
         };
         c.send(&join).map_err(|e| format!("{user}: {e}"))?;
         wait(&mut c, user, |r| matches!(r, Reply::Joined { .. }))?;
+        answers.push(Instant::now());
+        if pace.hold {
+            sleep_until(next + period / 2);
+        }
         c.send(&ClientFrame::Leave { room: ROOM })
             .map_err(|e| format!("{user}: {e}"))?;
         wait(&mut c, user, |r| matches!(r, Reply::Left { .. }))?;
-        events += 2;
+        answers.push(Instant::now());
+        next += period;
     }
-    Ok(events)
+    Ok(answers)
+}
+
+fn sleep_until(at: Instant) {
+    let now = Instant::now();
+    if at > now {
+        thread::sleep(at - now);
+    }
 }
 
 /// Reads until a frame `wanted` accepts; an ERROR or a close is a failure.
-fn wait(c: &mut Client, user: &str, wanted: impl Fn(&Reply) -> bool) -> Result<(), String> {
+pub(crate) fn wait(
+    c: &mut Client,
+    user: &str,
+    wanted: impl Fn(&Reply) -> bool,
+) -> Result<(), String> {
     loop {
         match c.recv() {
             Ok(Some(r)) if wanted(&r) => return Ok(()),
@@ -421,12 +489,35 @@ fn wait(c: &mut Client, user: &str, wanted: impl Fn(&Reply) -> bool) -> Result<(
 }
 
 /// The members' connections, on one poll loop.
-struct Members {
+pub(crate) struct Members {
     poll: Poll,
     events: Events,
     conns: Vec<Member>,
-    /// PRESENCE frames about churners, per member.
-    counts: Vec<u64>,
+    /// What each member was told.
+    pub tallies: Vec<Tally>,
+    /// Keep every PRESENCE about a churner in `Tally::receipts`.
+    keep: bool,
+}
+
+/// The PRESENCE frames one member got.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Tally {
+    /// About churners.
+    pub churn: u64,
+    /// About the anchor (`ANCHOR`, the idle user of the cross-node mode).
+    pub anchor: u64,
+    /// With `keep`, each PRESENCE about a churner: the churner's number, whether it said
+    /// "here", and when the poll that read it woke.
+    pub receipts: Vec<(usize, bool, Instant)>,
+}
+
+/// The idle user that opens the room on the churners' node in the cross-node mode; not a
+/// churner, so not counted as one.
+pub(crate) const ANCHOR: &str = "anchor";
+
+/// The number of a churner (`c<N>`), `None` for anyone else.
+fn churner(user: &str) -> Option<usize> {
+    user.strip_prefix('c')?.parse().ok()
 }
 
 struct Member {
@@ -439,12 +530,18 @@ struct Member {
 }
 
 impl Members {
-    /// Connects every member and queues HELLO, JOIN and (if `watch`) WATCH.
-    fn open(daemon: &Daemon, users: &[(String, String)], watch: bool) -> Result<Members, String> {
+    /// Connects every member and queues HELLO, JOIN and (if `watch`) WATCH; with `keep`,
+    /// each PRESENCE about a churner is kept with the time it was read.
+    pub(crate) fn open(
+        addr: SocketAddr,
+        users: &[(String, String)],
+        watch: bool,
+        keep: bool,
+    ) -> Result<Members, String> {
         let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
         let mut conns = Vec::with_capacity(users.len());
         for (i, (user, token)) in users.iter().enumerate() {
-            let std = std::net::TcpStream::connect(daemon.addr)
+            let std = std::net::TcpStream::connect(addr)
                 .and_then(|s| s.set_nonblocking(true).map(|()| s))
                 .map_err(|e| format!("member {i}: {e}"))?;
             let mut stream = TcpStream::from_std(std);
@@ -482,12 +579,13 @@ impl Members {
         Ok(Members {
             poll,
             events: Events::with_capacity(1024),
-            counts: vec![0; conns.len()],
+            tallies: vec![Tally::default(); conns.len()],
             conns,
+            keep,
         })
     }
 
-    fn until_ready(&mut self) -> Result<(), String> {
+    pub(crate) fn until_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + SETUP;
         while self.conns.iter().any(|m| m.owed > 0) {
             if Instant::now() > deadline {
@@ -499,28 +597,31 @@ impl Members {
         Ok(())
     }
 
-    fn all_have(&self, n: u64) -> bool {
-        self.counts.iter().all(|&c| c >= n)
+    pub(crate) fn all_have(&self, n: u64) -> bool {
+        self.tallies.iter().all(|t| t.churn >= n)
     }
 
     /// One poll: reads and writes what is ready.
-    fn turn(&mut self, timeout: Duration) -> Result<(), String> {
+    pub(crate) fn turn(&mut self, timeout: Duration) -> Result<(), String> {
         self.poll
             .poll(&mut self.events, Some(timeout))
             .map_err(|e| format!("poll: {e}"))?;
+        // One clock reading per wakeup: what the frames read now arrived by.
+        let now = self.keep.then(Instant::now);
         let ready: Vec<usize> = self.events.iter().map(|e| e.token().0).collect();
         for i in ready {
-            let (Some(m), Some(count)) = (self.conns.get_mut(i), self.counts.get_mut(i)) else {
+            let (Some(m), Some(tally)) = (self.conns.get_mut(i), self.tallies.get_mut(i)) else {
                 continue;
             };
-            m.service(count).map_err(|e| format!("member {i}: {e}"))?;
+            m.service(tally, now)
+                .map_err(|e| format!("member {i}: {e}"))?;
         }
         Ok(())
     }
 }
 
 impl Member {
-    fn service(&mut self, count: &mut u64) -> Result<(), String> {
+    fn service(&mut self, tally: &mut Tally, now: Option<Instant>) -> Result<(), String> {
         while !self.out.is_empty() {
             match self.stream.write(&self.out) {
                 Ok(n) => {
@@ -557,8 +658,17 @@ impl Member {
                 ServerFrame::Welcome { .. }
                 | ServerFrame::Joined { .. }
                 | ServerFrame::Members { .. } => self.owed = self.owed.saturating_sub(1),
-                ServerFrame::Presence { user, .. } if user.starts_with('c') => *count += 1,
-                ServerFrame::Presence { .. } | ServerFrame::Msg { .. } => {}
+                ServerFrame::Presence { user, here, .. } => {
+                    if let Some(c) = churner(user) {
+                        tally.churn += 1;
+                        if let Some(at) = now {
+                            tally.receipts.push((c, here, at));
+                        }
+                    } else if user == ANCHOR {
+                        tally.anchor += 1;
+                    }
+                }
+                ServerFrame::Msg { .. } => {}
                 ServerFrame::Error { code, message, .. } => {
                     return Err(format!("ERROR {code} {message}"));
                 }
@@ -588,6 +698,10 @@ mod tests {
         assert!(parse_words(&["--members", "0"]).is_err());
         assert!(parse_words(&["--secs", "-1"]).is_err());
         assert_eq!(parse_words(&["--help"]), Err("help".into()));
+        let p = parse_words(&["--nodes", "2", "--nats-server", "/x/nats"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((p.nodes, p.nats), (2, PathBuf::from("/x/nats")));
+        assert!(parse_words(&["--nodes", "3"]).is_err());
     }
 
     #[test]
@@ -609,6 +723,8 @@ mod tests {
             rate: 200,
             secs: 5.0,
             runs: 1,
+            nodes: 1,
+            nats: PathBuf::new(),
         };
         let text = table(&p, &[vec![row(false, 0.1)], vec![row(true, 0.3)]]);
         assert!(

@@ -15,8 +15,8 @@
 //! never signals a process it did not start.
 
 mod load;
-mod nats;
-mod nodes;
+pub(crate) mod nats;
+pub(crate) mod nodes;
 mod readback;
 mod sender;
 
@@ -228,7 +228,7 @@ pub fn run(c: &Cluster) -> Result<Record, String> {
     let mut nats = Nats::start(&c.nats)?;
     nats.keep = c.keep_logs;
     let conns = c.senders.max(c.subscribers + 1);
-    let mut nodes = Nodes::start(&c.chatd, &nats.urls(), NODES, conns)?;
+    let mut nodes = Nodes::start(&c.chatd, &nats.urls(), NODES, conns, nats::SERVERS)?;
     nodes.keep = c.keep_logs;
     let mut r = Record::default();
     r.text("scenario", "cluster");

@@ -56,6 +56,15 @@ impl Nats {
     /// # Errors
     /// No free ports, a server that would not start, or one not healthy in time.
     pub fn start(bin: &Path) -> Result<Nats, String> {
+        Nats::start_servers(bin, SERVERS)
+    }
+
+    /// Starts `count` servers routed to each other (one alone is a plain server with
+    /// JetStream, no cluster) and waits until each says JetStream is ready.
+    ///
+    /// # Errors
+    /// As `start`.
+    pub fn start_servers(bin: &Path, count: usize) -> Result<Nats, String> {
         if !bin.is_file() {
             return Err(format!(
                 "{} not found: install it (apt-get install nats-server) or pass --nats-server PATH",
@@ -71,7 +80,7 @@ impl Nats {
         };
         // Bound all at once, then released: nine distinct ports, which the servers take a
         // moment later (another process could take one in between; the start then fails).
-        let held: Vec<TcpListener> = (0..SERVERS * 3)
+        let held: Vec<TcpListener> = (0..count * 3)
             .map(|_| TcpListener::bind("127.0.0.1:0"))
             .collect::<Result<_, _>>()
             .map_err(|e| format!("finding free ports: {e}"))?;
@@ -96,10 +105,10 @@ impl Nats {
                 });
             }
         }
-        for i in 0..SERVERS {
+        for i in 0..count {
             nats.launch(i)?;
         }
-        for i in 0..SERVERS {
+        for i in 0..count {
             nats.wait_healthy(i, Probe::Enabled)?;
         }
         Ok(nats)
@@ -237,9 +246,9 @@ impl Drop for Nats {
 }
 
 /// The command line of server `i`: JetStream on, its store, loopback only, and routes to the
-/// others' cluster ports.
+/// others' cluster ports (none when it is alone: a one-server cluster would wait for peers).
 pub fn args(i: usize, ports: Ports, store: &Path, routes: &[String]) -> Vec<String> {
-    vec![
+    let mut args = vec![
         "-n".into(),
         format!("n{i}"),
         "-js".into(),
@@ -251,13 +260,18 @@ pub fn args(i: usize, ports: Ports, store: &Path, routes: &[String]) -> Vec<Stri
         ports.client.to_string(),
         "-m".into(),
         ports.monitor.to_string(),
-        "--cluster_name".into(),
-        "chatbench".into(),
-        "--cluster".into(),
-        format!("nats://127.0.0.1:{}", ports.cluster),
-        "--routes".into(),
-        routes.join(","),
-    ]
+    ];
+    if !routes.is_empty() {
+        args.extend([
+            "--cluster_name".into(),
+            "chatbench".into(),
+            "--cluster".into(),
+            format!("nats://127.0.0.1:{}", ports.cluster),
+            "--routes".into(),
+            routes.join(","),
+        ]);
+    }
+    args
 }
 
 /// What a `/healthz` probe asks of a server.
@@ -326,6 +340,11 @@ mod tests {
             a,
             "-n n1 -js -sd /tmp/x/n1 -a 127.0.0.1 -p 4001 -m 8001 --cluster_name chatbench \
              --cluster nats://127.0.0.1:6001 --routes nats://127.0.0.1:6002,nats://127.0.0.1:6003"
+        );
+        let alone = args(0, ports, Path::new("/tmp/x/n0"), &[]).join(" ");
+        assert_eq!(
+            alone,
+            "-n n0 -js -sd /tmp/x/n0 -a 127.0.0.1 -p 4001 -m 8001"
         );
     }
 

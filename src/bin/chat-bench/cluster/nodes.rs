@@ -36,8 +36,8 @@ pub struct Nodes {
 }
 
 impl Nodes {
-    /// Starts `count` nodes against the NATS servers at `urls`, and returns them with the
-    /// token of the bench's user.
+    /// Starts `count` nodes against the NATS servers at `urls`, their streams kept in
+    /// `replicas` copies, and returns them with the token of the bench's user.
     ///
     /// # Errors
     /// chatd could not run, or a node did not report its address in time.
@@ -46,6 +46,7 @@ impl Nodes {
         urls: &[String],
         count: usize,
         conns: usize,
+        replicas: usize,
     ) -> Result<Nodes, String> {
         let dir = crate::daemon::fresh_dir()?;
         let mut nodes = Nodes {
@@ -72,10 +73,16 @@ impl Nodes {
                 &nodes.dir.join(format!("node{i}.log")),
                 urls,
                 conns,
+                replicas,
             )?;
             nodes.nodes.push(node);
         }
         Ok(nodes)
+    }
+
+    /// Node `i`'s data directory (its users file).
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("node{i}"))
     }
 
     pub fn pids(&self) -> Vec<u32> {
@@ -161,6 +168,7 @@ fn start_node(
     log: &Path,
     urls: &[String],
     conns: usize,
+    replicas: usize,
 ) -> Result<Node, String> {
     let per_ip = conns.saturating_add(16).max(256).to_string();
     let log_file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
@@ -170,7 +178,8 @@ fn start_node(
         .arg(data)
         .args(["--listen", "127.0.0.1:0", "--send-rate", "0"])
         .args(["--max-connections-per-ip", &per_ip])
-        .args(["--store", "jetstream", "--jetstream-replicas", "3"]);
+        .args(["--store", "jetstream", "--jetstream-replicas"])
+        .arg(replicas.to_string());
     for u in urls {
         cmd.args(["--nats", u]);
     }
