@@ -13,8 +13,9 @@
 //! With several nodes (`--store jetstream`) a user is also here while another node says it
 //! has a connection of that user joined (`crate::jetstream::presence`): each user counts its
 //! sources, this node's connections and the other nodes that list it, and is here while it
-//! has any. This node's own part is numbered too ([`Presence::local_users`]), so that what it
-//! tells the other nodes is read without a log of its own.
+//! has any. This node's own part is numbered too ([`Presence::take_local`]), so that what it
+//! tells the other nodes is read without a log of its own; only the users who arrived and left
+//! again between two readings are noted apart, so that the other nodes see them come and go.
 //!
 //! This module must never block for long or allocate what a client can grow without bound:
 //! the lock is held for one count change, one snapshot of what fits in a frame, or a bounded
@@ -22,6 +23,11 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+
+/// Users noted as arrived on this node between two readings of its part by the other nodes'
+/// task (0.1 s): more than this, and the rest of those who also left again within it are not
+/// shown on the other nodes.
+const ARRIVALS_KEPT: usize = 1024;
 
 /// Changes the log keeps for watchers. A watcher more than this many changes behind (its
 /// client not reading, or a burst of joins) gets a fresh MEMBERS rather than a longer log.
@@ -37,6 +43,12 @@ pub struct Presence {
     /// Counts every change to the set of users with a connection on this node, so that the
     /// node's share of presence is sent to the others only when it changed.
     local_changes: u64,
+    /// Whether other nodes are told of this node's users (`--store jetstream`): only then are
+    /// `arrived` noted.
+    shared: bool,
+    /// Users whose first connection here arrived since `take_local` last read: those gone
+    /// again by then came and went between two readings.
+    arrived: Vec<Arc<str>>,
     /// The number the next change takes; the log holds `next - log.len() .. next`.
     next: u64,
     /// The newest changes, kept only while `watchers` counts someone.
@@ -95,6 +107,18 @@ impl Sources {
     }
 }
 
+/// This node's part of a room's presence, as [`Presence::take_local`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Local {
+    /// The number of changes to `users` so far: equal numbers, equal sets.
+    pub changes: u64,
+    /// The users with a connection on this node, in byte order.
+    pub users: Vec<Arc<str>>,
+    /// The users who arrived on this node and left again since the last reading, in byte
+    /// order: in none of the sets read, yet here for a moment.
+    pub passed: Vec<Arc<str>>,
+}
+
 /// One change: `user`'s first connection arrived (`here`), or its last one left.
 #[derive(Debug, Clone)]
 struct Change {
@@ -123,13 +147,14 @@ impl Presence {
     /// watchers must hear of a change (none if the user was here already, or nobody watches).
     pub fn arrive(&mut self, user: &Arc<str>) -> Vec<usize> {
         if let Some(sources) = self.here.get_mut(&**user) {
-            if sources.local() == 0 {
-                self.local_changes += 1;
-            }
+            let first = sources.local() == 0;
             sources.add_local();
+            if first {
+                self.arrived_here(user);
+            }
             return Vec::new();
         }
-        self.local_changes += 1;
+        self.arrived_here(user);
         let mut sources = Sources::default();
         sources.add_local();
         self.here.insert(Arc::clone(user), sources);
@@ -187,16 +212,40 @@ impl Presence {
         }
     }
 
-    /// The users with a connection on this node, in byte order, and the number of changes to
-    /// that set so far: equal numbers, equal sets.
-    pub fn local_users(&self) -> (u64, Vec<Arc<str>>) {
+    /// `user`'s first connection on this node arrived.
+    fn arrived_here(&mut self, user: &Arc<str>) {
+        self.local_changes += 1;
+        if self.shared && self.arrived.len() < ARRIVALS_KEPT {
+            self.arrived.push(Arc::clone(user));
+        }
+    }
+
+    /// From now on, this node's users are told to other nodes: note who arrives between two
+    /// [`take_local`](Presence::take_local)s.
+    pub fn share(&mut self) {
+        self.shared = true;
+    }
+
+    /// This node's part, for the other nodes: the users with a connection here, and those who
+    /// arrived and left again since the last call.
+    pub fn take_local(&mut self) -> Local {
         let users = self
             .here
             .iter()
             .filter(|(_, s)| s.local() > 0)
             .map(|(user, _)| Arc::clone(user))
             .collect();
-        (self.local_changes, users)
+        let mut passed: Vec<Arc<str>> = std::mem::take(&mut self.arrived)
+            .into_iter()
+            .filter(|u| self.here.get(&**u).is_none_or(|s| s.local() == 0))
+            .collect();
+        passed.sort_unstable();
+        passed.dedup();
+        Local {
+            changes: self.local_changes,
+            users,
+            passed,
+        }
     }
 
     /// The number of changes to the set of users with a connection on this node.
@@ -394,10 +443,10 @@ mod tests {
         assert_eq!(p.node_arrive(&bob), [0], "listed by node B");
         assert!(p.node_arrive(&bob).is_empty(), "and by node C");
         assert!(p.arrive(&bob).is_empty(), "and connected here");
-        assert_eq!(p.local_users().1.len(), 1);
+        assert_eq!(p.take_local().users.len(), 1);
         assert!(p.node_depart("bob").is_empty());
         assert!(p.depart("bob").is_empty(), "node C still lists bob");
-        assert!(p.local_users().1.is_empty());
+        assert!(p.take_local().users.is_empty());
         assert!(p.depart("bob").is_empty(), "no connection here to leave");
         assert_eq!(p.node_depart("bob"), [0]);
         assert!(p.node_depart("bob").is_empty(), "nobody lists bob now");
@@ -415,7 +464,11 @@ mod tests {
         p.arrive(&alice);
         p.arrive(&alice);
         p.arrive(&bob);
-        let (after, users) = p.local_users();
+        let Local {
+            changes: after,
+            users,
+            ..
+        } = p.take_local();
         assert_eq!(after, start + 2, "alice, then bob, each once");
         assert_eq!(
             users.iter().map(|u| &**u).collect::<Vec<_>>(),
@@ -426,6 +479,36 @@ mod tests {
         p.depart("alice");
         assert_eq!(p.local_changes(), after + 1);
         assert_eq!(p.len(), 2, "alice is still listed by another node");
+    }
+
+    #[test]
+    fn a_shared_room_notes_who_came_and_went_between_two_readings() {
+        let mut p = Presence::default();
+        let (alice, bob, carol) = (name("alice"), name("bob"), name("carol"));
+        p.arrive(&alice);
+        p.depart("alice");
+        assert!(
+            p.take_local().passed.is_empty(),
+            "not shared: nothing noted"
+        );
+        p.share();
+        p.arrive(&alice);
+        p.depart("alice");
+        p.arrive(&alice);
+        p.depart("alice");
+        p.arrive(&bob);
+        p.node_arrive(&carol);
+        p.arrive(&carol);
+        p.depart("carol");
+        let local = p.take_local();
+        let listed = |v: &[Arc<str>]| v.iter().map(|u| u.to_string()).collect::<Vec<_>>();
+        assert_eq!(listed(&local.users), ["bob"]);
+        assert_eq!(
+            listed(&local.passed),
+            ["alice", "carol"],
+            "once each; bob is still here"
+        );
+        assert!(p.take_local().passed.is_empty(), "read once");
     }
 
     #[test]

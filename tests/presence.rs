@@ -497,6 +497,36 @@ fn alice_on_a_sees_bob_on_b(room: &str) -> Option<(Daemon, Daemon, Client, Clien
 }
 
 #[test]
+fn across_nodes_a_visit_between_two_rosters_is_seen_coming_and_going() {
+    let Some((a, b, tokens)) = two_nodes(&["alice", "bob", "carol"]) else {
+        return;
+    };
+    let room = "#brief";
+    let mut alice = login(&a, "alice", &tokens[0], 2);
+    join(&mut alice, room, 0, 0);
+    // Carol stays on B, so that B follows the room and A has heard from B.
+    let mut carol = login(&b, "carol", &tokens[2], 2);
+    join(&mut carol, room, 0, 0);
+    assert!(watch_until(&mut alice, room, "carol").contains("carol"));
+    // Bob joins and leaves on B well within one 0.1 s tick of B's rosters, then carol
+    // leaves: B's next roster does not list bob, yet A's watcher sees him come and go first.
+    let mut bob = login(&b, "bob", &tokens[1], 2);
+    join(&mut bob, room, 0, 0);
+    leave(&mut bob, room);
+    leave(&mut carol, room);
+    let mut seen = Vec::new();
+    while !seen.contains(&("carol".to_string(), false)) {
+        seen.push(presence(&mut alice, room));
+    }
+    let bob_seen: Vec<bool> = seen
+        .iter()
+        .filter(|(user, _)| user == "bob")
+        .map(|&(_, here)| here)
+        .collect();
+    assert_eq!(bob_seen, [true, false], "{seen:?}");
+}
+
+#[test]
 fn across_nodes_the_users_of_a_node_that_dies_leave_within_its_expiry() {
     let room = "#fragile";
     let Some((_a, mut b, mut alice, _bob)) = alice_on_a_sees_bob_on_b(room) else {

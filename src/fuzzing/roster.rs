@@ -2,7 +2,7 @@
 //! any payload, since anyone allowed on the NATS server can publish on a presence subject.
 //!
 //! The promises: decoding never panics; what it accepts lists valid user names, each once, at
-//! most `MAX_USERS` of them; and writing the roster it gives and reading that back gives the
+//! most `MAX_USERS` of them, none both here and passed; and writing the roster it gives and reading that back gives the
 //! same roster, so that what one node sends another reads as it was meant.
 
 use std::sync::Arc;
@@ -18,10 +18,18 @@ pub fn roster(data: &[u8]) {
     let Some(roster) = decode(data) else {
         return;
     };
-    assert!(roster.users.len() <= MAX_USERS);
-    assert!(roster.users.iter().all(|u| is_valid_user(u)));
+    assert!(roster.users.len() + roster.passed.len() <= MAX_USERS);
+    assert!(
+        roster
+            .users
+            .iter()
+            .chain(&roster.passed)
+            .all(|u| is_valid_user(u))
+    );
+    assert!(roster.users.is_disjoint(&roster.passed));
     let users: Vec<Arc<str>> = roster.users.iter().cloned().collect();
-    let (payload, cut) = encode(roster.node, roster.kind, &users);
+    let passed: Vec<Arc<str>> = roster.passed.iter().cloned().collect();
+    let (payload, cut) = encode(roster.node, roster.kind, &users, &passed);
     assert!(!cut, "a roster that was read must fit when written");
     assert_eq!(
         decode(&payload),

@@ -3,7 +3,8 @@
 //! too (`crate::presence`), so that WHO and WATCH on any node see every node's members.
 //!
 //! Nodes speak on plain NATS subjects, one per room ([`names::presence`]), in [`roster`]s:
-//! each carries the sender's whole set for the room, sent when that set changed (looked for
+//! each carries the sender's whole set for the room, and who came and went since its last one
+//! (so that a visit shorter than a tick is seen too), sent when that set changed (looked for
 //! every [`TICK`]) and again every [`HEARTBEAT`] while it is not empty. A node that follows a
 //! room anew asks the others for theirs. A node that stops says goodbye in every room it
 //! spoke of, once its own connections are closed; what a node said is otherwise forgotten
@@ -159,7 +160,7 @@ impl Share {
                 );
                 let departed: Vec<Arc<str>> = gone.users.into_iter().collect();
                 let room = Arc::clone(room);
-                self.change(&room, &[], &departed);
+                self.change(&room, &[], &[], &departed);
                 return;
             }
         }
@@ -184,13 +185,23 @@ impl Share {
         let (now, was) = (now.unwrap_or(&empty), was.as_ref().unwrap_or(&empty));
         let arrived: Vec<Arc<str>> = now.difference(was).cloned().collect();
         let departed: Vec<Arc<str>> = was.difference(now).cloned().collect();
+        // Came and went on that node between its two rosters; one it listed before left and
+        // is among `departed` already.
+        let passed: Vec<Arc<str>> = roster.passed.difference(was).cloned().collect();
         let room = Arc::clone(room);
-        self.change(&room, &arrived, &departed);
+        self.change(&room, &passed, &arrived, &departed);
     }
 
-    /// Counts `arrived` as here and `departed` as gone for one node more or less, one user per
-    /// hold of the lock, and wakes the reactors whose watchers must hear of it.
-    fn change(&self, room: &Room, arrived: &[Arc<str>], departed: &[Arc<str>]) {
+    /// Counts each of `passed` as here and then gone, `arrived` as here and `departed` as gone,
+    /// for one node more or less, one user per hold of the lock, and wakes the reactors whose
+    /// watchers must hear of it.
+    fn change(
+        &self,
+        room: &Room,
+        passed: &[Arc<str>],
+        arrived: &[Arc<str>],
+        departed: &[Arc<str>],
+    ) {
         let mut wake = vec![false; self.link.setup.mailboxes.len()];
         let mut note = |reactors: Vec<usize>| {
             for r in reactors {
@@ -199,6 +210,10 @@ impl Share {
                 }
             }
         };
+        for user in passed {
+            note(room.presence(|p| p.node_arrive(user)));
+            note(room.presence(|p| p.node_depart(user)));
+        }
         for user in arrived {
             note(room.presence(|p| p.node_arrive(user)));
         }
@@ -224,6 +239,7 @@ impl Share {
             let list = followed.lock().unwrap_or_else(PoisonError::into_inner);
             for room in list.iter().filter(|r| r.loaded() == Loaded::Yes) {
                 if self.by_id.insert(room.id) {
+                    room.presence(|p| p.share());
                     new.push(room.id);
                     self.rooms
                         .insert(names::presence(&room.name), Arc::clone(room));
@@ -244,25 +260,25 @@ impl Share {
             if !(ask || asked || changed || beat) {
                 continue;
             }
-            let (changes, users) = room.presence(|p| p.local_users());
-            if !(ask || asked || changed) && users.is_empty() {
+            let local = room.presence(|p| p.take_local());
+            if !(ask || asked || changed) && local.users.is_empty() {
                 // Nobody here: the others forget this node's empty set by themselves.
                 continue;
             }
             let kind = if ask { Kind::Ask } else { Kind::Set };
-            let (payload, cut) = roster::encode(self.link.node, kind, &users);
+            let (payload, cut) = roster::encode(self.link.node, kind, &local.users, &local.passed);
             if cut && self.warned.insert(room.id) {
                 log::warn!(
                     "jetstream: {} has {} users on this node; the other nodes are told of the \
                      first {}",
                     room.name,
-                    users.len(),
+                    local.users.len() + local.passed.len(),
                     roster::MAX_USERS
                 );
             }
             match client.publish(subject.clone(), payload.into()).await {
                 Ok(()) => {
-                    self.sent.insert(room.id, changes);
+                    self.sent.insert(room.id, local.changes);
                 }
                 Err(e) => log::debug!("jetstream: cannot send the roster of {}: {e}", room.name),
             }
@@ -275,7 +291,7 @@ impl Share {
     /// to take the goodbyes.
     async fn farewell(&mut self) {
         let client = self.link.js.client();
-        let (payload, _) = roster::encode(self.link.node, Kind::Bye, &[]);
+        let (payload, _) = roster::encode(self.link.node, Kind::Bye, &[], &[]);
         for (subject, room) in &self.rooms {
             if self.sent.contains_key(&room.id) {
                 let _ = client
@@ -306,7 +322,7 @@ impl Share {
         self.heard.retain(|_, nodes| !nodes.is_empty());
         for (id, users) in gone {
             if let Some(room) = self.rooms.values().find(|r| r.id == id).cloned() {
-                self.change(&room, &[], &users);
+                self.change(&room, &[], &[], &users);
             }
         }
     }

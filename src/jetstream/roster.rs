@@ -6,6 +6,7 @@
 //! ```text
 //! chatd-roster 1 <node, 16 hex digits> <set|ask|bye>\n
 //! <user>\n   (one line per user, in byte order, each once)
+//! -<user>\n  (one line per user who came and went since the last roster, each once)
 //! ```
 //!
 //! A roster always carries the sender's whole set for the room, never a change, so that a
@@ -22,9 +23,9 @@ use crate::protocol::name::is_valid_user;
 /// The first word of every roster, and the format's version.
 const MAGIC: &str = "chatd-roster 1";
 
-/// The most users one roster may list. A node with more users in one room tells the others
-/// the first this many (in byte order), and says so in its log: at 32 bytes a name this keeps
-/// a roster under NATS's default 1 MiB payload limit.
+/// The most users one roster may list, here and passed together. A node with more users in
+/// one room tells the others the first this many (in byte order), and says so in its log: at
+/// 32 bytes a name this keeps a roster under NATS's default 1 MiB payload limit.
 pub const MAX_USERS: usize = 30_000;
 
 /// What a roster says besides its users.
@@ -46,28 +47,38 @@ pub struct Roster {
     pub node: u64,
     pub kind: Kind,
     pub users: BTreeSet<Arc<str>>,
+    /// Users who arrived on the sender and left again since its last roster: in neither
+    /// roster, but here for a moment, which the other nodes' watchers are told.
+    pub passed: BTreeSet<Arc<str>>,
 }
 
-/// The payload of a roster from `node` listing `users` (in byte order, each once, as
-/// `Presence::local_users` gives them), at most [`MAX_USERS`] of them. Returns it and whether
-/// users were left out.
-pub fn encode(node: u64, kind: Kind, users: &[Arc<str>]) -> (Vec<u8>, bool) {
+/// The payload of a roster from `node` listing `users` and `passed` (each in byte order, each
+/// name once, none in both, as `Presence::take_local` gives them), at most [`MAX_USERS`] of
+/// them. Returns it and whether users were left out.
+pub fn encode(node: u64, kind: Kind, users: &[Arc<str>], passed: &[Arc<str>]) -> (Vec<u8>, bool) {
     let kind = match kind {
         Kind::Set => "set",
         Kind::Ask => "ask",
         Kind::Bye => "bye",
     };
     let kept = users.len().min(MAX_USERS);
+    let kept_passed = passed.len().min(MAX_USERS - kept);
     let mut out = format!("{MAGIC} {node:016x} {kind}\n").into_bytes();
     for user in users.iter().take(kept) {
         out.extend_from_slice(user.as_bytes());
         out.push(b'\n');
     }
-    (out, kept < users.len())
+    for user in passed.iter().take(kept_passed) {
+        out.push(b'-');
+        out.extend_from_slice(user.as_bytes());
+        out.push(b'\n');
+    }
+    (out, kept + kept_passed < users.len() + passed.len())
 }
 
 /// The roster in `payload`, or `None` if it is not one: a wrong first line, a name that is not
-/// a valid user name, a name twice, more than [`MAX_USERS`] names, or any name in a `bye`.
+/// a valid user name, a name twice (here or passed), more than [`MAX_USERS`] names, or any name
+/// in a `bye`.
 pub fn decode(payload: &[u8]) -> Option<Roster> {
     let text = std::str::from_utf8(payload).ok()?;
     let body = text.strip_suffix('\n')?;
@@ -88,16 +99,26 @@ pub fn decode(payload: &[u8]) -> Option<Roster> {
         "bye" => Kind::Bye,
         _ => return None,
     };
-    let mut users = BTreeSet::new();
-    for user in lines {
-        if users.len() >= MAX_USERS || !is_valid_user(user) || !users.insert(Arc::from(user)) {
+    let (mut users, mut passed) = (BTreeSet::new(), BTreeSet::<Arc<str>>::new());
+    for (count, line) in lines.enumerate() {
+        let (name, into) = match line.strip_prefix('-') {
+            Some(name) => (name, &mut passed),
+            None => (line, &mut users),
+        };
+        if count >= MAX_USERS || !is_valid_user(name) || !into.insert(Arc::from(name)) {
             return None;
         }
     }
-    if kind == Kind::Bye && !users.is_empty() {
+    let empty = users.is_empty() && passed.is_empty();
+    if !users.is_disjoint(&passed) || (kind == Kind::Bye && !empty) {
         return None;
     }
-    Some(Roster { node, kind, users })
+    Some(Roster {
+        node,
+        kind,
+        users,
+        passed,
+    })
 }
 
 #[cfg(test)]
@@ -111,11 +132,12 @@ mod tests {
     #[test]
     fn a_roster_reads_back_as_it_was_written() {
         let users = names(&["alice", "bob.b", "c-1_x"]);
-        let (payload, cut) = encode(0x00ab_cdef_0123_4567, Kind::Ask, &users);
+        let passed = names(&["dave"]);
+        let (payload, cut) = encode(0x00ab_cdef_0123_4567, Kind::Ask, &users, &passed);
         assert!(!cut);
         assert_eq!(
             payload,
-            b"chatd-roster 1 00abcdef01234567 ask\nalice\nbob.b\nc-1_x\n"
+            b"chatd-roster 1 00abcdef01234567 ask\nalice\nbob.b\nc-1_x\n-dave\n"
         );
         let roster = decode(&payload).expect("a roster");
         assert_eq!(
@@ -123,7 +145,8 @@ mod tests {
             (0x00ab_cdef_0123_4567, Kind::Ask)
         );
         assert_eq!(roster.users.into_iter().collect::<Vec<_>>(), users);
-        let empty = decode(&encode(1, Kind::Set, &[]).0).expect("an empty roster");
+        assert_eq!(roster.passed.into_iter().collect::<Vec<_>>(), passed);
+        let empty = decode(&encode(1, Kind::Set, &[], &[]).0).expect("an empty roster");
         assert!(empty.kind == Kind::Set && empty.users.is_empty());
         let bye = decode(b"chatd-roster 1 0000000000000001 bye\n").expect("a goodbye");
         assert!(bye.kind == Kind::Bye && bye.users.is_empty());
@@ -145,6 +168,10 @@ mod tests {
             b"chatd-roster 1 00abcdef01234567 set\nalice\r\n",
             b"chatd-roster 1 00abcdef01234567 set\n\xff\n",
             b"chatd-roster 1 00abcdef01234567 bye\nalice\n",
+            b"chatd-roster 1 00abcdef01234567 bye\n-alice\n",
+            b"chatd-roster 1 00abcdef01234567 set\nalice\n-alice\n",
+            b"chatd-roster 1 00abcdef01234567 set\n-alice\n-alice\n",
+            b"chatd-roster 1 00abcdef01234567 set\n-\n",
         ] {
             assert_eq!(decode(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
@@ -155,7 +182,7 @@ mod tests {
         let users: Vec<Arc<str>> = (0..=MAX_USERS)
             .map(|i| Arc::from(format!("u{i:06}")))
             .collect();
-        let (payload, cut) = encode(7, Kind::Set, &users);
+        let (payload, cut) = encode(7, Kind::Set, &users, &names(&["late"]));
         assert!(cut);
         assert!(
             payload.len() < 1 << 20,

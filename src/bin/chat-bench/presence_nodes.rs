@@ -10,8 +10,9 @@
 //! Warm-up: node B follows the room only once one of its users joined it, so an idle anchor
 //! user joins on B first, and the churners start only once every member has its MEMBERS
 //! snapshot and has been told the anchor is here (so A has heard B); the anchor is not
-//! counted. A churner stays in and out of the room at least `MIN_DWELL`, since a stay shorter
-//! than a tick would never be sent. It never touches processes or directories but its own.
+//! counted. A churner stays in and out of the room at least `MIN_DWELL`: a user node B listed
+//! who leaves and comes back within one tick is sent as never having left, which would count
+//! as missed events. It never touches processes or directories but its own.
 
 use std::fmt::Write as _;
 use std::io::{self, Write as _};
@@ -33,7 +34,7 @@ use crate::presence::{
 use crate::stats::{Latency, Percentiles};
 
 /// The shortest stay in (and out of) the room: three presence ticks, so that a tick late by
-/// a busy machine still sees each stay.
+/// a busy machine still sees each departure and return.
 const MIN_DWELL: Duration = Duration::from_millis(300);
 
 /// One run's figures.
