@@ -14,8 +14,9 @@
 //! has a connection of that user joined (`crate::jetstream::presence`): each user counts its
 //! sources, this node's connections and the other nodes that list it, and is here while it
 //! has any. This node's own part is numbered too ([`Presence::take_local`]), so that what it
-//! tells the other nodes is read without a log of its own; only the users who arrived and left
-//! again between two readings are noted apart, so that the other nodes see them come and go.
+//! tells the other nodes is read without a log of its own; only the users who arrived between
+//! two readings are noted apart, so that the other nodes see a visit or a return that falls
+//! between them.
 //!
 //! This module must never block for long or allocate what a client can grow without bound:
 //! the lock is held for one count change, one snapshot of what fits in a frame, or a bounded
@@ -25,8 +26,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 /// Users noted as arrived on this node between two readings of its part by the other nodes'
-/// task (0.1 s): more than this, and the rest of those who also left again within it are not
-/// shown on the other nodes.
+/// task (0.1 s): more than this, and the visits and returns of the rest within it are not
+/// shown on the other nodes (what they end as still is).
 const ARRIVALS_KEPT: usize = 1024;
 
 /// Changes the log keeps for watchers. A watcher more than this many changes behind (its
@@ -46,8 +47,8 @@ pub struct Presence {
     /// Whether other nodes are told of this node's users (`--store jetstream`): only then are
     /// `arrived` noted.
     shared: bool,
-    /// Users whose first connection here arrived since `take_local` last read: those gone
-    /// again by then came and went between two readings.
+    /// Users whose first connection here arrived since `take_local` last read (a name may be
+    /// here more than once).
     arrived: Vec<Arc<str>>,
     /// The number the next change takes; the log holds `next - log.len() .. next`.
     next: u64,
@@ -114,9 +115,11 @@ pub struct Local {
     pub changes: u64,
     /// The users with a connection on this node, in byte order.
     pub users: Vec<Arc<str>>,
-    /// The users who arrived on this node and left again since the last reading, in byte
-    /// order: in none of the sets read, yet here for a moment.
-    pub passed: Vec<Arc<str>>,
+    /// The users whose first connection on this node arrived since the last reading, in
+    /// byte order, each once, whether or not they are still here: with the sets read before
+    /// and now, they tell a visit between two readings (in neither set) and a return (in
+    /// both), which the sets alone do not show.
+    pub arrivals: Vec<Arc<str>>,
 }
 
 /// One change: `user`'s first connection arrived (`here`), or its last one left.
@@ -226,8 +229,8 @@ impl Presence {
         self.shared = true;
     }
 
-    /// This node's part, for the other nodes: the users with a connection here, and those who
-    /// arrived and left again since the last call.
+    /// This node's part, for the other nodes: the users with a connection here, and those
+    /// whose first connection here arrived since the last call.
     pub fn take_local(&mut self) -> Local {
         let users = self
             .here
@@ -235,16 +238,13 @@ impl Presence {
             .filter(|(_, s)| s.local() > 0)
             .map(|(user, _)| Arc::clone(user))
             .collect();
-        let mut passed: Vec<Arc<str>> = std::mem::take(&mut self.arrived)
-            .into_iter()
-            .filter(|u| self.here.get(&**u).is_none_or(|s| s.local() == 0))
-            .collect();
-        passed.sort_unstable();
-        passed.dedup();
+        let mut arrivals = std::mem::take(&mut self.arrived);
+        arrivals.sort_unstable();
+        arrivals.dedup();
         Local {
             changes: self.local_changes,
             users,
-            passed,
+            arrivals,
         }
     }
 
@@ -488,7 +488,7 @@ mod tests {
         p.arrive(&alice);
         p.depart("alice");
         assert!(
-            p.take_local().passed.is_empty(),
+            p.take_local().arrivals.is_empty(),
             "not shared: nothing noted"
         );
         p.share();
@@ -504,11 +504,11 @@ mod tests {
         let listed = |v: &[Arc<str>]| v.iter().map(|u| u.to_string()).collect::<Vec<_>>();
         assert_eq!(listed(&local.users), ["bob"]);
         assert_eq!(
-            listed(&local.passed),
-            ["alice", "carol"],
-            "once each; bob is still here"
+            listed(&local.arrivals),
+            ["alice", "bob", "carol"],
+            "once each"
         );
-        assert!(p.take_local().passed.is_empty(), "read once");
+        assert!(p.take_local().arrivals.is_empty(), "read once");
     }
 
     #[test]

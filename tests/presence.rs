@@ -496,9 +496,27 @@ fn alice_on_a_sees_bob_on_b(room: &str) -> Option<(Daemon, Daemon, Client, Clien
     Some((a, b, alice, bob))
 }
 
+/// Reads PRESENCE frames of `room` until `user`'s `here`, and returns them all.
+#[track_caller]
+fn presence_until(c: &mut Client, room: &str, user: &str, here: bool) -> Vec<(String, bool)> {
+    let mut seen = Vec::new();
+    while !seen.contains(&(user.to_string(), here)) {
+        seen.push(presence(c, room));
+    }
+    seen
+}
+
+/// What `seen` says of `user`, in order.
+fn of(seen: &[(String, bool)], user: &str) -> Vec<bool> {
+    seen.iter()
+        .filter(|(u, _)| u == user)
+        .map(|&(_, here)| here)
+        .collect()
+}
+
 #[test]
-fn across_nodes_a_visit_between_two_rosters_is_seen_coming_and_going() {
-    let Some((a, b, tokens)) = two_nodes(&["alice", "bob", "carol"]) else {
+fn across_nodes_a_visit_or_a_return_between_two_rosters_is_seen() {
+    let Some((a, b, tokens)) = two_nodes(&["alice", "bob", "carol", "dave"]) else {
         return;
     };
     let room = "#brief";
@@ -508,22 +526,25 @@ fn across_nodes_a_visit_between_two_rosters_is_seen_coming_and_going() {
     let mut carol = login(&b, "carol", &tokens[2], 2);
     join(&mut carol, room, 0, 0);
     assert!(watch_until(&mut alice, room, "carol").contains("carol"));
-    // Bob joins and leaves on B well within one 0.1 s tick of B's rosters, then carol
-    // leaves: B's next roster does not list bob, yet A's watcher sees him come and go first.
+    // Bob joins and leaves on B well within one 0.1 s tick of B's rosters, then carol leaves:
+    // B's next roster does not list bob, yet A's watcher sees him come and go.
     let mut bob = login(&b, "bob", &tokens[1], 2);
     join(&mut bob, room, 0, 0);
     leave(&mut bob, room);
     leave(&mut carol, room);
-    let mut seen = Vec::new();
-    while !seen.contains(&("carol".to_string(), false)) {
-        seen.push(presence(&mut alice, room));
-    }
-    let bob_seen: Vec<bool> = seen
-        .iter()
-        .filter(|(user, _)| user == "bob")
-        .map(|&(_, here)| here)
-        .collect();
-    assert_eq!(bob_seen, [true, false], "{seen:?}");
+    let seen = presence_until(&mut alice, room, "carol", false);
+    assert_eq!(of(&seen, "bob"), [true, false], "{seen:?}");
+    // Dave, listed by B, leaves and comes back within a tick, then bob arrives: B's rosters
+    // list dave before and after, yet A's watcher sees him go and come back.
+    let mut dave = login(&b, "dave", &tokens[3], 2);
+    join(&mut dave, room, 0, 0);
+    let seen = presence_until(&mut alice, room, "dave", true);
+    assert_eq!(of(&seen, "dave"), [true], "{seen:?}");
+    leave(&mut dave, room);
+    join(&mut dave, room, 0, 0);
+    join(&mut bob, room, 0, 0);
+    let seen = presence_until(&mut alice, room, "bob", true);
+    assert_eq!(of(&seen, "dave"), [false, true], "{seen:?}");
 }
 
 #[test]

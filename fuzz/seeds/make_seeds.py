@@ -467,7 +467,7 @@ SEEDS["roster"] = {
     "bad_name": b"chatd-roster 1 00abcdef01234567 set\nal ice\n",
     "no_newline": b"chatd-roster 1 00abcdef01234567 set",
     "bye": b"chatd-roster 1 00abcdef01234567 bye\n",
-    "passed": b"chatd-roster 1 00abcdef01234567 set\nalice\n-bob\n",
+    "arrivals": b"chatd-roster 1 00abcdef01234567 set\nalice\n+alice\n+bob\n",
 }
 
 # Inputs that show daemon bugs not fixed yet; run strictly by ignored tests in src/fuzzing.

@@ -49,6 +49,26 @@ const EXPIRY: Duration = Duration::from_secs(15);
 /// a handful; more means someone other than chatd is publishing rosters.
 pub const MAX_NODES: usize = 64;
 
+/// What another node's users did in a room between two of its rosters.
+#[derive(Default, Clone, Copy)]
+struct Moves<'a> {
+    /// Came and went.
+    visited: &'a [Arc<str>],
+    /// Left and came back.
+    returned: &'a [Arc<str>],
+    arrived: &'a [Arc<str>],
+    departed: &'a [Arc<str>],
+}
+
+impl<'a> Moves<'a> {
+    fn departed(departed: &'a [Arc<str>]) -> Moves<'a> {
+        Moves {
+            departed,
+            ..Moves::default()
+        }
+    }
+}
+
 /// What another node last said of a room.
 struct Heard {
     users: BTreeSet<Arc<str>>,
@@ -160,7 +180,7 @@ impl Share {
                 );
                 let departed: Vec<Arc<str>> = gone.users.into_iter().collect();
                 let room = Arc::clone(room);
-                self.change(&room, &[], &[], &departed);
+                self.change(&room, Moves::departed(&departed));
                 return;
             }
         }
@@ -185,23 +205,35 @@ impl Share {
         let (now, was) = (now.unwrap_or(&empty), was.as_ref().unwrap_or(&empty));
         let arrived: Vec<Arc<str>> = now.difference(was).cloned().collect();
         let departed: Vec<Arc<str>> = was.difference(now).cloned().collect();
-        // Came and went on that node between its two rosters; one it listed before left and
-        // is among `departed` already.
-        let passed: Vec<Arc<str>> = roster.passed.difference(was).cloned().collect();
+        // An arrival on that node in neither roster came and went between the two; one in
+        // both left and came back. (One in only one of them is among `arrived` or `departed`.)
+        let visited: Vec<Arc<str>> = roster
+            .arrivals
+            .iter()
+            .filter(|u| !was.contains(*u) && !now.contains(*u))
+            .cloned()
+            .collect();
+        let returned: Vec<Arc<str>> = roster
+            .arrivals
+            .iter()
+            .filter(|u| was.contains(*u) && now.contains(*u))
+            .cloned()
+            .collect();
         let room = Arc::clone(room);
-        self.change(&room, &passed, &arrived, &departed);
+        self.change(
+            &room,
+            Moves {
+                visited: &visited,
+                returned: &returned,
+                arrived: &arrived,
+                departed: &departed,
+            },
+        );
     }
 
-    /// Counts each of `passed` as here and then gone, `arrived` as here and `departed` as gone,
-    /// for one node more or less, one user per hold of the lock, and wakes the reactors whose
-    /// watchers must hear of it.
-    fn change(
-        &self,
-        room: &Room,
-        passed: &[Arc<str>],
-        arrived: &[Arc<str>],
-        departed: &[Arc<str>],
-    ) {
+    /// Counts what `moves` says another node's users did, one user per hold of the lock, and
+    /// wakes the reactors whose watchers must hear of it.
+    fn change(&self, room: &Room, moves: Moves<'_>) {
         let mut wake = vec![false; self.link.setup.mailboxes.len()];
         let mut note = |reactors: Vec<usize>| {
             for r in reactors {
@@ -210,9 +242,19 @@ impl Share {
                 }
             }
         };
-        for user in passed {
+        let Moves {
+            visited,
+            returned,
+            arrived,
+            departed,
+        } = moves;
+        for user in visited {
             note(room.presence(|p| p.node_arrive(user)));
             note(room.presence(|p| p.node_depart(user)));
+        }
+        for user in returned {
+            note(room.presence(|p| p.node_depart(user)));
+            note(room.presence(|p| p.node_arrive(user)));
         }
         for user in arrived {
             note(room.presence(|p| p.node_arrive(user)));
@@ -266,13 +308,14 @@ impl Share {
                 continue;
             }
             let kind = if ask { Kind::Ask } else { Kind::Set };
-            let (payload, cut) = roster::encode(self.link.node, kind, &local.users, &local.passed);
+            let (payload, cut) =
+                roster::encode(self.link.node, kind, &local.users, &local.arrivals);
             if cut && self.warned.insert(room.id) {
                 log::warn!(
                     "jetstream: {} has {} users on this node; the other nodes are told of the \
                      first {}",
                     room.name,
-                    local.users.len() + local.passed.len(),
+                    local.users.len() + local.arrivals.len(),
                     roster::MAX_USERS
                 );
             }
@@ -322,7 +365,7 @@ impl Share {
         self.heard.retain(|_, nodes| !nodes.is_empty());
         for (id, users) in gone {
             if let Some(room) = self.rooms.values().find(|r| r.id == id).cloned() {
-                self.change(&room, &[], &[], &users);
+                self.change(&room, Moves::departed(&users));
             }
         }
     }

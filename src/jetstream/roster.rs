@@ -6,7 +6,8 @@
 //! ```text
 //! chatd-roster 1 <node, 16 hex digits> <set|ask|bye>\n
 //! <user>\n   (one line per user, in byte order, each once)
-//! -<user>\n  (one line per user who came and went since the last roster, each once)
+//! +<user>\n  (one line per user whose first connection arrived since the last roster,
+//!             in byte order, each once, whether or not it is still here)
 //! ```
 //!
 //! A roster always carries the sender's whole set for the room, never a change, so that a
@@ -23,7 +24,7 @@ use crate::protocol::name::is_valid_user;
 /// The first word of every roster, and the format's version.
 const MAGIC: &str = "chatd-roster 1";
 
-/// The most users one roster may list, here and passed together. A node with more users in
+/// The most names one roster may hold, users and arrivals together. A node with more users in
 /// one room tells the others the first this many (in byte order), and says so in its log: at
 /// 32 bytes a name this keeps a roster under NATS's default 1 MiB payload limit.
 pub const MAX_USERS: usize = 30_000;
@@ -47,38 +48,38 @@ pub struct Roster {
     pub node: u64,
     pub kind: Kind,
     pub users: BTreeSet<Arc<str>>,
-    /// Users who arrived on the sender and left again since its last roster: in neither
-    /// roster, but here for a moment, which the other nodes' watchers are told.
-    pub passed: BTreeSet<Arc<str>>,
+    /// Users whose first connection on the sender arrived since its last roster, still there
+    /// or not: one in neither roster came and went, one in both left and came back, and the
+    /// other nodes' watchers are told so.
+    pub arrivals: BTreeSet<Arc<str>>,
 }
 
-/// The payload of a roster from `node` listing `users` and `passed` (each in byte order, each
-/// name once, none in both, as `Presence::take_local` gives them), at most [`MAX_USERS`] of
-/// them. Returns it and whether users were left out.
-pub fn encode(node: u64, kind: Kind, users: &[Arc<str>], passed: &[Arc<str>]) -> (Vec<u8>, bool) {
+/// The payload of a roster from `node` listing `users` and `arrivals` (each in byte order, each
+/// name once, as `Presence::take_local` gives them), at most [`MAX_USERS`] names in all. Returns it and whether users were left out.
+pub fn encode(node: u64, kind: Kind, users: &[Arc<str>], arrivals: &[Arc<str>]) -> (Vec<u8>, bool) {
     let kind = match kind {
         Kind::Set => "set",
         Kind::Ask => "ask",
         Kind::Bye => "bye",
     };
     let kept = users.len().min(MAX_USERS);
-    let kept_passed = passed.len().min(MAX_USERS - kept);
+    let kept_arrivals = arrivals.len().min(MAX_USERS - kept);
     let mut out = format!("{MAGIC} {node:016x} {kind}\n").into_bytes();
     for user in users.iter().take(kept) {
         out.extend_from_slice(user.as_bytes());
         out.push(b'\n');
     }
-    for user in passed.iter().take(kept_passed) {
-        out.push(b'-');
+    for user in arrivals.iter().take(kept_arrivals) {
+        out.push(b'+');
         out.extend_from_slice(user.as_bytes());
         out.push(b'\n');
     }
-    (out, kept + kept_passed < users.len() + passed.len())
+    (out, kept + kept_arrivals < users.len() + arrivals.len())
 }
 
 /// The roster in `payload`, or `None` if it is not one: a wrong first line, a name that is not
-/// a valid user name, a name twice (here or passed), more than [`MAX_USERS`] names, or any name
-/// in a `bye`.
+/// a valid user name, a name twice among the users or among the arrivals, more than
+/// [`MAX_USERS`] names, or any name in a `bye`.
 pub fn decode(payload: &[u8]) -> Option<Roster> {
     let text = std::str::from_utf8(payload).ok()?;
     let body = text.strip_suffix('\n')?;
@@ -99,25 +100,24 @@ pub fn decode(payload: &[u8]) -> Option<Roster> {
         "bye" => Kind::Bye,
         _ => return None,
     };
-    let (mut users, mut passed) = (BTreeSet::new(), BTreeSet::<Arc<str>>::new());
+    let (mut users, mut arrivals) = (BTreeSet::new(), BTreeSet::<Arc<str>>::new());
     for (count, line) in lines.enumerate() {
-        let (name, into) = match line.strip_prefix('-') {
-            Some(name) => (name, &mut passed),
+        let (name, into) = match line.strip_prefix('+') {
+            Some(name) => (name, &mut arrivals),
             None => (line, &mut users),
         };
         if count >= MAX_USERS || !is_valid_user(name) || !into.insert(Arc::from(name)) {
             return None;
         }
     }
-    let empty = users.is_empty() && passed.is_empty();
-    if !users.is_disjoint(&passed) || (kind == Kind::Bye && !empty) {
+    if kind == Kind::Bye && !(users.is_empty() && arrivals.is_empty()) {
         return None;
     }
     Some(Roster {
         node,
         kind,
         users,
-        passed,
+        arrivals,
     })
 }
 
@@ -132,12 +132,12 @@ mod tests {
     #[test]
     fn a_roster_reads_back_as_it_was_written() {
         let users = names(&["alice", "bob.b", "c-1_x"]);
-        let passed = names(&["dave"]);
-        let (payload, cut) = encode(0x00ab_cdef_0123_4567, Kind::Ask, &users, &passed);
+        let arrivals = names(&["dave"]);
+        let (payload, cut) = encode(0x00ab_cdef_0123_4567, Kind::Ask, &users, &arrivals);
         assert!(!cut);
         assert_eq!(
             payload,
-            b"chatd-roster 1 00abcdef01234567 ask\nalice\nbob.b\nc-1_x\n-dave\n"
+            b"chatd-roster 1 00abcdef01234567 ask\nalice\nbob.b\nc-1_x\n+dave\n"
         );
         let roster = decode(&payload).expect("a roster");
         assert_eq!(
@@ -145,7 +145,7 @@ mod tests {
             (0x00ab_cdef_0123_4567, Kind::Ask)
         );
         assert_eq!(roster.users.into_iter().collect::<Vec<_>>(), users);
-        assert_eq!(roster.passed.into_iter().collect::<Vec<_>>(), passed);
+        assert_eq!(roster.arrivals.into_iter().collect::<Vec<_>>(), arrivals);
         let empty = decode(&encode(1, Kind::Set, &[], &[]).0).expect("an empty roster");
         assert!(empty.kind == Kind::Set && empty.users.is_empty());
         let bye = decode(b"chatd-roster 1 0000000000000001 bye\n").expect("a goodbye");
@@ -168,10 +168,10 @@ mod tests {
             b"chatd-roster 1 00abcdef01234567 set\nalice\r\n",
             b"chatd-roster 1 00abcdef01234567 set\n\xff\n",
             b"chatd-roster 1 00abcdef01234567 bye\nalice\n",
-            b"chatd-roster 1 00abcdef01234567 bye\n-alice\n",
-            b"chatd-roster 1 00abcdef01234567 set\nalice\n-alice\n",
-            b"chatd-roster 1 00abcdef01234567 set\n-alice\n-alice\n",
-            b"chatd-roster 1 00abcdef01234567 set\n-\n",
+            b"chatd-roster 1 00abcdef01234567 bye\n+alice\n",
+            b"chatd-roster 1 00abcdef01234567 set\n+alice\n+alice\n",
+            b"chatd-roster 1 00abcdef01234567 set\n+\n",
+            b"chatd-roster 1 00abcdef01234567 set\n++alice\n",
         ] {
             assert_eq!(decode(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }

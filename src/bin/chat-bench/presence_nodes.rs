@@ -10,9 +10,9 @@
 //! Warm-up: node B follows the room only once one of its users joined it, so an idle anchor
 //! user joins on B first, and the churners start only once every member has its MEMBERS
 //! snapshot and has been told the anchor is here (so A has heard B); the anchor is not
-//! counted. A churner stays in and out of the room at least `MIN_DWELL`: a user node B listed
-//! who leaves and comes back within one tick is sent as never having left, which would count
-//! as missed events. It never touches processes or directories but its own.
+//! counted. A churner stays in and out of the room at least `MIN_DWELL`: a node tells the
+//! others what a user did within one tick only as far as one visit or one return, so more
+//! changes of one churner within a tick would count as missed events. It never touches processes or directories but its own.
 
 use std::fmt::Write as _;
 use std::io::{self, Write as _};
