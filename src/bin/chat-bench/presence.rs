@@ -302,19 +302,12 @@ fn once(p: &Presence, watch: bool) -> Result<Row, String> {
     let generator_before = usage_of(std::process::id()).cpu_secs;
     let started = Instant::now();
     let per_churner = f64::from(p.rate) / p.churners as f64;
-    let mut handles = Vec::new();
-    for (user, token) in churners {
-        let (addr, stop) = (daemon.addr, Arc::clone(&stop));
-        let pace = Pace {
-            events_per_sec: per_churner,
-            hold: false,
-            offset: Duration::ZERO,
-        };
-        let spawned = thread::Builder::new()
-            .name(format!("churn-{user}"))
-            .spawn(move || churn(addr, &user, &token, pace, &stop));
-        handles.push(spawned.map_err(|e| format!("cannot start a churner: {e}"))?);
-    }
+    let pace = |_| Pace {
+        events_per_sec: per_churner,
+        hold: false,
+        offset: Duration::ZERO,
+    };
+    let handles = start_churners(daemon.addr, churners, pace, &stop)?;
     let churn_for = Duration::from_secs_f64(p.secs);
     while started.elapsed() < churn_for {
         room.turn(Duration::from_millis(50))?;
@@ -420,11 +413,35 @@ pub(crate) fn login(addr: SocketAddr, user: &str, token: &str) -> io::Result<Cli
 pub(crate) struct Pace {
     /// Joins plus leaves per second (a join and a leave are two events).
     pub events_per_sec: f64,
-    /// Stay in the room half of each period rather than leave at once: across nodes a stay
-    /// shorter than the presence tick is never seen by the other node.
+    /// Stay in the room half of each period rather than leave at once: across nodes, more
+    /// than one visit or return of a user within one presence tick is told as its net effect.
     pub hold: bool,
     /// Before the first join, so that churners do not all move at once.
     pub offset: Duration,
+}
+
+/// A churner's thread: when it ends, the times its JOINs and LEAVEs were answered.
+pub(crate) type Churner = thread::JoinHandle<Result<Vec<Instant>, String>>;
+
+/// A thread per churner of `users` on `addr`, the `i`th paced by `pace(i)`, until `stop`.
+///
+/// # Errors
+/// A thread could not be started.
+pub(crate) fn start_churners(
+    addr: SocketAddr,
+    users: Vec<(String, String)>,
+    pace: impl Fn(usize) -> Pace,
+    stop: &Arc<AtomicBool>,
+) -> Result<Vec<Churner>, String> {
+    let mut handles = Vec::new();
+    for (i, (user, token)) in users.into_iter().enumerate() {
+        let (stop, pace) = (Arc::clone(stop), pace(i));
+        let spawned = thread::Builder::new()
+            .name(format!("churn-{user}"))
+            .spawn(move || churn(addr, &user, &token, pace, &stop));
+        handles.push(spawned.map_err(|e| format!("cannot start a churner: {e}"))?);
+    }
+    Ok(handles)
 }
 
 /// One churner: JOIN, wait for JOINED, LEAVE, wait for LEFT, paced by `pace`, until `stop`.

@@ -18,7 +18,6 @@ use std::fmt::Write as _;
 use std::io::{self, Write as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use chatd::client::Reply;
@@ -28,8 +27,8 @@ use crate::cluster::nats::Nats;
 use crate::cluster::nodes::Nodes;
 use crate::os::usage_of;
 use crate::presence::{
-    ANCHOR, DRAIN, Members, Pace, Presence, ROOM, SETUP, Tally, add_users, churn, generator_bound,
-    login, show, spread, wait, wait_for_login,
+    ANCHOR, DRAIN, Members, Pace, Presence, ROOM, SETUP, Tally, add_users, generator_bound, login,
+    show, spread, start_churners, wait, wait_for_login,
 };
 use crate::stats::{Latency, Percentiles};
 
@@ -231,19 +230,12 @@ fn once(p: &Presence, churners: usize) -> Result<NodesRow, String> {
     let started = Instant::now();
     let per_churner = f64::from(p.rate) / churners as f64;
     let period = Duration::from_secs_f64(2.0 / per_churner);
-    let mut handles = Vec::new();
-    for (i, (user, token)) in churner_users.into_iter().enumerate() {
-        let stop = Arc::clone(&stop);
-        let pace = Pace {
-            events_per_sec: per_churner,
-            hold: true,
-            offset: period.mul_f64(spread_phase(i)),
-        };
-        let spawned = thread::Builder::new()
-            .name(format!("churn-{user}"))
-            .spawn(move || churn(b, &user, &token, pace, &stop));
-        handles.push(spawned.map_err(|e| format!("cannot start a churner: {e}"))?);
-    }
+    let pace = |i| Pace {
+        events_per_sec: per_churner,
+        hold: true,
+        offset: period.mul_f64(spread_phase(i)),
+    };
+    let handles = start_churners(b, churner_users, pace, &stop)?;
     let churn_for = Duration::from_secs_f64(p.secs);
     while started.elapsed() < churn_for {
         room.turn(Duration::from_millis(50))?;
