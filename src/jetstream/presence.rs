@@ -3,10 +3,10 @@
 //! too (`crate::presence`), so that WHO and WATCH on any node see every node's members.
 //!
 //! Nodes speak on plain NATS subjects, one per room ([`names::presence`]), in [`roster`]s:
-//! each carries the sender's whole set for the room, and who came and went since its last one
-//! (so that a visit shorter than a tick is seen too), sent when that set changed (looked for
-//! every [`TICK`]) and again every [`HEARTBEAT`] while it is not empty. A node that follows a
-//! room anew asks the others for theirs. A node that stops says goodbye in every room it
+//! each carries the sender's whole set for the room, and who arrived since its last one (so
+//! that a visit or a return shorter than a tick is seen too), sent when that set changed
+//! (looked for every [`TICK`]) and again every [`HEARTBEAT`] while it is not empty. A node
+//! that follows a room anew asks the others for theirs. A node that stops says goodbye in every room it
 //! spoke of, once its own connections are closed; what a node said is otherwise forgotten
 //! [`EXPIRY`] after it last spoke of the room, so the users of a node that died leave within
 //! that time; so do those of a node this one cannot hear (NATS lost), who come back when it
@@ -44,6 +44,9 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long after a node last spoke of a room the others forget its users there: three
 /// heartbeats, so that one or two lost rosters do not make users leave and come back.
 const EXPIRY: Duration = Duration::from_secs(15);
+
+/// How long a stopping node waits for its goodbyes to reach the NATS server.
+const FAREWELL: Duration = Duration::from_secs(1);
 
 /// The most other nodes whose rosters of one room are kept. A real cluster of chatd nodes has
 /// a handful; more means someone other than chatd is publishing rosters.
@@ -93,9 +96,6 @@ struct Share {
     /// Rooms already warned about for listing more than a roster holds.
     warned: HashSet<RoomId>,
 }
-
-/// How long a stopping node waits for its goodbyes to reach the NATS server.
-const FAREWELL: Duration = Duration::from_secs(1);
 
 /// Shares presence for the life of the engine: subscribes to every room's presence subject,
 /// and subscribes again if the subscription ends. When `stopping` hands it a sender, it says
