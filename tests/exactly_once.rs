@@ -12,7 +12,7 @@ mod util;
 use chatd::client::{Client, Reply};
 use chatd::protocol::{ClientFrame, ErrorCode, Version, encode_client};
 use nix::sys::signal::Signal;
-use util::{Daemon, Driver, expect_error, join, nats, recv};
+use util::{Daemon, Driver, expect_error, join, metric, nats, recv};
 
 const ROOM: &str = "#once";
 const CLIENT: u64 = 0x5eed_0000_0000_0001;
@@ -365,23 +365,6 @@ fn with_jetstream_a_resend_on_another_node_gets_its_seq_again() {
     for d in [&a, &b] {
         assert_eq!(texts(&history(d, &token)), ["one", "two", "three", "one"]);
     }
-}
-
-/// `chatd_<name>` as `d`'s metrics endpoint (`--metrics 127.0.0.1:0`) reports it now.
-#[track_caller]
-fn metric(d: &Daemon, name: &str) -> f64 {
-    assert!(d.wait_for_log("metrics: serving"), "{:#?}", d.log_lines());
-    let port: u16 = d
-        .log_lines()
-        .iter()
-        .find_map(|l| l.split("http://").nth(1)?.rsplit(':').next()?.parse().ok())
-        .expect("metrics port in the log");
-    let (status, body) = nats::http_get(port, "/metrics").expect("an answer from /metrics");
-    assert_eq!(status, 200, "{body}");
-    let series = format!("chatd_{name} ");
-    body.lines()
-        .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series}in:\n{body}"))
 }
 
 #[test]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use chatd::client::{Client, Reply};
 use chatd::protocol::{ClientFrame, ErrorCode, Version};
-use util::{BIN, Daemon, Driver, expect_error, expect_fatal, join, nats, recv};
+use util::{BIN, Daemon, Driver, expect_error, expect_fatal, join, metric, nats, recv};
 
 /// Starts the daemon of `driver`, with several reactors where it has them, so that watchers
 /// and the members they watch sit on different threads.
@@ -564,6 +564,42 @@ fn across_nodes_the_users_of_a_node_that_dies_leave_within_its_expiry() {
     eprintln!("bob left {:?} after node B died", started.elapsed());
     who(&mut alice, room);
     assert_eq!(members(&mut alice, room), (1, names(&["alice"])));
+}
+
+#[test]
+fn across_nodes_what_is_not_a_roster_is_counted_and_changes_nothing() {
+    if nats::skip("rosters refused across --store jetstream nodes") {
+        return;
+    }
+    let a = Driver::JetStream.start(&["--metrics", "127.0.0.1:0"]);
+    let tokens = add_users(&a, &["alice", "bob"]);
+    let b = Driver::start_beside(&a, &["--metrics", "127.0.0.1:0"]);
+    let room = "#guarded";
+    let mut alice = login(&a, "alice", &tokens[0], 2);
+    join(&mut alice, room, 0, 0);
+    let mut bob = login(&b, "bob", &tokens[1], 2);
+    join(&mut bob, room, 0, 0);
+    assert!(watch_until(&mut alice, room, "bob").contains("bob"));
+    assert!(metric(&a, "jetstream_rosters_heard_total") >= 1.0);
+    assert!(metric(&b, "jetstream_rosters_sent_total") >= 1.0);
+    // Anyone on the NATS server may publish on the room's presence subject.
+    let port = a.nats.as_ref().expect("a NATS server").client_port();
+    let subject = "chatd.presence._23guarded";
+    for junk in [
+        &b"mallory is here"[..],
+        b"chatd-roster 1 00000000000000aa set\nmal lory\n",
+        b"chatd-roster 1 00000000000000aa bye\nmallory\n",
+    ] {
+        nats::publish(port, subject, junk).expect("publish on NATS");
+    }
+    assert!(
+        a.wait_for_log_count("not a roster on chatd.presence._23guarded", 3),
+        "{:#?}",
+        a.log_lines()
+    );
+    assert_eq!(metric(&a, "jetstream_rosters_refused_total"), 3.0);
+    who(&mut alice, room);
+    assert_eq!(members(&mut alice, room), (2, names(&["alice", "bob"])));
 }
 
 #[test]

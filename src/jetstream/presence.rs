@@ -20,6 +20,7 @@
 //! NATS server can publish to.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -156,8 +157,10 @@ impl Share {
             // it asks.
             return;
         };
+        let metrics = &self.link.setup.metrics.jetstream;
         let Some(roster) = roster::decode(payload) else {
             log::debug!("jetstream: not a roster on {subject}; ignored");
+            metrics.rosters_refused.fetch_add(1, Relaxed);
             return;
         };
         if roster.node == self.link.node {
@@ -170,6 +173,7 @@ impl Share {
                 self.asked.insert(room.id);
             }
             Kind::Bye => {
+                metrics.rosters_heard.fetch_add(1, Relaxed);
                 let Some(gone) = nodes.remove(&roster.node) else {
                     return;
                 };
@@ -190,8 +194,10 @@ impl Share {
                 room.name,
                 roster.node
             );
+            metrics.rosters_refused.fetch_add(1, Relaxed);
             return;
         }
+        metrics.rosters_heard.fetch_add(1, Relaxed);
         let was = nodes.insert(
             roster.node,
             Heard {
@@ -322,6 +328,12 @@ impl Share {
             match client.publish(subject.clone(), payload.into()).await {
                 Ok(()) => {
                     self.sent.insert(room.id, local.changes);
+                    self.link
+                        .setup
+                        .metrics
+                        .jetstream
+                        .rosters_sent
+                        .fetch_add(1, Relaxed);
                 }
                 Err(e) => log::debug!("jetstream: cannot send the roster of {}: {e}", room.name),
             }

@@ -133,6 +133,13 @@ pub struct EngineGauges {
     pub conflicts: AtomicU64,
     /// Keys read back from rooms' streams when this node loaded them.
     pub keys_rebuilt: AtomicU64,
+    /// Presence rosters this node sent to the others.
+    pub rosters_sent: AtomicU64,
+    /// Presence rosters of other nodes taken in.
+    pub rosters_heard: AtomicU64,
+    /// Messages on a presence subject that were not rosters, or came from a node over the
+    /// limit: ignored.
+    pub rosters_refused: AtomicU64,
     /// From a SEND reaching the engine to its PubAck, retries included.
     pub puback: Histogram,
 }
@@ -444,6 +451,25 @@ impl Metrics {
                 "counter",
                 "Keys of keyed SENDs read back from a room's stream when this node loaded the room.",
                 js.keys_rebuilt.load(Relaxed),
+            ),
+            (
+                "jetstream_rosters_sent_total",
+                "counter",
+                "Presence rosters this node sent to the other nodes (who is here, per room).",
+                js.rosters_sent.load(Relaxed),
+            ),
+            (
+                "jetstream_rosters_heard_total",
+                "counter",
+                "Presence rosters of other nodes this node took in.",
+                js.rosters_heard.load(Relaxed),
+            ),
+            (
+                "jetstream_rosters_refused_total",
+                "counter",
+                "Messages on a presence subject that were not rosters, or from a node over the \
+                 limit of nodes per room: ignored.",
+                js.rosters_refused.load(Relaxed),
             ),
         ];
         for (name, kind, help, value) in lines {

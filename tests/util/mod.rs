@@ -587,3 +587,20 @@ macro_rules! per_driver {
         )*
     };
 }
+
+/// `chatd_<name>` as `d`'s metrics endpoint (`--metrics 127.0.0.1:0`) reports it now.
+#[track_caller]
+pub fn metric(d: &Daemon, name: &str) -> f64 {
+    assert!(d.wait_for_log("metrics: serving"), "{:#?}", d.log_lines());
+    let port: u16 = d
+        .log_lines()
+        .iter()
+        .find_map(|l| l.split("http://").nth(1)?.rsplit(':').next()?.parse().ok())
+        .expect("metrics port in the log");
+    let (status, body) = nats::http_get(port, "/metrics").expect("an answer from /metrics");
+    assert_eq!(status, 200, "{body}");
+    let series = format!("chatd_{name} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series}in:\n{body}"))
+}

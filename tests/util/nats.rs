@@ -90,6 +90,39 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// Publishes `payload` on `subject` through the NATS server on 127.0.0.1:`port`, speaking the
+/// client protocol by hand (CONNECT, PUB, then PING, whose PONG says the server has it), as
+/// anyone allowed on the server could.
+pub fn publish(port: u16, subject: &str, payload: &[u8]) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader};
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(s.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?; // INFO
+    let mut w = s;
+    write!(
+        w,
+        "CONNECT {{\"verbose\":false,\"pedantic\":false}}\r\nPUB {subject} {}\r\n",
+        payload.len()
+    )?;
+    w.write_all(payload)?;
+    w.write_all(b"\r\nPING\r\n")?;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::other("NATS closed before PONG"));
+        }
+        if line.starts_with("PONG") {
+            return Ok(());
+        }
+        if line.starts_with("-ERR") {
+            return Err(std::io::Error::other(line.trim().to_string()));
+        }
+    }
+}
+
 /// One nats-server process and what it needs to be started again exactly as before.
 struct Process {
     name: String,
