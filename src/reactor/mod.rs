@@ -124,6 +124,29 @@ pub struct Reactor {
     accept_warned: Option<Instant>,
 }
 
+/// The environment of connection `key` (of `serial`) on reactor `$reactor`, built from the
+/// reactor's fields one by one, so that it can be borrowed while the connection itself is
+/// borrowed from `conns` (a method would borrow the whole reactor).
+macro_rules! conn_env {
+    ($reactor:ident, $key:expr, $serial:expr, $now:expr) => {
+        ConnEnv {
+            shared: &$reactor.shared,
+            limits: &$reactor.limits,
+            users: &$reactor.users,
+            access: &$reactor.access,
+            reactor: $reactor.id,
+            conn: ConnRef {
+                key: $key,
+                serial: $serial,
+            },
+            members: &mut $reactor.members,
+            sequencer: &$reactor.sequencer,
+            archive: &$reactor.archive,
+            now: $now,
+        }
+    };
+}
+
 impl Reactor {
     /// A reactor over `poll` (whose waker the sequencer already holds) and its listeners.
     ///
@@ -525,21 +548,7 @@ impl Reactor {
             if conn.session.phase() != Phase::Ready {
                 continue;
             }
-            let mut env = ConnEnv {
-                shared: &self.shared,
-                limits: &self.limits,
-                users: &self.users,
-                access: &self.access,
-                reactor: self.id,
-                conn: ConnRef {
-                    key,
-                    serial: conn.serial,
-                },
-                members: &mut self.members,
-                sequencer: &self.sequencer,
-                archive: &self.archive,
-                now,
-            };
+            let mut env = conn_env!(self, key, conn.serial, now);
             if conn.session.recheck_access(&mut env) && !conn.scheduled {
                 conn.scheduled = true;
                 self.ready.push(key);
@@ -571,21 +580,7 @@ impl Reactor {
                 continue;
             };
             conn.scheduled = false;
-            let mut env = ConnEnv {
-                shared: &self.shared,
-                limits: &self.limits,
-                users: &self.users,
-                access: &self.access,
-                reactor: self.id,
-                conn: ConnRef {
-                    key,
-                    serial: conn.serial,
-                },
-                members: &mut self.members,
-                sequencer: &self.sequencer,
-                archive: &self.archive,
-                now,
-            };
+            let mut env = conn_env!(self, key, conn.serial, now);
             let was_handshaking = conn.transport.is_handshaking();
             let serviced = conn.service(scratch, &self.shared, &mut env);
             let established = was_handshaking && !conn.transport.is_handshaking();

@@ -326,18 +326,11 @@ fn once(p: &Presence, watch: bool) -> Result<Row, String> {
     let daemon_cpu = daemon.usage().cpu_secs;
     let generator_cpu = usage_of(std::process::id()).cpu_secs;
     let violations = room.tallies.iter().filter(|t| t.churn != expected).count();
-    if violations > 0 {
-        eprintln!(
-            "chat-bench presence: {violations} members did not get exactly {expected} PRESENCE \
-             frames (first counts: {:?})",
-            room.tallies
-                .iter()
-                .take(8)
-                .map(|t| t.churn)
-                .collect::<Vec<_>>()
-        );
-    }
-    let frames = room.tallies.iter().map(|t| t.churn).sum();
+    room.report_violations(
+        violations,
+        &format!("did not get exactly {expected} PRESENCE frames"),
+    );
+    let frames = room.frames();
     drop(room);
     daemon.stop()?;
     Ok(Row {
@@ -616,6 +609,20 @@ impl Members {
 
     pub(crate) fn all_have(&self, n: u64) -> bool {
         self.tallies.iter().all(|t| t.churn >= n)
+    }
+
+    /// PRESENCE frames about churners, over every member.
+    pub(crate) fn frames(&self) -> u64 {
+        self.tallies.iter().map(|t| t.churn).sum()
+    }
+
+    /// Says on stderr that `violations` members were not told right (`what`), with the first
+    /// members' counts.
+    pub(crate) fn report_violations(&self, violations: usize, what: &str) {
+        if violations > 0 {
+            let first: Vec<u64> = self.tallies.iter().take(8).map(|t| t.churn).collect();
+            eprintln!("{violations} members {what} (first counts: {first:?})");
+        }
     }
 
     /// One poll: reads and writes what is ready.

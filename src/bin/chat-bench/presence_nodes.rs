@@ -258,18 +258,11 @@ fn once(p: &Presence, churners: usize) -> Result<NodesRow, String> {
     }
     let after = cpu();
     let (violations, delay) = account(&room.tallies, &answers);
-    if violations > 0 {
-        eprintln!(
-            "chat-bench presence --nodes 2: {violations} members were not told each of the \
-             {events} churner events exactly once and in order (first counts: {:?})",
-            room.tallies
-                .iter()
-                .take(8)
-                .map(|t| t.churn)
-                .collect::<Vec<_>>()
-        );
-    }
-    let frames = room.tallies.iter().map(|t| t.churn).sum();
+    room.report_violations(
+        violations,
+        &format!("were not told each of the {events} churner events exactly once and in order"),
+    );
+    let frames = room.frames();
     drop(room);
     drop(anchor_conn);
     nodes.stop()?;
